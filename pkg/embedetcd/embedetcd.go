@@ -1,0 +1,58 @@
+package embedetcd
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// Server is a running embedded etcd.
+type Server struct {
+	etcd *embed.Etcd
+	// ClientURL is where clients connect.
+	ClientURL string
+}
+
+// Start runs etcd with its data in dir, serving clients on clientURL and
+// peers on peerURL (both loopback), and waits until it is ready.
+func Start(dir, clientURL, peerURL string) (*Server, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = dir
+	cfg.Name = "deis"
+	cfg.LogLevel = "error"
+	cu, err := url.Parse(clientURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedetcd: client URL: %w", err)
+	}
+	pu, err := url.Parse(peerURL)
+	if err != nil {
+		return nil, fmt.Errorf("embedetcd: peer URL: %w", err)
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.Name + "=" + peerURL
+	cfg.AutoCompactionMode = "revision"
+	cfg.AutoCompactionRetention = "10000"
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("embedetcd: start in %s: %w", dir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedetcd: %w", err)
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("embedetcd: not ready after 60s")
+	}
+	return &Server{etcd: e, ClientURL: clientURL}, nil
+}
+
+// Err reports a fatal server error.
+func (s *Server) Err() <-chan error { return s.etcd.Err() }
+
+// Close stops etcd.
+func (s *Server) Close() { s.etcd.Close() }

@@ -1,0 +1,114 @@
+package etcdconn
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/deis/deis/pkg/state"
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// DefaultEndpoint is where the embedded etcd of `make run` listens.
+const DefaultEndpoint = "http://127.0.0.1:2379"
+
+// Config is how to reach etcd.
+type Config struct {
+	Endpoints []string
+	CAFile    string
+	CertFile  string
+	KeyFile   string
+	Username  string
+	Password  string
+	Prefix    string
+}
+
+// Flags returns the shared etcd flags. The endpoint flag has no default so a
+// command can tell "not given" apart (the coordinator then embeds etcd).
+func Flags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "etcd-endpoints", EnvVars: []string{"DEIS_ETCD_ENDPOINTS"}, Usage: "etcd client URLs, comma-separated (default " + DefaultEndpoint + ")"},
+		&cli.StringFlag{Name: "etcd-cacert", EnvVars: []string{"DEIS_ETCD_CACERT"}, Usage: "CA file to verify etcd's TLS certificate"},
+		&cli.StringFlag{Name: "etcd-cert", EnvVars: []string{"DEIS_ETCD_CERT"}, Usage: "client certificate file for etcd TLS"},
+		&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"DEIS_ETCD_KEY"}, Usage: "client key file for etcd TLS"},
+		&cli.StringFlag{Name: "etcd-user", EnvVars: []string{"DEIS_ETCD_USER"}, Usage: "etcd user name"},
+		&cli.StringFlag{Name: "etcd-password", EnvVars: []string{"DEIS_ETCD_PASSWORD"}, Usage: "etcd password"},
+		&cli.StringFlag{Name: "prefix", EnvVars: []string{"DEIS_PREFIX"}, Value: state.DefaultPrefix, Usage: "key prefix of this installation in etcd"},
+	}
+}
+
+// FromContext reads the shared flags.
+func FromContext(c *cli.Context) Config {
+	var eps []string
+	for _, e := range c.StringSlice("etcd-endpoints") {
+		for _, p := range strings.Split(e, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				eps = append(eps, p)
+			}
+		}
+	}
+	return Config{
+		Endpoints: eps,
+		CAFile:    c.String("etcd-cacert"),
+		CertFile:  c.String("etcd-cert"),
+		KeyFile:   c.String("etcd-key"),
+		Username:  c.String("etcd-user"),
+		Password:  c.String("etcd-password"),
+		Prefix:    c.String("prefix"),
+	}
+}
+
+// Dial connects to etcd and checks the connection with one read.
+func (cfg Config) Dial(ctx context.Context) (*clientv3.Client, error) {
+	eps := cfg.Endpoints
+	if len(eps) == 0 {
+		eps = []string{DefaultEndpoint}
+	}
+	cc := clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: 5 * time.Second,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		Logger:      zap.NewNop(),
+		Context:     ctx,
+	}
+	if cfg.CAFile != "" || cfg.CertFile != "" {
+		t := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("etcdconn: read CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("etcdconn: %s holds no PEM certificate", cfg.CAFile)
+			}
+			t.RootCAs = pool
+		}
+		if cfg.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("etcdconn: load client certificate: %w", err)
+			}
+			t.Certificates = []tls.Certificate{cert}
+		}
+		cc.TLS = t
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("etcdconn: connect to %s: %w", strings.Join(eps, ","), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := cli.Get(pctx, "health-check-"+cfg.Prefix, clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcdconn: etcd at %s does not answer (is the coordinator or etcd running? set --etcd-endpoints or DEIS_ETCD_ENDPOINTS): %w", strings.Join(eps, ","), err)
+	}
+	return cli, nil
+}

@@ -1,0 +1,246 @@
+package state
+
+import (
+	"sort"
+	"time"
+)
+
+// LayerType says what a layer's nodes do for a formation.
+type LayerType string
+
+const (
+	LayerRuntime LayerType = "runtime"
+	LayerProxy   LayerType = "proxy"
+)
+
+// DefaultContainerPort is the port every container listens on inside its own
+// network namespace; PORT is set to it.
+const DefaultContainerPort = 5000
+
+// Formation is one app: its name, its extra domains and its scale. Written by
+// deisctl.
+type Formation struct {
+	Name    string   `json:"name"`
+	Domains []string `json:"domains,omitempty"`
+	// Scale maps process type to container count. A nil map means "never
+	// scaled": the first release with a web type then runs web=1, as on Heroku.
+	Scale   map[string]int            `json:"scale,omitempty"`
+	Limits  map[string]ResourceLimits `json:"limits,omitempty"`
+	Created time.Time                 `json:"created"`
+}
+
+// ResourceLimits are applied to each container of one process type.
+type ResourceLimits struct {
+	MemoryBytes int64   `json:"memoryBytes,omitempty"`
+	CPUs        float64 `json:"cpus,omitempty"`
+}
+
+// EffectiveScale is the scale the scheduler applies for a release with the
+// given process types.
+func (f *Formation) EffectiveScale(types map[string]string) map[string]int {
+	out := map[string]int{}
+	if f.Scale == nil {
+		if _, ok := types["web"]; ok {
+			out["web"] = 1
+		}
+		return out
+	}
+	for t, n := range f.Scale {
+		if _, ok := types[t]; ok && n > 0 {
+			out[t] = n
+		}
+	}
+	return out
+}
+
+// Layer is a group of nodes doing one kind of work for a formation, chosen by
+// label selector. Written by deisctl.
+type Layer struct {
+	Formation string            `json:"formation"`
+	Name      string            `json:"name"`
+	Type      LayerType         `json:"type"`
+	Selector  map[string]string `json:"selector"`
+	Created   time.Time         `json:"created"`
+}
+
+// Matches reports whether a node's labels satisfy the layer's selector.
+func (l *Layer) Matches(n *Node) bool {
+	for k, v := range l.Selector {
+		if n.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Node is an agent's registration. Written by that agent when it starts.
+type Node struct {
+	Name string `json:"name"`
+	// Addr is the address other nodes use to reach this node's containers.
+	Addr   string            `json:"addr"`
+	Labels map[string]string `json:"labels"`
+	// HTTPPort is the port the node's proxy (if any) serves apps on.
+	HTTPPort int `json:"httpPort,omitempty"`
+	// Capacity is the most containers the node accepts (0: no limit).
+	Capacity int `json:"capacity,omitempty"`
+	// MemoryBytes is the memory the node offers to limited containers (0: no limit).
+	MemoryBytes int64     `json:"memoryBytes,omitempty"`
+	APIURL      string    `json:"apiURL,omitempty"`
+	Started     time.Time `json:"started"`
+	Version     string    `json:"version,omitempty"`
+}
+
+// Heartbeat is the value of a node's lease-bound heartbeat key.
+type Heartbeat struct {
+	Node string    `json:"node"`
+	At   time.Time `json:"at"`
+}
+
+// Config is a formation's environment. Written by deisctl.
+type Config struct {
+	Vars map[string]string `json:"vars"`
+}
+
+// SlugRef names a slug by content.
+type SlugRef struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Build is the output of one successful build. Written by the builder.
+type Build struct {
+	ID           string            `json:"id"`
+	Formation    string            `json:"formation"`
+	GitSHA       string            `json:"gitSHA,omitempty"`
+	Slug         *SlugRef          `json:"slug,omitempty"`
+	Image        string            `json:"image"`
+	ProcessTypes map[string]string `json:"processTypes"`
+	Buildpack    string            `json:"buildpack,omitempty"`
+	Created      time.Time         `json:"created"`
+}
+
+// Release is one immutable, numbered combination of a build and a config.
+type Release struct {
+	Formation   string            `json:"formation"`
+	Version     int               `json:"version"`
+	Build       *Build            `json:"build,omitempty"`
+	Config      map[string]string `json:"config"`
+	Description string            `json:"description"`
+	Created     time.Time         `json:"created"`
+}
+
+// ReleaseStatus records a release that could not be rolled out. Written by
+// the coordinator.
+type ReleaseStatus struct {
+	Version int       `json:"version"`
+	Failed  bool      `json:"failed"`
+	Reason  string    `json:"reason"`
+	At      time.Time `json:"at"`
+}
+
+// ContainerSpec is one container a node must run.
+type ContainerSpec struct {
+	// Name is unique across the platform: formation, release, type and index.
+	Name      string            `json:"name"`
+	Formation string            `json:"formation"`
+	Release   int               `json:"release"`
+	Type      string            `json:"type"`
+	Index     int               `json:"index"`
+	Image     string            `json:"image"`
+	Command   string            `json:"command"`
+	Env       map[string]string `json:"env"`
+	Slug      *SlugRef          `json:"slug,omitempty"`
+	// SlugURL is where the agent downloads the slug from.
+	SlugURL string         `json:"slugURL,omitempty"`
+	Port    int            `json:"port"`
+	Limits  ResourceLimits `json:"limits,omitempty"`
+	// HealthPath, when set, is the HTTP path that must answer 2xx/3xx before
+	// the container counts as ready; otherwise a TCP connect is enough.
+	HealthPath string `json:"healthPath,omitempty"`
+}
+
+// Runtime is a node's runtime databag. Written by the coordinator.
+type Runtime struct {
+	Node       string          `json:"node"`
+	Containers []ContainerSpec `json:"containers"`
+}
+
+// Sort orders the containers by name so the databag renders the same bytes
+// for the same content.
+func (r *Runtime) Sort() {
+	sort.Slice(r.Containers, func(i, j int) bool { return r.Containers[i].Name < r.Containers[j].Name })
+}
+
+// Upstream is one container a proxy sends requests to.
+type Upstream struct {
+	Container string `json:"container"`
+	Addr      string `json:"addr"`
+	Release   int    `json:"release"`
+}
+
+// Routing is a formation's routing databag. Written by the coordinator; its
+// etcd ModRevision is the routing revision proxies acknowledge.
+type Routing struct {
+	Formation string     `json:"formation"`
+	Release   int        `json:"release"`
+	Domains   []string   `json:"domains"`
+	Upstreams []Upstream `json:"upstreams"`
+}
+
+// Container states reported by agents.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running" // up, not yet passing its health check
+	StateReady    = "ready"   // up and passing its health check
+	StateExited   = "exited"
+	StateStopping = "stopping"
+)
+
+// ContainerStatus is an agent's view of one container.
+type ContainerStatus struct {
+	Name      string    `json:"name"`
+	ID        string    `json:"id,omitempty"`
+	Formation string    `json:"formation"`
+	Release   int       `json:"release"`
+	Type      string    `json:"type"`
+	State     string    `json:"state"`
+	Addr      string    `json:"addr,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Started   time.Time `json:"started,omitempty"`
+}
+
+// NodeStatus is what an agent reports. Written by that agent.
+type NodeStatus struct {
+	Node       string            `json:"node"`
+	Updated    time.Time         `json:"updated"`
+	Containers []ContainerStatus `json:"containers"`
+	// Pending lists the reconcile tasks still in progress, with reasons.
+	Pending []string `json:"pending,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// ProxyAck is the routing revision a proxy node has applied for a formation.
+type ProxyAck struct {
+	Node     string    `json:"node"`
+	Revision int64     `json:"revision"`
+	Applied  time.Time `json:"applied"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// SSHKey is a registered public key.
+type SSHKey struct {
+	Fingerprint string    `json:"fingerprint"`
+	User        string    `json:"user"`
+	PublicKey   string    `json:"publicKey"`
+	Comment     string    `json:"comment,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+// CoordinatorInfo is the leading coordinator's advertisement.
+type CoordinatorInfo struct {
+	SSHHost    string `json:"sshHost"`
+	SSHPort    int    `json:"sshPort"`
+	SlugURL    string `json:"slugURL"`
+	BaseDomain string `json:"baseDomain"`
+	HTTPPort   int    `json:"httpPort,omitempty"`
+}

@@ -1,0 +1,49 @@
+package state
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+var (
+	dnsLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+	envKey   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	procType = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$`)
+	domain   = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?$`)
+)
+
+// ValidateName checks a formation, layer, node or user name: a DNS label of
+// lowercase letters, digits and hyphens, at most 63 characters.
+func ValidateName(kind, name string) error {
+	if len(name) == 0 || len(name) > 63 || !dnsLabel.MatchString(name) {
+		return fmt.Errorf("invalid %s name %q: use 1-63 lowercase letters, digits and hyphens, starting and ending with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+// ValidateEnvKey checks a config key is a valid environment variable name.
+func ValidateEnvKey(k string) error {
+	if !envKey.MatchString(k) {
+		return fmt.Errorf("invalid config key %q: use letters, digits and underscores, not starting with a digit", k)
+	}
+	return nil
+}
+
+// ValidateProcessType checks a Procfile process type name.
+func ValidateProcessType(t string) error {
+	if len(t) > 63 || !procType.MatchString(t) {
+		return fmt.Errorf("invalid process type %q: use lowercase letters, digits, '-' and '_'", t)
+	}
+	return nil
+}
+
+// ValidateDomain checks a domain name is safe to place in a server_name
+// directive: lowercase DNS labels separated by dots, optionally starting with
+// "*.", and nothing else (no spaces, quotes, semicolons or braces).
+func ValidateDomain(d string) error {
+	if len(d) == 0 || len(d) > 253 || !domain.MatchString(d) || strings.Contains(d, "..") {
+		return fmt.Errorf("invalid domain %q: use lowercase DNS labels separated by dots, like www.example.com or *.example.com", d)
+	}
+	return nil
+}

@@ -1,0 +1,6 @@
+// Package watch turns etcd watches into wake-ups for level-triggered
+// reconcile loops. It never carries the changed values: a loop that wakes
+// reads the whole state it needs again. Watches start at the revision after
+// the caller's read, require a leader, and resync (one extra wake-up) after a
+// compaction or a broken stream.
+package watch
