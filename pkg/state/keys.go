@@ -110,3 +110,10 @@ func Base(key string) string {
 	}
 	return key
 }
+
+// SSHKeyID turns an SSH SHA256 fingerprint ("SHA256:base64...") into the
+// name of its key under SSHKeys: the base64 made URL-safe, with no slashes.
+func SSHKeyID(fingerprint string) string {
+	fp := strings.TrimPrefix(fingerprint, "SHA256:")
+	return strings.NewReplacer("/", "_", "+", "-", "=", "").Replace(fp)
+}
