@@ -2,6 +2,7 @@ package state
 
 import (
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -63,14 +64,27 @@ type Layer struct {
 	Created   time.Time         `json:"created"`
 }
 
-// Matches reports whether a node's labels satisfy the layer's selector.
+// Matches reports whether a node's labels satisfy the layer's selector. A
+// node label may hold several comma-separated values (role=runtime,proxy for
+// a node with both roles); the selector matches if any of them is equal.
 func (l *Layer) Matches(n *Node) bool {
 	for k, v := range l.Selector {
-		if n.Labels[k] != v {
+		if !LabelHas(n.Labels, k, v) {
 			return false
 		}
 	}
 	return true
+}
+
+// LabelHas reports whether labels[k] holds value v among its comma-separated
+// values.
+func LabelHas(labels map[string]string, k, v string) bool {
+	for _, have := range strings.Split(labels[k], ",") {
+		if have == v {
+			return true
+		}
+	}
+	return false
 }
 
 // Node is an agent's registration. Written by that agent when it starts.

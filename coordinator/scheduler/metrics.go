@@ -1,0 +1,38 @@
+package scheduler
+
+import (
+	"encoding/json"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+type metrics struct {
+	passes   prometheus.Counter
+	errors   prometheus.Counter
+	duration prometheus.Histogram
+	nodes    *prometheus.GaugeVec
+	rollout  prometheus.Histogram
+}
+
+func newMetrics(r prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		passes: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_reconcile_total", Help: "Scheduler reconcile passes."}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_reconcile_errors_total", Help: "Scheduler reconcile passes that failed."}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_coordinator_reconcile_duration_seconds",
+			Help: "Duration of scheduler reconcile passes.", Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5}}),
+		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deis_coordinator_nodes", Help: "Registered nodes by state (up, lost)."}, []string{"state"}),
+		rollout: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_coordinator_rollout_duration_seconds",
+			Help:    "Time from a release's creation until every proxy of its formation routes it.",
+			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
+	}
+	if r != nil {
+		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout} {
+			if err := r.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}

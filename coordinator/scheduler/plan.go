@@ -1,0 +1,371 @@
+package scheduler
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+// World is everything the scheduler reads, decoded.
+type World struct {
+	Formations map[string]*state.Formation
+	Layers     map[string][]*state.Layer // by formation
+	// Releases holds each formation's current release: the newest one that
+	// is not marked failed.
+	Releases map[string]*state.Release
+	Nodes    map[string]*state.Node
+	Alive    map[string]bool // heartbeat present
+	Runtimes map[string]*state.Runtime
+	Status   map[string]*state.NodeStatus
+	Routing  map[string]RoutingAt
+	// Acks maps formation -> proxy node -> applied routing revision.
+	Acks map[string]map[string]int64
+	// SlugURL is the slug server's base URL ("http://host:port").
+	SlugURL    string
+	BaseDomain string
+}
+
+// RoutingAt is a routing databag and the revision it was written at.
+type RoutingAt struct {
+	Doc *state.Routing
+	Rev int64
+}
+
+// Decision is what the scheduler writes.
+type Decision struct {
+	// Runtimes holds the databag of every registered node.
+	Runtimes map[string]*state.Runtime
+	// Routing holds the routing databag of every formation.
+	Routing map[string]*state.Routing
+	// Reasons explains what is in progress, per formation.
+	Reasons map[string][]string
+	// Errors says what cannot be done, per formation (no nodes, no capacity).
+	Errors map[string]string
+}
+
+// ContainerName is the platform-wide name of one container.
+func ContainerName(f string, release int, typ string, index int) string {
+	return fmt.Sprintf("%s.v%d.%s.%d", f, release, typ, index)
+}
+
+// HealthPathKey is the config key that turns on HTTP health checks.
+const HealthPathKey = "HEALTHCHECK_PATH"
+
+// placed is a container currently in some node's databag.
+type placed struct {
+	node string
+	spec state.ContainerSpec
+}
+
+// Plan computes every databag from the world. It is pure.
+func Plan(w *World) *Decision {
+	d := &Decision{
+		Runtimes: map[string]*state.Runtime{},
+		Routing:  map[string]*state.Routing{},
+		Reasons:  map[string][]string{},
+		Errors:   map[string]string{},
+	}
+	for n := range w.Nodes {
+		d.Runtimes[n] = &state.Runtime{Node: n, Containers: []state.ContainerSpec{}}
+	}
+	// Everything currently placed, by formation. Containers on nodes that are
+	// lost or gone are dropped here: that is what re-places them.
+	byFormation := map[string][]placed{}
+	for n, rt := range w.Runtimes {
+		if _, ok := w.Nodes[n]; !ok || !w.Alive[n] {
+			continue
+		}
+		for _, c := range rt.Containers {
+			byFormation[c.Formation] = append(byFormation[c.Formation], placed{node: n, spec: c})
+		}
+	}
+	// Node load across all formations, for placement.
+	load := map[string]int{}
+	memUsed := map[string]int64{}
+	for _, ps := range byFormation {
+		for _, p := range ps {
+			load[p.node]++
+			memUsed[p.node] += p.spec.Limits.MemoryBytes
+		}
+	}
+	names := make([]string, 0, len(w.Formations))
+	for f := range w.Formations {
+		names = append(names, f)
+	}
+	sort.Strings(names)
+	for _, f := range names {
+		planFormation(w, d, f, byFormation[f], load, memUsed)
+	}
+	for _, rt := range d.Runtimes {
+		rt.Sort()
+	}
+	return d
+}
+
+func (d *Decision) reason(f, format string, args ...any) {
+	d.Reasons[f] = append(d.Reasons[f], fmt.Sprintf(format, args...))
+}
+
+// layerNodes returns the live nodes of formation f's layers of type t.
+func layerNodes(w *World, f string, t state.LayerType) []string {
+	set := map[string]bool{}
+	for _, l := range w.Layers[f] {
+		if l.Type != t {
+			continue
+		}
+		for n, node := range w.Nodes {
+			if w.Alive[n] && l.Matches(node) {
+				set[n] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func planFormation(w *World, d *Decision, f string, current []placed, load map[string]int, memUsed map[string]int64) {
+	form := w.Formations[f]
+	rel := w.Releases[f]
+	runtimeNodes := layerNodes(w, f, state.LayerRuntime)
+	proxyNodes := layerNodes(w, f, state.LayerProxy)
+	isRuntime := map[string]bool{}
+	for _, n := range runtimeNodes {
+		isRuntime[n] = true
+	}
+
+	// The containers the current release wants.
+	desired := map[string]state.ContainerSpec{}
+	var order []string
+	if rel != nil && rel.Build != nil {
+		scale := form.EffectiveScale(rel.Build.ProcessTypes)
+		types := make([]string, 0, len(scale))
+		for t := range scale {
+			types = append(types, t)
+		}
+		sort.Strings(types)
+		// Interleave indexes so placement spreads every type evenly.
+		maxN := 0
+		for _, t := range types {
+			maxN = max(maxN, scale[t])
+		}
+		for i := 1; i <= maxN; i++ {
+			for _, t := range types {
+				if i <= scale[t] {
+					name := ContainerName(f, rel.Version, t, i)
+					desired[name] = specFor(w, form, rel, t, i)
+					order = append(order, name)
+				}
+			}
+		}
+	}
+
+	// Keep desired containers where they are when their node still belongs to
+	// the runtime layer; everything else placed is retiring.
+	kept := map[string]string{} // name -> node
+	var retiring []placed
+	byType := map[string]map[string]int{} // node -> type -> count of this formation
+	for _, n := range runtimeNodes {
+		byType[n] = map[string]int{}
+	}
+	for _, p := range current {
+		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] {
+			if _, dup := kept[p.spec.Name]; !dup {
+				kept[p.spec.Name] = p.node
+				byType[p.node][p.spec.Type]++
+				continue
+			}
+		}
+		retiring = append(retiring, p)
+	}
+
+	// Place what is missing.
+	var slots []Slot
+	for _, name := range order {
+		if _, ok := kept[name]; !ok {
+			s := desired[name]
+			slots = append(slots, Slot{Name: name, Type: s.Type, Memory: s.Limits.MemoryBytes})
+		}
+	}
+	if len(slots) > 0 {
+		if len(runtimeNodes) == 0 {
+			d.Errors[f] = "no live node matches the formation's runtime layer: start an agent with --labels role=runtime"
+		} else {
+			bins := make([]Bin, 0, len(runtimeNodes))
+			for _, n := range runtimeNodes {
+				node := w.Nodes[n]
+				bins = append(bins, Bin{Node: n, Capacity: node.Capacity, Memory: node.MemoryBytes,
+					Count: load[n], ByType: byType[n], MemoryUsed: memUsed[n]})
+			}
+			got, err := Place(slots, bins)
+			if err != nil {
+				d.Errors[f] = err.Error()
+			}
+			for _, s := range slots {
+				if n, ok := got[s.Name]; ok {
+					kept[s.Name] = n
+					load[n]++
+					memUsed[n] += s.Memory
+					d.reason(f, "placing %s on %s", s.Name, n)
+				}
+			}
+		}
+	}
+
+	// Readiness as the agents report it.
+	ready := map[string]string{} // name -> addr
+	for n, st := range w.Status {
+		if !w.Alive[n] {
+			continue
+		}
+		for _, c := range st.Containers {
+			if c.Formation == f && c.State == state.StateReady && c.Addr != "" {
+				ready[c.Name] = c.Addr
+			}
+		}
+	}
+
+	// Routing.
+	prev := w.Routing[f]
+	route := &state.Routing{Formation: f, Domains: domains(w, form), Upstreams: []state.Upstream{}}
+	var webDesired []string
+	for _, name := range order {
+		if desired[name].Type == "web" {
+			webDesired = append(webDesired, name)
+		}
+	}
+	allReady := true
+	for _, name := range webDesired {
+		if _, ok := ready[name]; !ok || kept[name] == "" {
+			allReady = false
+		}
+	}
+	switch {
+	case rel == nil:
+	case prev.Doc == nil || prev.Doc.Release == rel.Version || allReady:
+		route.Release = rel.Version
+		for _, name := range webDesired {
+			if addr, ok := ready[name]; ok && kept[name] != "" {
+				route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
+			}
+		}
+		if prev.Doc != nil && prev.Doc.Release != rel.Version {
+			d.reason(f, "switching traffic from v%d to v%d", prev.Doc.Release, rel.Version)
+		}
+	default:
+		// Rolling out: keep routing to the old release's containers that are
+		// still placed and ready, until the new release is ready.
+		route.Release = prev.Doc.Release
+		still := map[string]bool{}
+		for _, p := range retiring {
+			still[p.spec.Name] = true
+		}
+		for _, u := range prev.Doc.Upstreams {
+			if addr, ok := ready[u.Container]; ok && still[u.Container] {
+				route.Upstreams = append(route.Upstreams, state.Upstream{Container: u.Container, Addr: addr, Release: u.Release})
+			}
+		}
+		n := 0
+		for _, name := range webDesired {
+			if _, ok := ready[name]; ok {
+				n++
+			}
+		}
+		d.reason(f, "waiting for v%d: %d of %d web containers ready", rel.Version, n, len(webDesired))
+	}
+	d.Routing[f] = route
+
+	// Retiring containers leave only once no proxy can send them traffic.
+	routed := map[string]bool{}
+	for _, u := range route.Upstreams {
+		routed[u.Container] = true
+	}
+	changed := prev.Doc == nil || !sameRouting(prev.Doc, route)
+	allAcked := !changed
+	for _, n := range proxyNodes {
+		if w.Acks[f][n] < prev.Rev {
+			allAcked = false
+		}
+	}
+	for _, p := range retiring {
+		keep := false
+		switch {
+		case routed[p.spec.Name]:
+			keep = true
+		case p.spec.Type == "web" && !allAcked:
+			keep = true
+			d.reason(f, "keeping %s until every proxy stops routing to it", p.spec.Name)
+		case p.spec.Type != "web" && rel != nil && route.Release != rel.Version && p.spec.Release != rel.Version:
+			keep = true // other process types of the old release run until the switch
+		}
+		if keep {
+			add(d, p.node, p.spec)
+		} else {
+			d.reason(f, "stopping %s on %s", p.spec.Name, p.node)
+		}
+	}
+	for name, n := range kept {
+		add(d, n, desired[name])
+	}
+}
+
+func add(d *Decision, node string, c state.ContainerSpec) {
+	rt := d.Runtimes[node]
+	if rt == nil {
+		rt = &state.Runtime{Node: node}
+		d.Runtimes[node] = rt
+	}
+	rt.Containers = append(rt.Containers, c)
+}
+
+func domains(w *World, f *state.Formation) []string {
+	base := w.BaseDomain
+	if base == "" {
+		base = "localhost"
+	}
+	out := []string{f.Name + "." + base}
+	for _, d := range f.Domains {
+		if state.ValidateDomain(d) == nil {
+			out = append(out, d)
+		}
+	}
+	sort.Strings(out[1:])
+	return out
+}
+
+func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) state.ContainerSpec {
+	env := map[string]string{}
+	for k, v := range r.Config {
+		env[k] = v
+	}
+	env["PORT"] = strconv.Itoa(state.DefaultContainerPort)
+	env["DEIS_FORMATION"] = f.Name
+	env["DEIS_RELEASE"] = "v" + strconv.Itoa(r.Version)
+	s := state.ContainerSpec{
+		Name:       ContainerName(f.Name, r.Version, typ, i),
+		Formation:  f.Name,
+		Release:    r.Version,
+		Type:       typ,
+		Index:      i,
+		Image:      r.Build.Image,
+		Command:    r.Build.ProcessTypes[typ],
+		Env:        env,
+		Slug:       r.Build.Slug,
+		Port:       state.DefaultContainerPort,
+		Limits:     f.Limits[typ],
+		HealthPath: r.Config[HealthPathKey],
+	}
+	if s.Slug != nil {
+		s.SlugURL = w.SlugURL + "/slugs/" + s.Slug.SHA256 + ".tgz"
+	}
+	return s
+}
+
+func sameRouting(a, b *state.Routing) bool {
+	return state.Marshal(a) == state.Marshal(b)
+}

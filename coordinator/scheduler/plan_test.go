@@ -1,0 +1,176 @@
+package scheduler
+
+import (
+	"sort"
+	"testing"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+func world(nodes ...string) *World {
+	w := &World{
+		Formations: map[string]*state.Formation{"hello": {Name: "hello"}},
+		Layers: map[string][]*state.Layer{"hello": {
+			{Formation: "hello", Name: "runtime", Type: state.LayerRuntime, Selector: map[string]string{"role": "runtime"}},
+			{Formation: "hello", Name: "proxy", Type: state.LayerProxy, Selector: map[string]string{"role": "proxy"}},
+		}},
+		Releases: map[string]*state.Release{},
+		Nodes:    map[string]*state.Node{},
+		Alive:    map[string]bool{},
+		Runtimes: map[string]*state.Runtime{},
+		Status:   map[string]*state.NodeStatus{},
+		Routing:  map[string]RoutingAt{},
+		Acks:     map[string]map[string]int64{},
+		SlugURL:  "http://slugs",
+	}
+	for _, n := range nodes {
+		w.Nodes[n] = &state.Node{Name: n, Labels: map[string]string{"role": "runtime,proxy"}}
+		w.Alive[n] = true
+	}
+	return w
+}
+
+func release(v int) *state.Release {
+	return &state.Release{Formation: "hello", Version: v, Config: map[string]string{"V": "x"},
+		Build: &state.Build{Image: "stack", ProcessTypes: map[string]string{"web": "./web"}, Slug: &state.SlugRef{SHA256: "abc"}}}
+}
+
+// apply makes the decision the current state, as if written.
+func apply(w *World, d *Decision, rev int64) {
+	w.Runtimes = d.Runtimes
+	for f, r := range d.Routing {
+		if old := w.Routing[f]; old.Doc == nil || !sameRouting(old.Doc, r) {
+			w.Routing[f] = RoutingAt{Doc: r, Rev: rev}
+		}
+	}
+}
+
+// ready reports every placed container as ready.
+func ready(w *World) {
+	for n, rt := range w.Runtimes {
+		st := &state.NodeStatus{Node: n}
+		for _, c := range rt.Containers {
+			st.Containers = append(st.Containers, state.ContainerStatus{Name: c.Name, Formation: c.Formation, Release: c.Release, Type: c.Type, State: state.StateReady, Addr: n + ":1"})
+		}
+		w.Status[n] = st
+	}
+}
+
+func names(d *Decision) []string {
+	var out []string
+	for _, rt := range d.Runtimes {
+		for _, c := range rt.Containers {
+			out = append(out, c.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func upstreams(r *state.Routing) []string {
+	var out []string
+	for _, u := range r.Upstreams {
+		out = append(out, u.Container)
+	}
+	return out
+}
+
+func TestPlanRollout(t *testing.T) {
+	w := world("n1")
+	w.Releases["hello"] = release(1)
+
+	// first release: web=1 by default, nothing routed until it is ready
+	d := Plan(w)
+	if got := names(d); len(got) != 1 || got[0] != "hello.v1.web.1" {
+		t.Fatalf("v1 containers %v", got)
+	}
+	if d.Routing["hello"].Release != 1 || len(d.Routing["hello"].Upstreams) != 0 {
+		t.Fatalf("v1 routing before ready %+v", d.Routing["hello"])
+	}
+	apply(w, d, 10)
+	ready(w)
+	d = Plan(w)
+	if got := upstreams(d.Routing["hello"]); len(got) != 1 {
+		t.Fatalf("v1 routing after ready %v", got)
+	}
+	apply(w, d, 11)
+	w.Acks["hello"] = map[string]int64{"n1": 11}
+
+	// v2: placed beside v1, traffic stays on v1 until v2 is ready
+	w.Releases["hello"] = release(2)
+	d = Plan(w)
+	if got := names(d); len(got) != 2 {
+		t.Fatalf("v2 should start beside v1: %v", got)
+	}
+	if r := d.Routing["hello"]; r.Release != 1 || upstreams(r)[0] != "hello.v1.web.1" {
+		t.Fatalf("traffic must stay on v1: %+v", r)
+	}
+	apply(w, d, 12)
+	ready(w)
+	// v2 ready: traffic switches, v1 is kept until the proxy acks
+	d = Plan(w)
+	if r := d.Routing["hello"]; r.Release != 2 || upstreams(r)[0] != "hello.v2.web.1" {
+		t.Fatalf("traffic should switch to v2: %+v", r)
+	}
+	if got := names(d); len(got) != 2 {
+		t.Fatalf("v1 must stay until acked: %v", got)
+	}
+	apply(w, d, 13)
+	d = Plan(w) // proxy has not acked 13 yet
+	if got := names(d); len(got) != 2 {
+		t.Fatalf("v1 must stay until acked: %v", got)
+	}
+	w.Acks["hello"]["n1"] = 13
+	d = Plan(w)
+	if got := names(d); len(got) != 1 || got[0] != "hello.v2.web.1" {
+		t.Fatalf("v1 should be stopped after the ack: %v", got)
+	}
+}
+
+func TestPlanLostNode(t *testing.T) {
+	w := world("n1", "n2")
+	w.Formations["hello"].Scale = map[string]int{"web": 2}
+	w.Releases["hello"] = release(1)
+	d := Plan(w)
+	apply(w, d, 5)
+	if len(d.Runtimes["n1"].Containers) != 1 || len(d.Runtimes["n2"].Containers) != 1 {
+		t.Fatalf("web=2 should spread: %v", names(d))
+	}
+	// n2 is lost: its container is re-placed on n1 and n2's databag is emptied
+	w.Alive["n2"] = false
+	d = Plan(w)
+	if len(d.Runtimes["n1"].Containers) != 2 || len(d.Runtimes["n2"].Containers) != 0 {
+		t.Fatalf("lost node's work should move: n1=%d n2=%d", len(d.Runtimes["n1"].Containers), len(d.Runtimes["n2"].Containers))
+	}
+}
+
+func TestPlanNoRuntimeNodes(t *testing.T) {
+	// a selector that matches no node is reported, and nothing is placed
+	w := world()
+	w.Releases["hello"] = release(1)
+	d := Plan(w)
+	if d.Errors["hello"] == "" || len(names(d)) != 0 {
+		t.Fatalf("want an error and no containers, got %v %v", d.Errors, names(d))
+	}
+}
+
+func TestPlanScaleDownWaitsForProxies(t *testing.T) {
+	w := world("n1")
+	w.Formations["hello"].Scale = map[string]int{"web": 2}
+	w.Releases["hello"] = release(1)
+	apply(w, Plan(w), 5)
+	ready(w)
+	apply(w, Plan(w), 6)
+	w.Acks["hello"] = map[string]int64{"n1": 6}
+	w.Formations["hello"].Scale = map[string]int{"web": 1}
+	d := Plan(w)
+	// routing drops web.2 first; the container stays until the proxy acks
+	if got := upstreams(d.Routing["hello"]); len(got) != 1 || len(names(d)) != 2 {
+		t.Fatalf("routing %v containers %v", got, names(d))
+	}
+	apply(w, d, 7)
+	w.Acks["hello"]["n1"] = 7
+	if got := names(Plan(w)); len(got) != 1 {
+		t.Fatalf("web.2 should go after the ack: %v", got)
+	}
+}
