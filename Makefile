@@ -1,0 +1,39 @@
+# The platform's entry points. `make run` and `make test` work on a fresh
+# Debian machine as root: both install what is missing first.
+GO      ?= go
+BIN     := bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build prereqs stack run test test-unit bench systemd-verify clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/deis-coordinator ./coordinator/cmd/deis-coordinator
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/deis-agent ./agent/cmd/deis-agent
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/deisctl ./ctl/cmd/deisctl
+
+# Docker engine, Nginx, git, debootstrap; dockerd started; stack image built.
+prereqs:
+	@testing/local/prereqs.sh
+
+stack:
+	@coordinator/stack/mkimage.sh
+
+run: prereqs build
+	@testing/local/run.sh
+
+# Unit, integration and end-to-end tests against real etcd, Docker, Nginx and git.
+test: prereqs build
+	$(GO) test -count=1 -timeout 45m ./...
+
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+systemd-verify:
+	systemd-analyze verify systemd/*.service
+
+clean:
+	rm -rf $(BIN)

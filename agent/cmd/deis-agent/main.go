@@ -1,0 +1,173 @@
+// Command deis-agent runs on every node. It registers the node and keeps its
+// heartbeat, runs the containers of the node's runtime databag (runtime
+// role), and, on nodes labelled role=proxy, runs the node's own Nginx and
+// routes each formation's traffic (proxy role).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/deis/deis/agent/node"
+	"github.com/deis/deis/agent/proxy"
+	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/etcdconn"
+	"github.com/deis/deis/pkg/logging"
+	"github.com/deis/deis/pkg/state"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+)
+
+var version = "dev"
+
+func main() {
+	host, _ := os.Hostname()
+	app := &cli.App{
+		Name:    "deis-agent",
+		Usage:   "run a node's containers and proxy for the deis platform",
+		Version: version,
+		Flags: append(etcdconn.Flags(),
+			logging.Flag(),
+			&cli.StringFlag{Name: "name", EnvVars: []string{"DEIS_NODE_NAME"}, Value: strings.ToLower(host), Usage: "this node's name"},
+			&cli.StringFlag{Name: "addr", EnvVars: []string{"DEIS_NODE_ADDR"}, Value: "127.0.0.1", Usage: "address other nodes reach this node's containers on"},
+			&cli.StringFlag{Name: "labels", EnvVars: []string{"DEIS_NODE_LABELS"}, Value: "role=runtime,role=proxy", Usage: "node labels as k=v pairs, comma-separated; a key may repeat"},
+			&cli.StringFlag{Name: "state-dir", EnvVars: []string{"DEIS_STATE_DIR"}, Value: "/var/lib/deis-agent", Usage: "where slugs and the proxy's nginx files live"},
+			&cli.StringSliceFlag{Name: "http-listen", EnvVars: []string{"DEIS_HTTP_LISTEN"}, Value: cli.NewStringSlice("8080"), Usage: "nginx listen specs for app traffic (proxy role)"},
+			&cli.IntFlag{Name: "capacity", EnvVars: []string{"DEIS_CAPACITY"}, Usage: "most containers this node accepts (0: no limit)"},
+			&cli.Int64Flag{Name: "memory", EnvVars: []string{"DEIS_MEMORY_BYTES"}, Usage: "memory in bytes offered to containers with a memory limit (0: no limit)"},
+			&cli.DurationFlag{Name: "heartbeat-ttl", EnvVars: []string{"DEIS_HEARTBEAT_TTL"}, Value: 10 * time.Second, Usage: "lease TTL after which a silent node is lost"},
+			&cli.DurationFlag{Name: "stop-grace", EnvVars: []string{"DEIS_STOP_GRACE"}, Value: 30 * time.Second, Usage: "time between SIGTERM and SIGKILL when stopping a container"},
+			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"DEIS_METRICS_ADDR"}, Value: "127.0.0.1:9102", Usage: "where /metrics is served (empty: off)"},
+			&cli.StringFlag{Name: "nginx", EnvVars: []string{"DEIS_NGINX"}, Value: "nginx", Usage: "nginx binary"},
+		),
+		Action: run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "deis-agent:", err)
+		os.Exit(1)
+	}
+}
+
+// parseLabels reads "k=v,k=v"; a repeated key collects its values.
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("invalid label %q: use key=value", p)
+		}
+		if out[k] != "" {
+			out[k] += "," + v
+		} else {
+			out[k] = v
+		}
+	}
+	return out, nil
+}
+
+func run(c *cli.Context) error {
+	log := logging.New(c, "agent")
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	name := c.String("name")
+	if err := state.ValidateName("node", name); err != nil {
+		return err
+	}
+	labels, err := parseLabels(c.String("labels"))
+	if err != nil {
+		return err
+	}
+	ec := etcdconn.FromContext(c)
+	cli, err := ec.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	store := state.NewStore(cli, ec.Prefix)
+	if err := os.MkdirAll(c.String("state-dir"), 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	listen := c.StringSlice("http-listen")
+	httpPort := 0
+	if len(listen) > 0 {
+		l := listen[0]
+		if i := strings.LastIndexByte(l, ':'); i >= 0 {
+			l = l[i+1:]
+		}
+		fmt.Sscanf(l, "%d", &httpPort)
+	}
+	me := &state.Node{Name: name, Addr: c.String("addr"), Labels: labels, Capacity: c.Int("capacity"),
+		MemoryBytes: c.Int64("memory"), Started: time.Now().UTC(), Version: version}
+	isProxy := state.LabelHas(labels, "role", "proxy")
+	if isProxy {
+		me.HTTPPort = httpPort
+	}
+
+	docker, err := runtime.NewDocker(ctx)
+	if err != nil {
+		return err
+	}
+	rt, err := runtime.New(runtime.Config{
+		Node: name, Addr: c.String("addr"), StateDir: c.String("state-dir"),
+		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
+		StopGrace: c.Duration("stop-grace"), Logger: log.With("role", "runtime"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	errc := make(chan error, 4)
+	go func() { errc <- node.Heartbeat(ctx, cli, store, me, c.Duration("heartbeat-ttl"), log) }()
+	go func() { errc <- rt.Run(ctx) }()
+	n := 2
+	if isProxy {
+		px, err := proxy.New(proxy.Config{
+			Node: name, StateDir: c.String("state-dir"), Listen: listen, NginxBinary: c.String("nginx"),
+			Store: store, Watcher: cli, Logger: log.With("role", "proxy"), Registerer: reg,
+		})
+		if err != nil {
+			return err
+		}
+		go func() { errc <- px.Run(ctx) }()
+		n++
+	}
+	if addr := c.String("metrics-addr"); addr != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Warn("metrics server failed", "error", err)
+			}
+		}()
+		go func() { <-ctx.Done(); srv.Close() }()
+	}
+	log.Info("agent started", "node", name, "addr", me.Addr, "labels", c.String("labels"), "proxy", isProxy)
+	var first error
+	for i := 0; i < n; i++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			stop()
+		}
+	}
+	log.Info("agent stopped; containers and nginx keep serving", "node", name)
+	return first
+}

@@ -1,0 +1,276 @@
+// Command deis-coordinator runs the platform's control plane: the scheduler
+// (only on the elected leader), the SSH git endpoint that builds slugs, and
+// the slug file server. Without --etcd-endpoints it starts an embedded etcd
+// in its data directory and serves it on loopback.
+//
+// `deis-coordinator hook` is the pre-receive hook the git server installs in
+// every repository; it hands the push to the builder and streams its output.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/deis/deis/coordinator/builder"
+	"github.com/deis/deis/coordinator/gitserver"
+	"github.com/deis/deis/coordinator/scheduler"
+	"github.com/deis/deis/coordinator/slugstore"
+	"github.com/deis/deis/pkg/embedetcd"
+	"github.com/deis/deis/pkg/etcdconn"
+	"github.com/deis/deis/pkg/logging"
+	"github.com/deis/deis/pkg/state"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+)
+
+var version = "dev"
+
+func main() {
+	app := &cli.App{
+		Name:    "deis-coordinator",
+		Usage:   "schedule containers, build slugs and serve them for the deis platform",
+		Version: version,
+		Flags: append(etcdconn.Flags(),
+			logging.Flag(),
+			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DEIS_DATA_DIR"}, Value: "/var/lib/deis", Usage: "repositories, slugs, build logs, SSH host key and embedded etcd"},
+			&cli.StringFlag{Name: "etcd-listen-client", EnvVars: []string{"DEIS_ETCD_LISTEN_CLIENT"}, Value: etcdconn.DefaultEndpoint, Usage: "embedded etcd: client URL (loopback)"},
+			&cli.StringFlag{Name: "etcd-listen-peer", EnvVars: []string{"DEIS_ETCD_LISTEN_PEER"}, Value: "http://127.0.0.1:2380", Usage: "embedded etcd: peer URL (loopback)"},
+			&cli.StringFlag{Name: "ssh-addr", EnvVars: []string{"DEIS_SSH_ADDR"}, Value: ":2222", Usage: "SSH git endpoint listen address"},
+			&cli.StringFlag{Name: "ssh-host", EnvVars: []string{"DEIS_SSH_HOST"}, Value: "localhost", Usage: "host name users put in their git remote"},
+			&cli.StringFlag{Name: "http-addr", EnvVars: []string{"DEIS_HTTP_ADDR"}, Value: ":8090", Usage: "slug server and /metrics listen address"},
+			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "http://127.0.0.1:8090", Usage: "base URL agents download slugs from"},
+			&cli.StringFlag{Name: "base-domain", EnvVars: []string{"DEIS_BASE_DOMAIN"}, Value: "localhost", Usage: "apps answer on NAME.BASE-DOMAIN"},
+			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
+			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
+			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
+			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit"},
+			&cli.IntFlag{Name: "max-builds", EnvVars: []string{"DEIS_MAX_BUILDS"}, Value: 2, Usage: "builds of different formations run in parallel up to this many"},
+		),
+		Action: serve,
+		Commands: []*cli.Command{{
+			Name:   "hook",
+			Usage:  "git pre-receive hook: build the pushed commit (run by git, not by hand)",
+			Hidden: true,
+			Flags:  []cli.Flag{&cli.StringFlag{Name: "socket", Required: true}},
+			Action: func(c *cli.Context) error {
+				if err := gitserver.RunHook(c.Context, c.String("socket"), os.Stdin, os.Stdout); err != nil {
+					return cli.Exit(err.Error(), 1)
+				}
+				return nil
+			},
+		}},
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "deis-coordinator:", err)
+		os.Exit(1)
+	}
+}
+
+func serve(c *cli.Context) error {
+	log := logging.New(c, "coordinator")
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dataDir, err := filepath.Abs(c.String("data-dir"))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+
+	ec := etcdconn.FromContext(c)
+	if len(ec.Endpoints) == 0 {
+		log.Info("starting embedded etcd", "dir", filepath.Join(dataDir, "etcd"), "client", c.String("etcd-listen-client"))
+		srv, err := embedetcd.Start(filepath.Join(dataDir, "etcd"), c.String("etcd-listen-client"), c.String("etcd-listen-peer"))
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		ec.Endpoints = []string{srv.ClientURL}
+	}
+	cli, err := ec.Dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	store := state.NewStore(cli, ec.Prefix)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	slugs, err := slugstore.New(filepath.Join(dataDir, "slugs"))
+	if err != nil {
+		return err
+	}
+	docker, err := builder.NewDocker(ctx)
+	if err != nil {
+		return err
+	}
+	appURL := func(f string) string { return appURL(f, c.String("base-domain"), c.Int("app-port")) }
+	b, err := builder.New(builder.Config{
+		DataDir: dataDir, Store: store, Slugs: slugs, Docker: docker, StackImage: c.String("stack-image"),
+		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxParallel: c.Int("max-builds"),
+		AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(dataDir, "builder.sock")
+	git, err := gitserver.New(gitserver.Config{
+		Addr: c.String("ssh-addr"), DataDir: dataDir, Store: store,
+		HookCommand: []string{self, "hook", "--socket", sock}, Logger: log.With("part", "git"),
+	})
+	if err != nil {
+		return err
+	}
+
+	errc := make(chan error, 8)
+	running := 0
+	start := func(name string, fn func() error) {
+		running++
+		go func() {
+			err := fn()
+			if err != nil && ctx.Err() == nil {
+				err = fmt.Errorf("%s: %w", name, err)
+			} else {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+
+	// Internal build API for the git hook, on a unix socket only root reaches.
+	bl, err := builder.ListenUnix(sock)
+	if err != nil {
+		return err
+	}
+	buildSrv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	start("build api", func() error { return serveUntil(ctx, buildSrv, bl) })
+
+	mux := http.NewServeMux()
+	mux.Handle("/slugs/", slugs.Handler())
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	hl, err := net.Listen("tcp", c.String("http-addr"))
+	if err != nil {
+		return fmt.Errorf("slug server: %w", err)
+	}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	start("slug server", func() error { return serveUntil(ctx, httpSrv, hl) })
+	start("git server", func() error { return git.ListenAndServe(ctx) })
+
+	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
+		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
+	start("scheduler", func() error {
+		return lead(ctx, cli, store, info, reg, log, scheduler.Config{
+			Etcd: cli, Prefix: ec.Prefix, SlugURL: info.SlugURL, BaseDomain: info.BaseDomain,
+			Logger: log.With("part", "scheduler"), Registerer: reg,
+		})
+	})
+	log.Info("coordinator started", "ssh", c.String("ssh-addr"), "http", c.String("http-addr"), "data", dataDir)
+
+	var first error
+	for i := 0; i < running; i++ {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			log.Error("component failed, stopping", "error", err)
+			stop()
+		}
+	}
+	log.Info("coordinator stopped")
+	return first
+}
+
+// lead campaigns for leadership and runs the scheduler while leading.
+func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info state.CoordinatorInfo, reg prometheus.Registerer, log *slog.Logger, cfg scheduler.Config) error {
+	ctl, err := scheduler.New(cfg)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("election session: %w", err)
+		}
+		el := concurrency.NewElection(sess, store.Keys.Election())
+		log.Info("campaigning for leadership")
+		if err := el.Campaign(ctx, fmt.Sprintf("%s/%d", host, os.Getpid())); err != nil {
+			sess.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("campaign: %w", err)
+		}
+		log.Info("leading: scheduler running")
+		if err := store.Put(ctx, store.Keys.Coordinator(), info); err != nil {
+			log.Warn("advertise failed", "error", err)
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sess.Done():
+				log.Warn("leadership lost")
+			case <-lctx.Done():
+			}
+			cancel()
+		}()
+		err = ctl.Run(lctx)
+		cancel()
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		_ = el.Resign(rctx)
+		rcancel()
+		sess.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func serveUntil(ctx context.Context, srv *http.Server, l net.Listener) error {
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func portOf(addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0
+	}
+	var n int
+	fmt.Sscanf(p, "%d", &n)
+	return n
+}
+
+func appURL(f, base string, port int) string {
+	if port == 80 || port == 0 {
+		return fmt.Sprintf("http://%s.%s/", f, base)
+	}
+	return fmt.Sprintf("http://%s.%s:%d/", f, base, port)
+}

@@ -1,0 +1,419 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/deis/deis/testing/need"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Binaries builds deis-coordinator, deis-agent and deisctl from the tree once
+// per test process and returns the directory holding them.
+func Binaries(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "deis-bin-")
+		if buildErr != nil {
+			return
+		}
+		root := moduleRoot()
+		for _, p := range []string{"coordinator/cmd/deis-coordinator", "agent/cmd/deis-agent", "ctl/cmd/deisctl"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, filepath.Base(p)), "./"+p)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", p, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func moduleRoot() string {
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "."
+		}
+		dir = parent
+	}
+}
+
+// AppDir returns the path of a sample app under testing/apps.
+func AppDir(name string) string { return filepath.Join(moduleRoot(), "testing", "apps", name) }
+
+// FreePort returns a free TCP port on addr.
+func FreePort(t testing.TB, addr string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is a platform process started by the harness.
+type Proc struct {
+	Name string
+	Args []string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+	t    testing.TB
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start runs a binary from the harness's bin directory.
+func Start(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Name: name, Args: args, log: &syncBuffer{}, t: t}
+	p.start()
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("---- %s log ----\n%s", name, p.log.String())
+		}
+	})
+	return p
+}
+
+func (p *Proc) start() {
+	p.cmd = exec.Command(filepath.Join(Binaries(p.t), p.Name), p.Args...)
+	p.cmd.Stdout = p.log
+	p.cmd.Stderr = p.log
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.done = make(chan struct{})
+	go func() { p.cmd.Wait(); close(p.done) }()
+}
+
+// Log returns what the process printed so far.
+func (p *Proc) Log() string { return p.log.String() }
+
+// Stop sends SIGTERM and waits for the process to exit.
+func (p *Proc) Stop() { p.signal(syscall.SIGTERM) }
+
+// Kill sends SIGKILL and waits.
+func (p *Proc) Kill() { p.signal(syscall.SIGKILL) }
+
+func (p *Proc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// Restart starts the process again with the same arguments.
+func (p *Proc) Restart() {
+	p.Stop()
+	p.start()
+}
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Platform is one coordinator with its embedded etcd.
+type Platform struct {
+	t           testing.TB
+	Dir         string
+	EtcdURL     string
+	SSHPort     int
+	HTTPPort    int // slug server
+	AppPort     int // the first agent's proxy port, used in app URLs
+	Coordinator *Proc
+	Agents      []*Agent
+	KeyFile     string
+}
+
+// Agent is one deis-agent process.
+type Agent struct {
+	*Proc
+	Name     string
+	Addr     string
+	StateDir string
+	HTTPPort int
+}
+
+// NewPlatform starts a coordinator with an embedded etcd on free loopback
+// ports. It requires Docker with the stack image, nginx and git.
+func NewPlatform(t testing.TB) *Platform {
+	t.Helper()
+	need.Stack(t)
+	need.Nginx(t)
+	need.Git(t)
+	need.Binary(t, "ssh")
+	Binaries(t)
+	dir, err := os.MkdirTemp("", "deis-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := &Platform{t: t, Dir: dir}
+	p.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+	peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+	p.SSHPort = FreePort(t, "127.0.0.1")
+	p.HTTPPort = FreePort(t, "127.0.0.1")
+	p.AppPort = FreePort(t, "127.0.0.1")
+	p.Coordinator = Start(t, "deis-coordinator",
+		"--data-dir", filepath.Join(dir, "coordinator"),
+		"--etcd-listen-client", p.EtcdURL, "--etcd-listen-peer", peer,
+		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", p.SSHPort), "--ssh-host", "127.0.0.1",
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", p.HTTPPort),
+		"--slug-url", fmt.Sprintf("http://127.0.0.1:%d", p.HTTPPort),
+		"--app-port", fmt.Sprint(p.AppPort), "--log-level", "debug")
+	p.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/healthz", p.HTTPPort), "", 90*time.Second)
+	return p
+}
+
+// AgentOptions configure StartAgent.
+type AgentOptions struct {
+	Addr      string // loopback address (default 127.0.0.1)
+	Labels    string // default role=runtime,role=proxy
+	HTTPPort  int    // proxy port (default: the platform's AppPort for the first agent)
+	ExtraArgs []string
+}
+
+// StartAgent starts an agent process named name.
+func (p *Platform) StartAgent(name string, o AgentOptions) *Agent {
+	t := p.t
+	t.Helper()
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1"
+	}
+	if o.Labels == "" {
+		o.Labels = "role=runtime,role=proxy"
+	}
+	if o.HTTPPort == 0 {
+		if len(p.Agents) == 0 {
+			o.HTTPPort = p.AppPort
+		} else {
+			o.HTTPPort = FreePort(t, o.Addr)
+		}
+	}
+	stateDir := filepath.Join(p.Dir, "agent-"+name)
+	args := append([]string{
+		"--etcd-endpoints", p.EtcdURL, "--name", name, "--addr", o.Addr, "--labels", o.Labels,
+		"--state-dir", stateDir, "--http-listen", fmt.Sprintf("%s:%d", o.Addr, o.HTTPPort),
+		"--metrics-addr", fmt.Sprintf("%s:%d", o.Addr, FreePort(t, o.Addr)),
+		"--stop-grace", "5s", "--log-level", "debug",
+	}, o.ExtraArgs...)
+	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort}
+	p.Agents = append(p.Agents, a)
+	t.Cleanup(func() { cleanupAgent(a) })
+	return a
+}
+
+// cleanupAgent stops the agent's nginx and removes its containers.
+func cleanupAgent(a *Agent) {
+	a.Stop()
+	prefix := filepath.Join(a.StateDir, "nginx")
+	if _, err := os.Stat(filepath.Join(prefix, "nginx.pid")); err == nil {
+		exec.Command("nginx", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"), "-s", "stop").Run()
+	}
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=deis.node="+a.Name).Output()
+	if ids := strings.Fields(string(out)); len(ids) > 0 {
+		exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+	}
+}
+
+// Ctl runs the real deisctl binary against the platform's etcd, in dir (""
+// for the platform's directory), and returns its combined output.
+func (p *Platform) Ctl(dir string, args ...string) (string, error) {
+	if dir == "" {
+		dir = p.Dir
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(Binaries(p.t), "deisctl"), args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "DEIS_ETCD_ENDPOINTS="+p.EtcdURL)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// MustCtl is Ctl that fails the test on error.
+func (p *Platform) MustCtl(dir string, args ...string) string {
+	p.t.Helper()
+	out, err := p.Ctl(dir, args...)
+	if err != nil {
+		p.t.Fatalf("deisctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// NewKey makes an ed25519 key pair and returns the private key's path.
+func (p *Platform) NewKey(name string) string {
+	p.t.Helper()
+	path := filepath.Join(p.Dir, name)
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path).CombinedOutput(); err != nil {
+		p.t.Fatalf("ssh-keygen: %v\n%s", err, out)
+	}
+	return path
+}
+
+// Git runs git in dir with key as the SSH identity.
+func (p *Platform) Git(dir, key string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"GIT_SSH_COMMAND=ssh -i "+key+" -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+		"GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@example.com", "GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@example.com")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// AppRepo copies a sample app into a fresh git repository with one commit
+// and a deis remote for formation, and returns its directory.
+func (p *Platform) AppRepo(app, formation string) string {
+	p.t.Helper()
+	dir := filepath.Join(p.Dir, "repo-"+formation+"-"+app)
+	if err := os.CopyFS(dir, os.DirFS(AppDir(app))); err != nil {
+		p.t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"init", "-q", "-b", "main"}, {"add", "."}, {"commit", "-qm", "initial"},
+		{"remote", "add", "deis", p.Remote(formation)},
+	} {
+		if out, err := p.Git(dir, "/dev/null", args...); err != nil {
+			p.t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return dir
+}
+
+// Remote is the git remote of a formation.
+func (p *Platform) Remote(formation string) string {
+	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s.git", p.SSHPort, formation)
+}
+
+// Get sends GET / for host to the proxy at addr:port and returns status and body.
+func Get(addr string, port int, host string) (int, string, error) {
+	req, err := http.NewRequest("GET", fmt.Sprintf("http://%s:%d/", addr, port), nil)
+	if err != nil {
+		return 0, "", err
+	}
+	req.Host = host
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), nil
+}
+
+// WaitApp waits until the app at host answers 200 with a body containing want.
+func (p *Platform) WaitApp(a *Agent, host, want string, timeout time.Duration) string {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		code, body, err := Get(a.Addr, a.HTTPPort, host)
+		if err == nil && code == 200 && strings.Contains(body, want) {
+			return body
+		}
+		last = fmt.Sprintf("code=%d body=%q err=%v", code, body, err)
+		time.Sleep(300 * time.Millisecond)
+	}
+	p.t.Fatalf("app %s never answered with %q: last %s", host, want, last)
+	return ""
+}
+
+// WaitHTTP waits until url answers 200 with a body containing want.
+func (p *Platform) WaitHTTP(url, want string, timeout time.Duration) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && strings.Contains(string(b), want) {
+				return
+			}
+		}
+		if p.Coordinator != nil && p.Coordinator.Exited() {
+			p.t.Fatalf("coordinator exited:\n%s", p.Coordinator.Log())
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	p.t.Fatalf("%s never answered", url)
+}
+
+// Eventually polls cond until it holds or the timeout passes.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		last = msg
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s: %s", what, last)
+}
