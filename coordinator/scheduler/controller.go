@@ -26,6 +26,8 @@ type Config struct {
 	Prefix     string
 	SlugURL    string
 	BaseDomain string
+	// BootTimeout is how long a new release has to become ready (default 60s).
+	BootTimeout time.Duration
 	// Resync is the longest the loop sleeps without a watch event.
 	Resync     time.Duration
 	Logger     *slog.Logger
@@ -106,6 +108,15 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 		return err
 	}
 	d := Plan(w)
+	for f, st := range d.Failed {
+		// Written once; the next pass no longer picks the failed release.
+		if err := c.store.Create(ctx, c.store.Keys.ReleaseStatus(f, st.Version), st); err != nil && !errors.Is(err, state.ErrExists) {
+			return err
+		}
+		c.log.Warn("release failed", "formation", f, "release", st.Version, "reason", st.Reason)
+		c.m.failed.Inc()
+		return nil
+	}
 	for n, rt := range d.Runtimes {
 		if old, ok := cur.runtimes[n]; ok && state.Marshal(old) == state.Marshal(rt) {
 			continue
@@ -206,8 +217,10 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 		Status:     map[string]*state.NodeStatus{},
 		Routing:    map[string]RoutingAt{},
 		Acks:       map[string]map[string]int64{},
-		SlugURL:    c.cfg.SlugURL,
-		BaseDomain: c.cfg.BaseDomain,
+		SlugURL:     c.cfg.SlugURL,
+		BaseDomain:  c.cfg.BaseDomain,
+		Now:         time.Now(),
+		BootTimeout: c.cfg.BootTimeout,
 	}
 	cur := &current{runtimes: map[string]*state.Runtime{}}
 	forms, _, err := state.List[state.Formation](ctx, kv, k.Formations())

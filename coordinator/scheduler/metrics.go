@@ -14,6 +14,7 @@ type metrics struct {
 	duration prometheus.Histogram
 	nodes    *prometheus.GaugeVec
 	rollout  prometheus.Histogram
+	failed   prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -26,9 +27,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		rollout: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_coordinator_rollout_duration_seconds",
 			Help:    "Time from a release's creation until every proxy of its formation routes it.",
 			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
+		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_releases_failed_total", Help: "Releases marked failed because they did not become ready."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout} {
+		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}

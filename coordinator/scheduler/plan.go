@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/deis/deis/pkg/state"
 )
@@ -25,6 +27,11 @@ type World struct {
 	// SlugURL is the slug server's base URL ("http://host:port").
 	SlugURL    string
 	BaseDomain string
+	// Now is the time of the pass; BootTimeout is how long a new release's
+	// web containers have to become ready before the release is marked
+	// failed (default 60s, as on Heroku).
+	Now         time.Time
+	BootTimeout time.Duration
 }
 
 // RoutingAt is a routing databag and the revision it was written at.
@@ -43,6 +50,9 @@ type Decision struct {
 	Reasons map[string][]string
 	// Errors says what cannot be done, per formation (no nodes, no capacity).
 	Errors map[string]string
+	// Failed holds releases to mark failed: their web containers did not
+	// become ready within the boot timeout while an older release served.
+	Failed map[string]*state.ReleaseStatus
 }
 
 // ContainerName is the platform-wide name of one container.
@@ -66,6 +76,7 @@ func Plan(w *World) *Decision {
 		Routing:  map[string]*state.Routing{},
 		Reasons:  map[string][]string{},
 		Errors:   map[string]string{},
+		Failed:   map[string]*state.ReleaseStatus{},
 	}
 	for n := range w.Nodes {
 		d.Runtimes[n] = &state.Runtime{Node: n, Containers: []state.ContainerSpec{}}
@@ -277,6 +288,15 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 			}
 		}
 		d.reason(f, "waiting for v%d: %d of %d web containers ready", rel.Version, n, len(webDesired))
+		boot := w.BootTimeout
+		if boot <= 0 {
+			boot = 60 * time.Second
+		}
+		if !w.Now.IsZero() && w.Now.Sub(rel.Created) > boot {
+			why := notReadyReason(w, f, webDesired, ready)
+			d.Failed[f] = &state.ReleaseStatus{Version: rel.Version, Failed: true, At: w.Now,
+				Reason: fmt.Sprintf("web containers not ready within %s: %s", boot, why)}
+		}
 	}
 	d.Routing[f] = route
 
@@ -312,6 +332,38 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 	for name, n := range kept {
 		add(d, n, desired[name])
 	}
+}
+
+// notReadyReason says why the containers named are not ready, from what the
+// agents report.
+func notReadyReason(w *World, f string, names []string, ready map[string]string) string {
+	st := map[string]state.ContainerStatus{}
+	for n, s := range w.Status {
+		if !w.Alive[n] {
+			continue
+		}
+		for _, c := range s.Containers {
+			if c.Formation == f {
+				st[c.Name] = c
+			}
+		}
+	}
+	var parts []string
+	for _, name := range names {
+		if _, ok := ready[name]; ok {
+			continue
+		}
+		c, ok := st[name]
+		switch {
+		case !ok:
+			parts = append(parts, name+" not started")
+		case c.Reason != "":
+			parts = append(parts, fmt.Sprintf("%s %s (%s)", name, c.State, c.Reason))
+		default:
+			parts = append(parts, fmt.Sprintf("%s %s", name, c.State))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func add(d *Decision, node string, c state.ContainerSpec) {

@@ -2,7 +2,9 @@ package scheduler
 
 import (
 	"sort"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/deis/deis/pkg/state"
 )
@@ -172,5 +174,34 @@ func TestPlanScaleDownWaitsForProxies(t *testing.T) {
 	w.Acks["hello"]["n1"] = 7
 	if got := names(Plan(w)); len(got) != 1 {
 		t.Fatalf("web.2 should go after the ack: %v", got)
+	}
+}
+
+func TestPlanFailedRelease(t *testing.T) {
+	// v2 never becomes ready: after the boot timeout it is marked failed with
+	// the agent's reason, and v1 keeps serving meanwhile.
+	w := world("n1")
+	w.Releases["hello"] = release(1)
+	apply(w, Plan(w), 5)
+	ready(w)
+	apply(w, Plan(w), 6)
+	w.Acks["hello"] = map[string]int64{"n1": 6}
+	w.Releases["hello"] = release(2)
+	w.Releases["hello"].Created = time.Unix(1000, 0)
+	w.Now = time.Unix(1030, 0)
+	d := Plan(w)
+	apply(w, d, 7)
+	w.Status["n1"].Containers = append(w.Status["n1"].Containers, state.ContainerStatus{Name: "hello.v2.web.1", Formation: "hello", Release: 2, Type: "web", State: state.StateExited, Reason: "exit status 1"})
+	if d := Plan(w); len(d.Failed) != 0 || d.Routing["hello"].Release != 1 {
+		t.Fatalf("within the boot timeout: failed=%v routing=%+v", d.Failed, d.Routing["hello"])
+	}
+	w.Now = time.Unix(1061, 0)
+	d = Plan(w)
+	st := d.Failed["hello"]
+	if st == nil || st.Version != 2 || !strings.Contains(st.Reason, "exit status 1") {
+		t.Fatalf("want v2 failed with the reason, got %+v", st)
+	}
+	if d.Routing["hello"].Release != 1 {
+		t.Fatalf("v1 must keep serving: %+v", d.Routing["hello"])
 	}
 }
