@@ -1,0 +1,172 @@
+package ctl
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/deis/deis/pkg/state"
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func (b *builder) statusCommands() []*cli.Command {
+	return []*cli.Command{
+		b.cmd(&cli.Command{
+			Name:     "ps",
+			Category: "processes",
+			Usage:    "list a formation's containers with their node and state",
+			Flags:    []cli.Flag{formationFlag(), jsonFlag()},
+		}, ps),
+		b.cmd(&cli.Command{
+			Name:     "status",
+			Category: "processes",
+			Usage:    "show whether formations have converged on their latest release (all formations without -f)",
+			Flags:    []cli.Flag{formationFlag(), jsonFlag()},
+		}, status),
+		b.cmd(&cli.Command{
+			Name:     "nodes:list",
+			Aliases:  []string{"nodes"},
+			Category: "nodes",
+			Usage:    "list the registered nodes and whether they are up",
+			Flags:    []cli.Flag{jsonFlag()},
+		}, nodesList),
+	}
+}
+
+func clientv3WithPrefixKeysOnly() []clientv3.OpOption {
+	return []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithKeysOnly()}
+}
+
+func ps(c *cli.Context, e *env, args []string) error {
+	if len(args) != 0 {
+		return usageError(c, "[-f NAME]")
+	}
+	f, err := formationName(c)
+	if err != nil {
+		return err
+	}
+	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+		return err
+	}
+	w, err := readWorld(c.Context, e.store)
+	if err != nil {
+		return err
+	}
+	rows := psRows(f, w.runtimes, w.statuses)
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, rows)
+	}
+	if len(rows) == 0 {
+		fmt.Fprintf(c.App.Writer, "%s has no containers: deploy with git push deis main, or scale with deisctl scale web=1 -f %s\n", f, f)
+		return nil
+	}
+	table := make([][]string, 0, len(rows))
+	for _, r := range rows {
+		st := r.State
+		if !r.Desired {
+			st += " (retiring)"
+		}
+		if r.Reason != "" {
+			st += ": " + r.Reason
+		}
+		table = append(table, []string{r.Name, r.Type, fmt.Sprintf("v%d", r.Release), r.Node, st, orDash(r.Addr)})
+	}
+	return printTable(c.App.Writer, []string{"NAME", "TYPE", "RELEASE", "NODE", "STATE", "ADDR"}, table)
+}
+
+type statusJSON struct {
+	Formations []formationStatus `json:"formations"`
+	LostNodes  []string          `json:"lostNodes"`
+}
+
+func status(c *cli.Context, e *env, args []string) error {
+	if len(args) != 0 {
+		return usageError(c, "[-f NAME]")
+	}
+	w, err := readWorld(c.Context, e.store)
+	if err != nil {
+		return err
+	}
+	var names []string
+	if f := c.String("formation"); f != "" {
+		if err := state.ValidateName("formation", f); err != nil {
+			return err
+		}
+		if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+			return err
+		}
+		names = []string{f}
+	} else {
+		for _, f := range w.formations {
+			names = append(names, f.Name)
+		}
+	}
+	out := statusJSON{Formations: []formationStatus{}, LostNodes: []string{}}
+	for _, f := range names {
+		st, err := statusOf(c.Context, e.store, w, f)
+		if err != nil {
+			return err
+		}
+		out.Formations = append(out.Formations, st)
+	}
+	for _, n := range w.nodes {
+		if !w.alive[n.Name] {
+			out.LostNodes = append(out.LostNodes, n.Name)
+		}
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, out)
+	}
+	var b strings.Builder
+	if len(names) == 0 {
+		b.WriteString("No formations yet: create one with deisctl formations:create NAME\n")
+	}
+	for i, st := range out.Formations {
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		renderStatus(&b, st)
+	}
+	fmt.Fprintf(&b, "\nNodes: %d registered, %d up", len(w.nodes), len(w.nodes)-len(out.LostNodes))
+	if len(out.LostNodes) > 0 {
+		fmt.Fprintf(&b, ", lost (no heartbeat): %s", strings.Join(out.LostNodes, ", "))
+	}
+	b.WriteString("\n")
+	_, err = fmt.Fprint(c.App.Writer, b.String())
+	return err
+}
+
+type nodeJSON struct {
+	state.Node
+	State string `json:"state"`
+}
+
+func nodesList(c *cli.Context, e *env, args []string) error {
+	if len(args) != 0 {
+		return usageError(c, "")
+	}
+	w, err := readWorld(c.Context, e.store)
+	if err != nil {
+		return err
+	}
+	out := make([]nodeJSON, 0, len(w.nodes))
+	for _, n := range w.nodes {
+		st := "lost"
+		if w.alive[n.Name] {
+			st = "up"
+		}
+		out = append(out, nodeJSON{Node: n, State: st})
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintln(c.App.Writer, "No nodes registered: start deis-agent on a host")
+		return nil
+	}
+	rows := make([][]string, 0, len(out))
+	for _, n := range out {
+		rows = append(rows, []string{n.Name, orDash(n.Addr), kvList(n.Labels, ","), n.State, fmtTime(n.Started)})
+	}
+	return printTable(c.App.Writer, []string{"NAME", "ADDR", "LABELS", "STATE", "STARTED"}, rows)
+}

@@ -1,0 +1,269 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strconv"
+	"strings"
+
+	"github.com/deis/deis/pkg/state"
+	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func (b *builder) releaseCommands() []*cli.Command {
+	return []*cli.Command{
+		b.cmd(&cli.Command{
+			Name:     "releases",
+			Aliases:  []string{"releases:list"},
+			Category: "releases",
+			Usage:    "list a formation's releases, newest first",
+			Flags:    []cli.Flag{formationFlag(), jsonFlag()},
+		}, releasesList),
+		b.cmd(&cli.Command{
+			Name:      "releases:info",
+			Category:  "releases",
+			Usage:     "show one release: build, slug, process types, config keys",
+			ArgsUsage: "vN",
+			Flags:     []cli.Flag{formationFlag(), jsonFlag()},
+		}, releasesInfo),
+		b.cmd(&cli.Command{
+			Name:      "rollback",
+			Category:  "releases",
+			Usage:     "create a release with the build and config of an earlier one (default: the one before the current)",
+			ArgsUsage: "[vN]",
+			Flags:     []cli.Flag{formationFlag()},
+		}, rollback),
+	}
+}
+
+// releaseJSON is a release with its rollout status.
+type releaseJSON struct {
+	state.Release
+	Status string `json:"status,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// releaseStatus says what happened to release v: "failed" (with the
+// coordinator's reason), "live" (proxies route to it), "rolling out" (newest,
+// not routed yet) or "".
+func releaseStatus(v, latest, routed int, failed map[int]state.ReleaseStatus) (string, string) {
+	if st, ok := failed[v]; ok && st.Failed {
+		return "failed", st.Reason
+	}
+	if v == routed {
+		return "live", ""
+	}
+	if v == latest {
+		return "rolling out", ""
+	}
+	return "", ""
+}
+
+// rolloutInfo reads what releaseStatus needs: failure marks and the routed
+// release (0 when there is no routing yet).
+func rolloutInfo(ctx context.Context, s *state.Store, f string) (map[int]state.ReleaseStatus, int, error) {
+	sts, _, err := state.List[state.ReleaseStatus](ctx, s.KV, s.Keys.ReleaseStatuses(f))
+	if err != nil {
+		return nil, 0, err
+	}
+	failed := map[int]state.ReleaseStatus{}
+	for _, st := range sts {
+		v, ok := s.Keys.ReleaseVersionFromKey(st.Key)
+		if !ok {
+			v = st.Value.Version
+		}
+		failed[v] = st.Value
+	}
+	var r state.Routing
+	if _, err := s.Get(ctx, s.Keys.Routing(f), &r); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return nil, 0, err
+	}
+	return failed, r.Release, nil
+}
+
+func releasesList(c *cli.Context, e *env, args []string) error {
+	if len(args) != 0 {
+		return usageError(c, "[-f NAME]")
+	}
+	f, err := formationName(c)
+	if err != nil {
+		return err
+	}
+	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+		return err
+	}
+	rels, _, err := state.List[state.Release](c.Context, e.store.KV, e.keys().Releases(f))
+	if err != nil {
+		return err
+	}
+	failed, routed, err := rolloutInfo(c.Context, e.store, f)
+	if err != nil {
+		return err
+	}
+	latest := 0
+	if len(rels) > 0 {
+		latest = rels[len(rels)-1].Value.Version
+	}
+	out := make([]releaseJSON, 0, len(rels))
+	for i := len(rels) - 1; i >= 0; i-- {
+		r := releaseJSON{Release: rels[i].Value}
+		r.Status, r.Reason = releaseStatus(r.Version, latest, routed, failed)
+		out = append(out, r)
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, out)
+	}
+	if len(out) == 0 {
+		fmt.Fprintf(c.App.Writer, "%s has no releases yet: deploy with git push deis main\n", f)
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "=== %s Releases\n", f)
+	rows := make([][]string, 0, len(out))
+	for _, r := range out {
+		st := r.Status
+		if r.Reason != "" {
+			st += ": " + r.Reason
+		}
+		rows = append(rows, []string{fmt.Sprintf("v%d", r.Version), fmtTime(r.Created), r.Description, orDash(st)})
+	}
+	return printTable(c.App.Writer, []string{"VERSION", "CREATED", "DESCRIPTION", "STATUS"}, rows)
+}
+
+// parseVersion accepts "v3" or "3".
+func parseVersion(s string) (int, error) {
+	v, err := strconv.Atoi(strings.TrimPrefix(strings.ToLower(s), "v"))
+	if err != nil || v < 1 {
+		return 0, fmt.Errorf("invalid release %q: use a version like v3", s)
+	}
+	return v, nil
+}
+
+func releasesInfo(c *cli.Context, e *env, args []string) error {
+	if len(args) != 1 {
+		return usageError(c, "vN [-f NAME]")
+	}
+	v, err := parseVersion(args[0])
+	if err != nil {
+		return err
+	}
+	f, err := formationName(c)
+	if err != nil {
+		return err
+	}
+	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+		return err
+	}
+	r, err := getRelease(c.Context, e.store, f, v)
+	if err != nil {
+		return err
+	}
+	latest, err := e.store.LatestRelease(c.Context, f)
+	if err != nil {
+		return err
+	}
+	failed, routed, err := rolloutInfo(c.Context, e.store, f)
+	if err != nil {
+		return err
+	}
+	rj := releaseJSON{Release: *r}
+	rj.Status, rj.Reason = releaseStatus(v, latest.Version, routed, failed)
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, rj)
+	}
+	build, slug, types, gitSHA, image := "none (config only)", "-", "-", "-", "-"
+	if b := r.Build; b != nil {
+		build, gitSHA, image = b.ID, short(b.GitSHA), orDash(b.Image)
+		if b.Slug != nil {
+			slug = fmt.Sprintf("%s (%d bytes)", b.Slug.SHA256, b.Slug.Size)
+		}
+		var ts []string
+		for _, t := range sortedKeys(b.ProcessTypes) {
+			ts = append(ts, t+": "+b.ProcessTypes[t])
+		}
+		types = orDash(strings.Join(ts, "; "))
+	}
+	status := orDash(rj.Status)
+	if rj.Reason != "" {
+		status += ": " + rj.Reason
+	}
+	fmt.Fprintf(c.App.Writer, "=== %s Release v%d\n", f, v)
+	return printFields(c.App.Writer, [][2]string{
+		{"Description", r.Description},
+		{"Created", fmtTime(r.Created)},
+		{"Status", status},
+		{"Build", build},
+		{"Git SHA", gitSHA},
+		{"Slug", slug},
+		{"Image", image},
+		{"Process types", types},
+		{"Config keys", orDash(strings.Join(sortedKeys(r.Config), ", "))},
+	})
+}
+
+// getRelease reads release v with an error that says how to list releases.
+func getRelease(ctx context.Context, s *state.Store, f string, v int) (*state.Release, error) {
+	var r state.Release
+	if _, err := s.Get(ctx, s.Keys.Release(f, v), &r); err != nil {
+		if errors.Is(err, state.ErrNotFound) {
+			return nil, fmt.Errorf("release v%d does not exist in formation %s: list releases with deisctl releases -f %s: %w", v, f, f, state.ErrNotFound)
+		}
+		return nil, err
+	}
+	return &r, nil
+}
+
+func rollback(c *cli.Context, e *env, args []string) error {
+	if len(args) > 1 {
+		return usageError(c, "[vN] [-f NAME]")
+	}
+	want := 0
+	if len(args) == 1 {
+		v, err := parseVersion(args[0])
+		if err != nil {
+			return err
+		}
+		want = v
+	}
+	f, err := formationName(c)
+	if err != nil {
+		return err
+	}
+	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+		return err
+	}
+	k := e.keys()
+	target := 0
+	rel, err := e.store.AppendRelease(c.Context, f, func(prev *state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
+		if prev == nil {
+			return nil, nil, nil, fmt.Errorf("%s has no releases yet, so nothing to roll back to: deploy with git push deis main", f)
+		}
+		target = want
+		if target == 0 {
+			target = prev.Version - 1
+			if target < 1 {
+				return nil, nil, nil, fmt.Errorf("%s has only release v1, so nothing to roll back to", f)
+			}
+		}
+		if target == prev.Version {
+			return nil, nil, nil, fmt.Errorf("v%d is already the current release of %s: pick an earlier one from deisctl releases -f %s", target, f, f)
+		}
+		old, err := getRelease(c.Context, e.store, f, target)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cfg := maps.Clone(old.Config)
+		if cfg == nil {
+			cfg = map[string]string{}
+		}
+		return &state.Release{Build: old.Build, Config: cfg, Description: fmt.Sprintf("Rollback to v%d", target)},
+			nil, []clientv3.Op{clientv3.OpPut(k.Config(f), state.Marshal(state.Config{Vars: cfg}))}, nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "Rolling back %s to v%d... done, v%d\n", f, target, rel.Version)
+	return nil
+}

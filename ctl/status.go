@@ -1,0 +1,338 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+// psRow is one container of a formation: desired by the coordinator (in a
+// runtime databag), reported by an agent, or both.
+type psRow struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Release int    `json:"release"`
+	Node    string `json:"node"`
+	State   string `json:"state"`
+	Addr    string `json:"addr,omitempty"`
+	Reason  string `json:"reason,omitempty"`
+	// Desired is false for containers an agent still reports but no runtime
+	// databag asks for any more (being stopped).
+	Desired bool `json:"desired"`
+}
+
+// statePending is shown for a desired container no agent has reported yet.
+const statePending = "pending"
+
+// psRows joins the runtime databags and the node statuses into the
+// containers of formation f, ordered by type, then name.
+func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []psRow {
+	reported := map[string]map[string]state.ContainerStatus{} // node -> name -> status
+	for _, ns := range statuses {
+		m := map[string]state.ContainerStatus{}
+		for _, cs := range ns.Containers {
+			m[cs.Name] = cs
+		}
+		reported[ns.Node] = m
+	}
+	rows := []psRow{}
+	seen := map[string]bool{} // node/name
+	for _, rt := range runtimes {
+		for _, cs := range rt.Containers {
+			if cs.Formation != f {
+				continue
+			}
+			r := psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: rt.Node, State: statePending, Desired: true}
+			if st, ok := reported[rt.Node][cs.Name]; ok {
+				r.State, r.Addr, r.Reason = st.State, st.Addr, st.Reason
+			}
+			seen[rt.Node+"/"+cs.Name] = true
+			rows = append(rows, r)
+		}
+	}
+	for _, ns := range statuses {
+		for _, cs := range ns.Containers {
+			if cs.Formation != f || seen[ns.Node+"/"+cs.Name] {
+				continue
+			}
+			rows = append(rows, psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: ns.Node,
+				State: cs.State, Addr: cs.Addr, Reason: cs.Reason})
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Type != rows[j].Type {
+			return rows[i].Type < rows[j].Type
+		}
+		if rows[i].Name != rows[j].Name {
+			return rows[i].Name < rows[j].Name
+		}
+		return rows[i].Node < rows[j].Node
+	})
+	return rows
+}
+
+// world is everything status, ps and nodes:list read.
+type world struct {
+	formations []state.Formation
+	runtimes   []state.Runtime
+	statuses   []state.NodeStatus
+	nodes      []state.Node
+	alive      map[string]bool // nodes with a heartbeat
+}
+
+func readWorld(ctx context.Context, s *state.Store) (*world, error) {
+	w := &world{alive: map[string]bool{}}
+	fs, _, err := state.List[state.Formation](ctx, s.KV, s.Keys.Formations())
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range fs {
+		w.formations = append(w.formations, f.Value)
+	}
+	rts, _, err := state.List[state.Runtime](ctx, s.KV, s.Keys.Runtimes())
+	if err != nil {
+		return nil, err
+	}
+	for _, rt := range rts {
+		if rt.Value.Node == "" {
+			rt.Value.Node = state.Base(rt.Key)
+		}
+		w.runtimes = append(w.runtimes, rt.Value)
+	}
+	sts, _, err := state.List[state.NodeStatus](ctx, s.KV, s.Keys.NodeStatuses())
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range sts {
+		if st.Value.Node == "" {
+			st.Value.Node = state.Base(st.Key)
+		}
+		w.statuses = append(w.statuses, st.Value)
+	}
+	ns, _, err := state.List[state.Node](ctx, s.KV, s.Keys.Nodes())
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		if n.Value.Name == "" {
+			n.Value.Name = state.Base(n.Key)
+		}
+		w.nodes = append(w.nodes, n.Value)
+	}
+	// Heartbeat values are not decoded: the key's presence is the signal.
+	resp, err := s.KV.Get(ctx, s.Keys.Heartbeats(), clientv3WithPrefixKeysOnly()...)
+	if err != nil {
+		return nil, fmt.Errorf("ctl: read heartbeats: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		w.alive[state.Base(string(kv.Key))] = true
+	}
+	return w, nil
+}
+
+// formationStatus is the convergence view of one formation.
+type formationStatus struct {
+	Formation          string        `json:"formation"`
+	DesiredRelease     int           `json:"desiredRelease"`
+	DesiredDescription string        `json:"desiredDescription,omitempty"`
+	RoutingRelease     int           `json:"routingRelease"`
+	RoutingRevision    int64         `json:"routingRevision"`
+	Proxies            []proxyStatus `json:"proxies"`
+	Nodes              []nodeCount   `json:"nodes"`
+	Converged          bool          `json:"converged"`
+	// Waiting lists why the formation has not converged, one reason each.
+	Waiting []string `json:"waiting,omitempty"`
+}
+
+type proxyStatus struct {
+	Node     string `json:"node"`
+	Revision int64  `json:"revision"`
+	UpToDate bool   `json:"upToDate"`
+	Lost     bool   `json:"lost,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// nodeCount counts one node's containers of a formation by state.
+type nodeCount struct {
+	Node   string         `json:"node"`
+	Lost   bool           `json:"lost,omitempty"`
+	States map[string]int `json:"states"`
+}
+
+// statusInput is what summarize needs about one formation.
+type statusInput struct {
+	Formation  string
+	Latest     *state.Release // nil: no release yet
+	Failed     map[int]state.ReleaseStatus
+	Routing    *state.Routing // nil: not written yet
+	RoutingRev int64
+	Acks       []state.ProxyAck
+	Rows       []psRow
+	Alive      map[string]bool
+}
+
+// summarize is the pure convergence check behind deisctl status: desired
+// release vs containers, routing and proxy acknowledgements.
+func summarize(in statusInput) formationStatus {
+	st := formationStatus{Formation: in.Formation, RoutingRevision: in.RoutingRev, Proxies: []proxyStatus{}, Nodes: []nodeCount{}}
+	wait := func(format string, a ...any) { st.Waiting = append(st.Waiting, fmt.Sprintf(format, a...)) }
+	if in.Latest == nil {
+		wait("no release yet: deploy with git push deis main")
+	} else {
+		st.DesiredRelease, st.DesiredDescription = in.Latest.Version, in.Latest.Description
+		if fs, ok := in.Failed[in.Latest.Version]; ok && fs.Failed {
+			wait("release v%d failed: %s", in.Latest.Version, fs.Reason)
+		}
+	}
+	if in.Routing != nil {
+		st.RoutingRelease = in.Routing.Release
+	}
+
+	byNode := map[string]*nodeCount{}
+	notReady, old := 0, 0
+	for _, r := range in.Rows {
+		nc := byNode[r.Node]
+		if nc == nil {
+			nc = &nodeCount{Node: r.Node, Lost: !in.Alive[r.Node], States: map[string]int{}}
+			byNode[r.Node] = nc
+		}
+		nc.States[r.State]++
+		switch {
+		case r.Release != st.DesiredRelease:
+			old++
+		case !r.Desired:
+		case r.State == state.StateReady:
+		case r.State == state.StateRunning && r.Type != "web":
+			// Only web containers have a health check to pass.
+		default:
+			notReady++
+		}
+	}
+	for _, n := range sortedKeys(byNode) {
+		st.Nodes = append(st.Nodes, *byNode[n])
+		if byNode[n].Lost {
+			wait("node %s has containers but no heartbeat (lost)", n)
+		}
+	}
+	if notReady > 0 {
+		wait("%d container(s) of v%d not ready yet", notReady, st.DesiredRelease)
+	}
+	if old > 0 {
+		wait("%d container(s) of older releases still present", old)
+	}
+
+	switch {
+	case in.Latest == nil:
+	case in.Routing == nil:
+		wait("no routing yet: the coordinator routes once containers of v%d are ready", st.DesiredRelease)
+	case in.Routing.Release != st.DesiredRelease:
+		wait("routing still points at v%d", in.Routing.Release)
+	}
+	acks := append([]state.ProxyAck(nil), in.Acks...)
+	sort.Slice(acks, func(i, j int) bool { return acks[i].Node < acks[j].Node })
+	for _, a := range acks {
+		p := proxyStatus{Node: a.Node, Revision: a.Revision, UpToDate: a.Revision >= in.RoutingRev && a.Error == "",
+			Lost: !in.Alive[a.Node], Error: a.Error}
+		st.Proxies = append(st.Proxies, p)
+		switch {
+		case p.Lost:
+			wait("proxy %s has no heartbeat (lost)", a.Node)
+		case a.Error != "":
+			wait("proxy %s failed to apply routing: %s", a.Node, a.Error)
+		case !p.UpToDate:
+			wait("proxy %s applied routing revision %d of %d", a.Node, a.Revision, in.RoutingRev)
+		}
+	}
+	if in.Routing != nil && len(acks) == 0 {
+		wait("no proxy has applied the routing yet")
+	}
+	st.Converged = len(st.Waiting) == 0
+	return st
+}
+
+// statusOf reads and summarizes one formation.
+func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formationStatus, error) {
+	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(f, w.runtimes, w.statuses)}
+	rel, err := s.LatestRelease(ctx, f)
+	switch {
+	case err == nil:
+		in.Latest = rel
+	case !errors.Is(err, state.ErrNotFound):
+		return formationStatus{}, err
+	}
+	failed, _, err := rolloutInfo(ctx, s, f)
+	if err != nil {
+		return formationStatus{}, err
+	}
+	in.Failed = failed
+	var r state.Routing
+	rev, err := s.Get(ctx, s.Keys.Routing(f), &r)
+	switch {
+	case err == nil:
+		in.Routing, in.RoutingRev = &r, rev
+	case !errors.Is(err, state.ErrNotFound):
+		return formationStatus{}, err
+	}
+	acks, _, err := state.List[state.ProxyAck](ctx, s.KV, s.Keys.ProxyAcks(f))
+	if err != nil {
+		return formationStatus{}, err
+	}
+	for _, a := range acks {
+		if a.Value.Node == "" {
+			a.Value.Node = state.Base(a.Key)
+		}
+		in.Acks = append(in.Acks, a.Value)
+	}
+	return summarize(in), nil
+}
+
+// renderStatus writes one formation's status for people.
+func renderStatus(b *strings.Builder, st formationStatus) {
+	fmt.Fprintf(b, "=== %s: ", st.Formation)
+	if st.Converged {
+		b.WriteString("converged\n")
+	} else {
+		b.WriteString("converging\n")
+	}
+	if st.DesiredRelease > 0 {
+		fmt.Fprintf(b, "Desired release: v%d (%s)\n", st.DesiredRelease, st.DesiredDescription)
+	} else {
+		b.WriteString("Desired release: none\n")
+	}
+	if st.RoutingRelease > 0 {
+		fmt.Fprintf(b, "Routing:         v%d (revision %d)\n", st.RoutingRelease, st.RoutingRevision)
+	} else {
+		b.WriteString("Routing:         none yet\n")
+	}
+	for _, p := range st.Proxies {
+		state := "up to date"
+		switch {
+		case p.Lost:
+			state = "lost (no heartbeat)"
+		case p.Error != "":
+			state = "error: " + p.Error
+		case !p.UpToDate:
+			state = fmt.Sprintf("behind (routing is at %d)", st.RoutingRevision)
+		}
+		fmt.Fprintf(b, "Proxy %s: applied revision %d, %s\n", p.Node, p.Revision, state)
+	}
+	if len(st.Nodes) == 0 {
+		b.WriteString("Containers:      none\n")
+	} else {
+		b.WriteString("Containers:\n")
+	}
+	for _, n := range st.Nodes {
+		lost := ""
+		if n.Lost {
+			lost = " (node lost: no heartbeat)"
+		}
+		fmt.Fprintf(b, "  %s: %s%s\n", n.Node, kvList(n.States, ", "), lost)
+	}
+	for _, w := range st.Waiting {
+		fmt.Fprintf(b, "Waiting: %s\n", w)
+	}
+}

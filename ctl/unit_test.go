@@ -1,0 +1,246 @@
+package ctl
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+func TestParsePairs(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		order   []string
+		vals    map[string]string
+		wantErr string
+	}{
+		// One pair.
+		{"one", []string{"GREETING=hi"}, []string{"GREETING"}, map[string]string{"GREETING": "hi"}, ""},
+		// Values may hold '=' and be empty; a repeated key keeps the last value.
+		{"equals in value", []string{"A=x=y", "B=", "A=z"}, []string{"A", "B"}, map[string]string{"A": "z", "B": ""}, ""},
+		// A key may not start with a digit.
+		{"bad key", []string{"OK=1", "1BAD=x"}, nil, nil, `invalid config key "1BAD"`},
+		// A pair needs '='.
+		{"no equals", []string{"GREETING"}, nil, nil, `malformed config pair "GREETING"`},
+		// An empty key is invalid.
+		{"empty key", []string{"=x"}, nil, nil, `invalid config key ""`},
+		// Nothing given.
+		{"none", nil, nil, nil, "no config vars given"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			order, vals, err := parsePairs(tc.args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(order, tc.order) || !reflect.DeepEqual(vals, tc.vals) {
+				t.Fatalf("got %v %v, want %v %v", order, vals, tc.order, tc.vals)
+			}
+		})
+	}
+}
+
+func TestParseScale(t *testing.T) {
+	cases := []struct {
+		args    []string
+		want    map[string]int
+		wantErr string
+	}{
+		// Several types, zero allowed.
+		{[]string{"web=2", "worker=0"}, map[string]int{"web": 2, "worker": 0}, ""},
+		// Negative counts are rejected.
+		{[]string{"web=-1"}, nil, `invalid count "-1" for web`},
+		// Counts must be numbers.
+		{[]string{"web=lots"}, nil, `invalid count "lots" for web`},
+		// Absurd counts are rejected.
+		{[]string{"web=100000"}, nil, "more than 1000"},
+		// TYPE=N form is required.
+		{[]string{"web"}, nil, `malformed scale "web"`},
+		// Process type names are validated.
+		{[]string{"Web=1"}, nil, `invalid process type "Web"`},
+	}
+	for _, tc := range cases {
+		got, err := parseScale(tc.args)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%v: err = %v, want %q", tc.args, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%v: got %v, %v; want %v", tc.args, got, err, tc.want)
+		}
+	}
+}
+
+func TestSuggest(t *testing.T) {
+	names := []string{"formations:create", "formations:list", "formations", "config", "config:set", "ps", "scale", "status"}
+	cases := []struct {
+		typed string
+		want  []string
+	}{
+		{"formations:craete", []string{"formations:create"}}, // transposed letters
+		{"config:sett", []string{"config:set"}},              // one extra letter
+		{"formation", []string{"formations"}},                // one missing letter
+		{"statsu", []string{"status"}},                       // transposition in a short word
+		{"xyzzy", nil},                                       // nothing close
+	}
+	for _, tc := range cases {
+		got := suggest(names, tc.typed)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("suggest(%q) = %v, want %v", tc.typed, got, tc.want)
+		}
+	}
+	// A topic lists its commands.
+	if got := suggest([]string{"keys:add", "keys:remove", "ps"}, "keys"); !reflect.DeepEqual(got, []string{"keys:add", "keys:remove"}) {
+		t.Errorf("topic suggestion = %v", got)
+	}
+}
+
+func TestLevenshtein(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		d    int
+	}{{"", "", 0}, {"abc", "", 3}, {"kitten", "sitting", 3}, {"ps", "ps", 0}, {"scael", "scale", 2}} {
+		if d := levenshtein(tc.a, tc.b); d != tc.d {
+			t.Errorf("levenshtein(%q, %q) = %d, want %d", tc.a, tc.b, d, tc.d)
+		}
+	}
+}
+
+func TestFormationFromRemote(t *testing.T) {
+	for _, tc := range []struct {
+		url, want string
+		ok        bool
+	}{
+		{"ssh://git@localhost:2222/hello.git\n", "hello", true},
+		{"git@deis.example.com:my-app.git", "my-app", true},
+		{"ssh://git@host/hello", "hello", true},
+		{"ssh://git@host/hello.git/", "hello", true},
+		{"ssh://git@host/Hello.git", "", false},
+		{"", "", false},
+	} {
+		got, ok := formationFromRemote(tc.url)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("formationFromRemote(%q) = %q, %v; want %q, %v", tc.url, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestCoordinatorEndpoints(t *testing.T) {
+	ce := coordinatorEndpoints{info: state.CoordinatorInfo{SSHHost: "deis.example.com", SSHPort: 22, BaseDomain: "apps.example.com", HTTPPort: 80}}
+	if got := ce.gitRemote("web"); got != "ssh://git@deis.example.com:22/web.git" {
+		t.Errorf("remote = %s", got)
+	}
+	if got := ce.url("web", ""); got != "http://web.apps.example.com/" {
+		t.Errorf("url with port 80 = %s", got)
+	}
+	ce.info.HTTPPort = 8080
+	if got := ce.url("web", "other.test"); got != "http://web.other.test:8080/" {
+		t.Errorf("url with base domain override = %s", got)
+	}
+}
+
+func TestPsRows(t *testing.T) {
+	rts := []state.Runtime{
+		{Node: "n1", Containers: []state.ContainerSpec{
+			{Name: "hello-v2-web-1", Formation: "hello", Release: 2, Type: "web"},
+			{Name: "hello-v2-worker-1", Formation: "hello", Release: 2, Type: "worker"},
+			{Name: "other-v1-web-1", Formation: "other", Release: 1, Type: "web"},
+		}},
+		{Node: "n2", Containers: []state.ContainerSpec{{Name: "hello-v2-web-2", Formation: "hello", Release: 2, Type: "web"}}},
+	}
+	sts := []state.NodeStatus{
+		{Node: "n1", Containers: []state.ContainerStatus{
+			{Name: "hello-v2-web-1", Formation: "hello", Release: 2, Type: "web", State: "ready", Addr: "10.0.0.1:5000"},
+			{Name: "hello-v1-web-1", Formation: "hello", Release: 1, Type: "web", State: "stopping"},
+			{Name: "other-v1-web-1", Formation: "other", Release: 1, Type: "web", State: "ready"},
+		}},
+	}
+	got := psRows("hello", rts, sts)
+	want := []psRow{
+		// Reported by an agent but no longer desired: still shown.
+		{Name: "hello-v1-web-1", Type: "web", Release: 1, Node: "n1", State: "stopping"},
+		// Desired and reported.
+		{Name: "hello-v2-web-1", Type: "web", Release: 2, Node: "n1", State: "ready", Addr: "10.0.0.1:5000", Desired: true},
+		// Desired, not reported yet.
+		{Name: "hello-v2-web-2", Type: "web", Release: 2, Node: "n2", State: "pending", Desired: true},
+		{Name: "hello-v2-worker-1", Type: "worker", Release: 2, Node: "n1", State: "pending", Desired: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("psRows:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	v2 := &state.Release{Version: 2, Description: "Set GREETING"}
+	ready := []psRow{{Name: "a", Type: "web", Release: 2, Node: "n1", State: "ready", Desired: true}}
+	alive := map[string]bool{"n1": true, "p1": true}
+	cases := []struct {
+		name      string
+		in        statusInput
+		converged bool
+		waiting   string // substring of one reason
+	}{
+		// Containers ready, routing at v2, proxy acked the routing revision.
+		{"converged", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 2}, RoutingRev: 10,
+			Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, true, ""},
+		// No release at all.
+		{"no release", statusInput{Alive: alive}, false, "no release yet"},
+		// A desired container that no agent reported.
+		{"pending", statusInput{Latest: v2, Rows: []psRow{{Name: "a", Type: "web", Release: 2, Node: "n1", State: "pending", Desired: true}},
+			Routing: &state.Routing{Release: 2}, RoutingRev: 10, Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive},
+			false, "1 container(s) of v2 not ready"},
+		// A non-web container only needs to run.
+		{"worker running", statusInput{Latest: v2, Rows: append([]psRow{{Name: "w", Type: "worker", Release: 2, Node: "n1", State: "running", Desired: true}}, ready...),
+			Routing: &state.Routing{Release: 2}, RoutingRev: 10, Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, true, ""},
+		// Routing still on the previous release.
+		{"routing behind", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 1}, RoutingRev: 10,
+			Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, false, "routing still points at v1"},
+		// Proxy has not applied the latest routing revision.
+		{"proxy behind", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 2}, RoutingRev: 12,
+			Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, false, "proxy p1 applied routing revision 10 of 12"},
+		// Node hosting containers lost its heartbeat.
+		{"node lost", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 2}, RoutingRev: 10,
+			Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: map[string]bool{"p1": true}}, false, "node n1 has containers but no heartbeat"},
+		// The coordinator marked the desired release failed.
+		{"failed", statusInput{Latest: v2, Rows: ready, Failed: map[int]state.ReleaseStatus{2: {Version: 2, Failed: true, Reason: "no node fits"}},
+			Routing: &state.Routing{Release: 2}, RoutingRev: 10, Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, false, "release v2 failed: no node fits"},
+		// Old containers still around.
+		{"old containers", statusInput{Latest: v2, Rows: append([]psRow{{Name: "o", Type: "web", Release: 1, Node: "n1", State: "stopping"}}, ready...),
+			Routing: &state.Routing{Release: 2}, RoutingRev: 10, Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, false, "older releases still present"},
+		// No proxy has acked.
+		{"no acks", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 2}, RoutingRev: 10, Alive: alive}, false, "no proxy has applied"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := summarize(tc.in)
+			if st.Converged != tc.converged {
+				t.Fatalf("converged = %v, want %v (waiting %q)", st.Converged, tc.converged, st.Waiting)
+			}
+			if tc.waiting != "" && !strings.Contains(strings.Join(st.Waiting, "\n"), tc.waiting) {
+				t.Fatalf("waiting = %q, want a reason containing %q", st.Waiting, tc.waiting)
+			}
+		})
+	}
+}
+
+func TestReleaseStatus(t *testing.T) {
+	failed := map[int]state.ReleaseStatus{3: {Version: 3, Failed: true, Reason: "boom"}}
+	for _, tc := range []struct {
+		v    int
+		want string
+	}{{3, "failed"}, {2, "live"}, {4, "rolling out"}, {1, ""}} {
+		if got, _ := releaseStatus(tc.v, 4, 2, failed); got != tc.want {
+			t.Errorf("releaseStatus(v%d) = %q, want %q", tc.v, got, tc.want)
+		}
+	}
+}
