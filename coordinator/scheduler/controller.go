@@ -263,6 +263,14 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 	for _, kvp := range hb.Kvs {
 		w.Alive[state.Base(string(kvp.Key))] = true
 	}
+	drains, err := kv.Get(ctx, k.Drains(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, nil, err
+	}
+	w.Drained = map[string]bool{}
+	for _, kvp := range drains.Kvs {
+		w.Drained[state.Base(string(kvp.Key))] = true
+	}
 	rts, _, err := state.List[state.Runtime](ctx, kv, k.Runtimes())
 	if err != nil {
 		return nil, nil, err

@@ -19,6 +19,8 @@ type World struct {
 	Releases map[string]*state.Release
 	Nodes    map[string]*state.Node
 	Alive    map[string]bool // heartbeat present
+	// Drained nodes take no containers; their work moves away.
+	Drained map[string]bool
 	Runtimes map[string]*state.Runtime
 	Status   map[string]*state.NodeStatus
 	Routing  map[string]RoutingAt
@@ -127,6 +129,9 @@ func layerNodes(w *World, f string, t state.LayerType) []string {
 			continue
 		}
 		for n, node := range w.Nodes {
+			if t == state.LayerRuntime && w.Drained[n] {
+				continue
+			}
 			if w.Alive[n] && l.Matches(node) {
 				set[n] = true
 			}
@@ -228,41 +233,59 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 		}
 	}
 
-	// Readiness as the agents report it.
-	ready := map[string]string{} // name -> addr
+	// Readiness as the agents report it, per node: after a drain or a move
+	// one name can briefly exist on two nodes.
+	ready := map[string]string{} // node/name -> addr
 	for n, st := range w.Status {
 		if !w.Alive[n] {
 			continue
 		}
 		for _, c := range st.Containers {
 			if c.Formation == f && c.State == state.StateReady && c.Addr != "" {
-				ready[c.Name] = c.Addr
+				ready[n+"/"+c.Name] = c.Addr
 			}
 		}
+	}
+	readyAt := func(name, node string) (string, bool) {
+		if node == "" {
+			return "", false
+		}
+		a, ok := ready[node+"/"+name]
+		return a, ok
 	}
 
 	// Routing.
 	prev := w.Routing[f]
 	route := &state.Routing{Formation: f, Domains: domains(w, form), Upstreams: []state.Upstream{}}
 	var webDesired []string
+	readyCount := 0
 	for _, name := range order {
 		if desired[name].Type == "web" {
 			webDesired = append(webDesired, name)
+			if _, ok := readyAt(name, kept[name]); ok {
+				readyCount++
+			}
 		}
 	}
-	allReady := true
-	for _, name := range webDesired {
-		if _, ok := ready[name]; !ok || kept[name] == "" {
-			allReady = false
-		}
-	}
+	allReady := readyCount == len(webDesired)
 	switch {
 	case rel == nil:
 	case prev.Doc == nil || prev.Doc.Release == rel.Version || allReady:
 		route.Release = rel.Version
 		for _, name := range webDesired {
-			if addr, ok := ready[name]; ok && kept[name] != "" {
+			if addr, ok := readyAt(name, kept[name]); ok {
 				route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
+				continue
+			}
+			// Moving (drain, rebalance): the old copy of this release's
+			// container serves until its replacement is ready.
+			for _, p := range retiring {
+				if p.spec.Name == name {
+					if addr, ok := readyAt(name, p.node); ok {
+						route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
+						d.reason(f, "%s on %s serves until its replacement on %s is ready", name, p.node, kept[name])
+					}
+				}
 			}
 		}
 		if prev.Doc != nil && prev.Doc.Release != rel.Version {
@@ -272,28 +295,20 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 		// Rolling out: keep routing to the old release's containers that are
 		// still placed and ready, until the new release is ready.
 		route.Release = prev.Doc.Release
-		still := map[string]bool{}
-		for _, p := range retiring {
-			still[p.spec.Name] = true
-		}
 		for _, u := range prev.Doc.Upstreams {
-			if addr, ok := ready[u.Container]; ok && still[u.Container] {
-				route.Upstreams = append(route.Upstreams, state.Upstream{Container: u.Container, Addr: addr, Release: u.Release})
+			for _, p := range retiring {
+				if addr, ok := readyAt(p.spec.Name, p.node); ok && p.spec.Name == u.Container && addr == u.Addr {
+					route.Upstreams = append(route.Upstreams, u)
+				}
 			}
 		}
-		n := 0
-		for _, name := range webDesired {
-			if _, ok := ready[name]; ok {
-				n++
-			}
-		}
-		d.reason(f, "waiting for v%d: %d of %d web containers ready", rel.Version, n, len(webDesired))
+		d.reason(f, "waiting for v%d: %d of %d web containers ready", rel.Version, readyCount, len(webDesired))
 		boot := w.BootTimeout
 		if boot <= 0 {
 			boot = 60 * time.Second
 		}
 		if !w.Now.IsZero() && w.Now.Sub(rel.Created) > boot {
-			why := notReadyReason(w, f, webDesired, ready)
+			why := notReadyReason(w, f, webDesired, kept, ready)
 			d.Failed[f] = &state.ReleaseStatus{Version: rel.Version, Failed: true, At: w.Now,
 				Reason: fmt.Sprintf("web containers not ready within %s: %s", boot, why)}
 		}
@@ -301,9 +316,9 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 	d.Routing[f] = route
 
 	// Retiring containers leave only once no proxy can send them traffic.
-	routed := map[string]bool{}
+	routed := map[string]bool{} // addr
 	for _, u := range route.Upstreams {
-		routed[u.Container] = true
+		routed[u.Addr] = true
 	}
 	changed := prev.Doc == nil || !sameRouting(prev.Doc, route)
 	allAcked := !changed
@@ -315,7 +330,7 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 	for _, p := range retiring {
 		keep := false
 		switch {
-		case routed[p.spec.Name]:
+		case isRouted(routed, readyAt, p):
 			keep = true
 		case p.spec.Type == "web" && !allAcked:
 			keep = true
@@ -336,7 +351,7 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 
 // notReadyReason says why the containers named are not ready, from what the
 // agents report.
-func notReadyReason(w *World, f string, names []string, ready map[string]string) string {
+func notReadyReason(w *World, f string, names []string, kept, ready map[string]string) string {
 	st := map[string]state.ContainerStatus{}
 	for n, s := range w.Status {
 		if !w.Alive[n] {
@@ -350,7 +365,7 @@ func notReadyReason(w *World, f string, names []string, ready map[string]string)
 	}
 	var parts []string
 	for _, name := range names {
-		if _, ok := ready[name]; ok {
+		if _, ok := ready[kept[name]+"/"+name]; ok {
 			continue
 		}
 		c, ok := st[name]
@@ -364,6 +379,11 @@ func notReadyReason(w *World, f string, names []string, ready map[string]string)
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+func isRouted(routed map[string]bool, readyAt func(name, node string) (string, bool), p placed) bool {
+	addr, ok := readyAt(p.spec.Name, p.node)
+	return ok && routed[addr]
 }
 
 func add(d *Decision, node string, c state.ContainerSpec) {

@@ -52,7 +52,7 @@ func ready(w *World) {
 	for n, rt := range w.Runtimes {
 		st := &state.NodeStatus{Node: n}
 		for _, c := range rt.Containers {
-			st.Containers = append(st.Containers, state.ContainerStatus{Name: c.Name, Formation: c.Formation, Release: c.Release, Type: c.Type, State: state.StateReady, Addr: n + ":1"})
+			st.Containers = append(st.Containers, state.ContainerStatus{Name: c.Name, Formation: c.Formation, Release: c.Release, Type: c.Type, State: state.StateReady, Addr: n + ":" + c.Name})
 		}
 		w.Status[n] = st
 	}
@@ -203,5 +203,43 @@ func TestPlanFailedRelease(t *testing.T) {
 	}
 	if d.Routing["hello"].Release != 1 {
 		t.Fatalf("v1 must keep serving: %+v", d.Routing["hello"])
+	}
+}
+
+func TestPlanDrainHandsOff(t *testing.T) {
+	// Draining n1 moves its web container to n2; the n1 copy keeps serving
+	// until the n2 copy is ready and every proxy has stopped routing to n1.
+	w := world("n1", "n2")
+	w.Drained = map[string]bool{"n2": true}
+	w.Releases["hello"] = release(1)
+	apply(w, Plan(w), 5)
+	ready(w)
+	apply(w, Plan(w), 6)
+	w.Acks["hello"] = map[string]int64{"n1": 6, "n2": 6}
+	if len(w.Runtimes["n1"].Containers) != 1 {
+		t.Fatalf("setup: want the container on n1")
+	}
+	w.Drained = map[string]bool{"n1": true}
+	d := Plan(w)
+	if len(d.Runtimes["n2"].Containers) != 1 || len(d.Runtimes["n1"].Containers) != 1 {
+		t.Fatalf("the copy on n2 should start beside n1's: %v", names(d))
+	}
+	if u := d.Routing["hello"].Upstreams; len(u) != 1 || u[0].Addr != "n1:hello.v1.web.1" {
+		t.Fatalf("n1 must serve until n2 is ready: %+v", u)
+	}
+	apply(w, d, 7)
+	ready(w)
+	d = Plan(w)
+	if u := d.Routing["hello"].Upstreams; len(u) != 1 || u[0].Addr != "n2:hello.v1.web.1" {
+		t.Fatalf("traffic should move to n2: %+v", u)
+	}
+	if len(d.Runtimes["n1"].Containers) != 1 {
+		t.Fatalf("n1's copy must stay until the proxies ack")
+	}
+	apply(w, d, 8)
+	w.Acks["hello"] = map[string]int64{"n1": 8, "n2": 8}
+	d = Plan(w)
+	if len(d.Runtimes["n1"].Containers) != 0 || len(d.Runtimes["n2"].Containers) != 1 {
+		t.Fatalf("after the acks n1 is empty: %v", names(d))
 	}
 }

@@ -60,6 +60,11 @@ func (k Keys) ReleaseVersionFromKey(key string) (int, bool) {
 func (k Keys) Nodes() string          { return k.join("nodes") + "/" }
 func (k Keys) Node(n string) string   { return k.join("nodes", n) }
 
+// Drains marks nodes an operator is draining before maintenance (writer:
+// deisctl; read by the scheduler, which moves their work away).
+func (k Keys) Drains() string        { return k.join("drains") + "/" }
+func (k Keys) Drain(n string) string { return k.join("drains", n) }
+
 // Heartbeats holds one lease-bound key per live agent (writer: that agent;
 // watched only by the coordinator).
 func (k Keys) Heartbeats() string        { return k.join("heartbeats") + "/" }

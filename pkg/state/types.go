@@ -104,6 +104,12 @@ type Node struct {
 	Version     string    `json:"version,omitempty"`
 }
 
+// Drain asks the scheduler to move every container off a node.
+type Drain struct {
+	Node    string    `json:"node"`
+	Created time.Time `json:"created"`
+}
+
 // Heartbeat is the value of a node's lease-bound heartbeat key.
 type Heartbeat struct {
 	Node string    `json:"node"`
