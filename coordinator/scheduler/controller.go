@@ -143,8 +143,18 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 			}
 		}
 	}
-	for f, reasons := range d.Reasons {
-		for _, r := range reasons {
+	for f := range w.Formations {
+		st := state.FormationStatus{Formation: f, Pending: d.Reasons[f], Error: d.Errors[f]}
+		if r := w.Releases[f]; r != nil {
+			st.Release = r.Version
+		}
+		if state.Marshal(st) == cur.formationStatus[f] {
+			continue
+		}
+		if err := c.store.Put(ctx, c.store.Keys.FormationStatus(f), st); err != nil {
+			return err
+		}
+		for _, r := range st.Pending {
 			c.log.Debug("in progress", "formation", f, "reason", r)
 		}
 	}
@@ -201,7 +211,8 @@ func (c *Controller) observe(w *World, d *Decision) {
 }
 
 type current struct {
-	runtimes map[string]*state.Runtime
+	runtimes        map[string]*state.Runtime
+	formationStatus map[string]string // formation -> JSON as stored
 }
 
 func (c *Controller) read(ctx context.Context) (*World, *current, error) {
@@ -222,7 +233,14 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 		Now:         time.Now(),
 		BootTimeout: c.cfg.BootTimeout,
 	}
-	cur := &current{runtimes: map[string]*state.Runtime{}}
+	cur := &current{runtimes: map[string]*state.Runtime{}, formationStatus: map[string]string{}}
+	fst, err := kv.Get(ctx, k.FormationStatuses(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, kvp := range fst.Kvs {
+		cur.formationStatus[state.Base(string(kvp.Key))] = string(kvp.Value)
+	}
 	forms, _, err := state.List[state.Formation](ctx, kv, k.Formations())
 	if err != nil {
 		return nil, nil, err

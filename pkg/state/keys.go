@@ -91,6 +91,11 @@ func (k Keys) AllProxyAcks() string          { return k.join("status", "proxies"
 func (k Keys) ProxyAcks(f string) string     { return k.join("status", "proxies", f) + "/" }
 func (k Keys) ProxyAck(f, n string) string   { return k.join("status", "proxies", f, n) }
 
+// FormationStatus is the scheduler's account of each formation: what is in
+// progress and why, and what it cannot do (writer: coordinator).
+func (k Keys) FormationStatuses() string       { return k.join("status", "formations") + "/" }
+func (k Keys) FormationStatus(f string) string { return k.join("status", "formations", f) }
+
 // ReleaseStatus marks releases that failed to roll out (writer: coordinator).
 func (k Keys) ReleaseStatuses(f string) string       { return k.join("status", "releases", f) + "/" }
 func (k Keys) ReleaseStatus(f string, v int) string {

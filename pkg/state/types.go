@@ -239,6 +239,17 @@ type NodeStatus struct {
 	Error   string   `json:"error,omitempty"`
 }
 
+// FormationStatus is the scheduler's view of a formation's convergence.
+type FormationStatus struct {
+	Formation string `json:"formation"`
+	Release   int    `json:"release"`
+	// Pending lists what is in progress, with reasons.
+	Pending []string `json:"pending,omitempty"`
+	// Error says what the scheduler cannot do (no node matches a layer, no
+	// capacity), and what to do about it.
+	Error string `json:"error,omitempty"`
+}
+
 // ProxyAck is the routing revision a proxy node has applied for a formation.
 type ProxyAck struct {
 	Node     string    `json:"node"`
