@@ -20,7 +20,7 @@ type World struct {
 	Nodes    map[string]*state.Node
 	Alive    map[string]bool // heartbeat present
 	// Drained nodes take no containers; their work moves away.
-	Drained map[string]bool
+	Drained  map[string]bool
 	Runtimes map[string]*state.Runtime
 	Status   map[string]*state.NodeStatus
 	Routing  map[string]RoutingAt

@@ -23,25 +23,25 @@ func NewKeys(prefix string) Keys {
 func (k Keys) join(parts ...string) string { return k.Prefix + "/" + strings.Join(parts, "/") }
 
 // Formations is the family of formation documents (writer: deisctl).
-func (k Keys) Formations() string       { return k.join("formations") + "/" }
+func (k Keys) Formations() string        { return k.join("formations") + "/" }
 func (k Keys) Formation(f string) string { return k.join("formations", f) }
 
 // Layers holds the layers of each formation (writer: deisctl).
-func (k Keys) AllLayers() string            { return k.join("layers") + "/" }
-func (k Keys) Layers(f string) string       { return k.join("layers", f) + "/" }
-func (k Keys) Layer(f, name string) string  { return k.join("layers", f, name) }
+func (k Keys) AllLayers() string           { return k.join("layers") + "/" }
+func (k Keys) Layers(f string) string      { return k.join("layers", f) + "/" }
+func (k Keys) Layer(f, name string) string { return k.join("layers", f, name) }
 
 // Configs holds one config document per formation (writer: deisctl).
 func (k Keys) Config(f string) string { return k.join("configs", f) }
 
 // Builds holds the builds of each formation (writer: the coordinator's builder).
-func (k Keys) Builds(f string) string       { return k.join("builds", f) + "/" }
-func (k Keys) Build(f, id string) string    { return k.join("builds", f, id) }
+func (k Keys) Builds(f string) string    { return k.join("builds", f) + "/" }
+func (k Keys) Build(f, id string) string { return k.join("builds", f, id) }
 
 // Releases is each formation's append-only release log (writer: the release
 // log, AppendRelease).
-func (k Keys) AllReleases() string        { return k.join("releases") + "/" }
-func (k Keys) Releases(f string) string   { return k.join("releases", f) + "/" }
+func (k Keys) AllReleases() string      { return k.join("releases") + "/" }
+func (k Keys) Releases(f string) string { return k.join("releases", f) + "/" }
 func (k Keys) Release(f string, v int) string {
 	return k.join("releases", f, fmt.Sprintf("%010d", v))
 }
@@ -57,8 +57,8 @@ func (k Keys) ReleaseVersionFromKey(key string) (int, bool) {
 }
 
 // Nodes holds one registration per agent (writer: that agent).
-func (k Keys) Nodes() string          { return k.join("nodes") + "/" }
-func (k Keys) Node(n string) string   { return k.join("nodes", n) }
+func (k Keys) Nodes() string        { return k.join("nodes") + "/" }
+func (k Keys) Node(n string) string { return k.join("nodes", n) }
 
 // Drains marks nodes an operator is draining before maintenance (writer:
 // deisctl; read by the scheduler, which moves their work away).
@@ -82,14 +82,14 @@ func (k Keys) Routing(f string) string { return k.join("routing", f) }
 
 // NodeStatus is what each agent reports about its containers (writer: that
 // agent; watched by the coordinator).
-func (k Keys) NodeStatuses() string        { return k.join("status", "nodes") + "/" }
-func (k Keys) NodeStatus(n string) string  { return k.join("status", "nodes", n) }
+func (k Keys) NodeStatuses() string       { return k.join("status", "nodes") + "/" }
+func (k Keys) NodeStatus(n string) string { return k.join("status", "nodes", n) }
 
 // ProxyAcks records the routing revision each proxy has applied (writer: that
 // proxy agent; watched by the coordinator).
-func (k Keys) AllProxyAcks() string          { return k.join("status", "proxies") + "/" }
-func (k Keys) ProxyAcks(f string) string     { return k.join("status", "proxies", f) + "/" }
-func (k Keys) ProxyAck(f, n string) string   { return k.join("status", "proxies", f, n) }
+func (k Keys) AllProxyAcks() string        { return k.join("status", "proxies") + "/" }
+func (k Keys) ProxyAcks(f string) string   { return k.join("status", "proxies", f) + "/" }
+func (k Keys) ProxyAck(f, n string) string { return k.join("status", "proxies", f, n) }
 
 // FormationStatus is the scheduler's account of each formation: what is in
 // progress and why, and what it cannot do (writer: coordinator).
@@ -97,14 +97,14 @@ func (k Keys) FormationStatuses() string       { return k.join("status", "format
 func (k Keys) FormationStatus(f string) string { return k.join("status", "formations", f) }
 
 // ReleaseStatus marks releases that failed to roll out (writer: coordinator).
-func (k Keys) ReleaseStatuses(f string) string       { return k.join("status", "releases", f) + "/" }
+func (k Keys) ReleaseStatuses(f string) string { return k.join("status", "releases", f) + "/" }
 func (k Keys) ReleaseStatus(f string, v int) string {
 	return k.join("status", "releases", f, fmt.Sprintf("%010d", v))
 }
 
 // Keys holds registered SSH public keys by fingerprint (writer: deisctl).
-func (k Keys) SSHKeys() string           { return k.join("keys") + "/" }
-func (k Keys) SSHKey(fp string) string   { return k.join("keys", fp) }
+func (k Keys) SSHKeys() string         { return k.join("keys") + "/" }
+func (k Keys) SSHKey(fp string) string { return k.join("keys", fp) }
 
 // Coordinator is the leading coordinator's advertisement: where its SSH and
 // slug servers listen (writer: the leading coordinator).
