@@ -1,0 +1,450 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/watch"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Node is this node's name; its registration (Keys.Node) carries the
+	// labels that proxy layers select on.
+	Node string
+	// StateDir holds the proxy's nginx files, under StateDir/nginx.
+	StateDir string
+	// Listen are nginx listen specs for app traffic: "8080", "[::]:8080",
+	// "127.0.0.1:8080". Default ["8080"].
+	Listen []string
+	// NginxBinary is the nginx executable (default "nginx").
+	NginxBinary string
+	// BaseDomain is named on the page of the default server (optional).
+	BaseDomain string
+	Store      *state.Store
+	Watcher    clientv3.Watcher
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Resync is the longest the loop sleeps without a watch event
+	// (default 30s).
+	Resync time.Duration
+	// ReloadTimeout is how long nginx has to serve a new config after a
+	// reload or start (default 30s).
+	ReloadTimeout time.Duration
+}
+
+// Proxy runs this node's nginx and keeps it routing the formations whose
+// proxy layer selects the node.
+type Proxy struct {
+	cfg   Config
+	paths layout
+	user  string
+	ngx   *nginx
+	m     *metrics
+	log   *slog.Logger
+
+	mu         sync.Mutex         // one pass or StopNginx at a time
+	live       map[string]applied // what nginx serves, per formation
+	loaded     bool               // live was read from routes.json
+	lastFailed string             // hash of the last config nginx -t rejected
+	lastErrs   map[string]string  // per formation, to log refusals once
+}
+
+// New checks cfg and returns a proxy. It does not touch nginx.
+func New(cfg Config) (*Proxy, error) {
+	if cfg.Node == "" {
+		return nil, errors.New("proxy: no node name")
+	}
+	if cfg.Store == nil || cfg.Watcher == nil {
+		return nil, errors.New("proxy: no etcd store or watcher")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("proxy: no state dir: pass --state-dir")
+	}
+	dir, err := filepath.Abs(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: state dir: %w", err)
+	}
+	paths := layout{Prefix: filepath.Join(dir, "nginx")}
+	if !safePath.MatchString(paths.Prefix) {
+		return nil, fmt.Errorf("proxy: state dir %q has characters nginx paths cannot hold: use letters, digits and _./@+,:=-", dir)
+	}
+	if len(paths.control()) > 100 {
+		return nil, fmt.Errorf("proxy: state dir %q is too long for the control socket %s: use a shorter --state-dir", dir, paths.control())
+	}
+	if len(cfg.Listen) == 0 {
+		cfg.Listen = []string{"8080"}
+	}
+	for _, l := range cfg.Listen {
+		if err := validateListen(l); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.BaseDomain != "" {
+		if err := state.ValidateDomain(cfg.BaseDomain); err != nil {
+			return nil, fmt.Errorf("proxy: base domain: %w", err)
+		}
+	}
+	if cfg.NginxBinary == "" {
+		cfg.NginxBinary = "nginx"
+	}
+	bin, err := exec.LookPath(cfg.NginxBinary)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: nginx binary %q not found: install nginx or pass --nginx: %w", cfg.NginxBinary, err)
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.ReloadTimeout <= 0 {
+		cfg.ReloadTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	// Workers run as the invoking user. As root that must be said, or nginx
+	// runs them as nobody, who may not reach the temp paths under StateDir.
+	var usr string
+	if os.Geteuid() == 0 {
+		usr = "root"
+		if u, err := user.Current(); err == nil && state.ValidateName("user", u.Username) == nil {
+			usr = u.Username
+		}
+	}
+	return &Proxy{cfg: cfg, paths: paths, user: usr, ngx: newNginx(bin, paths), m: m, log: cfg.Logger,
+		live: map[string]applied{}, lastErrs: map[string]string{}}, nil
+}
+
+// Run keeps nginx routing until ctx ends. It leaves nginx running when it
+// returns, so apps stay served while the agent is down.
+func (p *Proxy) Run(ctx context.Context) error {
+	if err := p.prepare(); err != nil {
+		return err
+	}
+	k := p.cfg.Store.Keys
+	var rev int64
+	if resp, err := p.cfg.Store.KV.Get(ctx, k.Routings(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
+		rev = resp.Header.Revision
+	}
+	wake := watch.NewWaker()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watch.Prefixes(wctx, p.cfg.Watcher, rev, wake, k.Routings(), k.AllLayers(), k.Nodes())
+	var bo backoff.Backoff
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-timer.C:
+		}
+		if err := p.Pass(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			p.log.Warn("proxy pass failed", "node", p.cfg.Node, "error", err)
+			timer.Reset(bo.Next())
+			continue
+		}
+		bo.Reset()
+		timer.Reset(backoff.Jitter(p.cfg.Resync))
+	}
+}
+
+// prepare creates the prefix and reads what was applied before.
+func (p *Proxy) prepare() error {
+	dirs := []string{p.paths.Prefix, p.paths.logs()}
+	for _, d := range tempDirs {
+		dirs = append(dirs, p.paths.temp(d))
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("proxy: create %s: %w", d, err)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.loaded {
+		return nil
+	}
+	p.loaded = true
+	b, err := os.ReadFile(p.paths.routes())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &p.live)
+	}
+	if err != nil {
+		p.live = map[string]applied{}
+		p.log.Warn("ignoring the routes last applied", "node", p.cfg.Node, "error", err)
+	}
+	return nil
+}
+
+// Pass runs one reconcile pass: read the state, render, bring nginx to the
+// config, write acks. A config nginx -t rejects is not an error of the pass
+// (it is reported in the acks and retried on the next pass); an nginx that
+// cannot be reloaded or started is.
+func (p *Proxy) Pass(ctx context.Context) error {
+	if err := p.prepare(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	w, err := p.read(ctx)
+	if err != nil {
+		return err
+	}
+	c := choose(w, p.live)
+	for f, e := range c.Errors {
+		if p.lastErrs[f] != e {
+			p.log.Warn("routing not served as written", "formation", f, "node", p.cfg.Node, "error", e)
+		}
+	}
+	p.lastErrs = c.Errors
+	conf, hash := render(renderInput{Paths: p.paths, Listen: p.cfg.Listen, User: p.user, BaseDomain: p.cfg.BaseDomain, Sites: c.Sites})
+	applyErr := p.apply(ctx, conf, hash, len(c.Sites))
+	var checkErr *checkError
+	if applyErr == nil {
+		if err := p.setLive(c.Want); err != nil {
+			p.log.Warn("cannot record the routes applied", "node", p.cfg.Node, "error", err)
+		}
+	} else if !errors.As(applyErr, &checkErr) {
+		// nginx could not be reloaded or started: acks are left alone (they
+		// describe what the running nginx serves) and the pass retries.
+		return applyErr
+	}
+	if err := p.writeAcks(ctx, w, c, applyErr); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkError is a config that nginx -t rejected.
+type checkError struct{ err error }
+
+func (e *checkError) Error() string { return e.err.Error() }
+func (e *checkError) Unwrap() error { return e.err }
+
+// apply brings nginx to conf.
+func (p *Proxy) apply(ctx context.Context, conf []byte, hash string, sites int) error {
+	pid := p.ngx.master()
+	var live string
+	if pid != 0 {
+		live, _ = p.ngx.liveHash(ctx)
+	}
+	onDisk, _ := os.ReadFile(p.paths.conf())
+	st := planNginx(conf, hash, onDisk, pid != 0, live)
+	if st.Action == actNone {
+		p.m.formations.Set(float64(sites))
+		return nil
+	}
+	if st.Write {
+		if err := p.install(ctx, conf, hash); err != nil {
+			return err
+		}
+	}
+	p.m.reloads.Inc()
+	start := time.Now()
+	var err error
+	var old []int
+	if st.Action == actStart {
+		err = p.ngx.start(ctx)
+	} else {
+		old = workers(pid)
+		err = p.ngx.reload(pid)
+	}
+	if err == nil {
+		err = p.ngx.waitHash(ctx, hash, p.cfg.ReloadTimeout)
+	}
+	if err == nil && st.Action == actReload {
+		err = p.ngx.waitRetired(ctx, old, p.cfg.ReloadTimeout)
+	}
+	if err != nil {
+		if ctx.Err() == nil {
+			p.m.reloadFailures.Inc()
+		}
+		return err
+	}
+	d := time.Since(start)
+	p.m.reloadDuration.Observe(d.Seconds())
+	p.m.formations.Set(float64(sites))
+	p.log.Info("nginx serves the new config", "node", p.cfg.Node, "action", st.Action.String(), "reason", st.Reason,
+		"formations", sites, "pid", p.ngx.master(), "seconds", d.Seconds())
+	return nil
+}
+
+// install stages conf next to nginx.conf, checks it with nginx -t and
+// renames it into place.
+func (p *Proxy) install(ctx context.Context, conf []byte, hash string) error {
+	staged := p.paths.staged()
+	if err := os.WriteFile(staged, conf, 0o644); err != nil {
+		return fmt.Errorf("proxy: stage config: %w", err)
+	}
+	if err := p.ngx.test(ctx, staged); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		p.m.checkFailures.Inc()
+		if p.lastFailed != hash {
+			p.log.Warn("nginx rejected the new config; keeping the last good one", "node", p.cfg.Node, "error", err)
+		}
+		p.lastFailed = hash
+		return &checkError{err}
+	}
+	p.lastFailed = ""
+	if err := os.Rename(staged, p.paths.conf()); err != nil {
+		return fmt.Errorf("proxy: install config: %w", err)
+	}
+	return nil
+}
+
+// setLive records what nginx serves, in memory and in routes.json.
+func (p *Proxy) setLive(want map[string]applied) error {
+	if state.Marshal(want) == state.Marshal(p.live) {
+		return nil
+	}
+	p.live = want
+	tmp := p.paths.routes() + ".tmp"
+	if err := os.WriteFile(tmp, []byte(state.Marshal(want)), 0o644); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	if err := os.Rename(tmp, p.paths.routes()); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	return nil
+}
+
+// StopNginx quits this proxy's nginx gracefully and waits for it to exit;
+// when ctx ends first it sends SIGTERM. Run does not call it; call it after
+// Run has returned, or the next pass starts nginx again.
+func (p *Proxy) StopNginx(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ngx.stop(ctx)
+}
+
+// read loads this node's registration, the formations it proxies, every
+// routing databag and this node's acks.
+func (p *Proxy) read(ctx context.Context) (*world, error) {
+	s := p.cfg.Store
+	k := s.Keys
+	var node state.Node
+	if _, err := s.Get(ctx, k.Node(p.cfg.Node), &node); err != nil {
+		if errors.Is(err, state.ErrNotFound) {
+			return nil, fmt.Errorf("proxy: node %q is not registered yet; nginx is left as it is: %w", p.cfg.Node, err)
+		}
+		return nil, fmt.Errorf("proxy: read node: %w", err)
+	}
+	w := &world{Node: &node, Routings: map[string]routingAt{}, Acks: map[string]state.ProxyAck{}}
+
+	layers := map[string][]state.Layer{}
+	err := each(ctx, s.KV, k.AllLayers(), func(key string, _ int64, val []byte) {
+		rest := strings.TrimPrefix(key, k.AllLayers())
+		f, _, ok := strings.Cut(rest, "/")
+		var l state.Layer
+		if !ok || json.Unmarshal(val, &l) != nil {
+			p.log.Debug("skipping unreadable layer", "key", key)
+			return
+		}
+		layers[f] = append(layers[f], l)
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.Proxied = proxiedBy(&node, layers)
+
+	err = each(ctx, s.KV, k.Routings(), func(key string, rev int64, val []byte) {
+		f := strings.TrimPrefix(key, k.Routings())
+		if strings.Contains(f, "/") {
+			return
+		}
+		var r state.Routing
+		if err := json.Unmarshal(val, &r); err != nil {
+			w.Routings[f] = routingAt{Revision: rev, Err: fmt.Errorf("cannot decode: %w", err)}
+			return
+		}
+		w.Routings[f] = routingAt{Revision: rev, Doc: &r}
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	err = each(ctx, s.KV, k.AllProxyAcks(), func(key string, _ int64, val []byte) {
+		f, n, ok := strings.Cut(strings.TrimPrefix(key, k.AllProxyAcks()), "/")
+		var a state.ProxyAck
+		if !ok || n != p.cfg.Node || json.Unmarshal(val, &a) != nil {
+			return
+		}
+		w.Acks[f] = a
+	})
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// each calls fn for every key under prefix, in key order.
+func each(ctx context.Context, kv state.KV, prefix string, fn func(key string, rev int64, val []byte)) error {
+	resp, err := kv.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	if err != nil {
+		return fmt.Errorf("proxy: list %s: %w", prefix, err)
+	}
+	for _, e := range resp.Kvs {
+		fn(string(e.Key), e.ModRevision, e.Value)
+	}
+	return nil
+}
+
+// writeAcks writes each changed ack and deletes this node's acks of
+// formations it no longer proxies.
+func (p *Proxy) writeAcks(ctx context.Context, w *world, c choice, applyErr error) error {
+	s := p.cfg.Store
+	keep := map[string]bool{}
+	for _, f := range c.Acked {
+		keep[f] = true
+		ack := ackFor(p.cfg.Node, f, c, p.live, applyErr)
+		old, had := w.Acks[f]
+		if had && old.Node == ack.Node && old.Revision == ack.Revision && old.Error == ack.Error {
+			continue
+		}
+		ack.Applied = time.Now().UTC()
+		if had && old.Revision == ack.Revision && !old.Applied.IsZero() {
+			ack.Applied = old.Applied
+		}
+		if err := s.Put(ctx, s.Keys.ProxyAck(f, p.cfg.Node), ack); err != nil {
+			return fmt.Errorf("proxy: ack %s: %w", f, err)
+		}
+		p.log.Info("routing acknowledged", "formation", f, "node", p.cfg.Node, "revision", ack.Revision, "error", ack.Error)
+	}
+	for f := range w.Acks {
+		if keep[f] {
+			continue
+		}
+		if _, err := s.KV.Txn(ctx).Then(clientv3.OpDelete(s.Keys.ProxyAck(f, p.cfg.Node))).Commit(); err != nil {
+			return fmt.Errorf("proxy: delete ack of %s: %w", f, err)
+		}
+		p.log.Info("ack removed: formation no longer proxied here", "formation", f, "node", p.cfg.Node)
+	}
+	return nil
+}
