@@ -1,0 +1,572 @@
+package builder
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deis/deis/coordinator/slugstore"
+	"github.com/deis/deis/pkg/state"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Defaults for the Config fields left zero.
+const (
+	DefaultStackImage   = "deis/stack:bookworm"
+	DefaultTimeout      = 15 * time.Minute
+	DefaultMaxSlugBytes = 1 << 30
+	DefaultMaxParallel  = 2
+)
+
+const (
+	// buildUser is the stack image's unprivileged user, uid buildUID: builds
+	// run as it.
+	buildUser = "app"
+	buildUID  = 1000
+	// dockerCallTimeout bounds each short Docker call.
+	dockerCallTimeout = 30 * time.Second
+	// copyTimeout bounds copying the source into the build container.
+	copyTimeout = 5 * time.Minute
+	// Label keys on build containers.
+	labelRole      = "deis.role"
+	labelFormation = "deis.formation"
+	labelBuild     = "deis.build"
+	labelBuilder   = "deis.builder" // which coordinator (data directory) made it
+	roleBuild      = "build"
+)
+
+// Config configures a Builder.
+type Config struct {
+	// DataDir is the coordinator's data directory: build logs go under
+	// DataDir/builds/<formation>, build caches under DataDir/cache/<formation>,
+	// the bundled buildpacks are extracted to DataDir/buildpacks and builds
+	// work in DataDir/work.
+	DataDir string
+	Store   *state.Store
+	Slugs   *slugstore.Store
+	Docker  Docker
+	// StackImage builds the slugs (default DefaultStackImage). It is never
+	// pulled: it must exist in the local engine.
+	StackImage string
+	// Timeout is the build time limit (default DefaultTimeout).
+	Timeout time.Duration
+	// MaxSlugBytes is the largest slug accepted (default DefaultMaxSlugBytes).
+	MaxSlugBytes int64
+	// MaxParallel is how many builds, of different formations, run at once
+	// (default DefaultMaxParallel). Builds of one formation always queue.
+	MaxParallel int
+	// AppURL returns the URL a formation answers on, for the last line of a
+	// successful build.
+	AppURL     func(formation string) string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// TimeLimitError is the error of a build that ran out of time.
+type TimeLimitError struct{ Limit time.Duration }
+
+func (e *TimeLimitError) Error() string {
+	return fmt.Sprintf("builder: build exceeded the %s time limit: make the build faster (or raise --build-timeout)", e.Limit)
+}
+
+// Builder builds slugs and turns them into releases.
+type Builder struct {
+	cfg                               Config
+	m                                 *metrics
+	slots                             chan struct{}
+	buildpacks, builds, caches, works string
+	instance                          string // labelBuilder value
+
+	mu    sync.Mutex
+	locks map[string]chan struct{} // one-slot channel per formation
+}
+
+// New checks cfg, fills in defaults and extracts the bundled buildpacks.
+func New(cfg Config) (*Builder, error) {
+	switch {
+	case cfg.DataDir == "" || !filepath.IsAbs(cfg.DataDir):
+		return nil, fmt.Errorf("builder: data directory %q must be an absolute path", cfg.DataDir)
+	case cfg.Store == nil:
+		return nil, errors.New("builder: no state store")
+	case cfg.Slugs == nil:
+		return nil, errors.New("builder: no slug store")
+	case cfg.Docker == nil:
+		return nil, errors.New("builder: no Docker engine: use NewDocker")
+	}
+	if cfg.StackImage == "" {
+		cfg.StackImage = DefaultStackImage
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxSlugBytes <= 0 {
+		cfg.MaxSlugBytes = DefaultMaxSlugBytes
+	}
+	if cfg.MaxParallel <= 0 {
+		cfg.MaxParallel = DefaultMaxParallel
+	}
+	if cfg.AppURL == nil {
+		cfg.AppURL = func(string) string { return "" }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	b := &Builder{
+		cfg: cfg, m: m, slots: make(chan struct{}, cfg.MaxParallel), locks: map[string]chan struct{}{},
+		buildpacks: filepath.Join(cfg.DataDir, "buildpacks"),
+		builds:     filepath.Join(cfg.DataDir, "builds"),
+		caches:     filepath.Join(cfg.DataDir, "cache"),
+		works:      filepath.Join(cfg.DataDir, "work"),
+		instance:   instanceID(cfg.DataDir),
+	}
+	for _, d := range []string{b.builds, b.caches} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("builder: %w", err)
+		}
+	}
+	// Leftovers of builds a previous coordinator did not finish.
+	if err := os.RemoveAll(b.works); err != nil {
+		return nil, fmt.Errorf("builder: clean %s: %w", b.works, err)
+	}
+	if err := os.MkdirAll(b.works, 0o700); err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	if err := extractBuildpacks(b.buildpacks); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Build builds commit sha of the bare repository repoDir for formation f and
+// releases it. Every line of output goes to out as it happens; out is flushed
+// after each line if it has a Flush method. On success the build is stored
+// and a release appended with the formation's current config. The error's
+// text is the reason to show the pusher; a failed build changes nothing.
+func (b *Builder) Build(ctx context.Context, f, repoDir, sha string, out io.Writer) (*state.Release, error) {
+	return b.build(ctx, Request{Formation: f, Repo: repoDir, SHA: sha}, out)
+}
+
+func (b *Builder) build(ctx context.Context, req Request, out io.Writer) (*state.Release, error) {
+	f := req.Formation
+	if err := state.ValidateName("formation", f); err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	if !validSHA(req.SHA) {
+		return nil, fmt.Errorf("builder: %q is not a full commit sha", req.SHA)
+	}
+	r, err := openRepo(req.Repo, req.Quarantine)
+	if err != nil {
+		return nil, err
+	}
+	con := newConsole(out, nil)
+
+	unlock, err := b.lock(ctx, f, con)
+	if err != nil {
+		return nil, fmt.Errorf("builder: gave up waiting for the running build of %s: %w", f, err)
+	}
+	defer unlock()
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		con.Printf("-----> %d builds are running; waiting for a free build slot...", b.cfg.MaxParallel)
+		select {
+		case b.slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("builder: gave up waiting for a build slot: %w", ctx.Err())
+		}
+	}
+	defer func() { <-b.slots }()
+	b.m.running.Inc()
+	defer b.m.running.Dec()
+
+	start := time.Now()
+	id := buildID(start, req.SHA)
+	log := b.cfg.Logger.With("formation", f, "build", id)
+	logFile, err := b.openLog(f, id)
+	if err != nil {
+		log.Warn("cannot write build log", "error", err)
+	} else {
+		defer logFile.Close()
+		con.log = logFile
+	}
+	log.Info("build started", "sha", req.SHA)
+
+	rel, err := b.run(ctx, id, r, req, con)
+	con.Flush()
+	b.m.duration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		result := "failed"
+		if tl := (*TimeLimitError)(nil); errors.As(err, &tl) {
+			result = "timeout"
+		}
+		b.m.builds.WithLabelValues(result).Inc()
+		if logFile != nil {
+			fmt.Fprintf(logFile, "build failed: %v\n", err)
+		}
+		log.Warn("build failed", "error", err)
+		return nil, err
+	}
+	b.m.builds.WithLabelValues("succeeded").Inc()
+	log.Info("build released", "release", rel.Version)
+	return rel, nil
+}
+
+// lock takes formation f's build lock, waiting (and saying so) while another
+// build of f holds it.
+func (b *Builder) lock(ctx context.Context, f string, con *console) (func(), error) {
+	b.mu.Lock()
+	ch, ok := b.locks[f]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		b.locks[f] = ch
+	}
+	b.mu.Unlock()
+	unlock := func() { <-ch }
+	select {
+	case ch <- struct{}{}:
+		return unlock, nil
+	default:
+	}
+	con.Printf("-----> Another build of %s is running; waiting...", f)
+	select {
+	case ch <- struct{}{}:
+		return unlock, nil
+	case <-ctx.Done():
+		return func() {}, ctx.Err()
+	}
+}
+
+// buildID is unique per formation (builds of one formation never overlap)
+// and sorts by start time.
+func buildID(t time.Time, sha string) string {
+	t = t.UTC()
+	return fmt.Sprintf("b%s%06d-%s", t.Format("20060102150405"), t.Nanosecond()/1000, sha[:7])
+}
+
+func (b *Builder) openLog(f, id string) (*os.File, error) {
+	dir := filepath.Join(b.builds, f)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o640)
+}
+
+// run does the build proper, under the formation lock and a build slot.
+func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *console) (*state.Release, error) {
+	f, sha7 := req.Formation, req.SHA[:7]
+	if _, _, err := b.cfg.Store.GetFormation(ctx, f); err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	overTime := func(err error) error {
+		if errors.Is(bctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			return &TimeLimitError{Limit: b.cfg.Timeout}
+		}
+		return err
+	}
+
+	con.Printf("-----> Building %s of %s on %s", sha7, f, b.cfg.StackImage)
+	if err := r.checkCommit(bctx, req.SHA); err != nil {
+		return nil, overTime(err)
+	}
+	types, hasProcfile, err := r.procfile(bctx, req.SHA)
+	if err != nil {
+		return nil, overTime(err)
+	}
+	vars, _, err := b.readConfig(bctx, f)
+	if err != nil {
+		return nil, overTime(err)
+	}
+
+	work := filepath.Join(b.works, id)
+	dirs := buildDirs{env: filepath.Join(work, "env"), out: filepath.Join(work, "out"), cache: filepath.Join(b.caches, f)}
+	defer os.RemoveAll(work)
+	if err := dirs.prepare(vars, con); err != nil {
+		return nil, err
+	}
+
+	if err := b.runContainer(bctx, ctx, id, r, req, dirs, con); err != nil {
+		return nil, overTime(err)
+	}
+
+	buildpack := strings.TrimSpace(readSmall(filepath.Join(dirs.out, "buildpack")))
+	con.Printf("-----> Discovering process types")
+	if hasProcfile {
+		con.Printf("       Procfile declares types -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
+	} else {
+		types, err = parseDefaultProcessTypes(readSmall(filepath.Join(dirs.out, "release.yml")))
+		if err != nil {
+			return nil, fmt.Errorf("builder: the %s buildpack's bin/release printed invalid YAML: %w", buildpack, err)
+		}
+		if len(types) > 0 {
+			con.Printf("       Default types for buildpack -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
+		}
+	}
+	if len(types) == 0 {
+		return nil, errors.New(`builder: the app declares no process types: add a Procfile such as "web: python3 server.py", commit and push again`)
+	}
+
+	slugPath := filepath.Join(dirs.out, "slug.tgz")
+	st, err := os.Stat(slugPath)
+	if err != nil {
+		return nil, fmt.Errorf("builder: the build made no slug: %w", err)
+	}
+	if st.Size() > b.cfg.MaxSlugBytes {
+		return nil, fmt.Errorf("builder: the slug is %s, more than the %s limit: remove large files from the repository or the build (or raise --max-slug-bytes)",
+			humanBytes(st.Size()), humanBytes(b.cfg.MaxSlugBytes))
+	}
+	con.Printf("-----> Compressing... done, %s", humanBytes(st.Size()))
+	slug, err := os.Open(slugPath)
+	if err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	ref, err := b.cfg.Slugs.Put(slug)
+	slug.Close()
+	if err != nil {
+		return nil, fmt.Errorf("builder: store the slug: %w", err)
+	}
+	b.m.slugSize.Observe(float64(ref.Size))
+
+	build := state.Build{
+		ID: id, Formation: f, GitSHA: req.SHA, Slug: &ref, Image: b.cfg.StackImage,
+		ProcessTypes: types, Buildpack: buildpack, Created: time.Now().UTC(),
+	}
+	rel, err := b.release(bctx, build, "Deploy "+sha7)
+	if err != nil {
+		return nil, overTime(err)
+	}
+	con.Printf("-----> Launching... done, v%d", rel.Version)
+	if url := b.cfg.AppURL(f); url != "" {
+		con.Printf("       %s deployed to Deis", url)
+	}
+	return rel, nil
+}
+
+// readConfig returns formation f's config vars and the config key's
+// ModRevision (0 when the formation has no config yet).
+func (b *Builder) readConfig(ctx context.Context, f string) (map[string]string, int64, error) {
+	var c state.Config
+	rev, err := b.cfg.Store.Get(ctx, b.cfg.Store.Keys.Config(f), &c)
+	if errors.Is(err, state.ErrNotFound) {
+		return map[string]string{}, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("builder: read config of %s: %w", f, err)
+	}
+	if c.Vars == nil {
+		c.Vars = map[string]string{}
+	}
+	return c.Vars, rev, nil
+}
+
+// release stores the build and appends a release of it with the current
+// config, in one transaction that fails if the config changed since it was
+// read (AppendRelease then retries with the new config).
+func (b *Builder) release(ctx context.Context, build state.Build, desc string) (*state.Release, error) {
+	s, f := b.cfg.Store, build.Formation
+	rel, err := s.AppendRelease(ctx, f, func(*state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
+		vars, rev, err := b.readConfig(ctx, f)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		cfgKey := s.Keys.Config(f)
+		guard := clientv3.Compare(clientv3.ModRevision(cfgKey), "=", rev)
+		if rev == 0 {
+			guard = clientv3.Compare(clientv3.CreateRevision(cfgKey), "=", 0)
+		}
+		bcopy := build
+		return &state.Release{Build: &bcopy, Config: vars, Description: desc},
+			[]clientv3.Cmp{guard},
+			[]clientv3.Op{clientv3.OpPut(s.Keys.Build(f, build.ID), state.Marshal(build))}, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("builder: release the build: %w", err)
+	}
+	return rel, nil
+}
+
+// buildDirs are the host directories mounted into a build container.
+type buildDirs struct{ env, out, cache string }
+
+// prepare creates the directories, writes one file per config var into env
+// and lets the build user write to out and cache.
+func (d buildDirs) prepare(vars map[string]string, con *console) error {
+	for _, dir := range []string{d.env, d.out, d.cache} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("builder: %w", err)
+		}
+	}
+	for _, dir := range []string{d.out, d.cache} {
+		if err := os.Chown(dir, buildUID, buildUID); err != nil {
+			// Not root: the directory is private to this build (or formation).
+			if err := os.Chmod(dir, 0o777); err != nil {
+				return fmt.Errorf("builder: %w", err)
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if state.ValidateEnvKey(k) != nil {
+			con.Printf(" !     Skipping config var %q: not a valid environment variable name", k)
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(d.env, k), []byte(vars[k]), 0o644); err != nil {
+			return fmt.Errorf("builder: %w", err)
+		}
+	}
+	return nil
+}
+
+// runContainer runs the build script in a fresh container of the stack image
+// and streams its output to con. bctx carries the build's time limit; ctx,
+// which outlives it, is used to remove the container.
+func (b *Builder) runContainer(bctx, ctx context.Context, id string, r repo, req Request, dirs buildDirs, con *console) error {
+	d := b.cfg.Docker
+	b.removeLeftovers(ctx, req.Formation)
+
+	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
+	cid, err := d.Create(cctx, ContainerSpec{
+		Name:    "deis-build-" + req.Formation + "-" + id,
+		Image:   b.cfg.StackImage,
+		Cmd:     []string{"/bin/bash", "-c", buildScript, "deis-build"},
+		User:    buildUser,
+		WorkDir: "/tmp",
+		Env:     []string{"STACK=" + b.cfg.StackImage, "SOURCE_VERSION=" + req.SHA},
+		Binds: []string{
+			b.buildpacks + ":/buildpacks:ro",
+			dirs.cache + ":/cache",
+			dirs.env + ":/env:ro",
+			dirs.out + ":/out",
+		},
+		Labels: map[string]string{labelRole: roleBuild, labelFormation: req.Formation, labelBuild: id, labelBuilder: b.instance},
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("builder: create the build container from %s (is the image there? make stack): %w", b.cfg.StackImage, err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
+		defer cancel()
+		if err := d.Remove(rctx, cid); err != nil {
+			b.cfg.Logger.Warn("cannot remove build container", "formation", req.Formation, "container", cid, "error", err)
+		}
+	}()
+
+	cctx, cancel = context.WithTimeout(bctx, copyTimeout)
+	err = r.archive(cctx, req.SHA, "build/", func(tar io.Reader) error {
+		pr, pw := io.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			pw.CloseWithError(chownTar(pw, tar, buildUID, buildUID, buildUser))
+		}()
+		err := d.CopyTo(cctx, cid, "/tmp", pr)
+		pr.CloseWithError(errors.New("copy ended")) // stop the converter if Docker stopped reading
+		<-done
+		return err
+	})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("builder: copy the source into the build container: %w", err)
+	}
+
+	cctx, cancel = context.WithTimeout(bctx, dockerCallTimeout)
+	err = d.Start(cctx, cid)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("builder: start the build container: %w", err)
+	}
+	logs, err := d.Logs(bctx, cid)
+	if err != nil {
+		return fmt.Errorf("builder: follow the build output: %w", err)
+	}
+	_, _ = io.Copy(con, logs) // ends when the container exits or bctx does
+	logs.Close()
+	con.Flush()
+	if err := bctx.Err(); err != nil {
+		return err
+	}
+	// The output ends when the container exits; wait (within the build's
+	// limit) for its status.
+	code, err := d.Wait(bctx, cid)
+	if err != nil {
+		return fmt.Errorf("builder: wait for the build container: %w", err)
+	}
+	if code != 0 {
+		if why := strings.TrimSpace(readSmall(filepath.Join(dirs.out, "failure"))); why != "" {
+			return fmt.Errorf("builder: %s", why)
+		}
+		return fmt.Errorf("builder: the build exited with status %d: see the output above", code)
+	}
+	return nil
+}
+
+// instanceID names the coordinator that owns build containers by its data
+// directory: one coordinator serves a data directory at a time (see
+// ListenUnix), while several may share a Docker engine.
+func instanceID(dataDir string) string {
+	sum := sha256.Sum256([]byte(dataDir))
+	return hex.EncodeToString(sum[:6])
+}
+
+// removeLeftovers removes build containers of formation f that this
+// coordinator (or an earlier run of it on the same data directory) left
+// behind when it crashed; the caller holds f's build lock, so none of them
+// belongs to a running build.
+func (b *Builder) removeLeftovers(ctx context.Context, f string) {
+	lctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
+	defer cancel()
+	ids, err := b.cfg.Docker.List(lctx, map[string]string{labelRole: roleBuild, labelFormation: f, labelBuilder: b.instance})
+	if err != nil {
+		b.cfg.Logger.Warn("cannot list build containers", "formation", f, "error", err)
+		return
+	}
+	for _, cid := range ids {
+		b.cfg.Logger.Info("removing leftover build container", "formation", f, "container", cid)
+		if err := b.cfg.Docker.Remove(lctx, cid); err != nil {
+			b.cfg.Logger.Warn("cannot remove build container", "formation", f, "container", cid, "error", err)
+		}
+	}
+}
+
+// readSmall returns the start of a small result file, or "" if it is absent.
+func readSmall(path string) string {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) || err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
+	return string(b)
+}
+
+// humanBytes formats n like Heroku does: 1.2MB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "KMGTP"[exp])
+}

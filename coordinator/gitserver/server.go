@@ -1,0 +1,395 @@
+package gitserver
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deis/deis/pkg/state"
+	"github.com/gliderlabs/ssh"
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the TCP listen address (default ":2222"; ":0" picks a port).
+	Addr string
+	// DataDir holds the host key (ssh_host_ed25519_key) and the
+	// repositories (repos/NAME.git).
+	DataDir string
+	Store   *state.Store
+	// HookCommand is the argv the pre-receive hook of every repository
+	// execs, e.g. [/usr/bin/deis-coordinator hook --socket DATADIR/builder.sock].
+	HookCommand []string
+	// GitBinary is the git program (default "git").
+	GitBinary string
+	Logger    *slog.Logger
+}
+
+// Server is the SSH git endpoint.
+type Server struct {
+	cfg    Config
+	repos  string
+	signer gossh.Signer
+	srv    *ssh.Server
+
+	mu sync.Mutex
+	ln net.Listener
+
+	repoMu sync.Mutex // serializes creating repositories and writing hooks
+}
+
+// Permissions extensions set when a key is accepted.
+const (
+	extUser        = "deis-user"
+	extFingerprint = "deis-fingerprint"
+)
+
+// keyLookupTimeout bounds the etcd read that checks a key.
+const keyLookupTimeout = 10 * time.Second
+
+// New checks cfg, loads (or on first start creates) the host key and
+// creates the repositories directory. It does not listen yet.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.DataDir == "" || !filepath.IsAbs(cfg.DataDir):
+		return nil, fmt.Errorf("gitserver: data directory %q must be an absolute path", cfg.DataDir)
+	case cfg.Store == nil:
+		return nil, errors.New("gitserver: no state store")
+	case len(cfg.HookCommand) == 0:
+		return nil, errors.New("gitserver: no hook command: pushes could not be built")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = ":2222"
+	}
+	if cfg.GitBinary == "" {
+		cfg.GitBinary = "git"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := exec.LookPath(cfg.GitBinary); err != nil {
+		return nil, fmt.Errorf("gitserver: git not found (install git): %w", err)
+	}
+	s := &Server{cfg: cfg, repos: filepath.Join(cfg.DataDir, "repos")}
+	if err := os.MkdirAll(s.repos, 0o700); err != nil {
+		return nil, fmt.Errorf("gitserver: %w", err)
+	}
+	signer, err := loadHostKey(filepath.Join(cfg.DataDir, "ssh_host_ed25519_key"))
+	if err != nil {
+		return nil, err
+	}
+	s.signer = signer
+	s.srv = &ssh.Server{
+		Handler:     s.handle,
+		HostSigners: []ssh.Signer{signer},
+		Version:     "deis",
+		// No PTYs; forwarding, subsystems and X11 are refused because no
+		// handler for them is installed.
+		PtyCallback:          func(ssh.Context, ssh.Pty) bool { return false },
+		ServerConfigCallback: s.sshConfig,
+		// git keeps a push's connection busy with keepalives while the hook
+		// builds, so only dead or stalled connections reach this.
+		IdleTimeout: 10 * time.Minute,
+	}
+	return s, nil
+}
+
+// HostKeyFingerprint is the SHA256 fingerprint of the server's host key.
+func (s *Server) HostKeyFingerprint() string { return gossh.FingerprintSHA256(s.signer.PublicKey()) }
+
+// Listen binds Config.Addr so that Addr is known; ListenAndServe calls it
+// when it has not been called.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("gitserver: listen on %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the address the server listens on, once it does ("" before).
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// ListenAndServe serves SSH until ctx ends; then it closes every connection
+// and returns nil.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	ln := s.ln
+	s.mu.Unlock()
+	s.cfg.Logger.Info("git server listening", "addr", ln.Addr().String(), "hostkey", s.HostKeyFingerprint())
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.srv.Close()
+		case <-done:
+		}
+	}()
+	err := s.srv.Serve(ln)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("gitserver: %w", err)
+}
+
+// sshConfig makes public keys the only way in. gliderlabs/ssh turns on
+// NoClientAuth when none of its own auth handlers is set, so "none" is
+// refused explicitly here; the public key callback is ours rather than
+// gliderlabs' so that it can send the refused user a banner.
+func (s *Server) sshConfig(ctx ssh.Context) *gossh.ServerConfig {
+	return &gossh.ServerConfig{
+		NoClientAuthCallback: func(gossh.ConnMetadata) (*gossh.Permissions, error) {
+			return nil, errors.New("public key authentication required")
+		},
+		PublicKeyCallback: func(conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+			return s.checkKey(ctx, conn, key)
+		},
+		MaxAuthTries: 10,
+	}
+}
+
+// checkKey accepts a key registered in etcd. The permissions it returns are
+// per key, so the session sees the key that signed, not merely one that
+// was offered.
+func (s *Server) checkKey(ctx context.Context, conn gossh.ConnMetadata, key gossh.PublicKey) (*gossh.Permissions, error) {
+	fp := gossh.FingerprintSHA256(key)
+	lctx, cancel := context.WithTimeout(ctx, keyLookupTimeout)
+	defer cancel()
+	var k state.SSHKey
+	_, err := s.cfg.Store.Get(lctx, s.cfg.Store.Keys.SSHKey(state.SSHKeyID(fp)), &k)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		s.cfg.Logger.Info("unknown ssh key refused", "fingerprint", fp, "remote", conn.RemoteAddr().String())
+		return nil, &gossh.BannerError{
+			Err:     fmt.Errorf("key %s is not registered", fp),
+			Message: fmt.Sprintf("deis: key %s is not registered: add it with deisctl keys:add\n", fp),
+		}
+	case err != nil:
+		s.cfg.Logger.Warn("cannot check ssh key", "fingerprint", fp, "error", err)
+		return nil, &gossh.BannerError{Err: err, Message: "deis: cannot check your key now (the platform's state store does not answer); try again later\n"}
+	}
+	if k.PublicKey != "" {
+		want, _, _, _, err := gossh.ParseAuthorizedKey([]byte(k.PublicKey))
+		if err != nil || !bytes.Equal(want.Marshal(), key.Marshal()) {
+			s.cfg.Logger.Warn("registered key does not match its fingerprint", "fingerprint", fp)
+			return nil, fmt.Errorf("key %s does not match its registration", fp)
+		}
+	}
+	return &gossh.Permissions{Extensions: map[string]string{extUser: k.User, extFingerprint: fp}}, nil
+}
+
+// handle runs one session: checks the command, prepares the repository and
+// runs git on it.
+func (s *Server) handle(sess ssh.Session) {
+	start := time.Now()
+	ctx := sess.Context()
+	var perms *gossh.Permissions
+	if conn, ok := ctx.Value(ssh.ContextKeyConn).(*gossh.ServerConn); ok {
+		perms = conn.Permissions
+	}
+	if perms == nil || perms.Extensions[extFingerprint] == "" { // cannot happen: auth requires a key
+		fail(sess, errors.New("not authenticated"))
+		return
+	}
+	user, fp := perms.Extensions[extUser], perms.Extensions[extFingerprint]
+	log := s.cfg.Logger.With("user", user, "fingerprint", fp, "remote", sess.RemoteAddr().String())
+
+	sub, name, err := parseCommand(sess.RawCommand())
+	if err != nil {
+		log.Info("ssh command refused", "command", sess.RawCommand(), "error", err)
+		fail(sess, err)
+		return
+	}
+	log = log.With("formation", name, "command", sub)
+	if _, _, err := s.cfg.Store.GetFormation(ctx, name); err != nil {
+		if errors.Is(err, state.ErrNotFound) {
+			err = fmt.Errorf("formation %q not found: create it with deisctl formations:create %s", name, name)
+		} else {
+			log.Warn("cannot read formation", "error", err)
+			err = errors.New("cannot read the formation now (the platform's state store does not answer); try again later")
+		}
+		fail(sess, err)
+		return
+	}
+	dir, err := s.prepareRepo(ctx, name)
+	if err != nil {
+		log.Error("cannot prepare repository", "error", err)
+		fail(sess, errors.New("the server could not prepare the repository; the operator can find why in the coordinator's log"))
+		return
+	}
+	code := s.runGit(ctx, sess, sub, dir)
+	log.Info("git session", "status", code, "duration", time.Since(start).Round(time.Millisecond).String())
+	sess.Exit(code)
+}
+
+func fail(sess ssh.Session, err error) {
+	fmt.Fprintf(sess.Stderr(), "deis: %s\n", err)
+	sess.Exit(1)
+}
+
+// gitProtocol is the shape of a valid GIT_PROTOCOL value ("version=2").
+var gitProtocol = regexp.MustCompile(`^[a-z0-9=:.]{1,64}$`)
+
+// runGit runs `git SUB DIR` with the session as its stdin, stdout and
+// stderr, and returns its exit status.
+func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) int {
+	cmd := exec.CommandContext(ctx, s.cfg.GitBinary, sub, dir)
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GIT_") {
+			env = append(env, kv)
+		}
+	}
+	for _, kv := range sess.Environ() { // the client may ask for protocol v2
+		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok && gitProtocol.MatchString(v) {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	cmd.Stdout = sess
+	cmd.Stderr = sess.Stderr()
+	cmd.WaitDelay = 10 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		fmt.Fprintf(sess.Stderr(), "deis: %v\n", err)
+		return 1
+	}
+	if err := cmd.Start(); err != nil {
+		s.cfg.Logger.Error("cannot run git", "error", err)
+		fmt.Fprintln(sess.Stderr(), "deis: the server could not run git")
+		return 1
+	}
+	// Not waited for: the client may keep its side open after git is done.
+	go func() {
+		io.Copy(stdin, sess)
+		stdin.Close()
+	}()
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &exit) && exit.ExitCode() > 0:
+		return exit.ExitCode()
+	default:
+		return 1
+	}
+}
+
+// prepareRepo creates the bare repository of a formation on first use and
+// (re)writes its pre-receive hook.
+func (s *Server) prepareRepo(ctx context.Context, name string) (string, error) {
+	s.repoMu.Lock()
+	defer s.repoMu.Unlock()
+	dir := filepath.Join(s.repos, name+".git")
+	if _, err := os.Stat(filepath.Join(dir, "HEAD")); errors.Is(err, fs.ErrNotExist) {
+		tmp := dir + ".new"
+		os.RemoveAll(tmp)
+		out, err := exec.CommandContext(ctx, s.cfg.GitBinary, "-c", "init.defaultBranch=main", "init", "--quiet", "--bare", tmp).CombinedOutput()
+		if err != nil {
+			os.RemoveAll(tmp)
+			return "", fmt.Errorf("gitserver: git init %s: %w: %s", dir, err, strings.TrimSpace(string(out)))
+		}
+		if err := os.Rename(tmp, dir); err != nil {
+			os.RemoveAll(tmp)
+			return "", fmt.Errorf("gitserver: %w", err)
+		}
+		s.cfg.Logger.Info("repository created", "formation", name, "path", dir)
+	} else if err != nil {
+		return "", fmt.Errorf("gitserver: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, "hooks", "pre-receive"), []byte(hookScript(s.cfg.HookCommand)), 0o755); err != nil {
+		return "", fmt.Errorf("gitserver: write hook: %w", err)
+	}
+	return dir, nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Chmod(tmp.Name(), mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// loadHostKey reads the host key, generating it on first start.
+func loadHostKey(path string) (gossh.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err == nil {
+		signer, err := gossh.ParsePrivateKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("gitserver: host key %s is unreadable (move it away to make a new one): %w", path, err)
+		}
+		return signer, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("gitserver: host key: %w", err)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("gitserver: generate host key: %w", err)
+	}
+	block, err := gossh.MarshalPrivateKey(priv, "deis coordinator")
+	if err != nil {
+		return nil, fmt.Errorf("gitserver: encode host key: %w", err)
+	}
+	signer, err := gossh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("gitserver: %w", err)
+	}
+	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		return nil, fmt.Errorf("gitserver: save host key: %w", err)
+	}
+	pub := gossh.MarshalAuthorizedKey(signer.PublicKey())
+	if err := writeFileAtomic(path+".pub", pub, 0o644); err != nil {
+		return nil, fmt.Errorf("gitserver: save host key: %w", err)
+	}
+	return signer, nil
+}

@@ -1,0 +1,116 @@
+package slugstore
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+// Store is a directory of slugs named <sha256>.tgz.
+type Store struct{ Dir string }
+
+// New returns a store in dir, creating the directory if needed.
+func New(dir string) (*Store, error) {
+	if dir == "" {
+		return nil, errors.New("slugstore: no directory given")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("slugstore: create %s: %w", dir, err)
+	}
+	return &Store{Dir: dir}, nil
+}
+
+// ValidSHA reports whether s is a lowercase hex sha256.
+func ValidSHA(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Path returns the file of the slug with the given sha256.
+func (s *Store) Path(sha string) (string, error) {
+	if !ValidSHA(sha) {
+		return "", fmt.Errorf("slugstore: invalid slug sha256 %q", sha)
+	}
+	return filepath.Join(s.Dir, sha+".tgz"), nil
+}
+
+// Put stores the slug read from r and returns its reference.
+func (s *Store) Put(r io.Reader) (state.SlugRef, error) {
+	tmp, err := os.CreateTemp(s.Dir, ".incoming-*.tgz")
+	if err != nil {
+		return state.SlugRef{}, fmt.Errorf("slugstore: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, h), r)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return state.SlugRef{}, fmt.Errorf("slugstore: write slug: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return state.SlugRef{}, fmt.Errorf("slugstore: %w", err)
+	}
+	ref := state.SlugRef{SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}
+	final := filepath.Join(s.Dir, ref.SHA256+".tgz")
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return state.SlugRef{}, fmt.Errorf("slugstore: store slug %s: %w", ref.SHA256, err)
+	}
+	return ref, nil
+}
+
+// Handler serves GET and HEAD /slugs/<sha256>.tgz from the store.
+func (s *Store) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		name, ok := strings.CutPrefix(r.URL.Path, "/slugs/")
+		sha, isTgz := strings.CutSuffix(name, ".tgz")
+		if !ok || !isTgz || !ValidSHA(sha) {
+			http.NotFound(w, r)
+			return
+		}
+		f, err := os.Open(filepath.Join(s.Dir, sha+".tgz"))
+		if errors.Is(err, fs.ErrNotExist) {
+			http.NotFound(w, r)
+			return
+		}
+		if err != nil {
+			http.Error(w, "slug unreadable", http.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil || !st.Mode().IsRegular() {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/gzip")
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+		w.Header().Set("ETag", `"`+sha+`"`)
+		http.ServeContent(w, r, "", st.ModTime(), f)
+	})
+}
