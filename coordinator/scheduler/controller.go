@@ -108,6 +108,7 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 		return err
 	}
 	d := Plan(w)
+	c.m.placed.Add(float64(d.Placed))
 	for f, st := range d.Failed {
 		// Written once; the next pass no longer picks the failed release.
 		if err := c.store.Create(ctx, c.store.Keys.ReleaseStatus(f, st.Version), st); err != nil && !errors.Is(err, state.ErrExists) {

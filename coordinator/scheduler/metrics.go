@@ -15,6 +15,7 @@ type metrics struct {
 	nodes    *prometheus.GaugeVec
 	rollout  prometheus.Histogram
 	failed   prometheus.Counter
+	placed   prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -27,10 +28,11 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		rollout: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_coordinator_rollout_duration_seconds",
 			Help:    "Time from a release's creation until every proxy of its formation routes it.",
 			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
+		placed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_placements_total", Help: "Containers placed on nodes by the scheduler."}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_releases_failed_total", Help: "Releases marked failed because they did not become ready."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed} {
+		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed, m.placed} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}

@@ -55,6 +55,8 @@ type Decision struct {
 	// Failed holds releases to mark failed: their web containers did not
 	// become ready within the boot timeout while an older release served.
 	Failed map[string]*state.ReleaseStatus
+	// Placed counts the containers this pass placed on a node.
+	Placed int
 }
 
 // ContainerName is the platform-wide name of one container.
@@ -228,6 +230,7 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 					load[n]++
 					memUsed[n] += s.Memory
 					d.reason(f, "placing %s on %s", s.Name, n)
+					d.Placed++
 				}
 			}
 		}
