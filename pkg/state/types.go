@@ -36,6 +36,10 @@ type ResourceLimits struct {
 	CPUs        float64 `json:"cpus,omitempty"`
 }
 
+// ReleaseProcessType is the Procfile type that runs once before a release
+// goes live (the release phase); it is never scaled.
+const ReleaseProcessType = "release"
+
 // EffectiveScale is the scale the scheduler applies for a release with the
 // given process types.
 func (f *Formation) EffectiveScale(types map[string]string) map[string]int {
@@ -47,6 +51,9 @@ func (f *Formation) EffectiveScale(types map[string]string) map[string]int {
 		return out
 	}
 	for t, n := range f.Scale {
+		if t == ReleaseProcessType {
+			continue // runs once per release, in the build stage
+		}
 		if _, ok := types[t]; ok && n > 0 {
 			out[t] = n
 		}
