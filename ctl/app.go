@@ -46,6 +46,10 @@ func NewApp() *cli.App {
 	cmds = append(cmds, b.buildCommands()...)
 	cmds = append(cmds, b.scaleCommands()...)
 	cmds = append(cmds, b.statusCommands()...)
+	cmds = append(cmds, b.domainCommands()...)
+	cmds = append(cmds, b.limitCommands()...)
+	cmds = append(cmds, b.layerCommands()...)
+	cmds = append(cmds, b.nodeCommands()...)
 	cmds = append(cmds, b.keyCommands()...)
 	cmds = append(cmds, completionCommand(), helpCommand())
 	for _, c := range cmds {
@@ -58,7 +62,7 @@ func NewApp() *cli.App {
 		helpFlag())
 	return &cli.App{
 		Name:                 "deisctl",
-		Usage:                "manage the formations, config, releases and scale of a deis platform",
+		Usage:                "manage the formations, config, releases, scale, domains, limits, layers and nodes of a deis platform",
 		UsageText:            "deisctl [global options] command [command options] [arguments...]",
 		HideVersion:          true,
 		HideHelp:             true, // ownHelp: urfave's shared HelpFlag is written on every parse

@@ -23,7 +23,10 @@ _deisctl_complete() {
   local request=("${words[@]:0:$cword}")
   local opts
   if [[ "$cur" == -* ]]; then
-    opts=$("${request[@]}" "$cur" --generate-bash-completion 2>/dev/null)
+    # A lone "--" would end flag parsing; "-" asks for the flags just as well.
+    local flag="$cur"
+    [[ "$flag" == "--" ]] && flag="-"
+    opts=$("${request[@]}" "$flag" --generate-bash-completion 2>/dev/null)
   else
     opts=$("${request[@]}" --generate-bash-completion 2>/dev/null)
   fi

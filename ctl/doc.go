@@ -4,7 +4,8 @@
 //
 // NewApp returns the whole CLI as a urfave/cli App. Commands use Heroku-style
 // colon names at the top level (formations:create, config:set, releases,
-// rollback, scale, ps, status, keys:add, nodes:list, ...). The etcd client and
+// rollback, scale, ps, status, domains:add, limits:set, layers:create,
+// keys:add, nodes:list, nodes:drain, ...); docs/cli.md lists them all. The etcd client and
 // the state.Store are built in the App's Before from the shared etcd flags
 // (pkg/etcdconn), only for commands that need them, and closed in its After;
 // all output goes to App.Writer, so a test runs the CLI in-process:
@@ -16,6 +17,10 @@
 // Commands that act on one formation take -f/--formation; without it they use
 // the formation named by the current directory's "deis" git remote. Flags may
 // also follow positional arguments (deisctl config:set A=1 -f hello).
+//
+// Operators act on nodes only through etcd too: nodes:drain writes a
+// state.Drain the scheduler reads, and status says when a formation's layers
+// match no live node.
 //
 // Every write is one etcd transaction: config changes and rollbacks write the
 // config key and append the release together (state.Store.AppendRelease),

@@ -135,3 +135,20 @@ func (ce coordinatorEndpoints) url(f, baseDomain string) string {
 	}
 	return fmt.Sprintf("http://%s.%s:%d/", f, baseDomain, ce.info.HTTPPort)
 }
+
+// requireFormation returns the formation a command acts on (-f or the git
+// remote) once it has checked it exists.
+func requireFormation(c *cli.Context, e *env) (*state.Formation, error) {
+	name, err := formationName(c)
+	if err != nil {
+		return nil, err
+	}
+	f, _, err := e.store.GetFormation(c.Context, name)
+	return f, err
+}
+
+// errFormationGone is what a guarded update returns when the formation was
+// destroyed between the first read and the write.
+func errFormationGone(f string) error {
+	return fmt.Errorf("formation %q not found: create it with deisctl formations:create %s: %w", f, f, state.ErrNotFound)
+}

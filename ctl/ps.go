@@ -77,6 +77,8 @@ func ps(c *cli.Context, e *env, args []string) error {
 type statusJSON struct {
 	Formations []formationStatus `json:"formations"`
 	LostNodes  []string          `json:"lostNodes"`
+	// DrainingNodes are the nodes the scheduler is moving containers off.
+	DrainingNodes []state.Drain `json:"drainingNodes"`
 }
 
 func status(c *cli.Context, e *env, args []string) error {
@@ -101,7 +103,7 @@ func status(c *cli.Context, e *env, args []string) error {
 			names = append(names, f.Name)
 		}
 	}
-	out := statusJSON{Formations: []formationStatus{}, LostNodes: []string{}}
+	out := statusJSON{Formations: []formationStatus{}, LostNodes: []string{}, DrainingNodes: []state.Drain{}}
 	for _, f := range names {
 		st, err := statusOf(c.Context, e.store, w, f)
 		if err != nil {
@@ -113,6 +115,9 @@ func status(c *cli.Context, e *env, args []string) error {
 		if !w.alive[n.Name] {
 			out.LostNodes = append(out.LostNodes, n.Name)
 		}
+	}
+	for _, n := range sortedKeys(w.drains) {
+		out.DrainingNodes = append(out.DrainingNodes, w.drains[n])
 	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, out)
@@ -132,13 +137,21 @@ func status(c *cli.Context, e *env, args []string) error {
 		fmt.Fprintf(&b, ", lost (no heartbeat): %s", strings.Join(out.LostNodes, ", "))
 	}
 	b.WriteString("\n")
+	if len(out.DrainingNodes) > 0 {
+		var ds []string
+		for _, d := range out.DrainingNodes {
+			ds = append(ds, fmt.Sprintf("%s (since %s)", d.Node, fmtTime(d.Created)))
+		}
+		fmt.Fprintf(&b, "Draining: %s: the scheduler moves their containers to other nodes; undo with deisctl nodes:undrain NODE\n", strings.Join(ds, ", "))
+	}
 	_, err = fmt.Fprint(c.App.Writer, b.String())
 	return err
 }
 
 type nodeJSON struct {
 	state.Node
-	State string `json:"state"`
+	State    string `json:"state"` // "up" (heartbeat present) or "lost"
+	Draining bool   `json:"draining"`
 }
 
 func nodesList(c *cli.Context, e *env, args []string) error {
@@ -155,7 +168,8 @@ func nodesList(c *cli.Context, e *env, args []string) error {
 		if w.alive[n.Name] {
 			st = "up"
 		}
-		out = append(out, nodeJSON{Node: n, State: st})
+		_, draining := w.drains[n.Name]
+		out = append(out, nodeJSON{Node: n, State: st, Draining: draining})
 	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, out)
@@ -166,7 +180,7 @@ func nodesList(c *cli.Context, e *env, args []string) error {
 	}
 	rows := make([][]string, 0, len(out))
 	for _, n := range out {
-		rows = append(rows, []string{n.Name, orDash(n.Addr), kvList(n.Labels, ","), n.State, fmtTime(n.Started)})
+		rows = append(rows, []string{n.Name, orDash(n.Addr), kvList(n.Labels, ","), nodeState(n.State == "up", n.Draining), fmtTime(n.Started)})
 	}
 	return printTable(c.App.Writer, []string{"NAME", "ADDR", "LABELS", "STATE", "STARTED"}, rows)
 }

@@ -81,11 +81,13 @@ type world struct {
 	runtimes   []state.Runtime
 	statuses   []state.NodeStatus
 	nodes      []state.Node
-	alive      map[string]bool // nodes with a heartbeat
+	alive      map[string]bool        // nodes with a heartbeat
+	drains     map[string]state.Drain // nodes being drained
+	layers     []state.Layer          // of every formation
 }
 
 func readWorld(ctx context.Context, s *state.Store) (*world, error) {
-	w := &world{alive: map[string]bool{}}
+	w := &world{alive: map[string]bool{}, drains: map[string]state.Drain{}}
 	fs, _, err := state.List[state.Formation](ctx, s.KV, s.Keys.Formations())
 	if err != nil {
 		return nil, err
@@ -131,6 +133,21 @@ func readWorld(ctx context.Context, s *state.Store) (*world, error) {
 	for _, kv := range resp.Kvs {
 		w.alive[state.Base(string(kv.Key))] = true
 	}
+	drains, _, err := state.List[state.Drain](ctx, s.KV, s.Keys.Drains())
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range drains {
+		d.Value.Node = state.Base(d.Key)
+		w.drains[d.Value.Node] = d.Value
+	}
+	layers, _, err := state.List[state.Layer](ctx, s.KV, s.Keys.AllLayers())
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range layers {
+		w.layers = append(w.layers, layerFromEntry(s.Keys, l))
+	}
 	return w, nil
 }
 
@@ -173,6 +190,9 @@ type statusInput struct {
 	Acks       []state.ProxyAck
 	Rows       []psRow
 	Alive      map[string]bool
+	// Placement lists why the formation's layers cannot work: no layer of
+	// a type, or no live node matching it (placementProblems).
+	Placement []string
 }
 
 // summarize is the pure convergence check behind deisctl status: desired
@@ -188,6 +208,7 @@ func summarize(in statusInput) formationStatus {
 			wait("release v%d failed: %s", in.Latest.Version, fs.Reason)
 		}
 	}
+	st.Waiting = append(st.Waiting, in.Placement...)
 	if in.Routing != nil {
 		st.RoutingRelease = in.Routing.Release
 	}
@@ -254,9 +275,59 @@ func summarize(in statusInput) formationStatus {
 	return st
 }
 
+// placementProblems says, for formation f, which layer type has no layer,
+// which layers match no live node, and whether every live runtime node is
+// draining (the scheduler places nothing on a draining node). It is pure.
+func placementProblems(f string, layers []state.Layer, nodes []state.Node, alive map[string]bool, drains map[string]state.Drain) []string {
+	var out []string
+	for _, typ := range []state.LayerType{state.LayerRuntime, state.LayerProxy} {
+		var mine []*state.Layer
+		for i := range layers {
+			if layers[i].Formation == f && layers[i].Type == typ {
+				mine = append(mine, &layers[i])
+			}
+		}
+		if len(mine) == 0 {
+			out = append(out, fmt.Sprintf("no %s layer: create one with deisctl layers:create %s --type %s --selector role=%s -f %s", typ, typ, typ, typ, f))
+			continue
+		}
+		live, draining := map[string]bool{}, map[string]bool{}
+		for _, l := range mine {
+			for _, n := range matchingNodes(l, nodes, alive, drains) {
+				if n.Up {
+					live[n.Name] = true
+					if n.Draining {
+						draining[n.Name] = true
+					}
+				}
+			}
+		}
+		switch {
+		case len(live) == 0:
+			for _, l := range mine {
+				msg := fmt.Sprintf("no live node matches %s layer %s (%s): %s", typ, l.Name, kvList(l.Selector, ","), agentHint(l.Selector))
+				var lost []string
+				for _, n := range matchingNodes(l, nodes, alive, drains) {
+					lost = append(lost, n.Name)
+				}
+				if len(lost) > 0 {
+					msg += " (matching nodes without a heartbeat: " + strings.Join(lost, ", ") + ")"
+				}
+				out = append(out, msg)
+			}
+		case typ == state.LayerRuntime && len(draining) == len(live):
+			names := sortedKeys(draining)
+			out = append(out, fmt.Sprintf("every live node of its runtime layer is draining (%s), so its containers have nowhere to run: undrain one with deisctl nodes:undrain %s, or %s",
+				strings.Join(names, ", "), names[0], agentHint(mine[0].Selector)))
+		}
+	}
+	return out
+}
+
 // statusOf reads and summarizes one formation.
 func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formationStatus, error) {
-	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(f, w.runtimes, w.statuses)}
+	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(f, w.runtimes, w.statuses),
+		Placement: placementProblems(f, w.layers, w.nodes, w.alive, w.drains)}
 	rel, err := s.LatestRelease(ctx, f)
 	switch {
 	case err == nil:

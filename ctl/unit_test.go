@@ -217,6 +217,10 @@ func TestSummarize(t *testing.T) {
 		// Old containers still around.
 		{"old containers", statusInput{Latest: v2, Rows: append([]psRow{{Name: "o", Type: "web", Release: 1, Node: "n1", State: "stopping"}}, ready...),
 			Routing: &state.Routing{Release: 2}, RoutingRev: 10, Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive}, false, "older releases still present"},
+		// Layers that match no live node keep the formation from converging.
+		{"placement", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 2}, RoutingRev: 10,
+			Acks: []state.ProxyAck{{Node: "p1", Revision: 10}}, Alive: alive,
+			Placement: []string{"no live node matches runtime layer runtime (role=runtime)"}}, false, "no live node matches runtime layer"},
 		// No proxy has acked.
 		{"no acks", statusInput{Latest: v2, Rows: ready, Routing: &state.Routing{Release: 2}, RoutingRev: 10, Alive: alive}, false, "no proxy has applied"},
 	}
@@ -242,5 +246,226 @@ func TestReleaseStatus(t *testing.T) {
 		if got, _ := releaseStatus(tc.v, 4, 2, failed); got != tc.want {
 			t.Errorf("releaseStatus(v%d) = %q, want %q", tc.v, got, tc.want)
 		}
+	}
+}
+
+func TestParseMemory(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    int64
+		wantErr string
+	}{
+		{"512M", 512 << 20, ""},      // mebibytes
+		{"1G", 1 << 30, ""},          // gibibytes
+		{"1.5g", 1536 << 20, ""},     // lowercase unit, fraction
+		{"8192K", 8 << 20, ""},       // kibibytes
+		{"512MB", 512 << 20, ""},     // "MB" read as M
+		{"104857600", 100 << 20, ""}, // plain bytes
+		{"lots", 0, `invalid memory limit "lots"`},
+		{"", 0, "invalid memory limit"},
+		{"1.2.3M", 0, "invalid memory limit"},
+		{"5T", 0, `unknown unit "T"`},
+		{"5Mi", 0, `unknown unit "Mi"`},
+		{"1e9", 0, "unknown unit"},
+		{"0", 0, "more than zero"},
+		{"-512M", 0, "more than zero"},
+		{"100.5", 0, "whole number of bytes"},
+		{"1K", 0, "below Docker's minimum"},
+		{"2000000G", 0, "too large"},
+	} {
+		got, err := parseMemory("web", tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseMemory(%q): err = %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseMemory(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseCPUs(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    float64
+		wantErr string
+	}{
+		{"0.5", 0.5, ""},
+		{"2", 2, ""},
+		{"lots", 0, `invalid CPU limit "lots"`},
+		{"500m", 0, "invalid CPU limit"},
+		{"NaN", 0, "invalid CPU limit"},
+		{"Inf", 0, "invalid CPU limit"},
+		{"0", 0, "more than zero"},
+		{"-1", 0, "more than zero"},
+		{"0.001", 0, "below Docker's minimum"},
+		{"5000", 0, "more than 1024 CPUs"},
+	} {
+		got, err := parseCPUs("web", tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseCPUs(%q): err = %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parseCPUs(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestParseLimits(t *testing.T) {
+	got, err := parseLimits([]string{"web=512M", "worker=1G", "web=256M"}, false)
+	want := map[string]state.ResourceLimits{"web": {MemoryBytes: 256 << 20}, "worker": {MemoryBytes: 1 << 30}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("memory: got %v, %v; the last value of a type wins", got, err)
+	}
+	got, err = parseLimits([]string{"web=0.25"}, true)
+	if err != nil || !reflect.DeepEqual(got, map[string]state.ResourceLimits{"web": {CPUs: 0.25}}) {
+		t.Fatalf("cpu: got %v, %v", got, err)
+	}
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, "no limits given"},
+		{[]string{"web"}, `malformed limit "web"`},
+		{[]string{"Web=1G"}, `invalid process type "Web"`},
+		{[]string{"web=1G", "worker=lots"}, "invalid memory limit"},
+	} {
+		if _, err := parseLimits(tc.args, false); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("parseLimits(%v): err = %v, want %q", tc.args, err, tc.wantErr)
+		}
+	}
+}
+
+func TestFmtBytes(t *testing.T) {
+	for in, want := range map[int64]string{0: "-", 512 << 20: "512M", 1 << 30: "1G", 1536 << 20: "1536M", 6 << 10: "6K", 1000: "1000"} {
+		if got := fmtBytes(in); got != want {
+			t.Errorf("fmtBytes(%d) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseSelector(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    map[string]string
+		wantErr string
+	}{
+		{"role=runtime", map[string]string{"role": "runtime"}, ""},                          // one label
+		{"role=runtime, disk=ssd", map[string]string{"role": "runtime", "disk": "ssd"}, ""}, // spaces trimmed
+		{"example.com/zone=eu-1", map[string]string{"example.com/zone": "eu-1"}, ""},        // prefixed key
+		{"", nil, "no selector given"},                                                      // required
+		{"role", nil, `malformed selector "role"`},                                          // needs '='
+		{"role=", nil, "invalid selector value"},                                            // empty value
+		{"=x", nil, "invalid selector key"},                                                 // empty key
+		{"role=a,role=b", nil, `selector key "role" given twice`},                           // one value per key
+		{"role=a b", nil, "invalid selector value"},                                         // no spaces
+		{"role=a;b", nil, "invalid selector value"},                                         // no punctuation
+		{"role=runtime,", nil, "malformed selector"},                                        // trailing comma
+		{"ro{le=x", nil, "invalid selector key"},                                            // braces
+		{"k=" + strings.Repeat("v", 64), nil, "invalid selector value"},                     // too long
+		{strings.Repeat("k", 64) + "=v", nil, "invalid selector key"},                       // too long
+	} {
+		got, err := parseSelector(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseSelector(%q): err = %v, want %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("parseSelector(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func TestDomainOwner(t *testing.T) {
+	fs := []state.Formation{{Name: "hello", Domains: []string{"www.example.com"}}, {Name: "other"}}
+	for _, tc := range []struct{ self, d, want string }{
+		{"other", "www.example.com", "hello"}, // an added domain of another formation
+		{"other", "hello.apps.test", "hello"}, // another formation's default domain
+		{"hello", "www.example.com", ""},      // its own domain is not a conflict
+		{"hello", "api.example.com", ""},      // free
+	} {
+		if got := domainOwner(fs, "apps.test", tc.self, tc.d); got != tc.want {
+			t.Errorf("domainOwner(%s, %s) = %q, want %q", tc.self, tc.d, got, tc.want)
+		}
+	}
+}
+
+func TestNodeContainers(t *testing.T) {
+	rt := &state.Runtime{Node: "n1", Containers: []state.ContainerSpec{
+		{Name: "b.v1.web.1", Formation: "b", Release: 1, Type: "web"},
+		{Name: "a.v2.web.1", Formation: "a", Release: 2, Type: "web"},
+	}}
+	ns := &state.NodeStatus{Node: "n1", Containers: []state.ContainerStatus{
+		{Name: "a.v2.web.1", Formation: "a", Release: 2, Type: "web", State: "ready", Addr: "10.0.0.1:5000"},
+		{Name: "a.v1.web.1", Formation: "a", Release: 1, Type: "web", State: "stopping"},
+	}}
+	want := []nodeContainer{
+		// Reported only: retiring.
+		{Name: "a.v1.web.1", Formation: "a", Type: "web", Release: 1, State: "stopping"},
+		// Desired and reported.
+		{Name: "a.v2.web.1", Formation: "a", Type: "web", Release: 2, State: "ready", Addr: "10.0.0.1:5000", Desired: true},
+		// Desired, not reported yet.
+		{Name: "b.v1.web.1", Formation: "b", Type: "web", Release: 1, State: "pending", Desired: true},
+	}
+	if got := nodeContainers(rt, ns); !reflect.DeepEqual(got, want) {
+		t.Fatalf("nodeContainers:\n got %+v\nwant %+v", got, want)
+	}
+	if got := nodeContainers(nil, nil); got == nil || len(got) != 0 {
+		t.Fatalf("nodeContainers(nil, nil) = %#v, want an empty slice", got)
+	}
+}
+
+func TestPlacementProblems(t *testing.T) {
+	layer := func(f, name string, typ state.LayerType, sel string) state.Layer {
+		k, v, _ := strings.Cut(sel, "=")
+		return state.Layer{Formation: f, Name: name, Type: typ, Selector: map[string]string{k: v}}
+	}
+	std := []state.Layer{layer("hello", "runtime", state.LayerRuntime, "role=runtime"), layer("hello", "proxy", state.LayerProxy, "role=proxy")}
+	both := []state.Node{{Name: "n1", Labels: map[string]string{"role": "runtime,proxy"}}}
+	up := map[string]bool{"n1": true}
+	cases := []struct {
+		name   string
+		layers []state.Layer
+		nodes  []state.Node
+		alive  map[string]bool
+		drains map[string]state.Drain
+		want   []string // substrings, one per problem, in order
+	}{
+		// A live node matches both layers.
+		{"fine", std, both, up, nil, nil},
+		// No node at all.
+		{"no nodes", std, nil, nil, nil, []string{
+			"no live node matches runtime layer runtime (role=runtime): start an agent with --labels role=runtime",
+			"no live node matches proxy layer proxy (role=proxy): start an agent with --labels role=proxy"}},
+		// The matching node lost its heartbeat.
+		{"lost", std, both, nil, nil, []string{"(matching nodes without a heartbeat: n1)", "proxy layer proxy"}},
+		// Another formation's layers do not count.
+		{"other formation", []state.Layer{layer("other", "runtime", state.LayerRuntime, "role=runtime")}, both, up, nil, []string{
+			"no runtime layer: create one with deisctl layers:create runtime --type runtime --selector role=runtime -f hello",
+			"no proxy layer"}},
+		// Every live runtime node is draining; proxying is unaffected by drains.
+		{"draining", std, both, up, map[string]state.Drain{"n1": {Node: "n1"}}, []string{"every live node of its runtime layer is draining (n1)"}},
+		// One of two runtime layers matching is enough.
+		{"two runtime layers", append([]state.Layer{layer("hello", "gpu", state.LayerRuntime, "gpu=yes")}, std...), both, up, nil, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := placementProblems("hello", tc.layers, tc.nodes, tc.alive, tc.drains)
+			if len(got) != len(tc.want) {
+				t.Fatalf("problems = %q, want %d", got, len(tc.want))
+			}
+			for i := range got {
+				if !strings.Contains(got[i], tc.want[i]) {
+					t.Errorf("problem %d = %q, want one containing %q", i, got[i], tc.want[i])
+				}
+			}
+		})
 	}
 }

@@ -1,5 +1,6 @@
 // Command deisctl manages a deis platform: formations, config, releases,
-// scale and SSH keys, all through etcd. See package ctl.
+// scale, domains, limits, layers, nodes and SSH keys, all through etcd. See
+// package ctl and docs/cli.md.
 package main
 
 import (

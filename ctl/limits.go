@@ -1,0 +1,369 @@
+package ctl
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/deis/deis/pkg/state"
+	"github.com/urfave/cli/v2"
+)
+
+// Bounds of the limits deisctl accepts. Docker refuses memory limits below
+// 6 MiB and CPU limits below 0.01.
+const (
+	minMemoryBytes = 6 << 20
+	maxMemoryBytes = 1 << 50 // 1 PiB: anything above is a typo
+	minCPUs        = 0.01
+	maxCPUs        = 1024
+)
+
+func (b *builder) limitCommands() []*cli.Command {
+	kindFlags := func(verb string) []cli.Flag {
+		return []cli.Flag{
+			&cli.BoolFlag{Name: "memory", Usage: verb + " memory limits", DisableDefaultText: true},
+			&cli.BoolFlag{Name: "cpu", Usage: verb + " CPU limits", DisableDefaultText: true},
+		}
+	}
+	return []*cli.Command{
+		b.cmd(&cli.Command{
+			Name:     "limits",
+			Aliases:  []string{"limits:list"},
+			Category: "limits",
+			Usage:    "show the memory and CPU limits of a formation's process types",
+			Flags:    []cli.Flag{formationFlag(), jsonFlag()},
+		}, limitsList),
+		b.cmd(&cli.Command{
+			Name:     "limits:set",
+			Category: "limits",
+			Usage: "limit each container of a process type: memory by default (web=512M; units K, M, G or plain bytes), " +
+				"CPUs with --cpu (web=0.5)",
+			ArgsUsage: "TYPE=VALUE [TYPE=VALUE...]",
+			Flags:     append([]cli.Flag{formationFlag()}, kindFlags("set")...),
+		}, limitsSet),
+		b.cmd(&cli.Command{
+			Name:      "limits:unset",
+			Category:  "limits",
+			Usage:     "remove the limits of process types: memory and CPU, or only the one given by --memory or --cpu",
+			ArgsUsage: "TYPE [TYPE...]",
+			Flags:     append([]cli.Flag{formationFlag()}, kindFlags("remove only")...),
+		}, limitsUnset),
+	}
+}
+
+// parseMemory parses a memory size: a whole number of bytes, or a number
+// with the unit K, M or G (powers of 1024; "MB" is read as "M").
+func parseMemory(typ, s string) (int64, error) {
+	example := fmt.Sprintf("like %s=512M or %s=1G", typ, typ)
+	i := strings.IndexFunc(s, func(r rune) bool { return !strings.ContainsRune("0123456789.+-", r) })
+	if i < 0 {
+		i = len(s)
+	}
+	num, unit := s[:i], strings.ToUpper(s[i:])
+	v, err := strconv.ParseFloat(num, 64)
+	if num == "" || err != nil {
+		return 0, fmt.Errorf("invalid memory limit %q for %s: use a number of bytes with an optional unit K, M or G, %s", s, typ, example)
+	}
+	mult := map[string]float64{"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("unknown unit %q in memory limit %q for %s: use K, M or G, %s", s[i:], s, typ, example)
+	}
+	if v <= 0 {
+		return 0, fmt.Errorf("memory limit %q for %s must be more than zero: to remove the limit use deisctl limits:unset %s --memory", s, typ, typ)
+	}
+	if mult == 1 && v != math.Trunc(v) {
+		return 0, fmt.Errorf("invalid memory limit %q for %s: a limit without a unit is a whole number of bytes, %s", s, typ, example)
+	}
+	bytes := v * mult
+	if bytes > maxMemoryBytes {
+		return 0, fmt.Errorf("memory limit %q for %s is too large (more than 1 PiB)", s, typ)
+	}
+	if bytes < minMemoryBytes {
+		return 0, fmt.Errorf("memory limit %q for %s is below Docker's minimum of 6M", s, typ)
+	}
+	return int64(bytes), nil
+}
+
+// parseCPUs parses a number of CPUs, like 0.5 or 2.
+func parseCPUs(typ, s string) (float64, error) {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("invalid CPU limit %q for %s: use a number of CPUs, like %s=0.5 or %s=2", s, typ, typ, typ)
+	}
+	if v <= 0 {
+		return 0, fmt.Errorf("CPU limit %q for %s must be more than zero: to remove the limit use deisctl limits:unset %s --cpu", s, typ, typ)
+	}
+	if v < minCPUs {
+		return 0, fmt.Errorf("CPU limit %q for %s is below Docker's minimum of %.2f", s, typ, minCPUs)
+	}
+	if v > maxCPUs {
+		return 0, fmt.Errorf("CPU limit %q for %s is more than %d CPUs", s, typ, maxCPUs)
+	}
+	return v, nil
+}
+
+// limitKind is what limits:set and limits:unset act on.
+type limitKind struct{ memory, cpu bool }
+
+func (k limitKind) String() string {
+	switch {
+	case k.memory && k.cpu:
+		return "memory and CPU limits"
+	case k.cpu:
+		return "CPU limit"
+	}
+	return "memory limit"
+}
+
+// parseLimits parses TYPE=VALUE arguments as memory sizes or, with cpu, as
+// CPU counts. A type given twice keeps its last value.
+func parseLimits(args []string, cpu bool) (map[string]state.ResourceLimits, error) {
+	if len(args) == 0 {
+		return nil, errors.New("no limits given: use deisctl limits:set TYPE=VALUE, like web=512M, or --cpu web=0.5")
+	}
+	out := map[string]state.ResourceLimits{}
+	for _, a := range args {
+		t, v, ok := strings.Cut(a, "=")
+		if !ok {
+			return nil, fmt.Errorf("malformed limit %q: use TYPE=VALUE, like web=512M, or --cpu web=0.5", a)
+		}
+		if err := state.ValidateProcessType(t); err != nil {
+			return nil, err
+		}
+		var l state.ResourceLimits
+		var err error
+		if cpu {
+			l.CPUs, err = parseCPUs(t, v)
+		} else {
+			l.MemoryBytes, err = parseMemory(t, v)
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[t] = l
+	}
+	return out, nil
+}
+
+// fmtBytes renders a size with the largest unit that divides it.
+func fmtBytes(b int64) string {
+	switch {
+	case b == 0:
+		return "-"
+	case b%(1<<30) == 0:
+		return fmt.Sprintf("%dG", b>>30)
+	case b%(1<<20) == 0:
+		return fmt.Sprintf("%dM", b>>20)
+	case b%(1<<10) == 0:
+		return fmt.Sprintf("%dK", b>>10)
+	}
+	return strconv.FormatInt(b, 10)
+}
+
+func fmtCPUs(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64)
+}
+
+// checkTypes refuses process types the formation's latest release does not
+// have, to catch typos. A formation without a release takes any type.
+func checkTypes(c *cli.Context, e *env, f string, types []string) error {
+	rel, err := e.store.LatestRelease(c.Context, f)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	have := processTypes(rel)
+	for _, t := range types {
+		if _, ok := have[t]; !ok {
+			list := "none"
+			if len(have) > 0 {
+				list = strings.Join(sortedKeys(have), ", ")
+			}
+			return fmt.Errorf("unknown process type %q: release v%d of %s has process types %s (from its Procfile)", t, rel.Version, f, list)
+		}
+	}
+	return nil
+}
+
+func limitsSet(c *cli.Context, e *env, args []string) error {
+	if c.Bool("memory") && c.Bool("cpu") {
+		return errors.New("pass --memory or --cpu, not both: set memory and CPU limits in two commands")
+	}
+	kind := limitKind{memory: !c.Bool("cpu"), cpu: c.Bool("cpu")}
+	want, err := parseLimits(args, kind.cpu)
+	if err != nil {
+		return err
+	}
+	form, err := requireFormation(c, e)
+	if err != nil {
+		return err
+	}
+	f := form.Name
+	if err := checkTypes(c, e, f, sortedKeys(want)); err != nil {
+		return err
+	}
+	changed := false
+	next, err := state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
+		changed = false
+		if cur == nil {
+			return nil, errFormationGone(f)
+		}
+		n := *cur
+		n.Limits = maps.Clone(cur.Limits)
+		if n.Limits == nil {
+			n.Limits = map[string]state.ResourceLimits{}
+		}
+		for t, l := range want {
+			have := n.Limits[t]
+			if kind.cpu {
+				have.CPUs = l.CPUs
+			} else {
+				have.MemoryBytes = l.MemoryBytes
+			}
+			n.Limits[t] = have
+		}
+		if maps.Equal(n.Limits, cur.Limits) {
+			return nil, nil
+		}
+		changed = true
+		return &n, nil
+	})
+	if err != nil {
+		return err
+	}
+	var parts []string
+	for _, t := range sortedKeys(want) {
+		if kind.cpu {
+			parts = append(parts, t+"="+fmtCPUs(want[t].CPUs))
+		} else {
+			parts = append(parts, t+"="+fmtBytes(want[t].MemoryBytes))
+		}
+	}
+	if !changed {
+		fmt.Fprintf(c.App.Writer, "Setting %s of %s: %s... already set, no change\n", kind, f, strings.Join(parts, ", "))
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "Setting %s of %s: %s... done\n", kind, f, strings.Join(parts, ", "))
+	fmt.Fprintf(c.App.Writer, "The agents restart the affected containers with the new limits. Limits now: %s\n", limitsSummary(next.Limits))
+	return nil
+}
+
+func limitsUnset(c *cli.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError(c, "TYPE [TYPE...] [--memory|--cpu] [-f NAME]")
+	}
+	for _, t := range args {
+		if err := state.ValidateProcessType(t); err != nil {
+			return err
+		}
+	}
+	kind := limitKind{memory: c.Bool("memory"), cpu: c.Bool("cpu")}
+	if !kind.memory && !kind.cpu {
+		kind = limitKind{memory: true, cpu: true}
+	}
+	form, err := requireFormation(c, e)
+	if err != nil {
+		return err
+	}
+	f := form.Name
+	changed := false
+	next, err := state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
+		changed = false
+		if cur == nil {
+			return nil, errFormationGone(f)
+		}
+		n := *cur
+		n.Limits = maps.Clone(cur.Limits)
+		for _, t := range args {
+			l, ok := n.Limits[t]
+			if !ok {
+				continue
+			}
+			if kind.memory {
+				l.MemoryBytes = 0
+			}
+			if kind.cpu {
+				l.CPUs = 0
+			}
+			if l == (state.ResourceLimits{}) {
+				delete(n.Limits, t)
+			} else {
+				n.Limits[t] = l
+			}
+		}
+		if maps.Equal(n.Limits, cur.Limits) {
+			return nil, nil
+		}
+		if len(n.Limits) == 0 {
+			n.Limits = nil
+		}
+		changed = true
+		return &n, nil
+	})
+	if err != nil {
+		return err
+	}
+	types := strings.Join(args, ", ")
+	if !changed {
+		fmt.Fprintf(c.App.Writer, "Removing %s of %s from %s... none set, no change\n", kind, types, f)
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "Removing %s of %s from %s... done\nLimits now: %s\n", kind, types, f, limitsSummary(next.Limits))
+	return nil
+}
+
+// limitsSummary renders limits as "web=512M/0.5 CPU, worker=1G".
+func limitsSummary(ls map[string]state.ResourceLimits) string {
+	if len(ls) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, t := range sortedKeys(ls) {
+		l := ls[t]
+		var v []string
+		if l.MemoryBytes > 0 {
+			v = append(v, fmtBytes(l.MemoryBytes))
+		}
+		if l.CPUs > 0 {
+			v = append(v, fmtCPUs(l.CPUs)+" CPU")
+		}
+		parts = append(parts, t+"="+strings.Join(v, "/"))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func limitsList(c *cli.Context, e *env, args []string) error {
+	if len(args) != 0 {
+		return usageError(c, "[-f NAME]")
+	}
+	form, err := requireFormation(c, e)
+	if err != nil {
+		return err
+	}
+	ls := form.Limits
+	if ls == nil {
+		ls = map[string]state.ResourceLimits{}
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, ls)
+	}
+	w := c.App.Writer
+	fmt.Fprintf(w, "=== %s Limits\n", form.Name)
+	if len(ls) == 0 {
+		fmt.Fprintf(w, "none: containers may use all of their node's memory and CPU; set one with deisctl limits:set web=512M -f %s\n", form.Name)
+		return nil
+	}
+	rows := make([][]string, 0, len(ls))
+	for _, t := range sortedKeys(ls) {
+		rows = append(rows, []string{t, fmtBytes(ls[t].MemoryBytes), fmtCPUs(ls[t].CPUs)})
+	}
+	return printTable(w, []string{"TYPE", "MEMORY", "CPUS"}, rows)
+}
