@@ -59,8 +59,12 @@ type Decision struct {
 	Placed int
 }
 
-// ContainerName is the platform-wide name of one container.
-func ContainerName(f string, release int, typ string, index int) string {
+// ContainerName is the platform-wide name of one container. restart is the
+// process type's restart count (0: never restarted).
+func ContainerName(f string, release int, typ string, index, restart int) string {
+	if restart > 0 {
+		return fmt.Sprintf("%s.v%d.%s.%d.r%d", f, release, typ, index, restart)
+	}
 	return fmt.Sprintf("%s.v%d.%s.%d", f, release, typ, index)
 }
 
@@ -95,6 +99,14 @@ func Plan(w *World) *Decision {
 		for _, c := range rt.Containers {
 			byFormation[c.Formation] = append(byFormation[c.Formation], placed{node: n, spec: c})
 		}
+	}
+	for _, ps := range byFormation {
+		sort.Slice(ps, func(i, j int) bool {
+			if ps[i].spec.Name != ps[j].spec.Name {
+				return ps[i].spec.Name < ps[j].spec.Name
+			}
+			return ps[i].node < ps[j].node
+		})
 	}
 	// Node load across all formations, for placement.
 	load := map[string]int{}
@@ -175,7 +187,7 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 		for i := 1; i <= maxN; i++ {
 			for _, t := range types {
 				if i <= scale[t] {
-					name := ContainerName(f, rel.Version, t, i)
+					name := ContainerName(f, rel.Version, t, i, form.Restarts[t])
 					desired[name] = specFor(w, form, rel, t, i)
 					order = append(order, name)
 				}
@@ -278,16 +290,23 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 		for _, name := range webDesired {
 			if addr, ok := readyAt(name, kept[name]); ok {
 				route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
-				continue
 			}
-			// Moving (drain, rebalance): the old copy of this release's
-			// container serves until its replacement is ready.
+		}
+		// Replacing containers of this release (drain, restart, a lost
+		// node's return): ready old copies keep serving until as many new
+		// ones are ready as the scale asks for.
+		if deficit := len(webDesired) - readyCount; deficit > 0 && prev.Doc != nil && prev.Doc.Release == rel.Version {
 			for _, p := range retiring {
-				if p.spec.Name == name {
-					if addr, ok := readyAt(name, p.node); ok {
-						route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
-						d.reason(f, "%s on %s serves until its replacement on %s is ready", name, p.node, kept[name])
-					}
+				if deficit == 0 {
+					break
+				}
+				if p.spec.Type != "web" || p.spec.Release != rel.Version {
+					continue
+				}
+				if addr, ok := readyAt(p.spec.Name, p.node); ok {
+					route.Upstreams = append(route.Upstreams, state.Upstream{Container: p.spec.Name, Addr: addr, Release: rel.Version})
+					d.reason(f, "%s on %s serves until its replacement is ready", p.spec.Name, p.node)
+					deficit--
 				}
 			}
 		}
@@ -316,6 +335,13 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 				Reason: fmt.Sprintf("web containers not ready within %s: %s", boot, why)}
 		}
 	}
+	sort.Slice(route.Upstreams, func(i, j int) bool {
+		a, b := route.Upstreams[i], route.Upstreams[j]
+		if a.Container != b.Container {
+			return a.Container < b.Container
+		}
+		return a.Addr < b.Addr
+	})
 	d.Routing[f] = route
 
 	// Retiring containers leave only once no proxy can send them traffic.
@@ -422,7 +448,7 @@ func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) 
 	env["DEIS_FORMATION"] = f.Name
 	env["DEIS_RELEASE"] = "v" + strconv.Itoa(r.Version)
 	s := state.ContainerSpec{
-		Name:       ContainerName(f.Name, r.Version, typ, i),
+		Name:       ContainerName(f.Name, r.Version, typ, i, f.Restarts[typ]),
 		Formation:  f.Name,
 		Release:    r.Version,
 		Type:       typ,

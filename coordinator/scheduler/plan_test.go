@@ -243,3 +243,34 @@ func TestPlanDrainHandsOff(t *testing.T) {
 		t.Fatalf("after the acks n1 is empty: %v", names(d))
 	}
 }
+
+func TestPlanRestartHandsOff(t *testing.T) {
+	// ps:restart renames the web containers; the old ones serve until the
+	// new ones are ready and the proxies have moved.
+	w := world("n1")
+	w.Formations["hello"].Scale = map[string]int{"web": 2}
+	w.Releases["hello"] = release(1)
+	apply(w, Plan(w), 5)
+	ready(w)
+	apply(w, Plan(w), 6)
+	w.Acks["hello"] = map[string]int64{"n1": 6}
+	w.Formations["hello"].Restarts = map[string]int{"web": 1}
+	d := Plan(w)
+	if got := names(d); len(got) != 4 {
+		t.Fatalf("new containers start beside the old: %v", got)
+	}
+	if got := upstreams(d.Routing["hello"]); len(got) != 2 || got[0] != "hello.v1.web.1" {
+		t.Fatalf("old containers keep serving: %v", got)
+	}
+	apply(w, d, 7)
+	ready(w)
+	d = Plan(w)
+	if got := upstreams(d.Routing["hello"]); len(got) != 2 || got[0] != "hello.v1.web.1.r1" {
+		t.Fatalf("traffic moves to the new containers: %v", got)
+	}
+	apply(w, d, 8)
+	w.Acks["hello"]["n1"] = 8
+	if got := names(Plan(w)); len(got) != 2 || got[0] != "hello.v1.web.1.r1" {
+		t.Fatalf("old containers stop after the ack: %v", got)
+	}
+}

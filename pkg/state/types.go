@@ -27,7 +27,11 @@ type Formation struct {
 	// scaled": the first release with a web type then runs web=1, as on Heroku.
 	Scale   map[string]int            `json:"scale,omitempty"`
 	Limits  map[string]ResourceLimits `json:"limits,omitempty"`
-	Created time.Time                 `json:"created"`
+	// Restarts counts `deisctl ps:restart` per process type; a new count
+	// gives the type's containers new names, so they are replaced with the
+	// same handoff as a release.
+	Restarts map[string]int `json:"restarts,omitempty"`
+	Created  time.Time      `json:"created"`
 }
 
 // ResourceLimits are applied to each container of one process type.
