@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Server is a running embedded etcd.
@@ -22,6 +23,7 @@ func Start(dir, clientURL, peerURL string) (*Server, error) {
 	cfg.Dir = dir
 	cfg.Name = "deis"
 	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cu, err := url.Parse(clientURL)
 	if err != nil {
 		return nil, fmt.Errorf("embedetcd: client URL: %w", err)

@@ -67,15 +67,29 @@ func moduleRoot() string {
 // AppDir returns the path of a sample app under testing/apps.
 func AppDir(name string) string { return filepath.Join(moduleRoot(), "testing", "apps", name) }
 
-// FreePort returns a free TCP port on addr.
+var (
+	portsMu sync.Mutex
+	given   = map[int]bool{}
+)
+
+// FreePort returns a free TCP port on addr, never the same one twice in one
+// test process.
 func FreePort(t testing.TB, addr string) int {
 	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for {
+		l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !given[port] {
+			given[port] = true
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Proc is a platform process started by the harness.
