@@ -25,8 +25,8 @@ type Formation struct {
 	Domains []string `json:"domains,omitempty"`
 	// Scale maps process type to container count. A nil map means "never
 	// scaled": the first release with a web type then runs web=1, as on Heroku.
-	Scale   map[string]int            `json:"scale,omitempty"`
-	Limits  map[string]ResourceLimits `json:"limits,omitempty"`
+	Scale  map[string]int            `json:"scale,omitempty"`
+	Limits map[string]ResourceLimits `json:"limits,omitempty"`
 	// Restarts counts `deisctl ps:restart` per process type; a new count
 	// gives the type's containers new names, so they are replaced with the
 	// same handoff as a release.
