@@ -1,0 +1,62 @@
+// Package runtime is the agent's runtime role: it runs, on this node, the
+// containers the coordinator assigned to it in the node's runtime databag
+// (state.Runtime at Keys.Runtime(node)) and reports what runs in the node's
+// status (state.NodeStatus at Keys.NodeStatus(node)).
+//
+// Use it by building a Config and calling Run:
+//
+//	docker, err := runtime.NewDocker(ctx)
+//	rt, err := runtime.New(runtime.Config{Node: "n1", Addr: "127.0.0.1",
+//		StateDir: dir, Store: store, Watcher: cli, Docker: docker, ...})
+//	err = rt.Run(ctx) // blocks until ctx ends; containers keep running
+//
+// # Reconciling
+//
+// Run is a level-triggered loop. A watch on the databag, Docker events for
+// the containers labelled deis.node=<node>, and a jittered periodic resync
+// only wake it; each pass reads the whole databag and lists every Docker
+// container labelled for this node, and the pure function plan turns the
+// difference into tasks, each with a reason ("container hello.v3.web.1
+// missing", "container hello.v2.web.1 no longer assigned").
+//
+// Each assigned container has its own worker goroutine that keeps only the
+// latest task, starts the container (downloading its slug first) and probes
+// it, so a slow start of one formation never blocks another. Unassigned
+// containers are stopped in the background (SIGTERM, then SIGKILL after
+// Config.StopGrace) and removed; they are reported as "stopping" meanwhile.
+//
+// Containers are named "deis-<node>-<spec name>" and carry the labels
+// deis.formation, deis.release, deis.type, deis.index, deis.node, deis.name
+// and deis.spec (a hash of the spec, without its slug URL, and of the node
+// address). A running container whose name and labels match its spec is
+// adopted, never restarted, so restarting the agent restarts no app. One
+// whose spec changed, or that exited, is removed and created again.
+//
+// # Slugs
+//
+// A spec with a slug runs the stack image as uid 1000 with the slug,
+// extracted once per node under StateDir/slugs/<sha256>/, bind-mounted
+// read-only at /app. The download is verified against the spec's sha256 and
+// shared by every container that needs it at the same time; a failed one is
+// retried with backoff. The process runs as `bash -c "$DEIS_COMMAND"` after
+// sourcing /app/.profile.d/*.sh, with HOME=/app, PORT and DYNO=<type>.<index>
+// set. A spec without a slug runs its image as is (its command, if any, via
+// /bin/sh -c).
+//
+// # Readiness
+//
+// A started container is "running"; it becomes "ready" once its published
+// port answers: a TCP connection that the container keeps open (Docker's
+// port proxy accepts connections even when nothing listens, and closes
+// them at once), or, when the spec has a HealthPath, an HTTP GET answered
+// with 2xx or 3xx. Ready containers are probed again every few seconds; three
+// failures in a row make them "running" again.
+//
+// # Errors
+//
+// New returns an error for an incomplete Config or metrics that cannot be
+// registered. Run returns nil when its context ends; every other failure
+// (etcd or Docker unreachable, a slug that does not verify, an image that is
+// missing) is logged, reported in the node status with what to do, and
+// retried with backoff.
+package runtime

@@ -1,0 +1,246 @@
+package runtime
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/deis/deis/pkg/state"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/mount"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/go-connections/nat"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Docker is the part of the Docker API the runtime uses. The Docker
+// client (*client.Client) implements it; runtimetest.Docker fakes it.
+type Docker interface {
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error)
+	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
+	ContainerStart(ctx context.Context, id string, options container.StartOptions) error
+	ContainerStop(ctx context.Context, id string, options container.StopOptions) error
+	ContainerRemove(ctx context.Context, id string, options container.RemoveOptions) error
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+}
+
+// NewDocker connects to the Docker engine named by the environment
+// (DOCKER_HOST, ...) and checks that it answers.
+func NewDocker(ctx context.Context) (Docker, error) {
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("runtime: docker client: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ping, err := c.Ping(pctx)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("runtime: docker engine at %s does not answer: start docker or set DOCKER_HOST: %w", c.DaemonHost(), err)
+	}
+	// Negotiate now: the client's lazy negotiation on the first request
+	// races with concurrent requests.
+	c.NegotiateAPIVersionPing(ping)
+	return c, nil
+}
+
+// Labels the runtime puts on every container it creates.
+const (
+	labelFormation = "deis.formation"
+	labelRelease   = "deis.release"
+	labelType      = "deis.type"
+	labelIndex     = "deis.index"
+	labelNode      = "deis.node"
+	labelName      = "deis.name"
+	labelSpec      = "deis.spec"
+)
+
+// Timeouts of single Docker calls. Stop gets StopGrace on top.
+const (
+	dockerTimeout = 30 * time.Second
+	createTimeout = 2 * time.Minute
+)
+
+// slugUser is the stack image's "app" user that runs slugs.
+const slugUser = "1000:1000"
+
+// launcher runs a slug's process: it loads the buildpacks' .profile.d
+// scripts and then replaces itself by the command, passed in DEIS_COMMAND
+// so that no quoting is involved.
+const launcher = `cd /app || exit 1
+for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done
+unset f
+exec bash -c "$DEIS_COMMAND"`
+
+var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
+
+// dockerName is the Docker name of a spec's container on node.
+func dockerName(node, spec string) string {
+	return unsafeName.ReplaceAllString("deis-"+node+"-"+spec, "_")
+}
+
+// specHash identifies what a container was created from: the spec without
+// its slug URL (which changes with the coordinator's address, not with the
+// container) and the address its port is published on.
+func specHash(addr string, s state.ContainerSpec) string {
+	s.SlugURL = ""
+	sum := sha256.Sum256([]byte(addr + "\n" + state.Marshal(s)))
+	return hex.EncodeToString(sum[:8])
+}
+
+// labelsFor are the labels of a spec's container.
+func labelsFor(node, addr string, s state.ContainerSpec) map[string]string {
+	return map[string]string{
+		labelFormation: s.Formation,
+		labelRelease:   strconv.Itoa(s.Release),
+		labelType:      s.Type,
+		labelIndex:     strconv.Itoa(s.Index),
+		labelNode:      node,
+		labelName:      s.Name,
+		labelSpec:      specHash(addr, s),
+	}
+}
+
+// slugDir is where the slug of sha is extracted.
+func slugDir(stateDir, sha string) string { return filepath.Join(stateDir, "slugs", sha) }
+
+// containerPort is the Docker port of a spec.
+func containerPort(s state.ContainerSpec) nat.Port {
+	return nat.Port(strconv.Itoa(s.Port) + "/tcp")
+}
+
+// containerConfig builds the Docker configuration of a spec's container.
+// slug is the extracted slug's directory, "" for a spec without slug.
+func containerConfig(node, addr string, s state.ContainerSpec, slug string) (*container.Config, *container.HostConfig) {
+	env := map[string]string{}
+	for k, v := range s.Env {
+		env[k] = v
+	}
+	env["DYNO"] = s.Type + "." + strconv.Itoa(s.Index)
+	if _, ok := env["PORT"]; !ok && s.Port > 0 {
+		env["PORT"] = strconv.Itoa(s.Port)
+	}
+	cfg := &container.Config{
+		Image:  s.Image,
+		Labels: labelsFor(node, addr, s),
+	}
+	hc := &container.HostConfig{
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
+		Resources: container.Resources{
+			Memory:   s.Limits.MemoryBytes,
+			NanoCPUs: int64(s.Limits.CPUs * 1e9),
+		},
+	}
+	if slug != "" {
+		env["HOME"] = "/app"
+		env["DEIS_COMMAND"] = s.Command
+		cfg.User = slugUser
+		cfg.WorkingDir = "/app"
+		cfg.Entrypoint = []string{"/bin/bash", "-c"}
+		cfg.Cmd = []string{launcher}
+		hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: slug, Target: "/app", ReadOnly: true}}
+	} else if s.Command != "" {
+		cfg.Cmd = []string{"/bin/sh", "-c", s.Command}
+	}
+	if s.Port > 0 {
+		p := containerPort(s)
+		cfg.ExposedPorts = nat.PortSet{p: struct{}{}}
+		hc.PortBindings = nat.PortMap{p: []nat.PortBinding{{HostIP: addr, HostPort: ""}}}
+	}
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		cfg.Env = append(cfg.Env, k+"="+env[k])
+	}
+	return cfg, hc
+}
+
+// fromSummary turns a listed container into what plan compares.
+func fromSummary(c container.Summary) actual {
+	a := actual{ID: c.ID, Labels: c.Labels, State: string(c.State), Status: c.Status, Ports: map[int]int{}}
+	if len(c.Names) > 0 {
+		a.Name = strings.TrimPrefix(c.Names[0], "/")
+	}
+	for _, p := range c.Ports {
+		if p.Type == "tcp" && p.PublicPort != 0 {
+			a.Ports[int(p.PrivatePort)] = int(p.PublicPort)
+		}
+	}
+	return a
+}
+
+// fromInspect turns an inspected container into what plan compares.
+func fromInspect(c container.InspectResponse) actual {
+	a := actual{Ports: map[int]int{}}
+	if c.ContainerJSONBase != nil {
+		a.ID = c.ID
+		a.Name = strings.TrimPrefix(c.Name, "/")
+		if st := c.State; st != nil {
+			a.State = string(st.Status)
+			a.Status = describeState(st)
+			a.Started, _ = time.Parse(time.RFC3339Nano, st.StartedAt)
+		}
+	}
+	if c.Config != nil {
+		a.Labels = c.Config.Labels
+	}
+	if c.NetworkSettings != nil {
+		for p, bs := range c.NetworkSettings.Ports {
+			if p.Proto() != "tcp" {
+				continue
+			}
+			for _, b := range bs {
+				if hp, err := strconv.Atoi(b.HostPort); err == nil && hp > 0 {
+					a.Ports[p.Int()] = hp
+					break
+				}
+			}
+		}
+	}
+	return a
+}
+
+// describeState says in a few words how an inspected container is.
+func describeState(st *container.State) string {
+	switch {
+	case st.Running && !st.Restarting:
+		return "Up"
+	case st.Restarting:
+		return fmt.Sprintf("Restarting (%d)", st.ExitCode)
+	case st.OOMKilled:
+		return fmt.Sprintf("Exited (%d), out of memory", st.ExitCode)
+	case st.Error != "":
+		return fmt.Sprintf("Exited (%d): %s", st.ExitCode, st.Error)
+	default:
+		return fmt.Sprintf("Exited (%d)", st.ExitCode)
+	}
+}
+
+// isNotFound reports whether a Docker error says the object does not exist.
+func isNotFound(err error) bool { return err != nil && cerrdefs.IsNotFound(err) }
+
+// dockerHint adds what to do to errors that have an obvious fix.
+func dockerHint(err error, s state.ContainerSpec) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "No such image"):
+		return fmt.Errorf("image %s is not on this node (the agent never pulls): build the stack image or load the image: %w", s.Image, err)
+	case strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use"):
+		return fmt.Errorf("no free port on the node address: %w", err)
+	}
+	return err
+}

@@ -1,0 +1,155 @@
+package runtime_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/testing/need"
+)
+
+// serverPy greets with $GREETING and tells what the launcher set up.
+const serverPy = `import http.server, os, signal, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = "{} dyno={} home={} uid={} profile={} cwd={}\n".format(
+            os.environ.get("GREETING"), os.environ.get("DYNO"), os.environ.get("HOME"),
+            os.getuid(), os.environ.get("FROM_PROFILE"), os.getcwd()).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print("listening on", os.environ["PORT"], flush=True)
+http.server.HTTPServer(("", int(os.environ["PORT"])), Handler).serve_forever()
+`
+
+func dockerCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// nodeContainers lists the ids of every container labelled for node.
+func nodeContainers(t *testing.T, node string) []string {
+	return strings.Fields(dockerCLI(t, "ps", "-aq", "--no-trunc", "--filter", "label=deis.node="+node))
+}
+
+func TestRuntimeDocker(t *testing.T) {
+	need.Stack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	docker, err := runtime.NewDocker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, docker)
+	t.Cleanup(func() { // runs after the runtime stopped
+		if ids := nodeContainers(t, e.node); len(ids) > 0 {
+			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+
+	tgz := runtime.MakeTarball(t,
+		runtime.NewEntry("./Procfile", "web: python3 server.py\n", 0o644),
+		runtime.NewEntry("./server.py", serverPy, 0o644),
+		runtime.NewEntry("./.profile.d/greet.sh", "export FROM_PROFILE=yes\n", 0o644),
+	)
+	sum := sha256.Sum256(tgz)
+	ref := state.SlugRef{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(tgz))}
+	var downloads atomic.Int32
+	slugs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		downloads.Add(1)
+		if r.URL.Path != "/slugs/"+ref.SHA256+".tgz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(tgz)
+	}))
+	defer slugs.Close()
+
+	// web.1 is probed over TCP and listens only after a second: it must
+	// not count as ready while Docker's port proxy alone accepts
+	// connections. web.2 is probed over HTTP.
+	web := func(i int, cmd, health string) state.ContainerSpec {
+		return state.ContainerSpec{
+			Name: fmt.Sprintf("hello.v1.web.%d", i), Formation: "hello", Release: 1, Type: "web", Index: i,
+			Image: need.StackImage, Command: cmd, HealthPath: health,
+			Env:  map[string]string{"PORT": "5000", "GREETING": "howdy", "DEIS_FORMATION": "hello"},
+			Slug: &ref, SlugURL: slugs.URL + "/slugs/" + ref.SHA256 + ".tgz", Port: 5000,
+		}
+	}
+	e.assign(web(1, "sleep 1 && exec python3 server.py", ""), web(2, "python3 server.py", "/healthz"))
+	e.start()
+	st := e.waitStatus("both containers ready", func(st state.NodeStatus) bool {
+		return readyIn("hello.v1.web.1")(st) && readyIn("hello.v1.web.2")(st)
+	})
+	if n := downloads.Load(); n != 1 {
+		t.Errorf("slug downloaded %d times for two containers, want 1", n)
+	}
+	ids := map[string]string{}
+	for i := 1; i <= 2; i++ {
+		c, _ := find(st, fmt.Sprintf("hello.v1.web.%d", i))
+		ids[c.Name] = c.ID
+		resp, err := http.Get("http://" + c.Addr + "/")
+		if err != nil {
+			t.Fatalf("%s reported ready but: %v", c.Name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := fmt.Sprintf("howdy dyno=web.%d home=/app uid=1000 profile=yes cwd=/app\n", i); string(body) != want {
+			t.Errorf("%s answered %q, want %q", c.Name, body, want)
+		}
+	}
+	c, _ := find(st, "hello.v1.web.2")
+	if logs := dockerCLI(t, "logs", c.ID); !strings.Contains(logs, "listening on 5000") {
+		t.Errorf("docker logs: %q", logs)
+	}
+	labels := dockerCLI(t, "inspect", "-f", "{{index .Config.Labels \"deis.formation\"}} {{index .Config.Labels \"deis.release\"}} {{index .Config.Labels \"deis.name\"}} {{.HostConfig.RestartPolicy.Name}}", c.ID)
+	if labels != "hello 1 hello.v1.web.2 unless-stopped" {
+		t.Errorf("labels and restart policy: %q", labels)
+	}
+
+	// The agent stops: the containers keep serving. A new runtime adopts them.
+	e.stop()
+	for _, id := range ids {
+		if state := dockerCLI(t, "inspect", "-f", "{{.State.Status}}", id); state != "running" {
+			t.Fatalf("container %s after the runtime stopped", state)
+		}
+	}
+	restarted := time.Now()
+	e.start()
+	st = e.waitStatus("both ready under the new runtime", func(st state.NodeStatus) bool {
+		return st.Updated.After(restarted) && readyIn("hello.v1.web.1")(st) && readyIn("hello.v1.web.2")(st)
+	})
+	for name, id := range ids {
+		if again, _ := find(st, name); again.ID != id {
+			t.Errorf("%s replaced on restart: %s -> %s", name, id, again.ID)
+		}
+	}
+
+	// Unassigned: stopped and removed.
+	e.assign()
+	e.waitStatus("no containers", func(st state.NodeStatus) bool { return len(st.Containers) == 0 && len(st.Pending) == 0 })
+	if ids := nodeContainers(t, e.node); len(ids) != 0 {
+		t.Errorf("containers left: %v", ids)
+	}
+}

@@ -1,0 +1,392 @@
+package runtime
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/state"
+)
+
+var validSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// slugs downloads, verifies and extracts slugs under dir, once per slug
+// even when many containers need one at the same time.
+type slugs struct {
+	dir  string
+	http *http.Client
+	m    *metrics
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	flights  map[string]*flight
+	failures map[string]*failure
+}
+
+// flight is one download and extraction that callers share.
+type flight struct {
+	done    chan struct{}
+	err     error
+	waiters int
+	// cancelled is set once every caller left and the flight was cancelled.
+	cancelled bool
+	cancel    context.CancelFunc
+}
+
+// failure holds back the next attempt for a slug that just failed.
+type failure struct {
+	bo    backoff.Backoff
+	until time.Time
+	err   error
+}
+
+func newSlugs(dir string, hc *http.Client, m *metrics, log *slog.Logger) *slugs {
+	return &slugs{dir: dir, http: hc, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
+}
+
+// ensure returns the directory of the extracted slug, downloading it from
+// url first when it is not on the node yet. Concurrent callers for one
+// slug share one download; the download stops when every caller has left.
+// After a failure, calls within the backoff return that failure at once.
+func (s *slugs) ensure(ctx context.Context, url string, ref state.SlugRef) (string, error) {
+	if !validSHA.MatchString(ref.SHA256) {
+		return "", fmt.Errorf("runtime: invalid slug sha256 %q in the runtime databag: the coordinator must name slugs by 64 lowercase hex digits", ref.SHA256)
+	}
+	dir := filepath.Join(s.dir, ref.SHA256)
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return dir, nil
+	}
+	if url == "" {
+		return "", fmt.Errorf("runtime: slug %s is not on this node and the databag has no slug URL: check the coordinator's --slug-url", short(ref.SHA256))
+	}
+
+	s.mu.Lock()
+	if f := s.failures[ref.SHA256]; f != nil && time.Now().Before(f.until) {
+		err := f.err
+		s.mu.Unlock()
+		return "", err
+	}
+	fl := s.flights[ref.SHA256]
+	if fl != nil && fl.cancelled {
+		// Every caller of that flight left; it is winding down. Wait for it
+		// rather than write the same files twice, then try again.
+		s.mu.Unlock()
+		select {
+		case <-fl.done:
+			return s.ensure(ctx, url, ref)
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	if fl == nil {
+		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		fl = &flight{done: make(chan struct{}), cancel: cancel}
+		s.flights[ref.SHA256] = fl
+		go s.fetch(fctx, fl, url, ref)
+	}
+	fl.waiters++
+	s.mu.Unlock()
+
+	select {
+	case <-fl.done:
+		s.leave(fl)
+		if fl.err != nil {
+			return "", fl.err
+		}
+		return dir, nil
+	case <-ctx.Done():
+		s.leave(fl)
+		return "", ctx.Err()
+	}
+}
+
+// leave drops one caller from a flight and cancels it when none is left.
+func (s *slugs) leave(fl *flight) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl.waiters--
+	if fl.waiters == 0 {
+		fl.cancelled = true
+		fl.cancel()
+	}
+}
+
+// fetch runs one flight and records its outcome.
+func (s *slugs) fetch(ctx context.Context, fl *flight, url string, ref state.SlugRef) {
+	err := s.fetchAndExtract(ctx, url, ref)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fl.err = err
+	delete(s.flights, ref.SHA256)
+	switch {
+	case err == nil:
+		delete(s.failures, ref.SHA256)
+	case ctx.Err() == nil: // a real failure, not every caller leaving
+		s.m.slugFailures.Inc()
+		f := s.failures[ref.SHA256]
+		if f == nil {
+			f = &failure{bo: backoff.Backoff{Min: time.Second, Max: time.Minute}}
+			s.failures[ref.SHA256] = f
+		}
+		f.err = err
+		f.until = time.Now().Add(f.bo.Next())
+	}
+	fl.cancel()
+	close(fl.done)
+}
+
+func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugRef) error {
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return fmt.Errorf("runtime: slug directory: %w", err)
+	}
+	tgz := filepath.Join(s.dir, ref.SHA256+".tgz")
+	if err := verifyFile(tgz, ref.SHA256); err != nil {
+		if err := s.download(ctx, url, ref, tgz); err != nil {
+			return err
+		}
+	}
+	if err := extract(ctx, tgz, filepath.Join(s.dir, ref.SHA256)); err != nil {
+		os.Remove(tgz) // fetch it again next time rather than trust it
+		return fmt.Errorf("runtime: extract slug %s: %w", short(ref.SHA256), err)
+	}
+	os.Remove(tgz)
+	s.log.Info("slug ready", "slug", short(ref.SHA256), "dir", filepath.Join(s.dir, ref.SHA256))
+	return nil
+}
+
+// download fetches url to tgz through a temporary file and keeps it only
+// when its sha256 (and size, when known) match ref.
+func (s *slugs) download(ctx context.Context, url string, ref state.SlugRef, tgz string) error {
+	start := time.Now()
+	tmp := tgz + ".tmp"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("runtime: slug URL %q: %w", url, err)
+	}
+	resp, err := s.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("runtime: download slug %s: %w: check that the coordinator's slug server is reachable from this node", short(ref.SHA256), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("runtime: download slug %s from %s: %s: check the coordinator's slug server", short(ref.SHA256), url, resp.Status)
+	}
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("runtime: slug download file: %w", err)
+	}
+	defer os.Remove(tmp) // after the rename, a no-op
+	h := sha256.New()
+	var body io.Reader = resp.Body
+	if ref.Size > 0 {
+		body = io.LimitReader(body, ref.Size+1)
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), body)
+	s.m.slugBytes.Add(float64(n))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("runtime: download slug %s: %w", short(ref.SHA256), err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != ref.SHA256 {
+		return fmt.Errorf("runtime: slug %s from %s has sha256 %s (%d bytes): the download is corrupt or the slug server serves another file; will retry", short(ref.SHA256), url, got, n)
+	}
+	if ref.Size > 0 && n != ref.Size {
+		return fmt.Errorf("runtime: slug %s from %s has %d bytes, want %d; will retry", short(ref.SHA256), url, n, ref.Size)
+	}
+	if err := os.Rename(tmp, tgz); err != nil {
+		return fmt.Errorf("runtime: slug download file: %w", err)
+	}
+	s.m.slugSeconds.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// verifyFile checks that the file at p has the given sha256.
+func verifyFile(p, sha string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if hex.EncodeToString(h.Sum(nil)) != sha {
+		return errors.New("sha256 mismatch")
+	}
+	return nil
+}
+
+// extract unpacks the gzipped tarball tgz into dest, which must not exist:
+// into a temporary directory next to it first, renamed into place when
+// complete. Entries may start with "./"; entries that would land outside
+// dest (absolute paths, "..", writing through symlinks) are refused.
+func extract(ctx context.Context, tgz, dest string) error {
+	tmp, err := os.MkdirTemp(filepath.Dir(dest), filepath.Base(dest)+".extract-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // after the rename, a no-op
+	// MkdirTemp makes it 0700; the app user must read /app.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := untar(ctx, tgz, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dest); err != nil {
+		if fi, serr := os.Stat(dest); serr == nil && fi.IsDir() {
+			return nil // another agent process got there first
+		}
+		return err
+	}
+	return nil
+}
+
+func untar(ctx context.Context, tgz, dir string) error {
+	f, err := os.Open(tgz)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("not a gzipped tarball: %w", err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	tr := tar.NewReader(zr)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read tarball: %w", err)
+		}
+		name, err := entryName(hdr.Name)
+		if err != nil {
+			return err
+		}
+		if name == "." {
+			if hdr.Typeflag == tar.TypeDir {
+				continue
+			}
+			return fmt.Errorf("tarball entry %q is not a directory", hdr.Name)
+		}
+		mode := fs.FileMode(hdr.Mode) & fs.ModePerm
+		if dir := path.Dir(name); dir != "." {
+			if err := root.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := root.MkdirAll(name, 0o755); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+			if err := root.Chmod(name, mode|0o700); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+		case tar.TypeReg:
+			if err := removeExisting(root, name); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+			out, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+			if err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+			_, err = io.Copy(out, tr)
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+			if err := root.Chmod(name, mode); err != nil { // not subject to the umask
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+		case tar.TypeSymlink:
+			// The target is resolved inside the container, where the slug
+			// is /app; extraction never writes through a link (os.Root).
+			if err := removeExisting(root, name); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+			if err := root.Symlink(hdr.Linkname, name); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+		case tar.TypeLink:
+			target, err := entryName(hdr.Linkname)
+			if err != nil {
+				return err
+			}
+			if err := removeExisting(root, name); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+			if err := root.Link(target, name); err != nil {
+				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
+			}
+		default:
+			// Devices, fifos and the like have no place in a slug.
+		}
+	}
+}
+
+// entryName turns a tar entry name into a clean path relative to the slug
+// root, refusing names that leave it.
+func entryName(n string) (string, error) {
+	clean := path.Clean(strings.TrimPrefix(n, "./"))
+	if clean == "/" || clean == "" {
+		return ".", nil
+	}
+	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", fmt.Errorf("tarball entry %q points outside the slug: rebuild the slug", n)
+	}
+	return clean, nil
+}
+
+func removeExisting(root *os.Root, name string) error {
+	fi, err := root.Lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		return root.RemoveAll(name)
+	}
+	return root.Remove(name)
+}
+
+// short abbreviates a sha256 for messages.
+func short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}

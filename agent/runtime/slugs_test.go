@@ -1,0 +1,293 @@
+package runtime
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/state"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// entry is one tarball member for makeTarball.
+type entry struct {
+	name, body, link string
+	typ              byte
+	mode             int64
+}
+
+// makeTarball builds a gzipped tarball the way a slug builder does ("./"
+// prefixes included).
+func makeTarball(t testing.TB, entries ...entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.name, Mode: e.mode, Typeflag: e.typ, Linkname: e.link, Size: int64(len(e.body)), ModTime: time.Now()}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write([]byte(e.body)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// slugServer serves body at /slug.tgz and counts requests; gate, when set,
+// holds each response until it is closed.
+type slugServer struct {
+	*httptest.Server
+	hits atomic.Int32
+	body atomic.Value // []byte
+}
+
+func newSlugServer(t *testing.T, body []byte, gate chan struct{}) *slugServer {
+	s := &slugServer{}
+	s.body.Store(body)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.hits.Add(1)
+		if gate != nil {
+			<-gate
+		}
+		w.Write(s.body.Load().([]byte))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func testSlugs(t *testing.T) (*slugs, *metrics) {
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, m, slog.New(slog.DiscardHandler)), m
+}
+
+func TestSlugDownloadAndExtract(t *testing.T) {
+	tgz := makeTarball(t,
+		entry{name: "./", typ: tar.TypeDir},
+		entry{name: "./Procfile", body: "web: python3 server.py\n"},
+		entry{name: "./bin/", typ: tar.TypeDir},
+		entry{name: "./bin/run", body: "#!/bin/sh\n", mode: 0o755},
+		entry{name: ".profile.d/env.sh", body: "export X=1\n"},
+		entry{name: "./current", typ: tar.TypeSymlink, link: "/app/bin"},
+		entry{name: "./run-again", typ: tar.TypeLink, link: "./bin/run"},
+	)
+	srv := newSlugServer(t, tgz, nil)
+	s, m := testSlugs(t)
+	ref := state.SlugRef{SHA256: sha(tgz), Size: int64(len(tgz))}
+	dir, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dir != filepath.Join(s.dir, ref.SHA256) {
+		t.Errorf("dir %s", dir)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "Procfile")); string(b) != "web: python3 server.py\n" {
+		t.Errorf("Procfile: %q", b)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "bin/run")); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("bin/run: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("slug dir must be readable by the app user: %v %v", fi, err)
+	}
+	if l, _ := os.Readlink(filepath.Join(dir, "current")); l != "/app/bin" {
+		t.Errorf("symlink: %q", l)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "run-again")); string(b) != "#!/bin/sh\n" {
+		t.Errorf("hard link: %q", b)
+	}
+	left, _ := filepath.Glob(filepath.Join(s.dir, "*"))
+	if len(left) != 1 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if got := counterValue(t, m.slugBytes); got != float64(len(tgz)) {
+		t.Errorf("downloaded bytes metric %v", got)
+	}
+	// Once on the node, the slug is not fetched again.
+	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Errorf("%d downloads, want 1", n)
+	}
+}
+
+func TestSlugSharedDownload(t *testing.T) {
+	tgz := makeTarball(t, entry{name: "./a", body: "a"})
+	gate := make(chan struct{})
+	srv := newSlugServer(t, tgz, gate)
+	s, _ := testSlugs(t)
+	ref := state.SlugRef{SHA256: sha(tgz)}
+	var wg sync.WaitGroup
+	errs := make(chan error, 10)
+	for i := 0; i < 10; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref)
+			errs <- err
+		}()
+	}
+	// Let every caller join before the one response goes out.
+	waitFor(t, "callers to join", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		fl := s.flights[ref.SHA256]
+		return fl != nil && fl.waiters == 10
+	})
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Errorf("%d downloads for 10 callers, want 1", n)
+	}
+}
+
+func TestSlugChecksumMismatch(t *testing.T) {
+	good := makeTarball(t, entry{name: "./a", body: "a"})
+	bad := makeTarball(t, entry{name: "./a", body: "tampered"})
+	srv := newSlugServer(t, bad, nil)
+	s, m := testSlugs(t)
+	ref := state.SlugRef{SHA256: sha(good)}
+	_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref)
+	if err == nil || !strings.Contains(err.Error(), "sha256") {
+		t.Fatalf("want a sha256 error, got %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.dir, "*")); len(left) != 0 {
+		t.Errorf("a bad download must leave nothing behind: %v", left)
+	}
+	if got := counterValue(t, m.slugFailures); got != 1 {
+		t.Errorf("failures metric %v", got)
+	}
+	// Within the backoff, callers get the failure without a new download.
+	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err == nil {
+		t.Fatal("want the failure again")
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Errorf("%d downloads within the backoff, want 1", n)
+	}
+	// Once the server is fixed and the backoff over, the slug arrives.
+	srv.body.Store(good)
+	s.mu.Lock()
+	s.failures[ref.SHA256].until = time.Time{}
+	s.mu.Unlock()
+	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSlugRefusesEscapes(t *testing.T) {
+	cases := map[string][]entry{
+		"dot-dot":  {{name: "../evil", body: "x"}},
+		"absolute": {{name: "/etc/evil", body: "x"}},
+		"through a symlink": {
+			{name: "./link", typ: tar.TypeSymlink, link: "../.."},
+			{name: "./link/evil", body: "x"},
+		},
+		"hard link out": {{name: "./h", typ: tar.TypeLink, link: "../../etc/passwd"}},
+	}
+	for name, entries := range cases {
+		t.Run(name, func(t *testing.T) {
+			tgz := makeTarball(t, entries...)
+			srv := newSlugServer(t, tgz, nil)
+			s, _ := testSlugs(t)
+			_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", state.SlugRef{SHA256: sha(tgz)})
+			if err == nil {
+				t.Fatal("want an error")
+			}
+			parent := filepath.Dir(s.dir)
+			if _, err := os.Stat(filepath.Join(parent, "evil")); err == nil {
+				t.Fatal("a file escaped the slug directory")
+			}
+			if left, _ := filepath.Glob(filepath.Join(s.dir, "*")); len(left) != 0 {
+				t.Errorf("a refused slug must leave nothing behind: %v", left)
+			}
+		})
+	}
+}
+
+func TestSlugRejectsBadSHA(t *testing.T) {
+	s, _ := testSlugs(t)
+	if _, err := s.ensure(context.Background(), "http://x/", state.SlugRef{SHA256: "../../etc"}); err == nil {
+		t.Fatal("want an error for a sha that is not hex")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a deadline.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	bo := backoff.Backoff{Min: 10 * time.Millisecond, Max: 250 * time.Millisecond}
+	for !cond() {
+		if bo.Wait(ctx) != nil {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// counterValue reads a counter or gauge.
+func counterValue(t testing.TB, c prometheus.Metric) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	t.Fatalf("not a counter or gauge: %v", &m)
+	return 0
+}
