@@ -24,6 +24,13 @@ func (b *builder) scaleCommands() []*cli.Command {
 			ArgsUsage: "TYPE=N [TYPE=N...]",
 			Flags:     []cli.Flag{formationFlag()},
 		}, scale),
+		b.cmd(&cli.Command{
+			Name:      "ps:restart",
+			Category:  "processes",
+			Usage:     "restart containers without downtime: new ones start and take traffic before the old ones stop",
+			ArgsUsage: "[TYPE...]",
+			Flags:     []cli.Flag{formationFlag()},
+		}, psRestart),
 	}
 }
 
@@ -81,6 +88,23 @@ func scale(c *cli.Context, e *env, args []string) error {
 			}
 			return fmt.Errorf("unknown process type %q: release v%d of %s has process types %s (from its Procfile)", t, rel.Version, f, have)
 		}
+	}
+	form, _, err := e.store.GetFormation(c.Context, f)
+	if err != nil {
+		return err
+	}
+	total := form.EffectiveScale(types)
+	if form.Scale != nil {
+		total = maps.Clone(form.Scale)
+	}
+	maps.Copy(total, want)
+	for t := range total {
+		if _, ok := types[t]; !ok || t == state.ReleaseProcessType {
+			delete(total, t)
+		}
+	}
+	if err := checkCapacity(c.Context, e, form, rel, total); err != nil {
+		return err
 	}
 	next, err := state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
 		if cur == nil {

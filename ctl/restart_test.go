@@ -1,0 +1,40 @@
+package ctl
+
+import (
+	"testing"
+
+	"github.com/deis/deis/pkg/state"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func TestPsRestart(t *testing.T) {
+	c := newCluster(t)
+	c.seedRelease("hello", nil)
+	c.fails(`unknown process type "db"`, "ps:restart", "db", "-f", "hello")
+	contains(t, c.ok("ps:restart", "-f", "hello"), "Restarting web, worker of hello")
+	c.ok("ps:restart", "web", "-f", "hello")
+	var f state.Formation
+	c.get(c.store.Keys.Formation("hello"), &f)
+	if f.Restarts["web"] != 2 {
+		t.Fatalf("restarts = %v", f.Restarts)
+	}
+}
+
+func TestScaleCapacity(t *testing.T) {
+	// Two live runtime nodes holding 2 containers each: web=5 is refused with
+	// how many fit, and nothing is written.
+	c := newCluster(t)
+	c.seedRelease("hello", nil)
+	lease, err := c.cli.Grant(c.ctx(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"n1", "n2"} {
+		c.put(c.store.Keys.Node(n), state.Node{Name: n, Labels: map[string]string{"role": "runtime"}, Capacity: 2})
+		if _, err := c.cli.Put(c.ctx(), c.store.Keys.Heartbeat(n), "{}", clientv3.WithLease(lease.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.fails("can hold only 4 more", "scale", "web=5", "-f", "hello")
+	c.ok("scale", "web=4", "-f", "hello")
+}
