@@ -16,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/testing/etcdtest"
 	"github.com/deis/deis/testing/need"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 var (
@@ -191,11 +195,15 @@ type Platform struct {
 	Dir         string
 	EtcdURL     string
 	SSHPort     int
-	HTTPPort    int // slug server
-	AppPort     int // the first agent's proxy port, used in app URLs
-	Coordinator *Proc
-	Agents      []*Agent
-	KeyFile     string
+	HTTPPort    int   // slug server
+	AppPort     int   // the first agent's proxy port, used in app URLs
+	Coordinator *Proc // the first coordinator
+	// Coordinators are all coordinators started, in order.
+	Coordinators []*Proc
+	Agents       []*Agent
+	coordPorts   [][2]int // ssh, http
+	external     bool
+	KeyFile      string
 }
 
 // Agent is one deis-agent process.
@@ -209,7 +217,17 @@ type Agent struct {
 
 // NewPlatform starts a coordinator with an embedded etcd on free loopback
 // ports. It requires Docker with the stack image, nginx and git.
-func NewPlatform(t testing.TB) *Platform {
+func NewPlatform(t testing.TB) *Platform { return NewPlatformWith(t, PlatformOptions{}) }
+
+// PlatformOptions configure NewPlatformWith.
+type PlatformOptions struct {
+	// ExternalEtcd runs etcd in the test process instead of inside the
+	// coordinator, so coordinators can be killed and added freely.
+	ExternalEtcd bool
+}
+
+// NewPlatformWith starts a platform as the options say.
+func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 	t.Helper()
 	need.Stack(t)
 	need.Nginx(t)
@@ -221,21 +239,43 @@ func NewPlatform(t testing.TB) *Platform {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &Platform{t: t, Dir: dir}
-	p.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
-	peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
-	p.SSHPort = FreePort(t, "127.0.0.1")
-	p.HTTPPort = FreePort(t, "127.0.0.1")
+	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd}
 	p.AppPort = FreePort(t, "127.0.0.1")
-	p.Coordinator = Start(t, "deis-coordinator",
-		"--data-dir", filepath.Join(dir, "coordinator"),
-		"--etcd-listen-client", p.EtcdURL, "--etcd-listen-peer", peer,
-		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", p.SSHPort), "--ssh-host", "127.0.0.1",
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", p.HTTPPort),
-		"--slug-url", fmt.Sprintf("http://127.0.0.1:%d", p.HTTPPort),
-		"--app-port", fmt.Sprint(p.AppPort), "--log-level", "debug")
-	p.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/healthz", p.HTTPPort), "", 90*time.Second)
+	if o.ExternalEtcd {
+		p.EtcdURL, _ = etcdtest.Start(t)
+	} else {
+		p.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+	}
+	p.Coordinator = p.AddCoordinator()
+	p.SSHPort, p.HTTPPort = p.coordPorts[0][0], p.coordPorts[0][1]
 	return p
+}
+
+// AddCoordinator starts one more coordinator (the first one embeds etcd
+// unless the platform's etcd is external) and waits until it serves.
+func (p *Platform) AddCoordinator() *Proc {
+	t := p.t
+	t.Helper()
+	n := len(p.Coordinators)
+	ssh, web := FreePort(t, "127.0.0.1"), FreePort(t, "127.0.0.1")
+	args := []string{
+		"--data-dir", filepath.Join(p.Dir, fmt.Sprintf("coordinator%d", n)),
+		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", ssh), "--ssh-host", "127.0.0.1",
+		"--http-addr", fmt.Sprintf("127.0.0.1:%d", web),
+		"--slug-url", fmt.Sprintf("http://127.0.0.1:%d", web),
+		"--app-port", fmt.Sprint(p.AppPort), "--log-level", "debug",
+	}
+	if p.external || n > 0 {
+		args = append(args, "--etcd-endpoints", p.EtcdURL)
+	} else {
+		peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+		args = append(args, "--etcd-listen-client", p.EtcdURL, "--etcd-listen-peer", peer)
+	}
+	c := Start(t, "deis-coordinator", args...)
+	p.Coordinators = append(p.Coordinators, c)
+	p.coordPorts = append(p.coordPorts, [2]int{ssh, web})
+	p.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/healthz", web), "", 90*time.Second)
+	return c
 }
 
 // AgentOptions configure StartAgent.
@@ -283,10 +323,7 @@ func cleanupAgent(a *Agent) {
 	if _, err := os.Stat(filepath.Join(prefix, "nginx.pid")); err == nil {
 		exec.Command("nginx", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf"), "-s", "stop").Run()
 	}
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=deis.node="+a.Name).Output()
-	if ids := strings.Fields(string(out)); len(ids) > 0 {
-		exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
-	}
+	RemoveContainers(a.Name)
 }
 
 // Ctl runs the real deisctl binary against the platform's etcd, in dir (""
@@ -430,4 +467,64 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 		time.Sleep(300 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s: %s", what, last)
+}
+
+// Client returns an etcd client of the platform's etcd, closed with the test.
+func (p *Platform) Client() *clientv3.Client {
+	p.t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{p.EtcdURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Leader returns the coordinator that currently leads, or nil.
+func (p *Platform) Leader() *Proc {
+	p.t.Helper()
+	c := p.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, state.NewKeys("").Election()+"/", clientv3.WithPrefix(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend), clientv3.WithLimit(1))
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil
+	}
+	v := string(resp.Kvs[0].Value)
+	for _, co := range p.Coordinators {
+		if !co.Exited() && strings.HasSuffix(v, fmt.Sprintf("/%d", co.cmd.Process.Pid)) {
+			return co
+		}
+	}
+	return nil
+}
+
+// KillRestart kills the process with SIGKILL and starts it again at once.
+func (p *Proc) KillRestart() {
+	p.Kill()
+	p.start()
+}
+
+// Containers lists the IDs of the running containers an agent made, by the
+// value of one of their labels (e.g. "deis.type").
+func Containers(t testing.TB, node string, filters ...string) []string {
+	t.Helper()
+	args := []string{"ps", "-q", "--no-trunc", "--filter", "label=deis.node=" + node}
+	for _, f := range filters {
+		args = append(args, "--filter", "label="+f)
+	}
+	out, err := exec.Command("docker", args...).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(out))
+}
+
+// RemoveContainers force-removes every container an agent made.
+func RemoveContainers(node string) {
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=deis.node="+node).Output()
+	if ids := strings.Fields(string(out)); len(ids) > 0 {
+		exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+	}
 }
