@@ -2,43 +2,76 @@
 // routes every formation whose proxy layer selects the node.
 //
 // The Nginx is independent of any system Nginx. All its files live under
-// StateDir/nginx (the prefix): nginx.conf, nginx.pid, logs/, temp/, the
-// control socket control.sock and routes.json (the routing last applied per
-// formation). It runs with "daemon on", so it outlives the agent: stopping
-// the agent (Run returning) leaves apps served. A new Proxy on the same
-// StateDir adopts the running master (pid file plus /proc/PID/cmdline) and
-// reloads it; it starts a new master only when none is alive. StopNginx quits
-// it on purpose.
+// StateDir/nginx (the prefix, private to the agent's user): nginx.conf,
+// nginx.pid, logs/, temp/, the control socket control.sock, routes.txt (the
+// routes nginx loads when it starts) and routes.json (the routing last
+// applied per formation). It runs with "daemon on", so it outlives the
+// agent: stopping the agent (Run returning) leaves apps served. A new Proxy
+// on the same StateDir adopts the running master (pid file plus
+// /proc/PID/cmdline) and reloads it only if its config changed; it starts a
+// new master only when none is alive. StopNginx quits it on purpose.
+//
+// Routing without reloads. An nginx reload retires the old workers, which
+// close their idle keep-alive client connections; a client that sends a
+// request on one at that moment gets an error (Go's http.Transport hides it
+// for requests it can replay, not for a POST with a body). So routing never
+// reloads nginx. nginx.conf holds no formation: it loads the lua module
+// (Debian: libnginx-mod-http-lua, explicitly with load_module, as this
+// nginx does not read /etc/nginx), and one server takes every host. deis.lua
+// (embedded into nginx.conf) looks the Host up in the routes (exact domain,
+// then the longest *.wildcard, as server_name does) and its balancer picks
+// one of the formation's upstreams round-robin, the next on a retry. The
+// routes are a text the agent renders from every routing databag (sorted,
+// with a version that hashes it) and PUTs on the control socket into the
+// shared dict deis_routes, which every worker reads and which survives
+// reloads; routes.txt seeds it when nginx starts. Formations, domains and
+// upstreams all change this way.
 //
 // Run is a level-triggered loop. Watches on the routing, layer and node key
 // families, and a periodic resync, only wake it; each pass reads this node's
-// registration, every layer and every routing databag, and renders the whole
-// nginx.conf (sorted, so the same input gives the same bytes). When nginx
-// does not already serve those bytes, the file is staged next to nginx.conf,
-// checked with `nginx -t`, renamed into place and nginx is reloaded with
-// SIGHUP (or started). A reload counts only once nginx's control server on
-// control.sock answers GET /config with the hash of the new config and every
-// worker of the previous config has stopped accepting connections, so a
-// request sent after an ack never meets the old routing. A master killed
-// hard leaves workers holding the ports; they are found by their open error
-// log and told to quit before a new master starts.
+// registration, every layer and every routing databag, and renders nginx.conf
+// (from the Config alone) and the routes. When nginx does not already serve
+// those config bytes, the file is staged next to nginx.conf, checked with
+// `nginx -t`, renamed into place and nginx is reloaded with SIGHUP (or
+// started). That happens only when the config itself changes (listen
+// addresses, base domain, an agent upgrade), and the reload is made safe for
+// keep-alive clients first: for ReloadDrain nginx answers every request
+// with Connection: close and closes the connection after it, so clients
+// hold no idle connection to the old workers when the reload retires them.
+// A reload counts only once nginx's control server answers GET /config with
+// the hash of the new config and every worker of the previous config has
+// stopped accepting connections. Then, when GET /routes answers another
+// version than the one rendered, the routes are PUT; nginx answers once
+// they are in the shared dict, so every request it reads from then on is
+// routed by them. A master killed hard leaves workers
+// holding the ports; they are found by their open error log and told to
+// quit before a new master starts.
 //
 // Pass runs one pass by hand (tests, debugging); Run calls it.
 //
 // Safety rules:
 //   - A routing databag with a value that cannot be placed safely in the
-//     config (a domain failing state.ValidateDomain, an upstream that is not
-//     host:port) is refused as a whole; the formation keeps the routing last
+//     routes (a domain failing state.ValidateDomain, an upstream that is not
+//     ip:port) is refused as a whole; the formation keeps the routing last
 //     applied and its ack carries the error.
 //   - A config that `nginx -t` rejects is never installed; the last good one
-//     keeps serving, deis_proxy_config_check_failures_total counts it, and
-//     the acks of the formations that could not move carry nginx's message.
+//     keeps serving (and still takes routing changes),
+//     deis_proxy_config_check_failures_total counts it, and when the routing
+//     cannot move either, the acks of the formations that could not move
+//     carry nginx's message.
+//   - Whoever can connect to the control socket can change the routing, so
+//     the prefix is made mode 0700.
 //
 // Acknowledgements: for each proxied formation the proxy writes
 // state.ProxyAck at Keys.ProxyAck(formation, node) whose Revision is the
-// etcd ModRevision of the routing databag nginx serves now. It never acks a
-// revision nginx does not serve; a refused routing is reported in Error while
-// Revision stays at the revision still served (0 if none).
+// etcd ModRevision of the routing databag nginx serves now: it is written
+// only after nginx answered that it routes by it, so a request sent after
+// an ack never meets the old routing. It never acks a revision nginx does
+// not serve; a refused routing is reported in Error while Revision stays at
+// the revision still served (0 if none).
 //
-// Linux only: the master is recognised through /proc.
+// Requirements: nginx with the dynamic modules ndk_http_module.so and
+// ngx_http_lua_module.so in Config.NginxModules (Debian bookworm:
+// apt-get install libnginx-mod-http-lua, which brings libnginx-mod-http-ndk
+// and lua-resty-core). Linux only: the master is recognised through /proc.
 package proxy

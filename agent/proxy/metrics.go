@@ -12,12 +12,14 @@ type metrics struct {
 	reloadDuration prometheus.Histogram
 	formations     prometheus.Gauge
 	checkFailures  prometheus.Counter
+	routeUpdates   prometheus.Counter
+	routeFailures  prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		reloads: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_reloads_total",
-			Help: "Attempts to make nginx serve a new config (reloads and starts)."}),
+			Help: "Attempts to make nginx serve a new config (reloads and starts); routing changes need none."}),
 		reloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_reload_failures_total",
 			Help: "Reloads and starts after which nginx did not serve the new config."}),
 		reloadDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_proxy_reload_duration_seconds",
@@ -27,9 +29,13 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Formations in the config nginx serves."}),
 		checkFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_config_check_failures_total",
 			Help: "Rendered configs that nginx -t rejected; the last good config kept serving."}),
+		routeUpdates: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_route_updates_total",
+			Help: "Routing changes pushed to the running nginx, which takes them without a reload."}),
+		routeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_route_update_failures_total",
+			Help: "Routing changes the running nginx did not take."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures} {
+		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: register metrics: %w", err)
 			}

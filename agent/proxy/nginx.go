@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -119,27 +120,87 @@ func (n *nginx) reload(pid int) error {
 	return nil
 }
 
-// liveHash asks the control server for the hash of the config it serves.
-func (n *nginx) liveHash(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+// call sends one request to the control server and returns its status and
+// body.
+func (n *nginx) call(ctx context.Context, method, path string, body []byte) (int, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://nginx/config", nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://nginx"+path, rd)
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	resp, err := n.ctl.Do(req)
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return 0, "", err
+	}
+	return resp.StatusCode, strings.TrimSpace(string(b)), nil
+}
+
+// liveHash asks the control server for the hash of the config it serves.
+func (n *nginx) liveHash(ctx context.Context) (string, error) {
+	code, body, err := n.call(ctx, http.MethodGet, "/config", nil)
 	if err != nil {
 		return "", err
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("control server answered %s", resp.Status)
+	if code != http.StatusOK {
+		return "", fmt.Errorf("control server answered %d", code)
 	}
-	return strings.TrimSpace(string(b)), nil
+	return body, nil
+}
+
+// routesVersion asks the control server for the version of the routes
+// nginx serves ("" when it holds none).
+func (n *nginx) routesVersion(ctx context.Context) (string, error) {
+	code, body, err := n.call(ctx, http.MethodGet, "/routes", nil)
+	if err != nil {
+		return "", fmt.Errorf("proxy: ask nginx for its routes: %w; see %s", err, n.paths.errorLog())
+	}
+	if code != http.StatusOK {
+		return "", fmt.Errorf("proxy: ask nginx for its routes: control server answered %d %q; see %s", code, clip([]byte(body), nil), n.paths.errorLog())
+	}
+	return body, nil
+}
+
+// putRoutes makes nginx route by the routes text. When it returns nil,
+// every request nginx reads from then on is routed by it.
+func (n *nginx) putRoutes(ctx context.Context, table []byte, version string) error {
+	code, body, err := n.call(ctx, http.MethodPut, "/routes", table)
+	if err != nil {
+		return fmt.Errorf("proxy: push routes to nginx: %w; see %s", err, n.paths.errorLog())
+	}
+	if code != http.StatusOK || body != version {
+		return fmt.Errorf("proxy: nginx refused the routes (%d %q); see %s", code, clip([]byte(body), nil), n.paths.errorLog())
+	}
+	return nil
+}
+
+// drain makes nginx close each client connection after its next response,
+// for d, so clients stop reusing them before a reload closes the idle ones.
+func (n *nginx) drain(ctx context.Context, d time.Duration) error {
+	secs := strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
+	code, _, err := n.call(ctx, http.MethodPut, "/drain?seconds="+secs, nil)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("control server answered %d", code)
+	}
+	return err
+}
+
+// undrain ends a drain.
+func (n *nginx) undrain(ctx context.Context) error {
+	code, _, err := n.call(ctx, http.MethodDelete, "/drain", nil)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("control server answered %d", code)
+	}
+	return err
 }
 
 // waitHash polls the control server until it answers hash, the master

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -33,6 +34,11 @@ type Config struct {
 	Listen []string
 	// NginxBinary is the nginx executable (default "nginx").
 	NginxBinary string
+	// NginxModules is the directory of nginx's dynamic modules, which must
+	// hold ndk_http_module.so and ngx_http_lua_module.so (default
+	// "/usr/lib/nginx/modules", where Debian's libnginx-mod-http-lua puts
+	// them).
+	NginxModules string
 	// BaseDomain is named on the page of the default server (optional).
 	BaseDomain string
 	Store      *state.Store
@@ -45,6 +51,13 @@ type Config struct {
 	// ReloadTimeout is how long nginx has to serve a new config after a
 	// reload or start (default 30s).
 	ReloadTimeout time.Duration
+	// ReloadDrain is how long nginx closes each client connection after
+	// its response before a reload, so keep-alive clients move to new
+	// connections before the reload closes the idle ones (default 2s;
+	// negative: no drain). Routing changes never reload; only a change of
+	// the config itself (listen addresses, base domain, an agent upgrade)
+	// does.
+	ReloadDrain time.Duration
 }
 
 // Proxy runs this node's nginx and keeps it routing the formations whose
@@ -105,6 +118,22 @@ func New(cfg Config) (*Proxy, error) {
 	bin, err := exec.LookPath(cfg.NginxBinary)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: nginx binary %q not found: install nginx or pass --nginx: %w", cfg.NginxBinary, err)
+	}
+	if cfg.NginxModules == "" {
+		cfg.NginxModules = "/usr/lib/nginx/modules"
+	}
+	mods, err := filepath.Abs(cfg.NginxModules)
+	if err != nil || !safePath.MatchString(mods) {
+		return nil, fmt.Errorf("proxy: nginx modules directory %q: use a path of letters, digits and _./@+,:=-", cfg.NginxModules)
+	}
+	cfg.NginxModules = mods
+	for _, m := range modules {
+		if _, err := os.Stat(filepath.Join(cfg.NginxModules, m)); err != nil {
+			return nil, fmt.Errorf("proxy: nginx module %s not found: install libnginx-mod-http-lua (apt-get install libnginx-mod-http-lua) or point NginxModules at its directory: %w", m, err)
+		}
+	}
+	if cfg.ReloadDrain == 0 {
+		cfg.ReloadDrain = 2 * time.Second
 	}
 	if cfg.Resync <= 0 {
 		cfg.Resync = 30 * time.Second
@@ -170,9 +199,17 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 }
 
-// prepare creates the prefix and reads what was applied before.
+// prepare creates the prefix and reads what was applied before. The prefix
+// is private to the agent's user: whoever may connect to the control socket
+// in it can change the routing.
 func (p *Proxy) prepare() error {
-	dirs := []string{p.paths.Prefix, p.paths.logs()}
+	if err := os.MkdirAll(p.paths.Prefix, 0o700); err != nil {
+		return fmt.Errorf("proxy: create %s: %w", p.paths.Prefix, err)
+	}
+	if err := os.Chmod(p.paths.Prefix, 0o700); err != nil {
+		return fmt.Errorf("proxy: make %s private: %w", p.paths.Prefix, err)
+	}
+	dirs := []string{p.paths.logs()}
 	for _, d := range tempDirs {
 		dirs = append(dirs, p.paths.temp(d))
 	}
@@ -202,9 +239,10 @@ func (p *Proxy) prepare() error {
 }
 
 // Pass runs one reconcile pass: read the state, render, bring nginx to the
-// config, write acks. A config nginx -t rejects is not an error of the pass
-// (it is reported in the acks and retried on the next pass); an nginx that
-// cannot be reloaded or started is.
+// config and the routes, write acks. A config nginx -t rejects is not an
+// error of the pass (it is reported in the acks of the formations that
+// could not move and retried on the next pass); an nginx that cannot be
+// reloaded, started or given the routes is.
 func (p *Proxy) Pass(ctx context.Context) error {
 	if err := p.prepare(); err != nil {
 		return err
@@ -222,16 +260,20 @@ func (p *Proxy) Pass(ctx context.Context) error {
 		}
 	}
 	p.lastErrs = c.Errors
-	conf, hash := render(renderInput{Paths: p.paths, Listen: p.cfg.Listen, User: p.user, BaseDomain: p.cfg.BaseDomain, Sites: c.Sites})
-	applyErr := p.apply(ctx, conf, hash, len(c.Sites))
-	var checkErr *checkError
-	if applyErr == nil {
+	conf, hash := render(renderInput{Paths: p.paths, Listen: p.cfg.Listen, User: p.user, BaseDomain: p.cfg.BaseDomain, Modules: p.cfg.NginxModules})
+	table, version := renderRoutes(c.Sites)
+	routed, applyErr := p.apply(ctx, conf, hash, table, version)
+	if routed {
+		p.m.formations.Set(float64(len(c.Sites)))
 		if err := p.setLive(c.Want); err != nil {
 			p.log.Warn("cannot record the routes applied", "node", p.cfg.Node, "error", err)
 		}
-	} else if !errors.As(applyErr, &checkErr) {
-		// nginx could not be reloaded or started: acks are left alone (they
-		// describe what the running nginx serves) and the pass retries.
+	}
+	var checkErr *checkError
+	if applyErr != nil && !errors.As(applyErr, &checkErr) {
+		// nginx could not be reloaded, started or given the routes: acks
+		// are left alone (they describe what the running nginx serves) and
+		// the pass retries.
 		return applyErr
 	}
 	if err := p.writeAcks(ctx, w, c, applyErr); err != nil {
@@ -246,8 +288,67 @@ type checkError struct{ err error }
 func (e *checkError) Error() string { return e.err.Error() }
 func (e *checkError) Unwrap() error { return e.err }
 
-// apply brings nginx to conf.
-func (p *Proxy) apply(ctx context.Context, conf []byte, hash string, sites int) error {
+// apply brings nginx to conf and makes it route by table. routed tells
+// whether nginx routes by table when it returns: it may, with a checkError,
+// when nginx -t rejected conf but the running nginx took the routes.
+func (p *Proxy) apply(ctx context.Context, conf []byte, hash string, table []byte, version string) (routed bool, err error) {
+	// The routes file first: an nginx that starts from here on (now, or
+	// after a crash) routes by it from its first request.
+	if err := p.writeTable(table); err != nil {
+		return false, err
+	}
+	cfgErr := p.applyConfig(ctx, conf, hash)
+	var checkErr *checkError
+	if cfgErr != nil && (!errors.As(cfgErr, &checkErr) || p.ngx.master() == 0) {
+		return false, cfgErr
+	}
+	if err := p.applyRoutes(ctx, table, version); err != nil {
+		if cfgErr != nil {
+			return false, cfgErr // the config nginx still runs may not take routes
+		}
+		return false, err
+	}
+	return true, cfgErr
+}
+
+// applyRoutes makes the running nginx route by table, without a reload.
+func (p *Proxy) applyRoutes(ctx context.Context, table []byte, version string) error {
+	live, err := p.ngx.routesVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if live == version {
+		return nil
+	}
+	p.m.routeUpdates.Inc()
+	if err := p.ngx.putRoutes(ctx, table, version); err != nil {
+		if ctx.Err() == nil {
+			p.m.routeFailures.Inc()
+		}
+		return err
+	}
+	p.log.Info("nginx routes by the new routing", "node", p.cfg.Node, "version", version[:12])
+	return nil
+}
+
+// writeTable writes the routes file nginx loads when it starts.
+func (p *Proxy) writeTable(table []byte) error {
+	if old, err := os.ReadFile(p.paths.table()); err == nil && bytes.Equal(old, table) {
+		return nil
+	}
+	tmp := p.paths.table() + ".tmp"
+	if err := os.WriteFile(tmp, table, 0o644); err != nil {
+		return fmt.Errorf("proxy: write routes: %w", err)
+	}
+	if err := os.Rename(tmp, p.paths.table()); err != nil {
+		return fmt.Errorf("proxy: write routes: %w", err)
+	}
+	return nil
+}
+
+// applyConfig brings nginx to conf: nothing when it serves it, else a
+// checked install and a start, or a reload preceded by a drain.
+func (p *Proxy) applyConfig(ctx context.Context, conf []byte, hash string) error {
 	pid := p.ngx.master()
 	var live string
 	if pid != 0 {
@@ -256,7 +357,6 @@ func (p *Proxy) apply(ctx context.Context, conf []byte, hash string, sites int) 
 	onDisk, _ := os.ReadFile(p.paths.conf())
 	st := planNginx(conf, hash, onDisk, pid != 0, live)
 	if st.Action == actNone {
-		p.m.formations.Set(float64(sites))
 		return nil
 	}
 	if st.Write {
@@ -268,17 +368,29 @@ func (p *Proxy) apply(ctx context.Context, conf []byte, hash string, sites int) 
 	start := time.Now()
 	var err error
 	var old []int
+	drained := false
 	if st.Action == actStart {
 		err = p.ngx.start(ctx)
 	} else {
 		old = workers(pid)
-		err = p.ngx.reload(pid)
+		drained = p.drain(ctx)
+		if err = ctx.Err(); err == nil {
+			err = p.ngx.reload(pid)
+		}
 	}
 	if err == nil {
 		err = p.ngx.waitHash(ctx, hash, p.cfg.ReloadTimeout)
 	}
 	if err == nil && st.Action == actReload {
 		err = p.ngx.waitRetired(ctx, old, p.cfg.ReloadTimeout)
+	}
+	if drained {
+		// Also when the reload failed or ctx ended: clients should not
+		// lose keep-alive for longer than the reload took.
+		if uerr := p.ngx.undrain(context.WithoutCancel(ctx)); uerr != nil {
+			// The drain ends by itself after ReloadDrain+ReloadTimeout.
+			p.log.Warn("cannot end the drain; it ends by itself", "node", p.cfg.Node, "error", uerr)
+		}
 	}
 	if err != nil {
 		if ctx.Err() == nil {
@@ -288,10 +400,33 @@ func (p *Proxy) apply(ctx context.Context, conf []byte, hash string, sites int) 
 	}
 	d := time.Since(start)
 	p.m.reloadDuration.Observe(d.Seconds())
-	p.m.formations.Set(float64(sites))
 	p.log.Info("nginx serves the new config", "node", p.cfg.Node, "action", st.Action.String(), "reason", st.Reason,
-		"formations", sites, "pid", p.ngx.master(), "seconds", d.Seconds())
+		"pid", p.ngx.master(), "seconds", d.Seconds())
 	return nil
+}
+
+// drain makes nginx close client connections after their response for
+// ReloadDrain before a reload. A client that sends on a keep-alive
+// connection during the drain gets Connection: close and moves to a new
+// one, so when the reload retires the old workers, which close their idle
+// connections, only connections idle for the whole drain are left to meet
+// that close. It reports whether nginx drains (a config from before
+// draining existed cannot).
+func (p *Proxy) drain(ctx context.Context) bool {
+	if p.cfg.ReloadDrain <= 0 {
+		return false
+	}
+	if err := p.ngx.drain(ctx, p.cfg.ReloadDrain+p.cfg.ReloadTimeout); err != nil {
+		p.log.Info("reloading without a drain: nginx cannot drain", "node", p.cfg.Node, "error", err)
+		return false
+	}
+	t := time.NewTimer(p.cfg.ReloadDrain)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return true
 }
 
 // install stages conf next to nginx.conf, checks it with nginx -t and

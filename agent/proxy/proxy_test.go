@@ -1,13 +1,16 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,7 +18,6 @@ import (
 
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/etcdtest"
-	"github.com/deis/deis/testing/need"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -46,6 +48,17 @@ type fixture struct {
 	store *state.Store
 	dir   string
 	port  int
+	node  string // "" means n1
+	base  string // BaseDomain; "" means localhost
+	drain time.Duration
+	mods  string // NginxModules; "" means the default
+}
+
+func (fx *fixture) nodeName() string {
+	if fx.node == "" {
+		return "n1"
+	}
+	return fx.node
 }
 
 func (fx *fixture) put(key string, v any) int64 {
@@ -67,9 +80,13 @@ func (fx *fixture) routing(f string, domains []string, addrs ...string) int64 {
 func (fx *fixture) run() (*Proxy, *prometheus.Registry, func()) {
 	fx.t.Helper()
 	reg := prometheus.NewRegistry()
+	base := fx.base
+	if base == "" {
+		base = "localhost"
+	}
 	p, err := New(Config{
-		Node: "n1", StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: "localhost",
-		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second,
+		Node: fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
+		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second, ReloadDrain: fx.drain, NginxModules: fx.mods,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -119,10 +136,10 @@ func (fx *fixture) mustGet(host string) (int, string) {
 	return code, body
 }
 
-// ack reads n1's ack of formation f.
+// ack reads the fixture node's ack of formation f.
 func (fx *fixture) ack(f string) state.ProxyAck {
 	var a state.ProxyAck
-	_, _ = fx.store.Get(context.Background(), fx.store.Keys.ProxyAck(f, "n1"), &a)
+	_, _ = fx.store.Get(context.Background(), fx.store.Keys.ProxyAck(f, fx.nodeName()), &a)
 	return a
 }
 
@@ -176,7 +193,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 func TestProxyServesAcksAndSurvives(t *testing.T) {
-	need.Nginx(t)
+	needNginxLua(t)
 	_, cli := etcdtest.Start(t)
 	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
 	k := fx.store.Keys
@@ -234,6 +251,7 @@ func TestProxyServesAcksAndSurvives(t *testing.T) {
 	if n := metric(t, reg, "deis_proxy_formations"); n != 2 {
 		t.Errorf("deis_proxy_formations = %v, want 2", n)
 	}
+	reloads := metric(t, reg, "deis_proxy_reloads_total")
 
 	// A new routing switches traffic, and is acked only once live.
 	rev2 := fx.routing("hello", []string{"hello.localhost"}, addr(two))
@@ -241,13 +259,13 @@ func TestProxyServesAcksAndSurvives(t *testing.T) {
 	if code, body := fx.mustGet("hello.localhost"); code != 200 || body != "backend-two" {
 		t.Fatalf("after switch: %d %q, want backend-two", code, body)
 	}
-	reloads := metric(t, reg, "deis_proxy_reloads_total")
+	updates := metric(t, reg, "deis_proxy_route_updates_total")
 
-	// The same content at a new revision is acked without a reload.
+	// The same content at a new revision is acked without touching nginx.
 	rev3 := fx.routing("hello", []string{"hello.localhost"}, addr(two))
 	fx.waitAck("hello", rev3)
-	if n := metric(t, reg, "deis_proxy_reloads_total"); n != reloads {
-		t.Errorf("a routing with the same content reloaded nginx (%v -> %v reloads)", reloads, n)
+	if n := metric(t, reg, "deis_proxy_route_updates_total"); n != updates {
+		t.Errorf("a routing with the same content was pushed to nginx (%v -> %v updates)", updates, n)
 	}
 
 	// An injected domain is refused: the last good routing keeps serving and
@@ -262,18 +280,14 @@ func TestProxyServesAcksAndSurvives(t *testing.T) {
 		t.Errorf("after injected domain: %d %q, want backend-two", code, body)
 	}
 
-	// A config nginx -t rejects (an upstream host that does not resolve) is
-	// never installed.
+	// An upstream that is not an IP address is refused as well.
 	fx.routing("hello", []string{"hello.localhost"}, "no-such-host.invalid:80")
-	eventually(t, "ack error for the rejected config", func() bool { return strings.Contains(fx.ack("hello").Error, "nginx rejected") })
+	eventually(t, "ack error for the host name upstream", func() bool { return strings.Contains(fx.ack("hello").Error, "must be an IP address") })
 	if a := fx.ack("hello"); a.Revision != rev3 {
-		t.Errorf("ack after rejected config = %+v, want revision %d", a, rev3)
-	}
-	if n := metric(t, reg, "deis_proxy_config_check_failures_total"); n < 1 {
-		t.Errorf("deis_proxy_config_check_failures_total = %v", n)
+		t.Errorf("ack after refused upstream = %+v, want revision %d", a, rev3)
 	}
 	if code, body := fx.mustGet("hello.localhost"); code != 200 || body != "backend-two" {
-		t.Errorf("after rejected config: %d %q, want backend-two", code, body)
+		t.Errorf("after refused upstream: %d %q, want backend-two", code, body)
 	}
 	// Fixing the databag heals it.
 	rev4 := fx.routing("hello", []string{"hello.localhost"}, addr(one))
@@ -282,6 +296,10 @@ func TestProxyServesAcksAndSurvives(t *testing.T) {
 	}
 	if code, body := fx.mustGet("hello.localhost"); code != 200 || body != "backend-one" {
 		t.Errorf("after fix: %d %q, want backend-one", code, body)
+	}
+	// No routing change reloaded nginx.
+	if n := metric(t, reg, "deis_proxy_reloads_total"); n != reloads {
+		t.Errorf("routing changes reloaded nginx (%v -> %v reloads)", reloads, n)
 	}
 
 	// Run returning leaves nginx serving.
@@ -318,7 +336,7 @@ func TestProxyServesAcksAndSurvives(t *testing.T) {
 // socket and a worker holding the port; the next Proxy retires the worker
 // and starts a new master.
 func TestStartsAfterKill(t *testing.T) {
-	need.Nginx(t)
+	needNginxLua(t)
 	_, cli := etcdtest.Start(t)
 	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
 	k := fx.store.Keys
@@ -345,11 +363,175 @@ func TestStartsAfterKill(t *testing.T) {
 	if len(p.ngx.orphans()) == 0 {
 		t.Error("no orphaned worker found after killing the master")
 	}
-	p2, _, stop2 := fx.run()
+	p2, reg2, stop2 := fx.run()
 	defer stop2()
 	eventually(t, "a new master", func() bool { pid := p2.ngx.master(); return pid != 0 && pid != old })
 	eventually(t, "traffic after restart", func() bool {
 		code, body, err := fx.get(http.MethodGet, "hello.localhost", "/", nil)
 		return err == nil && code == 200 && body == "backend-one"
 	})
+	// The new nginx loaded the routes from the file the agent wrote; it
+	// needed no push.
+	if n := metric(t, reg2, "deis_proxy_route_updates_total"); n != 0 {
+		t.Errorf("deis_proxy_route_updates_total = %v after a start, want 0: nginx should route by routes.txt from its first request", n)
+	}
+}
+
+// TestRoutingWithoutReload checks what deis.lua does in nginx: host
+// lookup (exact before wildcard, as server_name), round-robin over the
+// upstreams with a dead one skipped for GET and POST, IPv6 upstreams, and
+// the drain before a reload.
+func TestRoutingWithoutReload(t *testing.T) {
+	needNginxLua(t)
+	_, cli := etcdtest.Start(t)
+	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
+	k := fx.store.Keys
+	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+	live, exact := backend(t, "live"), backend(t, "exact")
+	dead := backend(t, "dead")
+	dead.Close() // its port refuses connections
+	ups := []string{addr(dead), addr(live)}
+	want := map[string]bool{"live": true}
+	if l, err := net.Listen("tcp", "[::1]:0"); err == nil {
+		v6 := httptest.NewUnstartedServer(backend(t, "v6").Config.Handler)
+		v6.Listener.Close()
+		v6.Listener = l
+		v6.Start()
+		t.Cleanup(v6.Close)
+		ups = append(ups, addr(v6))
+		want["v6"] = true
+	} else {
+		t.Logf("no IPv6 loopback, not testing an IPv6 upstream: %v", err)
+	}
+	fx.put(k.Node("n1"), state.Node{Name: "n1", Labels: map[string]string{"role": "proxy"}})
+	for _, f := range []string{"wild", "exact"} {
+		fx.put(k.Layer(f, "proxy"), state.Layer{Type: state.LayerProxy, Selector: map[string]string{"role": "proxy"}})
+	}
+	rev := fx.routing("wild", []string{"wild.localhost", "*.wild.localhost"}, ups...)
+	revExact := fx.routing("exact", []string{"api.wild.localhost"}, addr(exact))
+	p, reg, _ := fx.run()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = p.StopNginx(ctx)
+	})
+	fx.waitAck("wild", rev)
+	fx.waitAck("exact", revExact)
+
+	seen := map[string]bool{}
+	for i := 0; i < 12; i++ {
+		host := []string{"wild.localhost", "a.wild.localhost", "a.b.wild.localhost"}[i%3]
+		code, body := fx.mustGet(host)
+		if code != 200 || !want[body] {
+			t.Errorf("GET %s: %d %q, want 200 from one of %v", host, code, body, want)
+		}
+		seen[body] = true
+		code, body, err := fx.get(http.MethodPost, host, "/echo", strings.NewReader("hello"))
+		if err != nil || code != 200 || !strings.Contains(body, " body=5 ") {
+			t.Errorf("POST %s: %d %q %v", host, code, body, err)
+		}
+	}
+	if len(seen) != len(want) {
+		t.Errorf("requests reached %v, want all of %v", seen, want)
+	}
+	if code, body := fx.mustGet("api.wild.localhost"); code != 200 || body != "exact" {
+		t.Errorf("exact domain: %d %q, want the exact formation", code, body)
+	}
+	for _, host := range []string{"xwild.localhost", "wild.localhost.other"} {
+		if code, _ := fx.mustGet(host); code != 404 {
+			t.Errorf("%s: %d, want 404", host, code)
+		}
+	}
+
+	// nginx refuses a routes text it cannot read and keeps routing.
+	if err := p.ngx.putRoutes(context.Background(), []byte("version x\ndomain a.localhost nowhere\n"), "x"); err == nil || !strings.Contains(err.Error(), "no formation line") {
+		t.Errorf("broken routes: %v, want a refusal", err)
+	}
+	if code, body := fx.mustGet("api.wild.localhost"); code != 200 || body != "exact" {
+		t.Errorf("after broken routes: %d %q, want exact", code, body)
+	}
+
+	// A drain closes keep-alive connections after their response; undrain
+	// ends it.
+	c := &http.Client{Timeout: 10 * time.Second}
+	keepAlive := func() bool {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:"+strconv.Itoa(fx.port)+"/", nil)
+		req.Host = "wild.localhost"
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return !resp.Close
+	}
+	ctx := context.Background()
+	if !keepAlive() {
+		t.Error("nginx closes connections before any drain")
+	}
+	if err := p.ngx.drain(ctx, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if keepAlive() {
+		t.Error("nginx keeps connections alive while draining")
+	}
+	if err := p.ngx.undrain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !keepAlive() {
+		t.Error("nginx still closes connections after the drain ended")
+	}
+	if n := metric(t, reg, "deis_proxy_reloads_total"); n != 1 {
+		t.Errorf("deis_proxy_reloads_total = %v, want 1 (the start)", n)
+	}
+}
+
+// TestRejectedConfigKeepsServing: a config nginx -t rejects (here: a lua
+// module that does not load) is never installed; the running nginx keeps
+// its config and still takes routing changes.
+func TestRejectedConfigKeepsServing(t *testing.T) {
+	_, mods := needNginxLua(t)
+	_, cli := etcdtest.Start(t)
+	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
+	k := fx.store.Keys
+	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+	one, two := backend(t, "backend-one"), backend(t, "backend-two")
+	fx.put(k.Node("n1"), state.Node{Name: "n1", Labels: map[string]string{"role": "proxy"}})
+	fx.put(k.Layer("hello", "proxy"), state.Layer{Type: state.LayerProxy, Selector: map[string]string{"role": "proxy"}})
+	rev := fx.routing("hello", []string{"hello.localhost"}, addr(one))
+	p, _, stop := fx.run()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = p.StopNginx(ctx)
+	})
+	fx.waitAck("hello", rev)
+	stop()
+	good, err := os.ReadFile(fx.dir + "/nginx/nginx.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	broken := t.TempDir()
+	if err := os.Symlink(filepath.Join(mods, "ndk_http_module.so"), filepath.Join(broken, "ndk_http_module.so")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(broken, "ngx_http_lua_module.so"), []byte("not a module"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fx.mods = broken
+	_, reg, stop2 := fx.run()
+	defer stop2()
+	rev2 := fx.routing("hello", []string{"hello.localhost"}, addr(two))
+	if a := fx.waitAck("hello", rev2); a.Error != "" {
+		t.Errorf("ack = %+v, want no error: the routing moved", a)
+	}
+	if code, body := fx.mustGet("hello.localhost"); code != 200 || body != "backend-two" {
+		t.Errorf("after the rejected config: %d %q, want backend-two", code, body)
+	}
+	eventually(t, "a counted config check failure", func() bool { return metric(t, reg, "deis_proxy_config_check_failures_total") >= 1 })
+	if now, _ := os.ReadFile(fx.dir + "/nginx/nginx.conf"); !bytes.Equal(now, good) {
+		t.Error("the rejected config was installed")
+	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ func (l layout) staged() string       { return filepath.Join(l.Prefix, "nginx.co
 func (l layout) pid() string          { return filepath.Join(l.Prefix, "nginx.pid") }
 func (l layout) control() string      { return filepath.Join(l.Prefix, "control.sock") }
 func (l layout) routes() string       { return filepath.Join(l.Prefix, "routes.json") }
+func (l layout) table() string        { return filepath.Join(l.Prefix, "routes.txt") }
 func (l layout) logs() string         { return filepath.Join(l.Prefix, "logs") }
 func (l layout) errorLog() string     { return filepath.Join(l.Prefix, "logs", "error.log") }
 func (l layout) accessLog() string    { return filepath.Join(l.Prefix, "logs", "access.log") }
@@ -33,16 +35,18 @@ var tempDirs = []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}
 type site struct {
 	Formation string
 	Domains   []string // sorted, unique, valid
-	Upstreams []string // host:port, sorted, unique
+	Upstreams []string // ip:port, sorted, unique
 }
 
-// renderInput is everything the config depends on.
+// renderInput is everything the nginx.conf depends on. Routing is not part
+// of it: it lives in the routes text (renderRoutes), which nginx takes
+// without a reload.
 type renderInput struct {
 	Paths      layout
 	Listen     []string
 	User       string // worker user; "" leaves the directive out
 	BaseDomain string
-	Sites      []site // sorted by formation
+	Modules    string // directory of nginx's dynamic modules
 }
 
 // hashToken stands in for the config hash while the hash is computed; no
@@ -65,26 +69,22 @@ func validateListen(s string) error {
 	return nil
 }
 
-// validateUpstream checks and normalises an upstream address: an IP or a
-// DNS name, and a port.
+// validateUpstream checks and normalises an upstream address: an IP
+// address and a port. Host names are refused: nginx's balancer takes
+// addresses, and the runtime agent publishes containers on its node's IP.
 func validateUpstream(a string) (string, error) {
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {
-		return "", fmt.Errorf("invalid upstream address %q: use host:port", a)
+		return "", fmt.Errorf("invalid upstream address %q: use ip:port", a)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port {
 		return "", fmt.Errorf("invalid upstream address %q: the port must be a number from 1 to 65535", a)
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		if ip.To4() == nil && strings.Contains(host, "%") {
-			return "", fmt.Errorf("invalid upstream address %q: zoned IPv6 addresses are not supported", a)
-		}
-		return net.JoinHostPort(ip.String(), port), nil
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return "", fmt.Errorf("invalid upstream address %q: the host must be an IP address (the runtime agent publishes containers on its node's IP)", a)
 	}
-	if strings.HasPrefix(host, "*") || state.ValidateDomain(host) != nil {
-		return "", fmt.Errorf("invalid upstream address %q: the host must be an IP address or a DNS name", a)
-	}
-	return net.JoinHostPort(host, port), nil
+	return net.JoinHostPort(ip.String(), port), nil
 }
 
 // siteFor turns a routing databag into a site, refusing it as a whole when
@@ -126,16 +126,51 @@ func siteFor(f string, r *state.Routing) (site, error) {
 	return s, nil
 }
 
-func upstreamName(f string) string { return "deis_" + f }
+// renderRoutes writes the routes text for sites (sorted by formation) and
+// returns it with its version, a hash of everything after the version line.
+// deis.lua reads it; every value in it was validated by siteFor.
+func renderRoutes(sites []site) ([]byte, string) {
+	var b strings.Builder
+	for _, s := range sites {
+		b.WriteString("formation " + s.Formation)
+		for _, u := range s.Upstreams {
+			b.WriteString(" " + u)
+		}
+		b.WriteString("\n")
+	}
+	for _, s := range sites {
+		for _, d := range s.Domains {
+			b.WriteString("domain " + d + " " + s.Formation + "\n")
+		}
+	}
+	sum := sha256.Sum256([]byte(b.String()))
+	version := hex.EncodeToString(sum[:])
+	return []byte("# Written by deis-agent (proxy role); nginx loads it at start, the agent pushes it on the control socket.\n" +
+		"version " + version + "\n" + b.String()), version
+}
+
+//go:embed deis.lua
+var deisLua string
+
+// Paths of the dynamic modules the config loads, relative to
+// renderInput.Modules. Debian: libnginx-mod-http-ndk, libnginx-mod-http-lua.
+var modules = []string{"ndk_http_module.so", "ngx_http_lua_module.so"}
 
 // render writes the whole nginx.conf for in and returns it with its hash.
 // The same input always gives the same bytes. The hash is of the config with
 // hashToken in place of the hash; the control server answers it.
+//
+// The config holds no formation: one server takes every host, and deis.lua
+// routes it by the routes text in the shared dict deis_routes.
 func render(in renderInput) ([]byte, string) {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	p := in.Paths
-	w("# Written by deis-agent (proxy role). Do not edit: every routing change rewrites it.")
+	w("# Written by deis-agent (proxy role). Do not edit. Routing changes do not")
+	w("# rewrite it: they reach nginx through the control socket (see routes.txt).")
+	for _, m := range modules {
+		w("load_module %q;", filepath.Join(in.Modules, m))
+	}
 	w("daemon on;")
 	w("master_process on;")
 	if in.User != "" {
@@ -154,7 +189,7 @@ func render(in renderInput) ([]byte, string) {
 	w("http {")
 	w("    default_type text/plain;")
 	w("    server_tokens off;")
-	w("    log_format deis '$remote_addr [$time_local] \"$host\" \"$request\" $status $body_bytes_sent $request_time \"$upstream_addr\" $upstream_response_time';")
+	w("    log_format deis '$remote_addr [$time_local] \"$host\" \"$request\" $status $body_bytes_sent $request_time \"$deis_formation\" \"$upstream_addr\" $upstream_response_time';")
 	w("    access_log %q deis;", p.accessLog())
 	w("    client_body_temp_path %q;", p.temp("client_body"))
 	w("    proxy_temp_path %q;", p.temp("proxy"))
@@ -162,10 +197,10 @@ func render(in renderInput) ([]byte, string) {
 	w("    uwsgi_temp_path %q;", p.temp("uwsgi"))
 	w("    scgi_temp_path %q;", p.temp("scgi"))
 	w("    client_max_body_size 0;")
-	w("    keepalive_timeout 65;")
+	w("    # Longer than the idle timeout of common clients (Go's is 90s), so the")
+	w("    # client, not nginx, closes an idle connection: no request races a close.")
+	w("    keepalive_timeout 120s;")
 	w("    keepalive_requests 100000;")
-	w("    server_names_hash_max_size 4096;")
-	w("    server_names_hash_bucket_size 256;")
 	w("    # Upgrade (WebSocket) requests pass Connection: upgrade; every other")
 	w("    # request sends an empty Connection header so upstream keepalive works.")
 	w("    map $http_upgrade $connection_upgrade {")
@@ -173,12 +208,42 @@ func render(in renderInput) ([]byte, string) {
 	w("        \"\" \"\";")
 	w("    }")
 	w("")
-	w("    # Control server: answers the hash of the config nginx serves.")
+	w("    # Routing lives here, not in this file; it survives reloads.")
+	w("    lua_shared_dict deis_routes 32m;")
+	w("    init_by_lua_block {")
+	w("        package.loaded.deis = (function()")
+	b.WriteString(deisLua)
+	w("        end)()")
+	w("    }")
+	w("    init_worker_by_lua_block {")
+	w("        require(\"deis\").init_worker(%q)", p.table())
+	w("    }")
+	w("    upstream deis_apps {")
+	w("        server 0.0.0.1; # never used: deis.lua picks each peer")
+	w("        balancer_by_lua_block {")
+	w("            require(\"deis\").balance()")
+	w("        }")
+	w("        keepalive 320;")
+	w("    }")
+	w("")
+	w("    # Control server: the hash of this config, the routes, draining.")
 	w("    server {")
 	w("        listen unix:%s;", p.control())
 	w("        access_log off;")
+	w("        client_max_body_size 32m;")
+	w("        client_body_buffer_size 32m;")
 	w("        location = /config {")
 	w("            return 200 \"%s\";", hashToken)
+	w("        }")
+	w("        location = /routes {")
+	w("            content_by_lua_block {")
+	w("                require(\"deis\").control_routes()")
+	w("            }")
+	w("        }")
+	w("        location = /drain {")
+	w("            content_by_lua_block {")
+	w("                require(\"deis\").control_drain()")
+	w("            }")
 	w("        }")
 	w("        location / {")
 	w("            return 404;")
@@ -190,54 +255,54 @@ func render(in renderInput) ([]byte, string) {
 		w("        listen %s default_server;", l)
 	}
 	w("        server_name _;")
+	w("        set $deis_formation \"\";")
 	w("        location / {")
+	w("            rewrite_by_lua_block {")
+	w("                require(\"deis\").route(true)")
+	w("            }")
+	proxyTo(w)
+	w("        }")
+	w("        # Before a reload: the same, but the connection closes after the")
+	w("        # response (Connection: close), so the client does not reuse it.")
+	w("        location @drain {")
+	w("            keepalive_timeout 0;")
+	w("            rewrite_by_lua_block {")
+	w("                require(\"deis\").route(false)")
+	w("            }")
+	proxyTo(w)
+	w("        }")
+	w("        location @notfound {")
 	msg := "no app is configured for this host"
 	if in.BaseDomain != "" {
 		msg += "; apps are served at APP." + in.BaseDomain
 	}
 	w("            return 404 \"%s\\n\";", msg)
 	w("        }")
+	w("        location @unready {")
+	w("            add_header Retry-After 5 always;")
+	w("            return 503 \"no container of app $deis_formation is ready yet; try again shortly\\n\";")
+	w("        }")
 	w("    }")
-	for _, s := range in.Sites {
-		w("")
-		w("    # formation %s", s.Formation)
-		if len(s.Upstreams) > 0 {
-			w("    upstream %s {", upstreamName(s.Formation))
-			for _, u := range s.Upstreams {
-				w("        server %s max_fails=0;", u)
-			}
-			w("        keepalive 32;")
-			w("    }")
-		}
-		w("    server {")
-		for _, l := range in.Listen {
-			w("        listen %s;", l)
-		}
-		w("        server_name %s;", strings.Join(s.Domains, " "))
-		w("        location / {")
-		if len(s.Upstreams) == 0 {
-			w("            add_header Retry-After 5 always;")
-			w("            return 503 \"no container of app %s is ready yet; try again shortly\\n\";", s.Formation)
-		} else {
-			w("            proxy_pass http://%s;", upstreamName(s.Formation))
-			w("            proxy_http_version 1.1;")
-			w("            proxy_set_header Upgrade $http_upgrade;")
-			w("            proxy_set_header Connection $connection_upgrade;")
-			w("            proxy_set_header Host $host;")
-			w("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
-			w("            proxy_set_header X-Forwarded-Proto $scheme;")
-			w("            proxy_set_header X-Forwarded-Port $server_port;")
-			w("            proxy_set_header X-Request-Start \"t=${msec}\";")
-			w("            proxy_next_upstream error timeout http_502 http_503 non_idempotent;")
-			w("            proxy_connect_timeout 5s;")
-			w("            proxy_read_timeout 60s;")
-		}
-		w("        }")
-		w("    }")
-	}
 	w("}")
 	conf := b.String()
 	sum := sha256.Sum256([]byte(conf))
 	hash := hex.EncodeToString(sum[:])
 	return []byte(strings.Replace(conf, hashToken, hash, 1)), hash
+}
+
+// proxyTo writes the directives that pass a request to the formation's
+// upstreams.
+func proxyTo(w func(string, ...any)) {
+	w("            proxy_pass http://deis_apps;")
+	w("            proxy_http_version 1.1;")
+	w("            proxy_set_header Upgrade $http_upgrade;")
+	w("            proxy_set_header Connection $connection_upgrade;")
+	w("            proxy_set_header Host $host;")
+	w("            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;")
+	w("            proxy_set_header X-Forwarded-Proto $scheme;")
+	w("            proxy_set_header X-Forwarded-Port $server_port;")
+	w("            proxy_set_header X-Request-Start \"t=${msec}\";")
+	w("            proxy_next_upstream error timeout http_502 http_503 non_idempotent;")
+	w("            proxy_connect_timeout 5s;")
+	w("            proxy_read_timeout 60s;")
 }

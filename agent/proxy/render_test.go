@@ -12,56 +12,85 @@ import (
 	"github.com/deis/deis/testing/need"
 )
 
-func testInput(sites ...site) renderInput {
-	return renderInput{Paths: layout{Prefix: "/var/lib/deis-agent/nginx"}, Listen: []string{"8080", "[::]:8080"}, BaseDomain: "example.com", Sites: sites}
+func testInput() renderInput {
+	return renderInput{Paths: layout{Prefix: "/var/lib/deis-agent/nginx"}, Listen: []string{"8080", "[::]:8080"}, BaseDomain: "example.com", Modules: "/usr/lib/nginx/modules"}
 }
 
-func TestRenderDeterministic(t *testing.T) {
+func TestRenderRoutesDeterministic(t *testing.T) {
 	a := []*state.Routing{
 		{Formation: "web", Domains: []string{"web.example.com", "www.web.com", "web.example.com"}, Upstreams: []state.Upstream{
 			{Container: "web.v2.web.2", Addr: "10.0.0.2:49001"}, {Container: "web.v2.web.1", Addr: "10.0.0.1:49000"}}},
 		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}},
+		{Formation: "idle", Domains: []string{"*.idle.example.com"}, Upstreams: []state.Upstream{}},
 	}
 	// Same content in another order.
 	b := []*state.Routing{
+		{Formation: "idle", Domains: []string{"*.idle.example.com"}},
 		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}},
 		{Formation: "web", Domains: []string{"www.web.com", "web.example.com"}, Upstreams: []state.Upstream{
 			{Container: "web.v2.web.1", Addr: "10.0.0.1:49000"}, {Container: "web.v2.web.2", Addr: "10.0.0.2:49001"}}},
 	}
-	conf := func(rs []*state.Routing) ([]byte, string) {
+	routes := func(rs []*state.Routing) ([]byte, string) {
 		w := &world{Proxied: map[string]bool{}, Routings: map[string]routingAt{}}
 		for i, r := range rs {
 			w.Proxied[r.Formation] = true
 			w.Routings[r.Formation] = routingAt{Revision: int64(10 + i), Doc: r}
 		}
-		return render(testInput(choose(w, nil).Sites...))
+		return renderRoutes(choose(w, nil).Sites)
 	}
-	c1, h1 := conf(a)
-	c2, h2 := conf(b)
+	t1, v1 := routes(a)
+	t2, v2 := routes(b)
+	if !bytes.Equal(t1, t2) || v1 != v2 {
+		t.Fatalf("same routing rendered differently:\n%s\n---\n%s", t1, t2)
+	}
+	want := "version " + v1 + "\n" +
+		"formation api 10.0.0.3:49002\n" +
+		"formation idle\n" +
+		"formation web 10.0.0.1:49000 10.0.0.2:49001\n" +
+		"domain api.example.com api\n" +
+		"domain *.idle.example.com idle\n" +
+		"domain web.example.com web\n" +
+		"domain www.web.com web\n"
+	if _, body, _ := strings.Cut(string(t1), "\n"); body != want {
+		t.Errorf("routes =\n%s\nwant\n%s", body, want)
+	}
+	// A different upstream changes the version.
+	b[2].Upstreams[1].Addr = "10.0.0.9:49001"
+	if _, v3 := routes(b); v3 == v1 {
+		t.Error("changed routing kept the version")
+	}
+}
+
+func TestRenderConfig(t *testing.T) {
+	c1, h1 := render(testInput())
+	c2, h2 := render(testInput())
 	if !bytes.Equal(c1, c2) || h1 != h2 {
-		t.Fatalf("same routing rendered differently:\n%s\n---\n%s", c1, c2)
+		t.Fatal("same input rendered differently")
 	}
 	for _, want := range []string{
-		"server_name web.example.com www.web.com;",
-		"server 10.0.0.1:49000 max_fails=0;\n        server 10.0.0.2:49001 max_fails=0;\n        keepalive 32;",
-		"proxy_pass http://deis_web;",
+		`load_module "/usr/lib/nginx/modules/ndk_http_module.so";`,
+		`load_module "/usr/lib/nginx/modules/ngx_http_lua_module.so";`,
 		"listen [::]:8080 default_server;",
 		`return 200 "` + h1 + `";`,
 		"keepalive_requests 100000;",
 		"worker_shutdown_timeout 60s;",
+		"lua_shared_dict deis_routes",
+		`require("deis").init_worker("/var/lib/deis-agent/nginx/routes.txt")`,
+		"location @drain {\n            keepalive_timeout 0;",
+		`return 404 "no app is configured for this host; apps are served at APP.example.com\n";`,
 		`client_body_temp_path "/var/lib/deis-agent/nginx/temp/client_body";`,
 	} {
 		if !strings.Contains(string(c1), want) {
 			t.Errorf("config lacks %q:\n%s", want, c1)
 		}
 	}
-	if strings.Index(string(c1), "formation api") > strings.Index(string(c1), "formation web") {
-		t.Error("formations are not sorted")
+	if strings.Count(string(c1), "proxy_pass http://deis_apps;") != 2 {
+		t.Error("both app locations must proxy to deis_apps")
 	}
-	// A different upstream changes the hash.
-	b[1].Upstreams[1].Addr = "10.0.0.9:49001"
-	if _, h3 := conf(b); h3 == h1 {
-		t.Error("changed routing kept the hash")
+	in := testInput()
+	in.Listen = []string{"8081"}
+	if _, h3 := render(in); h3 == h1 {
+		t.Error("changed listen kept the hash")
 	}
 }
 
@@ -81,6 +110,8 @@ func TestSiteForRefusesInjection(t *testing.T) {
 		{"upstream without port", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "127.0.0.1"}}}},
 		{"upstream port out of range", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "127.0.0.1:70000"}}}},
 		{"upstream host with brace", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "a}b:80"}}}},
+		{"upstream host name", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "node-1.internal:5001"}}}},
+		{"zoned upstream", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "[fe80::1%eth0]:5001"}}}},
 		{"routing names another formation", state.Routing{Formation: "other", Domains: []string{"ok.com"}}},
 	} {
 		if s, err := siteFor("app", &tc.r); err == nil {
@@ -90,26 +121,12 @@ func TestSiteForRefusesInjection(t *testing.T) {
 	if _, err := siteFor("bad;name", &state.Routing{Domains: []string{"ok.com"}}); err == nil {
 		t.Error("bad formation name accepted")
 	}
-	s, err := siteFor("app", &state.Routing{Domains: []string{"*.app.com", "app.com"}, Upstreams: []state.Upstream{{Addr: "[::1]:5000"}, {Addr: "node-1.internal:5001"}}})
+	s, err := siteFor("app", &state.Routing{Domains: []string{"*.app.com", "app.com"}, Upstreams: []state.Upstream{{Addr: "[::1]:5000"}, {Addr: "10.0.0.1:5001"}, {Addr: "[::ffff:10.0.0.2]:5002"}}})
 	if err != nil {
 		t.Fatalf("valid routing refused: %v", err)
 	}
-	if strings.Join(s.Upstreams, " ") != "[::1]:5000 node-1.internal:5001" {
+	if strings.Join(s.Upstreams, " ") != "10.0.0.1:5001 10.0.0.2:5002 [::1]:5000" {
 		t.Errorf("upstreams = %v", s.Upstreams)
-	}
-}
-
-func TestRenderEmptyUpstreams(t *testing.T) {
-	conf, _ := render(testInput(site{Formation: "idle", Domains: []string{"idle.example.com"}}))
-	c := string(conf)
-	if strings.Contains(c, "upstream deis_idle") || strings.Contains(c, "proxy_pass http://deis_idle") {
-		t.Errorf("formation without upstreams got an upstream block:\n%s", c)
-	}
-	if !strings.Contains(c, "return 503 \"no container of app idle is ready yet") {
-		t.Errorf("formation without upstreams does not answer 503:\n%s", c)
-	}
-	if !strings.Contains(c, "return 404 \"no app is configured for this host") {
-		t.Errorf("no default server 404:\n%s", c)
 	}
 }
 
@@ -126,10 +143,10 @@ func TestValidateListen(t *testing.T) {
 	}
 }
 
-// TestRenderPassesNginxCheck runs the real nginx -t over a rendered config
-// with every kind of server block.
+// TestRenderPassesNginxCheck runs the real nginx -t over a rendered config,
+// which also runs deis.lua's top level.
 func TestRenderPassesNginxCheck(t *testing.T) {
-	bin := need.Nginx(t)
+	bin, mods := needNginxLua(t)
 	prefix := filepath.Join(t.TempDir(), "nginx")
 	l := layout{Prefix: prefix}
 	for _, d := range append([]string{l.logs()}, l.temp("client_body"), l.temp("proxy"), l.temp("fastcgi"), l.temp("uwsgi"), l.temp("scgi")) {
@@ -137,10 +154,7 @@ func TestRenderPassesNginxCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in := renderInput{Paths: layout{Prefix: prefix}, Listen: []string{"127.0.0.1:1", "[::1]:1"}, BaseDomain: "example.com", Sites: []site{
-		{Formation: "idle", Domains: []string{"idle.example.com"}},
-		{Formation: "web", Domains: []string{"*.web.com", "web.example.com"}, Upstreams: []string{"127.0.0.1:5000", "[::1]:5001"}},
-	}}
+	in := renderInput{Paths: layout{Prefix: prefix}, Listen: []string{"127.0.0.1:1", "[::1]:1"}, BaseDomain: "example.com", Modules: mods}
 	if os.Geteuid() == 0 {
 		in.User = "root"
 	}
@@ -152,4 +166,22 @@ func TestRenderPassesNginxCheck(t *testing.T) {
 	if out, err := exec.Command(bin, "-t", "-p", prefix, "-c", path, "-e", filepath.Join(prefix, "logs", "error.log")).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s\n%s", err, out, conf)
 	}
+}
+
+// needNginxLua requires nginx and its lua module (Debian:
+// libnginx-mod-http-lua) and returns the binary and the modules directory.
+// Like testing/need, it skips on a laptop and fails when CI is set.
+func needNginxLua(t testing.TB) (bin, dir string) {
+	t.Helper()
+	bin = need.Nginx(t)
+	dir = "/usr/lib/nginx/modules"
+	for _, m := range modules {
+		if _, err := os.Stat(filepath.Join(dir, m)); err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("nginx module %s is required when CI is set: apt-get install libnginx-mod-http-lua", m)
+			}
+			t.Skipf("nginx module %s not available (apt-get install libnginx-mod-http-lua; set CI=1 to make this a failure)", m)
+		}
+	}
+	return bin, dir
 }

@@ -1,0 +1,256 @@
+-- deis: routing for the proxy role's nginx, without reloads.
+--
+-- The agent renders every routing databag into one routes text and PUTs it
+-- on the control socket; it lands in the shared dict deis_routes, which
+-- every worker (and the workers of a reloaded config) reads. A request looks
+-- its Host up there, and the balancer picks one of the formation's
+-- upstreams. The text, one record a line:
+--
+--   version <hash>
+--   formation <name> [<ip:port> ...]
+--   domain <domain> <formation>
+--
+-- The agent validated every value; parse still refuses a text it does not
+-- understand, so a broken text never replaces a good one.
+
+local M = {}
+
+local dict = ngx.shared.deis_routes
+local balancer -- ngx.balancer, loaded on first use
+
+-- Each worker keeps the parsed routes of the last version it saw.
+local cache = { version = nil, hosts = {}, forms = {} }
+-- Round-robin position per formation, per worker.
+local rr = {}
+
+-- parse turns a routes text into lookup tables, or returns nil and why.
+local function parse(text)
+    local t = { hosts = {}, forms = {} }
+    local n = 0
+    for line in string.gmatch(text, "[^\n]+") do
+        n = n + 1
+        local f = {}
+        for w in string.gmatch(line, "%S+") do
+            f[#f + 1] = w
+        end
+        local kind = f[1]
+        if kind == nil or string.sub(kind, 1, 1) == "#" then
+            -- blank line or comment
+        elseif kind == "version" and #f == 2 then
+            t.version = f[2]
+        elseif kind == "formation" and #f >= 2 then
+            local peers = {}
+            for i = 3, #f do
+                local host, port = string.match(f[i], "^(.+):(%d+)$")
+                port = tonumber(port)
+                if not host or not port or port < 1 or port > 65535 then
+                    return nil, "line " .. n .. ": bad upstream " .. f[i]
+                end
+                peers[#peers + 1] = { host, port }
+            end
+            t.forms[f[2]] = peers
+        elseif kind == "domain" and #f == 3 then
+            t.hosts[f[2]] = f[3]
+        else
+            return nil, "line " .. n .. ": cannot read " .. line
+        end
+    end
+    if not t.version then
+        return nil, "no version line"
+    end
+    for d, form in pairs(t.hosts) do
+        if not t.forms[form] then
+            return nil, "domain " .. d .. " names formation " .. form .. ", which has no formation line"
+        end
+    end
+    return t
+end
+
+-- current returns the routes this worker serves now.
+local function current()
+    local v = dict:get("version")
+    if v == cache.version then
+        return cache
+    end
+    local text = dict:get("routes")
+    if not text then
+        return cache
+    end
+    local t, err = parse(text)
+    if not t then
+        ngx.log(ngx.ERR, "deis: ignoring unreadable routes: ", err)
+        return cache
+    end
+    cache = t
+    return t
+end
+
+-- lookup finds the formation serving host: an exact domain first, then the
+-- longest wildcard (*.example.com matches a.example.com and a.b.example.com),
+-- as nginx's server_name does.
+local function lookup(t, host)
+    local f = t.hosts[host]
+    if f then
+        return f
+    end
+    local rest = host
+    while true do
+        local i = string.find(rest, ".", 1, true)
+        if not i then
+            return nil
+        end
+        rest = string.sub(rest, i + 1)
+        f = t.hosts["*." .. rest]
+        if f then
+            return f
+        end
+    end
+end
+
+-- route picks the formation of the request (rewrite phase). While the
+-- agent drains connections before a reload, requests move to @drain, which
+-- serves them the same way but closes the connection after the response.
+function M.route(drainable)
+    if drainable and dict:get("drain") then
+        return ngx.exec("@drain")
+    end
+    local t = current()
+    local f = lookup(t, ngx.var.host or "")
+    if not f then
+        return ngx.exec("@notfound")
+    end
+    ngx.var.deis_formation = f
+    local peers = t.forms[f]
+    if #peers == 0 then
+        return ngx.exec("@unready")
+    end
+    ngx.ctx.deis_peers = peers
+end
+
+-- balance sets the upstream peer (balancer phase); a retry takes the next.
+function M.balance()
+    if not balancer then
+        balancer = require("ngx.balancer")
+    end
+    local ctx = ngx.ctx
+    local peers = ctx.deis_peers
+    if not peers then
+        ngx.log(ngx.ERR, "deis: no upstreams chosen for this request")
+        return ngx.exit(502)
+    end
+    local n = #peers
+    local i = ctx.deis_try
+    if i then
+        i = i + 1
+    else
+        local f = ngx.var.deis_formation
+        i = (rr[f] or 0) + 1
+        rr[f] = i
+        if n > 1 then
+            balancer.set_more_tries(n - 1)
+        end
+    end
+    ctx.deis_try = i
+    local p = peers[(i - 1) % n + 1]
+    local ok, err = balancer.set_current_peer(p[1], p[2])
+    if not ok then
+        ngx.log(ngx.ERR, "deis: cannot set upstream ", p[1], ":", p[2], ": ", err)
+        return ngx.exit(502)
+    end
+end
+
+local function reply(status, body)
+    ngx.status = status
+    ngx.print(body)
+    return ngx.exit(ngx.HTTP_OK)
+end
+
+-- store checks a routes text and makes it the one every worker serves.
+local function store(text)
+    local t, err = parse(text)
+    if not t then
+        return nil, err
+    end
+    local ok
+    ok, err = dict:safe_set("routes", text)
+    if not ok then
+        return nil, "cannot store the routes: " .. tostring(err)
+    end
+    ok, err = dict:safe_set("version", t.version)
+    if not ok then
+        return nil, "cannot store the routes version: " .. tostring(err)
+    end
+    return t.version
+end
+
+-- control_routes serves /routes on the control socket: GET answers the
+-- version served, PUT replaces the routes with the body.
+function M.control_routes()
+    local method = ngx.req.get_method()
+    if method == "GET" then
+        return reply(200, dict:get("version") or "")
+    end
+    if method ~= "PUT" then
+        return reply(405, "use GET or PUT\n")
+    end
+    ngx.req.read_body()
+    local text = ngx.req.get_body_data()
+    if not text then
+        local name = ngx.req.get_body_file()
+        if name then
+            local fh = io.open(name, "rb")
+            if fh then
+                text = fh:read("*a")
+                fh:close()
+            end
+        end
+    end
+    if not text then
+        return reply(400, "no routes in the request body\n")
+    end
+    local v, err = store(text)
+    if not v then
+        return reply(400, err .. "\n")
+    end
+    return reply(200, v)
+end
+
+-- control_drain serves /drain on the control socket: PUT ?seconds=N makes
+-- every response close its connection for N seconds, DELETE ends that.
+function M.control_drain()
+    local method = ngx.req.get_method()
+    if method == "DELETE" then
+        dict:delete("drain")
+        return reply(200, "")
+    end
+    local secs = tonumber(ngx.var.arg_seconds or "")
+    if method ~= "PUT" or not secs or secs <= 0 then
+        return reply(400, "use PUT /drain?seconds=N or DELETE /drain\n")
+    end
+    local ok, err = dict:safe_set("drain", true, secs)
+    if not ok then
+        return reply(500, tostring(err) .. "\n")
+    end
+    return reply(200, "")
+end
+
+-- init_worker loads the routes file the agent wrote when the shared dict
+-- holds none (nginx was started, not reloaded), so a new nginx routes from
+-- its first request.
+function M.init_worker(path)
+    if dict:get("version") then
+        return
+    end
+    local fh = io.open(path, "rb")
+    if not fh then
+        return
+    end
+    local text = fh:read("*a")
+    fh:close()
+    local _, err = store(text)
+    if err then
+        ngx.log(ngx.ERR, "deis: ignoring the routes file ", path, ": ", err)
+    end
+end
+
+return M
