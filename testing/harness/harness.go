@@ -213,6 +213,8 @@ type Agent struct {
 	Addr     string
 	StateDir string
 	HTTPPort int
+	// MetricsAddr is where the agent serves /metrics.
+	MetricsAddr string
 }
 
 // NewPlatform starts a coordinator with an embedded etcd on free loopback
@@ -304,13 +306,14 @@ func (p *Platform) StartAgent(name string, o AgentOptions) *Agent {
 		}
 	}
 	stateDir := filepath.Join(p.Dir, "agent-"+name)
+	metrics := fmt.Sprintf("%s:%d", o.Addr, FreePort(t, o.Addr))
 	args := append([]string{
 		"--etcd-endpoints", p.EtcdURL, "--name", name, "--addr", o.Addr, "--labels", o.Labels,
 		"--state-dir", stateDir, "--http-listen", fmt.Sprintf("%s:%d", o.Addr, o.HTTPPort),
-		"--metrics-addr", fmt.Sprintf("%s:%d", o.Addr, FreePort(t, o.Addr)),
+		"--metrics-addr", metrics,
 		"--stop-grace", "5s", "--log-level", "debug",
 	}, o.ExtraArgs...)
-	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort}
+	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort, MetricsAddr: metrics}
 	p.Agents = append(p.Agents, a)
 	t.Cleanup(func() { cleanupAgent(a) })
 	return a
