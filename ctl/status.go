@@ -326,7 +326,7 @@ func placementProblems(f string, layers []state.Layer, nodes []state.Node, alive
 
 // statusOf reads and summarizes one formation.
 func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formationStatus, error) {
-	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(f, w.runtimes, w.statuses),
+	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(f, w.runtimes, markLost(w.statuses, w.alive)),
 		Placement: placementProblems(f, w.layers, w.nodes, w.alive, w.drains)}
 	rel, err := s.LatestRelease(ctx, f)
 	switch {
