@@ -203,15 +203,68 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 	for _, n := range runtimeNodes {
 		byType[n] = map[string]int{}
 	}
+	// A name placed on two runtime nodes is being moved (rebalance): keep
+	// the copy on the node holding fewer of its type, so the move sticks.
+	copies := map[string]int{}
 	for _, p := range current {
 		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] {
-			if _, dup := kept[p.spec.Name]; !dup {
-				kept[p.spec.Name] = p.node
-				byType[p.node][p.spec.Type]++
-				continue
+			copies[p.spec.Name]++
+		}
+	}
+	for _, p := range current {
+		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] == 1 {
+			kept[p.spec.Name] = p.node
+			byType[p.node][p.spec.Type]++
+		}
+	}
+	for _, p := range current {
+		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] > 1 {
+			best := ""
+			for _, q := range current {
+				if q.spec.Name == p.spec.Name && isRuntime[q.node] &&
+					(best == "" || byType[q.node][q.spec.Type] < byType[best][q.spec.Type]) {
+					best = q.node
+				}
+			}
+			if _, done := kept[p.spec.Name]; !done {
+				kept[p.spec.Name] = best
+				byType[best][p.spec.Type]++
 			}
 		}
-		retiring = append(retiring, p)
+	}
+	for _, p := range current {
+		if kept[p.spec.Name] != p.node {
+			retiring = append(retiring, p)
+		}
+	}
+
+	// Readiness as the agents report it, per node: after a drain or a move
+	// one name can briefly exist on two nodes.
+	ready := map[string]string{} // node/name -> addr
+	for n, st := range w.Status {
+		if !w.Alive[n] {
+			continue
+		}
+		for _, c := range st.Containers {
+			if c.Formation == f && c.State == state.StateReady && c.Addr != "" {
+				ready[n+"/"+c.Name] = c.Addr
+			}
+		}
+	}
+	readyAt := func(name, node string) (string, bool) {
+		if node == "" {
+			return "", false
+		}
+		a, ok := ready[node+"/"+name]
+		return a, ok
+	}
+
+	if moved, from := rebalance(w, d, f, order, desired, kept, byType, retiring, readyAt, runtimeNodes, load); moved != "" {
+		for _, p := range current {
+			if p.spec.Name == moved && p.node == from {
+				retiring = append(retiring, p)
+			}
+		}
 	}
 
 	// Place what is missing.
@@ -246,27 +299,6 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 				}
 			}
 		}
-	}
-
-	// Readiness as the agents report it, per node: after a drain or a move
-	// one name can briefly exist on two nodes.
-	ready := map[string]string{} // node/name -> addr
-	for n, st := range w.Status {
-		if !w.Alive[n] {
-			continue
-		}
-		for _, c := range st.Containers {
-			if c.Formation == f && c.State == state.StateReady && c.Addr != "" {
-				ready[n+"/"+c.Name] = c.Addr
-			}
-		}
-	}
-	readyAt := func(name, node string) (string, bool) {
-		if node == "" {
-			return "", false
-		}
-		a, ok := ready[node+"/"+name]
-		return a, ok
 	}
 
 	// Routing.
@@ -413,6 +445,73 @@ func notReadyReason(w *World, f string, names []string, kept, ready map[string]s
 func isRouted(routed map[string]bool, readyAt func(name, node string) (string, bool), p placed) bool {
 	addr, ok := readyAt(p.spec.Name, p.node)
 	return ok && routed[addr]
+}
+
+// rebalance moves one container per pass from the node holding the most of
+// a process type to the one holding the fewest, when they differ by two or
+// more (a node joined, or came back). It waits while anything else is in
+// flight: a rollout, a move, or a container that is not ready. The moved
+// container is placed again like a missing one; its old copy retires with
+// the usual handoff.
+func rebalance(w *World, d *Decision, f string, order []string, desired map[string]state.ContainerSpec, kept map[string]string,
+	byType map[string]map[string]int, retiring []placed, readyAt func(name, node string) (string, bool), nodes []string, load map[string]int) (moved, from string) {
+	if len(retiring) > 0 || len(nodes) < 2 {
+		return "", ""
+	}
+	for _, name := range order {
+		n, ok := kept[name]
+		if !ok {
+			return "", ""
+		}
+		if _, ok := readyAt(name, n); !ok && desired[name].Type == "web" {
+			return "", ""
+		}
+	}
+	types := map[string]bool{}
+	for _, name := range order {
+		types[desired[name].Type] = true
+	}
+	for _, t := range sortedKeys(types) {
+		most, fewest := "", ""
+		for _, n := range nodes {
+			if node := w.Nodes[n]; node.Capacity > 0 && load[n] >= node.Capacity && byType[n][t] < byType[most][t] {
+				continue // full: cannot take one more
+			}
+			if most == "" || byType[n][t] > byType[most][t] {
+				most = n
+			}
+			if fewest == "" || byType[n][t] < byType[fewest][t] {
+				fewest = n
+			}
+		}
+		if most == "" || fewest == "" || byType[most][t]-byType[fewest][t] < 2 {
+			continue
+		}
+		if node := w.Nodes[fewest]; node.Capacity > 0 && load[fewest] >= node.Capacity {
+			continue
+		}
+		// the highest index of type t on the most loaded node moves
+		for i := len(order) - 1; i >= 0; i-- {
+			name := order[i]
+			if desired[name].Type == t && kept[name] == most {
+				delete(kept, name)
+				byType[most][t]--
+				load[most]--
+				d.reason(f, "rebalancing: moving %s off %s", name, most)
+				return name, most
+			}
+		}
+	}
+	return "", ""
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func add(d *Decision, node string, c state.ContainerSpec) {

@@ -274,3 +274,35 @@ func TestPlanRestartHandsOff(t *testing.T) {
 		t.Fatalf("old containers stop after the ack: %v", got)
 	}
 }
+
+func TestPlanRebalanceOnJoin(t *testing.T) {
+	// web=4 all on n1; n2 joins: containers move one at a time until 2/2,
+	// each old copy serving until its replacement is ready.
+	w := world("n1")
+	w.Formations["hello"].Scale = map[string]int{"web": 4}
+	w.Releases["hello"] = release(1)
+	apply(w, Plan(w), 5)
+	ready(w)
+	apply(w, Plan(w), 6)
+	w.Acks["hello"] = map[string]int64{"n1": 6}
+	w.Nodes["n2"] = &state.Node{Name: "n2", Labels: map[string]string{"role": "runtime"}}
+	w.Alive["n2"] = true
+	rev := int64(7)
+	for i := 0; i < 20; i++ {
+		d := Plan(w)
+		if n1, n2 := len(d.Runtimes["n1"].Containers), len(d.Runtimes["n2"].Containers); n1 == 2 && n2 == 2 {
+			if got := upstreams(d.Routing["hello"]); len(got) != 4 {
+				t.Fatalf("all four should serve: %v", got)
+			}
+			return
+		}
+		if got := upstreams(d.Routing["hello"]); len(got) < 4 {
+			t.Fatalf("pass %d: fewer than four upstreams during the move: %v", i, got)
+		}
+		apply(w, d, rev)
+		ready(w)
+		w.Acks["hello"]["n1"] = rev
+		rev++
+	}
+	t.Fatalf("never balanced: n1=%d n2=%d", len(w.Runtimes["n1"].Containers), len(w.Runtimes["n2"].Containers))
+}
