@@ -117,13 +117,30 @@ func Plan(w *World) *Decision {
 			memUsed[p.node] += p.spec.Limits.MemoryBytes
 		}
 	}
+	// Ready containers as the live agents report them, by formation, keyed
+	// node/name: after a drain or a move one name can be on two nodes.
+	readyBy := map[string]map[string]string{}
+	for n, st := range w.Status {
+		if !w.Alive[n] {
+			continue
+		}
+		for _, c := range st.Containers {
+			if c.State == state.StateReady && c.Addr != "" {
+				if readyBy[c.Formation] == nil {
+					readyBy[c.Formation] = map[string]string{}
+				}
+				readyBy[c.Formation][n+"/"+c.Name] = c.Addr
+			}
+		}
+	}
+	lc := layerCache{}
 	names := make([]string, 0, len(w.Formations))
 	for f := range w.Formations {
 		names = append(names, f)
 	}
 	sort.Strings(names)
 	for _, f := range names {
-		planFormation(w, d, f, byFormation[f], load, memUsed)
+		planFormation(w, d, f, byFormation[f], load, memUsed, readyBy[f], lc)
 	}
 	for _, rt := range d.Runtimes {
 		rt.Sort()
@@ -133,6 +150,30 @@ func Plan(w *World) *Decision {
 
 func (d *Decision) reason(f, format string, args ...any) {
 	d.Reasons[f] = append(d.Reasons[f], fmt.Sprintf(format, args...))
+}
+
+// layerCache memoizes layerNodes within one pass: formations mostly share
+// the default selectors.
+type layerCache map[string][]string
+
+func (c layerCache) nodes(w *World, f string, t state.LayerType) []string {
+	var key strings.Builder
+	key.WriteString(string(t))
+	for _, l := range w.Layers[f] {
+		if l.Type != t {
+			continue
+		}
+		key.WriteString("|")
+		for _, k := range sortedKeys(l.Selector) {
+			key.WriteString(k + "=" + l.Selector[k] + ",")
+		}
+	}
+	if n, ok := c[key.String()]; ok {
+		return n
+	}
+	n := layerNodes(w, f, t)
+	c[key.String()] = n
+	return n
 }
 
 // layerNodes returns the live nodes of formation f's layers of type t.
@@ -159,11 +200,11 @@ func layerNodes(w *World, f string, t state.LayerType) []string {
 	return out
 }
 
-func planFormation(w *World, d *Decision, f string, current []placed, load map[string]int, memUsed map[string]int64) {
+func planFormation(w *World, d *Decision, f string, current []placed, load map[string]int, memUsed map[string]int64, ready map[string]string, lc layerCache) {
 	form := w.Formations[f]
 	rel := w.Releases[f]
-	runtimeNodes := layerNodes(w, f, state.LayerRuntime)
-	proxyNodes := layerNodes(w, f, state.LayerProxy)
+	runtimeNodes := lc.nodes(w, f, state.LayerRuntime)
+	proxyNodes := lc.nodes(w, f, state.LayerProxy)
 	isRuntime := map[string]bool{}
 	for _, n := range runtimeNodes {
 		isRuntime[n] = true
@@ -240,17 +281,6 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 
 	// Readiness as the agents report it, per node: after a drain or a move
 	// one name can briefly exist on two nodes.
-	ready := map[string]string{} // node/name -> addr
-	for n, st := range w.Status {
-		if !w.Alive[n] {
-			continue
-		}
-		for _, c := range st.Containers {
-			if c.Formation == f && c.State == state.StateReady && c.Addr != "" {
-				ready[n+"/"+c.Name] = c.Addr
-			}
-		}
-	}
 	readyAt := func(name, node string) (string, bool) {
 		if node == "" {
 			return "", false
