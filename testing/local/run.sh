@@ -33,11 +33,13 @@ cat <<MSG
   The platform is running. In another terminal:
 
     export PATH=$top/bin:\$PATH
-    deisctl keys:add ~/.ssh/id_ed25519.pub     # ssh-keygen -t ed25519 first if you have none
+    test -f ~/.ssh/id_ed25519 || ssh-keygen -t ed25519 -N '' -f ~/.ssh/id_ed25519
+    deisctl keys:add ~/.ssh/id_ed25519.pub
     deisctl formations:create hello
-    cd testing/apps/hello && git init -q -b main && git add . && git commit -qm init
+    cp -r $top/testing/apps/hello /tmp/hello && cd /tmp/hello
+    git init -q -b main && git add . && git commit -qm hello
     git remote add deis ssh://git@localhost:2222/hello.git
-    git push deis main
+    GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new" git push deis main
     curl http://hello.localhost:8080/
 
   Ctrl-C here stops the platform; running apps keep serving.
