@@ -25,6 +25,10 @@
 // containers are stopped in the background (SIGTERM, then SIGKILL after
 // Config.StopGrace) and removed; they are reported as "stopping" meanwhile.
 //
+// Containers labelled deis.oneoff (deisctl run's, which agent/api starts
+// with OneOffConfig) are not the loop's: it neither adopts nor stops them,
+// and their events do not wake it.
+//
 // Containers are named "deis-<node>-<spec name>" and carry the labels
 // deis.formation, deis.release, deis.type, deis.index, deis.node, deis.name
 // and deis.spec (a hash of the spec, without its slug URL, and of the node
@@ -38,10 +42,17 @@
 // extracted once per node under StateDir/slugs/<sha256>/, bind-mounted
 // read-only at /app. The download is verified against the spec's sha256 and
 // shared by every container that needs it at the same time; a failed one is
-// retried with backoff. The process runs as `bash -c "$DEIS_COMMAND"` after
+// retried with backoff; with Config.SlugToken set, downloads send it as a
+// bearer token. The process runs as `bash -c "$DEIS_COMMAND"` after
 // sourcing /app/.profile.d/*.sh, with HOME=/app, PORT and DYNO=<type>.<index>
-// set. A spec without a slug runs its image as is (its command, if any, via
-// /bin/sh -c).
+// set. A spec without a slug (an image built from a Dockerfile) runs its
+// image as the image's user, in its working directory, without a mount:
+// with the image's ENTRYPOINT and CMD when the spec has no command,
+// otherwise with `/bin/sh -c "$DEIS_COMMAND"` (images may lack bash) after
+// sourcing /app/.profile.d/*.sh if the image has that directory.
+//
+// Slug lets the agent's other parts use the slug cache; OneOffConfig
+// builds the Docker configuration of a one-off container.
 //
 // # Readiness
 //

@@ -36,8 +36,9 @@ type Docker interface {
 }
 
 // NewDocker connects to the Docker engine named by the environment
-// (DOCKER_HOST, ...) and checks that it answers.
-func NewDocker(ctx context.Context) (Docker, error) {
+// (DOCKER_HOST, ...) and checks that it answers. The client implements
+// Docker, and the interfaces of the agent's other parts (agent/api).
+func NewDocker(ctx context.Context) (*client.Client, error) {
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("runtime: docker client: %w", err)
@@ -64,6 +65,9 @@ const (
 	labelNode      = "deis.node"
 	labelName      = "deis.name"
 	labelSpec      = "deis.spec"
+	// labelOneOff marks one-off containers (deisctl run): the reconcile loop
+	// neither adopts nor stops them.
+	labelOneOff = "deis.oneoff"
 )
 
 // Timeouts of single Docker calls. Stop gets StopGrace on top.
@@ -82,6 +86,16 @@ const launcher = `cd /app || exit 1
 for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done
 unset f
 exec bash -c "$DEIS_COMMAND"`
+
+// imageLauncher runs the command of an image built from a Dockerfile with
+// the image's /bin/sh (images may lack bash), in the image's working
+// directory and as its user; it loads /app/.profile.d scripts only when the
+// image has them.
+const imageLauncher = `if [ -d /app/.profile.d ]; then
+  for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done
+  unset f
+fi
+exec /bin/sh -c "$DEIS_COMMAND"`
 
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
 
@@ -151,8 +165,11 @@ func containerConfig(node, addr string, s state.ContainerSpec, slug string) (*co
 		cfg.Cmd = []string{launcher}
 		hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: slug, Target: "/app", ReadOnly: true}}
 	} else if s.Command != "" {
-		cfg.Cmd = []string{"/bin/sh", "-c", s.Command}
-	}
+		// The command replaces the image's ENTRYPOINT and CMD: the builder
+		// made it from them when the app has no Procfile.
+		env["DEIS_COMMAND"] = s.Command
+		cfg.Entrypoint = []string{"/bin/sh", "-c", imageLauncher}
+	} // else: the image's own ENTRYPOINT and CMD
 	if s.Port > 0 {
 		p := containerPort(s)
 		cfg.ExposedPorts = nat.PortSet{p: struct{}{}}

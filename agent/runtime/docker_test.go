@@ -8,7 +8,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -151,5 +153,91 @@ func TestRuntimeDocker(t *testing.T) {
 	e.waitStatus("no containers", func(st state.NodeStatus) bool { return len(st.Containers) == 0 && len(st.Pending) == 0 })
 	if ids := nodeContainers(t, e.node); len(ids) != 0 {
 		t.Errorf("containers left: %v", ids)
+	}
+}
+
+// buildImage builds an image from a Dockerfile and files with the docker
+// CLI (the legacy builder, which never pulls an image the engine has) and
+// removes it when the test ends.
+func buildImage(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tag := "deis-test/app-" + uniqueNode(t) + ":1"
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "build", "-q", "-t", tag, dir)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker build: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", tag).Run() })
+	return tag
+}
+
+// An image built from a Dockerfile runs without a slug, as the image's
+// user and in its working directory: with its own CMD when the spec has no
+// command, and with the command through /bin/sh (the image has no bash)
+// after /app/.profile.d otherwise.
+func TestRuntimeDockerImage(t *testing.T) {
+	need.Stack(t)
+	image := buildImage(t, map[string]string{
+		"Dockerfile": "FROM " + need.StackImage + "\n" +
+			"RUN rm -f /bin/bash /usr/bin/bash\n" +
+			"COPY server.py /srv/server.py\n" +
+			"COPY greet.sh /app/.profile.d/greet.sh\n" +
+			"WORKDIR /srv\n" +
+			"USER nobody\n" +
+			`CMD ["python3", "server.py"]` + "\n",
+		"server.py": serverPy,
+		"greet.sh":  "export FROM_PROFILE=yes\n",
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	docker, err := runtime.NewDocker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, docker)
+	t.Cleanup(func() {
+		if ids := nodeContainers(t, e.node); len(ids) > 0 {
+			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+	web := func(i int, cmd string) state.ContainerSpec {
+		return state.ContainerSpec{
+			Name: fmt.Sprintf("img.v1.web.%d", i), Formation: "img", Release: 1, Type: "web", Index: i,
+			Image: image, Command: cmd, HealthPath: "/",
+			Env:  map[string]string{"PORT": "5000", "GREETING": "hi"},
+			Port: 5000,
+		}
+	}
+	e.assign(web(1, ""), web(2, "exec python3 server.py"))
+	e.start()
+	st := e.waitStatus("both image containers ready", func(st state.NodeStatus) bool {
+		return readyIn("img.v1.web.1")(st) && readyIn("img.v1.web.2")(st)
+	})
+	for i, profile := range map[int]string{1: "None", 2: "yes"} {
+		c, _ := find(st, fmt.Sprintf("img.v1.web.%d", i))
+		resp, err := http.Get("http://" + c.Addr + "/")
+		if err != nil {
+			t.Fatalf("%s reported ready but: %v", c.Name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got := string(body)
+		for _, want := range []string{fmt.Sprintf("hi dyno=web.%d ", i), "uid=65534", "profile=" + profile, "cwd=/srv"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("%s answered %q, want it to contain %q", c.Name, got, want)
+			}
+		}
+		mounts := dockerCLI(t, "inspect", "-f", "{{len .Mounts}} {{.Config.User}}", c.ID)
+		if mounts != "0 nobody" {
+			t.Errorf("%s: mounts and user %q, want no mount and the image's user", c.Name, mounts)
+		}
 	}
 }

@@ -56,7 +56,8 @@ type task struct {
 
 // plan compares the containers node must run with the Docker containers
 // labelled for it and returns what to do, specs in name order first, then
-// stops in name order. Containers already being stopped get no task.
+// stops in name order. Containers already being stopped get no task, and
+// neither do one-off containers (deisctl run), which are not the loop's.
 func plan(node, addr string, desired []state.ContainerSpec, containers []actual) []task {
 	byName := map[string]*actual{}
 	for i := range containers {
@@ -80,7 +81,7 @@ func plan(node, addr string, desired []state.ContainerSpec, containers []actual)
 	var stops []task
 	for i := range containers {
 		c := &containers[i]
-		if claimed[c.Name] || c.Stopping {
+		if claimed[c.Name] || c.Stopping || isOneOff(c.Labels) {
 			continue
 		}
 		reason := fmt.Sprintf("container %s no longer assigned", c.specName())

@@ -44,6 +44,9 @@ func TestPlan(t *testing.T) {
 		// A new container is started.
 		{"missing", []state.ContainerSpec{v3}, nil,
 			[]want{{taskStart, "container hello.v3.web.1 missing"}}},
+		// A one-off container (deisctl run) is neither stopped nor adopted.
+		{"one-off left alone", nil, []actual{{ID: "run1", Name: "deis-run-hello-4242", State: "running",
+			Labels: map[string]string{labelNode: "n1", labelFormation: "hello", labelOneOff: "1"}}}, nil},
 		// A running container that matches its spec is adopted, not restarted.
 		{"adopt running", []state.ContainerSpec{v3}, []actual{running(v3)}, nil},
 		// A container Docker is restarting after a crash is left to Docker.

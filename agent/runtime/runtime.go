@@ -41,6 +41,9 @@ type Config struct {
 	Docker Docker
 	// HTTPClient downloads slugs (default: one with a 10 minute timeout).
 	HTTPClient *http.Client
+	// SlugToken, when set, is sent as "Authorization: Bearer <token>" with
+	// every slug download (the platform token, state.EnsureToken).
+	SlugToken string
 	// StopGrace is the time between SIGTERM and SIGKILL when a container
 	// is stopped (default 30s).
 	StopGrace time.Duration
@@ -124,7 +127,7 @@ func New(cfg Config) (*Runtime, error) {
 		cfg:   cfg,
 		log:   log,
 		m:     m,
-		slugs: newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, m, log),
+		slugs: newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, m, log),
 		probe: &http.Client{
 			Timeout:       probeTimeout,
 			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
@@ -268,6 +271,9 @@ func (r *Runtime) list(ctx context.Context) ([]actual, error) {
 	}
 	out := make([]actual, 0, len(cs))
 	for _, c := range cs {
+		if isOneOff(c.Labels) {
+			continue // deisctl run's; the agent API owns them
+		}
 		out = append(out, fromSummary(c))
 	}
 	return out, nil
@@ -358,12 +364,14 @@ func (r *Runtime) watchDocker(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				break recv
-			case _, ok := <-msgs:
+			case m, ok := <-msgs:
 				if !ok {
 					break recv
 				}
 				bo.Reset()
-				r.wakePass.Wake()
+				if !isOneOff(m.Actor.Attributes) {
+					r.wakePass.Wake()
+				}
 			case err := <-errs:
 				if ctx.Err() == nil {
 					r.log.Warn("docker events stream ended, subscribing again", "error", err)

@@ -29,10 +29,11 @@ var validSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // slugs downloads, verifies and extracts slugs under dir, once per slug
 // even when many containers need one at the same time.
 type slugs struct {
-	dir  string
-	http *http.Client
-	m    *metrics
-	log  *slog.Logger
+	dir   string
+	http  *http.Client
+	token string // sent as a bearer token, when set
+	m     *metrics
+	log   *slog.Logger
 
 	mu       sync.Mutex
 	flights  map[string]*flight
@@ -56,8 +57,8 @@ type failure struct {
 	err   error
 }
 
-func newSlugs(dir string, hc *http.Client, m *metrics, log *slog.Logger) *slugs {
-	return &slugs{dir: dir, http: hc, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
+func newSlugs(dir string, hc *http.Client, token string, m *metrics, log *slog.Logger) *slugs {
+	return &slugs{dir: dir, http: hc, token: token, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
 }
 
 // ensure returns the directory of the extracted slug, downloading it from
@@ -179,11 +180,17 @@ func (s *slugs) download(ctx context.Context, url string, ref state.SlugRef, tgz
 	if err != nil {
 		return fmt.Errorf("runtime: slug URL %q: %w", url, err)
 	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
 	resp, err := s.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("runtime: download slug %s: %w: check that the coordinator's slug server is reachable from this node", short(ref.SHA256), err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("runtime: download slug %s from %s: %s: the slug server refused the agent's platform token; check that the agent and the coordinator use the same etcd prefix", short(ref.SHA256), url, resp.Status)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("runtime: download slug %s from %s: %s: check the coordinator's slug server", short(ref.SHA256), url, resp.Status)
 	}

@@ -102,7 +102,36 @@ func testSlugs(t *testing.T) (*slugs, *metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, m, slog.New(slog.DiscardHandler)), m
+	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "", m, slog.New(slog.DiscardHandler)), m
+}
+
+func TestSlugDownloadSendsToken(t *testing.T) {
+	tgz := makeTarball(t, entry{name: "./Procfile", body: "web: true\n"})
+	var auth atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth.Store(r.Header.Get("Authorization"))
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		w.Write(tgz)
+	}))
+	defer srv.Close()
+	ref := state.SlugRef{SHA256: sha(tgz), Size: int64(len(tgz))}
+
+	// Without the token the server refuses, and the error says why.
+	s, _ := testSlugs(t)
+	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err == nil || !strings.Contains(err.Error(), "platform token") {
+		t.Fatalf("without a token: %v", err)
+	}
+	if got := auth.Load(); got != "" {
+		t.Errorf("Authorization sent without a token: %q", got)
+	}
+	m, _ := newMetrics(prometheus.NewRegistry())
+	s = newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "s3cret", m, slog.New(slog.DiscardHandler))
+	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestSlugDownloadAndExtract(t *testing.T) {

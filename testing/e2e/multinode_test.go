@@ -60,7 +60,7 @@ func TestScaleAcrossNodesAndNodeLoss(t *testing.T) {
 	p.MustCtl("", "scale", "web=6", "-f", "spread")
 	harness.Eventually(t, 3*time.Minute, "six ready containers spread 2/2/2", func() (bool, string) {
 		c, out := readyCount(p, "spread")
-		return c["spread-r1"] == 2 && c["spread-r2"] == 2 && c["spread-r3"] == 2, out
+		return c[runtimes[0].Name] == 2 && c[runtimes[1].Name] == 2 && c[runtimes[2].Name] == 2, out
 	})
 	for _, r := range runtimes {
 		if n := len(harness.Containers(t, r.Name, "deis.formation=spread")); n != 2 {
@@ -74,7 +74,7 @@ func TestScaleAcrossNodesAndNodeLoss(t *testing.T) {
 	harness.RemoveContainers(dead.Name)
 	harness.Eventually(t, 3*time.Minute, "containers re-placed on the two live nodes", func() (bool, string) {
 		c, out := readyCount(p, "spread")
-		return c["spread-r1"] == 3 && c["spread-r2"] == 3 && c["spread-r3"] == 0, out
+		return c[runtimes[0].Name] == 3 && c[runtimes[1].Name] == 3 && c[runtimes[2].Name] == 0, out
 	})
 	p.WaitApp(proxy, host, "hello from spread (v1)", 30*time.Second)
 	if out := p.MustCtl("", "nodes:list"); !strings.Contains(out, "lost") {
@@ -90,7 +90,7 @@ func TestAgentKill9DoesNotRestartContainers(t *testing.T) {
 	deploy(t, p, "steady")
 	host := "steady.localhost"
 	p.WaitApp(a, host, "hello from steady (v1)", 3*time.Minute)
-	before := harness.Containers(t, "kill9")
+	before := harness.Containers(t, a.Name)
 	if len(before) != 1 {
 		t.Fatalf("want one container, got %v", before)
 	}
@@ -101,9 +101,9 @@ func TestAgentKill9DoesNotRestartContainers(t *testing.T) {
 	// let the last agent finish a reconcile pass and report
 	harness.Eventually(t, time.Minute, "agent to report ready", func() (bool, string) {
 		c, out := readyCount(p, "steady")
-		return c["kill9"] == 1, out
+		return c[a.Name] == 1, out
 	})
-	if after := harness.Containers(t, "kill9"); len(after) != 1 || after[0] != before[0] {
+	if after := harness.Containers(t, a.Name); len(after) != 1 || after[0] != before[0] {
 		t.Fatalf("containers changed across agent kills: %v -> %v", before, after)
 	}
 }

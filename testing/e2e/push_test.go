@@ -19,6 +19,7 @@ func TestGitPushToRoutedApp(t *testing.T) {
 	p := harness.NewPlatform(t)
 	node := "e2e-" + strings.ToLower(strings.ReplaceAll(t.Name(), "Test", ""))[:10]
 	a := p.StartAgent(node, harness.AgentOptions{})
+	node = a.Name
 	host := "hello.localhost"
 
 	// 1. keys and formation

@@ -203,6 +203,10 @@ type Platform struct {
 	Agents       []*Agent
 	coordPorts   [][2]int // ssh, http
 	external     bool
+	// id makes node names unique to this platform: agents label their
+	// containers with their node name, and two test runs on one machine
+	// must never see each other's containers.
+	id string
 	KeyFile      string
 }
 
@@ -241,7 +245,10 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd}
+	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd, id: filepath.Base(dir)[len("deis-e2e-"):]}
+	if len(p.id) > 6 {
+		p.id = p.id[len(p.id)-6:]
+	}
 	p.AppPort = FreePort(t, "127.0.0.1")
 	if o.ExternalEtcd {
 		p.EtcdURL, _ = etcdtest.Start(t)
@@ -288,10 +295,12 @@ type AgentOptions struct {
 	ExtraArgs []string
 }
 
-// StartAgent starts an agent process named name.
+// StartAgent starts an agent process; its node name is name followed by
+// the platform's id (Agent.Name).
 func (p *Platform) StartAgent(name string, o AgentOptions) *Agent {
 	t := p.t
 	t.Helper()
+	name = name + "-" + p.id
 	if o.Addr == "" {
 		o.Addr = "127.0.0.1"
 	}
@@ -311,7 +320,7 @@ func (p *Platform) StartAgent(name string, o AgentOptions) *Agent {
 		"--etcd-endpoints", p.EtcdURL, "--name", name, "--addr", o.Addr, "--labels", o.Labels,
 		"--state-dir", stateDir, "--http-listen", fmt.Sprintf("%s:%d", o.Addr, o.HTTPPort),
 		"--metrics-addr", metrics,
-		"--stop-grace", "5s", "--log-level", "debug",
+		"--stop-grace", "5s", "--log-level", "debug", "--api-addr", o.Addr + ":0",
 	}, o.ExtraArgs...)
 	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort, MetricsAddr: metrics}
 	p.Agents = append(p.Agents, a)

@@ -5,8 +5,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -14,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deis/deis/agent/api"
 	"github.com/deis/deis/agent/node"
 	"github.com/deis/deis/agent/proxy"
 	"github.com/deis/deis/agent/runtime"
@@ -47,6 +50,7 @@ func main() {
 			&cli.DurationFlag{Name: "stop-grace", EnvVars: []string{"DEIS_STOP_GRACE"}, Value: 30 * time.Second, Usage: "time between SIGTERM and SIGKILL when stopping a container"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"DEIS_METRICS_ADDR"}, Value: "127.0.0.1:9102", Usage: "where /metrics is served (empty: off)"},
 			&cli.StringFlag{Name: "nginx", EnvVars: []string{"DEIS_NGINX"}, Value: "nginx", Usage: "nginx binary"},
+			&cli.StringFlag{Name: "api-addr", EnvVars: []string{"DEIS_API_ADDR"}, Value: "127.0.0.1:9103", Usage: "where the agent API (deisctl logs and run) listens, advertised to deisctl; no host: the node address; port 0: any free port (empty: off)"},
 		),
 		Action: run,
 	}
@@ -120,6 +124,13 @@ func run(c *cli.Context) error {
 		me.HTTPPort = httpPort
 	}
 
+	// The platform token guards slug downloads and the agent API.
+	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+	token, err := state.EnsureToken(tctx, store)
+	tcancel()
+	if err != nil {
+		return fmt.Errorf("platform token: %w: check that etcd is reachable", err)
+	}
 	docker, err := runtime.NewDocker(ctx)
 	if err != nil {
 		return err
@@ -127,16 +138,40 @@ func run(c *cli.Context) error {
 	rt, err := runtime.New(runtime.Config{
 		Node: name, Addr: c.String("addr"), StateDir: c.String("state-dir"),
 		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
+		SlugToken: token,
 		StopGrace: c.Duration("stop-grace"), Logger: log.With("role", "runtime"), Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
+	// The API listens before the node registers, so that the advertised
+	// URL has the real port (--api-addr with port 0).
+	var apiSrv *api.Server
+	var apiListener net.Listener
+	if addr := c.String("api-addr"); addr != "" {
+		if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+			addr = net.JoinHostPort(me.Addr, port)
+		}
+		if apiListener, err = net.Listen("tcp", addr); err != nil {
+			return fmt.Errorf("agent API: %w: pick another --api-addr", err)
+		}
+		defer apiListener.Close()
+		me.APIURL = api.URL(apiListener.Addr(), me.Addr)
+		apiSrv, err = api.New(api.Config{Node: name, Token: token, Store: store, Docker: docker, Runtime: rt,
+			Logger: log.With("role", "api"), Registerer: reg})
+		if err != nil {
+			return err
+		}
+	}
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	go func() { errc <- node.Heartbeat(ctx, cli, store, me, c.Duration("heartbeat-ttl"), log) }()
 	go func() { errc <- rt.Run(ctx) }()
 	n := 2
+	if apiSrv != nil {
+		go func() { errc <- apiSrv.Serve(ctx, apiListener) }()
+		n++
+	}
 	if isProxy {
 		px, err := proxy.New(proxy.Config{
 			Node: name, StateDir: c.String("state-dir"), Listen: listen, NginxBinary: c.String("nginx"),
@@ -159,7 +194,7 @@ func run(c *cli.Context) error {
 		}()
 		go func() { <-ctx.Done(); srv.Close() }()
 	}
-	log.Info("agent started", "node", name, "addr", me.Addr, "labels", c.String("labels"), "proxy", isProxy)
+	log.Info("agent started", "node", name, "addr", me.Addr, "labels", c.String("labels"), "proxy", isProxy, "api", me.APIURL)
 	var first error
 	for i := 0; i < n; i++ {
 		if err := <-errc; err != nil && first == nil {

@@ -1,0 +1,569 @@
+package api_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	goruntime "runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deis/deis/agent/api"
+	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/testing/etcdtest"
+	"github.com/deis/deis/testing/need"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TestMain fails the run when a goroutine of a Server outlives the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		if leak := leaked(); leak != "" {
+			fmt.Fprintln(os.Stderr, "leaked api goroutines:\n"+leak)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func leaked() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bo := backoff.Backoff{Min: 10 * time.Millisecond, Max: 500 * time.Millisecond}
+	for {
+		buf := make([]byte, 1<<20)
+		buf = buf[:goruntime.Stack(buf, true)]
+		var bad []string
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if strings.Contains(g, "agent/api.(*Server)") {
+				bad = append(bad, g)
+			}
+		}
+		if len(bad) == 0 {
+			return ""
+		}
+		if bo.Wait(ctx) != nil {
+			return strings.Join(bad, "\n\n")
+		}
+	}
+}
+
+// serverPy logs each request to stdout and a warning to stderr.
+const serverPy = `import http.server, os, signal, sys
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        print("got " + self.path, flush=True)
+        print("warning " + self.path, file=sys.stderr, flush=True)
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+    def log_message(self, *args):
+        pass
+
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+print("listening on", os.environ["PORT"], "dyno", os.environ["DYNO"], flush=True)
+http.server.HTTPServer(("", int(os.environ["PORT"])), Handler).serve_forever()
+`
+
+// fixture is one node: real etcd, a real Runtime on the real Docker
+// engine, and the API server in front of them.
+type fixture struct {
+	t      *testing.T
+	node   string
+	store  *state.Store
+	cli    *clientv3.Client
+	token  string
+	url    string
+	client *api.Client
+	slug   state.SlugRef
+	slugs  *httptest.Server
+}
+
+func randomName(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// makeSlug builds a gzipped tarball of files the way the builder does.
+func makeSlug(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for name, body := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: "./" + name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func dockerCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(ctxT(t, time.Minute), "docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func newFixture(t *testing.T) *fixture {
+	need.Stack(t)
+	_, cli := etcdtest.Start(t)
+	f := &fixture{t: t, node: randomName("api-"), store: state.NewStore(cli, "/t"), cli: cli}
+	t.Cleanup(func() { // after the runtime and the server stopped
+		if ids := strings.Fields(dockerCLI(t, "ps", "-aq", "--filter", "label=deis.node="+f.node)); len(ids) > 0 {
+			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+	ctx := ctxT(t, time.Minute)
+	tok, err := state.EnsureToken(ctx, f.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.token = tok
+
+	// The slug server wants the platform token, like the coordinator's.
+	tgz := makeSlug(t, map[string]string{
+		"Procfile":            "web: python3 server.py\n",
+		"server.py":           serverPy,
+		".profile.d/greet.sh": "export FROM_PROFILE=yes\n",
+	})
+	sum := sha256.Sum256(tgz)
+	f.slug = state.SlugRef{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(tgz))}
+	f.slugs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+tok {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		if r.URL.Path != "/slugs/"+f.slug.SHA256+".tgz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(tgz)
+	}))
+	t.Cleanup(f.slugs.Close)
+	f.put(f.store.Keys.Coordinator(), state.CoordinatorInfo{SlugURL: f.slugs.URL})
+
+	docker, err := runtime.NewDocker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker.Close() })
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	reg := prometheus.NewRegistry()
+	rt, err := runtime.New(runtime.Config{Node: f.node, Addr: "127.0.0.1", StateDir: t.TempDir(), Store: f.store,
+		Watcher: cli, Docker: docker, SlugToken: tok, StopGrace: 2 * time.Second, Logger: log.With("role", "runtime"), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := api.New(api.Config{Node: f.node, Token: tok, Store: f.store, Docker: docker, Runtime: rt,
+		Logger: log.With("role", "api"), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.url = api.URL(l.Addr(), "127.0.0.1")
+	f.client = &api.Client{URL: f.url, Token: tok}
+
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := rt.Run(runCtx); err != nil {
+			t.Errorf("runtime: %v", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(runCtx, l); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	t.Cleanup(func() { stop(); wg.Wait() })
+	return f
+}
+
+// testWriter sends logs to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func (f *fixture) put(key string, v any) {
+	f.t.Helper()
+	if err := f.store.Put(ctxT(f.t, 10*time.Second), key, v); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// release creates formation name (if needed) and appends a release of the
+// fixture's slug with config cfg.
+func (f *fixture) release(name string, cfg map[string]string) int {
+	f.t.Helper()
+	ctx := ctxT(f.t, 10*time.Second)
+	_ = f.store.Create(ctx, f.store.Keys.Formation(name), state.Formation{Name: name, Created: time.Now().UTC()})
+	b := &state.Build{ID: "b1", Formation: name, Image: need.StackImage, Slug: &f.slug,
+		ProcessTypes: map[string]string{"web": "python3 server.py"}}
+	rel, err := f.store.AppendRelease(ctx, name, func(*state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
+		return &state.Release{Build: b, Config: cfg, Description: "Deploy b1"}, nil, nil, nil
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rel.Version
+}
+
+// web is the spec of container i of release v.
+func (f *fixture) web(name string, v, i int) state.ContainerSpec {
+	return state.ContainerSpec{Name: fmt.Sprintf("%s.v%d.web.%d", name, v, i), Formation: name, Release: v, Type: "web", Index: i,
+		Image: need.StackImage, Command: "python3 server.py", Env: map[string]string{"PORT": "5000"},
+		Slug: &f.slug, SlugURL: f.slugs.URL + "/slugs/" + f.slug.SHA256 + ".tgz", Port: 5000}
+}
+
+func (f *fixture) assign(specs ...state.ContainerSpec) {
+	f.t.Helper()
+	f.put(f.store.Keys.Runtime(f.node), state.Runtime{Node: f.node, Containers: specs})
+}
+
+// ready waits until the node reports container name ready and returns its address.
+func (f *fixture) ready(name string) string {
+	f.t.Helper()
+	var addr string
+	waitFor(f.t, name+" ready", func() bool {
+		var st state.NodeStatus
+		if _, err := f.store.Get(ctxT(f.t, 10*time.Second), f.store.Keys.NodeStatus(f.node), &st); err != nil {
+			return false
+		}
+		for _, c := range st.Containers {
+			if c.Name == name && c.State == state.StateReady {
+				addr = c.Addr
+				return true
+			}
+		}
+		return false
+	})
+	return addr
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	bo := backoff.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}
+	for !cond() {
+		if bo.Wait(ctx) != nil {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// logs fetches the logs of q without following.
+func (f *fixture) logs(q api.LogsQuery) []api.LogLine {
+	f.t.Helper()
+	var out []api.LogLine
+	if err := f.client.Logs(ctxT(f.t, time.Minute), q, func(l api.LogLine) error { out = append(out, l); return nil }); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+func hasLine(lines []api.LogLine, container, stream, text string) bool {
+	for _, l := range lines {
+		if l.Container == container && l.Stream == stream && l.Line == text {
+			return true
+		}
+	}
+	return false
+}
+
+func get(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+func TestLogs(t *testing.T) {
+	f := newFixture(t)
+	f.release("hello", nil)
+	f.assign(f.web("hello", 1, 1))
+	addr := f.ready("hello.v1.web.1")
+	get(t, "http://"+addr+"/first")
+
+	var lines []api.LogLine
+	waitFor(t, "the request in the logs", func() bool {
+		lines = f.logs(api.LogsQuery{Formation: "hello", Tail: 100})
+		return hasLine(lines, "hello.v1.web.1", "stderr", "warning /first")
+	})
+	if !hasLine(lines, "hello.v1.web.1", "stdout", "listening on 5000 dyno web.1") || !hasLine(lines, "hello.v1.web.1", "stdout", "got /first") {
+		t.Errorf("logs: %+v", lines)
+	}
+	for i, l := range lines {
+		if l.Node != f.node || l.Time.IsZero() || (i > 0 && l.Time.Before(lines[i-1].Time)) {
+			t.Errorf("line %d: %+v (node, time and order)", i, l)
+		}
+	}
+	if got := f.logs(api.LogsQuery{Formation: "hello", Tail: 1}); len(got) != 1 || got[0] != lines[len(lines)-1] {
+		t.Errorf("tail=1: %+v, want the last line %+v", got, lines[len(lines)-1])
+	}
+	if got := f.logs(api.LogsQuery{Formation: "hello", Type: "worker", Tail: 100}); len(got) != 0 {
+		t.Errorf("type=worker: %+v", got)
+	}
+	if got := f.logs(api.LogsQuery{Formation: "other", Tail: 100}); len(got) != 0 {
+		t.Errorf("another formation: %+v", got)
+	}
+	if got := f.logs(api.LogsQuery{Formation: "hello", Tail: 100, Since: lines[len(lines)-2].Time}); len(got) != 1 || got[0] != lines[len(lines)-1] {
+		t.Errorf("since the line before the last: %+v", got)
+	}
+
+	// Following: the backlog, the mark, then new lines, of new containers too.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan api.LogLine, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- f.client.Logs(ctx, api.LogsQuery{Formation: "hello", Tail: 2, Follow: true}, func(l api.LogLine) error {
+			got <- l
+			return nil
+		})
+	}()
+	next := func(what string, match func(api.LogLine) bool) api.LogLine {
+		t.Helper()
+		timeout := time.After(90 * time.Second)
+		for {
+			select {
+			case l := <-got:
+				if match(l) {
+					return l
+				}
+			case err := <-done:
+				t.Fatalf("follow ended waiting for %s: %v", what, err)
+			case <-timeout:
+				t.Fatalf("timed out following for %s", what)
+			}
+		}
+	}
+	var backlog []api.LogLine
+	next("the live mark", func(l api.LogLine) bool {
+		if l.Mark != api.MarkLive {
+			backlog = append(backlog, l)
+		}
+		return l.Mark == api.MarkLive
+	})
+	if len(backlog) != 2 || backlog[1] != lines[len(lines)-1] {
+		t.Errorf("backlog of a follow with tail 2: %+v", backlog)
+	}
+	get(t, "http://"+addr+"/second")
+	next("a new line", func(l api.LogLine) bool { return l.Line == "got /second" && l.Stream == "stdout" })
+	f.assign(f.web("hello", 1, 1), f.web("hello", 1, 2))
+	next("the new container's first line", func(l api.LogLine) bool {
+		return l.Container == "hello.v1.web.2" && l.Line == "listening on 5000 dyno web.2"
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("follow after cancel: %v", err)
+	}
+}
+
+func TestLogsRefusals(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		auth, query string
+		code        int
+	}{
+		{"", "formation=hello", http.StatusUnauthorized},
+		{"Bearer wrong", "formation=hello", http.StatusUnauthorized},
+		{"Bearer " + f.token, "formation=Bad_Name", http.StatusBadRequest},
+		{"Bearer " + f.token, "formation=hello&tail=-1", http.StatusBadRequest},
+		{"Bearer " + f.token, "formation=hello&type=a/b", http.StatusBadRequest},
+		{"Bearer " + f.token, "formation=hello", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, f.url+"/logs?"+tc.query, nil)
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%q %s: %s, want %d", tc.auth, tc.query, resp.Status, tc.code)
+		}
+	}
+}
+
+// oneOffs lists the one-off containers of the node.
+func (f *fixture) oneOffs() []string {
+	return strings.Fields(dockerCLI(f.t, "ps", "-aq", "--filter", "label=deis.node="+f.node, "--filter", "label=deis.oneoff=1"))
+}
+
+func TestRun(t *testing.T) {
+	f := newFixture(t)
+	v1 := f.release("hello", map[string]string{"GREETING": "howdy"})
+	// v2 failed to roll out: one-offs use v1.
+	v2 := f.release("hello", map[string]string{"GREETING": "broken"})
+	f.put(f.store.Keys.ReleaseStatus("hello", v2), state.ReleaseStatus{Version: v2, Failed: true, Reason: "crashed"})
+	// The node runs web.1 meanwhile; its reconcile loop must not touch one-offs.
+	f.assign(f.web("hello", v1, 1))
+	f.ready(fmt.Sprintf("hello.v%d.web.1", v1))
+
+	var stdout, stderr bytes.Buffer
+	cmd := `echo "$GREETING $DEIS_RELEASE $DYNO uid=$(id -u) profile=$FROM_PROFILE $(pwd)"; cat; echo oops >&2; sleep 2; echo survived; exit 3`
+	code, err := f.client.Run(ctxT(t, 2*time.Minute), "hello", api.RunRequest{Command: cmd, Env: map[string]string{"EXTRA": "1"}},
+		strings.NewReader("from stdin\n"), &stdout, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 3 {
+		t.Errorf("exit status %d, want 3", code)
+	}
+	out := strings.Split(stdout.String(), "\n")
+	if len(out) != 4 || !strings.HasPrefix(out[0], "howdy v1 run.") || !strings.HasSuffix(out[0], " uid=1000 profile=yes /app") ||
+		out[1] != "from stdin" || out[2] != "survived" {
+		t.Errorf("stdout %q", stdout.String())
+	}
+	if stderr.String() != "oops\n" {
+		t.Errorf("stderr %q", stderr.String())
+	}
+	waitFor(t, "the one-off container removed", func() bool { return len(f.oneOffs()) == 0 })
+
+	// No stdin at all; the app's own processes answer.
+	stdout.Reset()
+	code, err = f.client.Run(ctxT(t, time.Minute), "hello", api.RunRequest{Command: "cat; python3 --version"}, nil, &stdout, io.Discard)
+	if err != nil || code != 0 || !strings.HasPrefix(stdout.String(), "Python 3") {
+		t.Errorf("run without stdin: %d, %v, %q", code, err, stdout.String())
+	}
+
+	// A client that goes away gets its container killed.
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	runDone := make(chan error, 1)
+	go func() {
+		_, err := f.client.Run(ctx, "hello", api.RunRequest{Command: "echo started; exec sleep 600"}, nil,
+			writerFunc(func(p []byte) (int, error) {
+				if strings.Contains(string(p), "started") {
+					close(started)
+				}
+				return len(p), nil
+			}), io.Discard)
+		runDone <- err
+	}()
+	select {
+	case <-started:
+	case err := <-runDone:
+		t.Fatalf("run ended: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("the one-off never started")
+	}
+	if n := len(f.oneOffs()); n != 1 {
+		t.Errorf("%d one-off containers while one runs", n)
+	}
+	cancel()
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("run after cancel: %v", err)
+	}
+	waitFor(t, "the abandoned one-off killed and removed", func() bool { return len(f.oneOffs()) == 0 })
+
+	// The web container was never touched.
+	if got := f.ready(fmt.Sprintf("hello.v%d.web.1", v1)); got == "" {
+		t.Error("web.1 lost")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
+
+func TestRunRefusals(t *testing.T) {
+	f := newFixture(t)
+	ctx := ctxT(t, time.Minute)
+	_ = f.store.Create(ctx, f.store.Keys.Formation("empty"), state.Formation{Name: "empty"})
+	run := func(form, cmd string) error {
+		_, err := f.client.Run(ctx, form, api.RunRequest{Command: cmd}, nil, io.Discard, io.Discard)
+		return err
+	}
+	for _, tc := range []struct {
+		form, cmd, want string
+		code            int
+	}{
+		{"nope", "ls", `formation "nope" not found`, http.StatusNotFound},
+		{"empty", "ls", "formation empty has no release yet", http.StatusConflict},
+		{"empty", "  ", "no command", http.StatusBadRequest},
+		{"Bad", "ls", "invalid formation name", http.StatusBadRequest},
+	} {
+		err := run(tc.form, tc.cmd)
+		var he *api.HTTPError
+		if !errors.As(err, &he) || he.Code != tc.code || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("run %q in %s: %v, want %d %q", tc.cmd, tc.form, err, tc.code, tc.want)
+		}
+	}
+	// Without the upgrade headers: 426. Without the token: 401.
+	for _, tc := range []struct {
+		auth string
+		code int
+	}{{"Bearer " + f.token, http.StatusUpgradeRequired}, {"", http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodPost, f.url+"/run?formation=hello", strings.NewReader(`{"command":"ls"}`))
+		if tc.auth != "" {
+			req.Header.Set("Authorization", tc.auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("POST /run with %q: %s, want %d", tc.auth, resp.Status, tc.code)
+		}
+	}
+	wrong := &api.Client{URL: f.url, Token: "wrong"}
+	if _, err := wrong.Run(ctx, "hello", api.RunRequest{Command: "ls"}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "platform token") {
+		t.Errorf("wrong token: %v", err)
+	}
+}

@@ -1,0 +1,57 @@
+// Package api is the agent's HTTP API: the output of the node's containers
+// (deisctl logs) and one-off containers (deisctl run). Log lines go from
+// Docker straight to the client; they never pass through etcd.
+//
+// Serve it on a listener and advertise its URL in the node's registration
+// (state.Node.APIURL):
+//
+//	l, err := net.Listen("tcp", "127.0.0.1:9103")
+//	node.APIURL = api.URL(l.Addr(), nodeAddr)
+//	srv, err := api.New(api.Config{Node: "n1", Token: token, Store: store,
+//		Docker: docker, Runtime: rt})
+//	err = srv.Serve(ctx, l) // until ctx ends
+//
+// Every request needs the platform token (state.EnsureToken) as
+// "Authorization: Bearer <token>"; without it the answer is 401.
+//
+// # GET /logs?formation=F[&type=T][&tail=N][&follow=1][&since=RFC3339]
+//
+// The output (stdout and stderr, as Docker kept it) of this node's
+// containers of formation F, one JSON LogLine per line, oldest first: the
+// last N lines (default 100) of all of them together. With follow=1 the
+// backlog ends with {"mark":"live"} and new lines follow as they are
+// written, of the containers running and of those that start later, until
+// the client goes away. since keeps only the lines after that time (for a
+// client that reconnects). The endpoint talks to Docker only and takes no
+// lock of the runtime's reconcile loop.
+//
+// # POST /run?formation=F
+//
+// The body is a JSON RunRequest ({"command": "...", "env": {...}}) and the
+// request must ask to switch protocols (Connection: Upgrade, Upgrade:
+// deis-run). The server starts a one-off container of F's current release
+// (CurrentRelease: the newest not marked failed), with its slug (through
+// the runtime's slug cache) or image, its config plus env, and the command
+// run like a Procfile command. The container is named
+// deis-run-<formation>-<n>, has DYNO=run.<n>, carries the labels
+// deis.oneoff=1, deis.formation and deis.node (the reconcile loop leaves
+// such containers alone) and is removed by Docker when it exits.
+//
+// Errors before the container runs are ordinary HTTP answers with a
+// plain-text message (400 bad request, 404 no such formation, 409 no
+// release or build, 426 no upgrade asked, 502 Docker or the slug failed).
+// Once it runs the answer is 101 and the connection carries:
+//
+//   - server to client, frames: 1 type byte (1 stdout, 2 stderr, 3 exit),
+//     a 4-byte big-endian length, the payload; the exit frame, last, holds
+//     the container's exit status in decimal.
+//   - client to server, the raw bytes of stdin, then a half-close (EOF).
+//
+// While the command is silent the server sends an empty stdout frame every
+// few seconds: clients ignore it, and a client that went away makes the
+// write fail. A client that goes away (a broken connection, or output that
+// cannot be delivered) gets its container killed; so does a server that
+// stops.
+//
+// Client implements both endpoints for deisctl.
+package api

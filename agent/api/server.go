@@ -1,0 +1,209 @@
+package api
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/deis/deis/pkg/state"
+	"github.com/docker/docker/api/types"
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/network"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Docker is the part of the Docker API the server uses; the Docker client
+// (runtime.NewDocker) implements it.
+type Docker interface {
+	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	ContainerLogs(ctx context.Context, id string, options container.LogsOptions) (io.ReadCloser, error)
+	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	ContainerCreate(ctx context.Context, config *container.Config, hostConfig *container.HostConfig, networkingConfig *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
+	ContainerAttach(ctx context.Context, id string, options container.AttachOptions) (types.HijackedResponse, error)
+	ContainerStart(ctx context.Context, id string, options container.StartOptions) error
+	ContainerWait(ctx context.Context, id string, condition container.WaitCondition) (<-chan container.WaitResponse, <-chan error)
+	ContainerKill(ctx context.Context, id, signal string) error
+	ContainerRemove(ctx context.Context, id string, options container.RemoveOptions) error
+}
+
+// OneOffs prepares one-off containers; *runtime.Runtime implements it,
+// with the slug cache it shares with the reconcile loop.
+type OneOffs interface {
+	OneOffConfig(ctx context.Context, spec state.ContainerSpec) (*container.Config, *container.HostConfig, error)
+}
+
+// Config is what a Server needs.
+type Config struct {
+	// Node is this node's name; only containers labelled for it are served.
+	Node string
+	// Token is the platform token (state.EnsureToken) every request must
+	// carry as "Authorization: Bearer <token>".
+	Token string
+	// Store reads releases, release statuses and the coordinator's slug URL.
+	Store *state.Store
+	// Docker reads logs and runs one-off containers.
+	Docker Docker
+	// Runtime configures one-off containers (the node's *runtime.Runtime).
+	Runtime OneOffs
+	// Logger gets the server's logs (default: none).
+	Logger *slog.Logger
+	// Registerer gets the server's metrics (nil: not registered).
+	Registerer prometheus.Registerer
+}
+
+// Timeouts of single calls.
+const (
+	dockerTimeout = 30 * time.Second
+	createTimeout = 2 * time.Minute
+	etcdTimeout   = 10 * time.Second
+)
+
+// Server is the agent's HTTP API.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+	mux *http.ServeMux
+	// life ends when Serve's context does; one-off sessions end with it.
+	life context.Context
+
+	runs sync.WaitGroup // one-off sessions, which outlive their hijacked requests' tracking
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if err := state.ValidateName("node", cfg.Node); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	switch {
+	case cfg.Token == "":
+		return nil, errors.New("api: no platform token: read it with state.EnsureToken")
+	case cfg.Store == nil:
+		return nil, errors.New("api: no etcd store in the config")
+	case cfg.Docker == nil:
+		return nil, errors.New("api: no Docker client in the config: use runtime.NewDocker")
+	case cfg.Runtime == nil:
+		return nil, errors.New("api: no runtime in the config")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("node", cfg.Node), m: m, mux: http.NewServeMux(), life: context.Background()}
+	s.mux.Handle("GET /logs", s.auth("logs", s.logs))
+	s.mux.Handle("POST /run", s.auth("run", s.run))
+	return s, nil
+}
+
+// Handler serves the API; every endpoint requires the platform token.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// Serve serves the API on l until ctx ends, then ends the streams and
+// one-off sessions in progress (killing their containers) and returns nil.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	base, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s.life = base
+	srv := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-ctx.Done()
+		cancel() // ends follows and one-off sessions first, so Shutdown need not wait for them
+		sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer scancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	err := srv.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	cancel()
+	<-done
+	s.runs.Wait()
+	if err != nil {
+		return fmt.Errorf("api: serve on %s: %w", l.Addr(), err)
+	}
+	return nil
+}
+
+// URL is the address to advertise for a listener: its host, or host when
+// it listens on every address.
+func URL(addr net.Addr, host string) string {
+	h, p, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(h); ip == nil || ip.IsUnspecified() {
+		h = host
+	}
+	return "http://" + net.JoinHostPort(h, p)
+}
+
+// statusWriter records the status code for the metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// auth requires the platform token and counts the requests.
+func (s *Server) auth(endpoint string, h http.HandlerFunc) http.Handler {
+	want := []byte("Bearer " + s.cfg.Token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			code := sw.code
+			if code == 0 {
+				code = http.StatusSwitchingProtocols // hijacked
+			}
+			s.m.requests.WithLabelValues(endpoint, strconv.Itoa(code)).Inc()
+		}()
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			sw.Header().Set("WWW-Authenticate", `Bearer realm="deis-agent"`)
+			http.Error(sw, "api: missing or wrong platform token: deisctl reads it from etcd; check that it uses the platform's etcd and prefix", http.StatusUnauthorized)
+			return
+		}
+		h(sw, r)
+	})
+}
+
+// httpError answers with a plain-text error.
+func httpError(w http.ResponseWriter, code int, format string, args ...any) {
+	http.Error(w, strings.TrimSpace(fmt.Sprintf(format, args...)), code)
+}

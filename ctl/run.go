@@ -1,0 +1,181 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/deis/deis/agent/api"
+	"github.com/deis/deis/pkg/state"
+	"github.com/urfave/cli/v2"
+)
+
+func (b *builder) runCommands() []*cli.Command {
+	cmd := b.cmd(&cli.Command{
+		Name:      "run",
+		Category:  "processes",
+		Usage:     "run a command in a one-off container of a formation's current release, with its config, stdin and output",
+		ArgsUsage: "[-f NAME] [--] COMMAND [ARGS...]",
+		Description: "The command runs on a live node of the formation's runtime layers, the least loaded one,\n" +
+			"like a Procfile command (a single argument is a shell command line: deisctl run 'echo $PORT').\n" +
+			"deisctl exits with the command's exit status. Put deisctl's flags before the command, or use --.",
+		Flags: []cli.Flag{formationFlag()},
+	}, nil)
+	// The command's own arguments are not deisctl's flags: they are taken
+	// as they are, not through positional.
+	cmd.Action = func(c *cli.Context) error {
+		e, ok := c.App.Metadata[metadataKey].(*env)
+		if !ok { // -h among the arguments before any --
+			return showHelp(c)
+		}
+		return runOneOff(c, e, c.Args().Slice())
+	}
+	return []*cli.Command{cmd}
+}
+
+// shellJoin turns arguments into one shell command line: a single argument
+// is taken as a command line already, several are quoted word by word.
+func shellJoin(args []string) string {
+	if len(args) == 1 {
+		return args[0]
+	}
+	words := make([]string, len(args))
+	for i, a := range args {
+		words[i] = shellQuote(a)
+	}
+	return strings.Join(words, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@%+,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
+}
+
+// runCandidate is a node that may run a one-off container.
+type runCandidate struct {
+	node     state.Node
+	alive    bool // its heartbeat is there
+	draining bool
+	load     int // containers its runtime databag assigns
+}
+
+// pickRunNode chooses the node for a one-off container of formation f: a
+// live node matched by one of f's runtime layers that serves the agent
+// API, not draining if possible, with the fewest containers, then by name.
+// The error says what is missing.
+func pickRunNode(f string, layers []state.Layer, cands []runCandidate) (state.Node, error) {
+	var runtimeLayers []state.Layer
+	for _, l := range layers {
+		if l.Type == state.LayerRuntime {
+			runtimeLayers = append(runtimeLayers, l)
+		}
+	}
+	if len(runtimeLayers) == 0 {
+		return state.Node{}, fmt.Errorf("formation %s has no runtime layer, so no node may run its containers: create one with deisctl layers:create runtime --type runtime --selector role=runtime -f %s", f, f)
+	}
+	var ok []runCandidate
+	var noAPI []string
+	for _, c := range cands {
+		matched := false
+		for i := range runtimeLayers {
+			if runtimeLayers[i].Matches(&c.node) {
+				matched = true
+				break
+			}
+		}
+		switch {
+		case !matched || !c.alive:
+		case c.node.APIURL == "":
+			noAPI = append(noAPI, c.node.Name)
+		default:
+			ok = append(ok, c)
+		}
+	}
+	if len(ok) == 0 {
+		if len(noAPI) > 0 {
+			return state.Node{}, fmt.Errorf("the live nodes of %s's runtime layers (%s) serve no agent API: run deis-agent there with --api-addr", f, strings.Join(noAPI, ", "))
+		}
+		var sels []string
+		for _, l := range runtimeLayers {
+			sels = append(sels, l.Name+" ("+kvList(l.Selector, ",")+")")
+		}
+		return state.Node{}, fmt.Errorf("no live node matches the runtime layers of %s: %s: start deis-agent on a node with matching labels (deisctl status -f %s explains)", f, strings.Join(sels, ", "), f)
+	}
+	sort.SliceStable(ok, func(i, j int) bool {
+		a, b := ok[i], ok[j]
+		if a.draining != b.draining {
+			return !a.draining
+		}
+		if a.load != b.load {
+			return a.load < b.load
+		}
+		return a.node.Name < b.node.Name
+	})
+	return ok[0].node, nil
+}
+
+func runOneOff(c *cli.Context, e *env, args []string) error {
+	if len(args) == 0 {
+		return usageError(c, "[-f NAME] [--] COMMAND [ARGS...]: no command given, so nothing was run")
+	}
+	f, err := formationName(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Context
+	if _, _, err := e.store.GetFormation(ctx, f); err != nil {
+		return err
+	}
+	layers, _, err := state.List[state.Layer](ctx, e.store.KV, e.keys().Layers(f))
+	if err != nil {
+		return err
+	}
+	var ls []state.Layer
+	for _, l := range layers {
+		ls = append(ls, l.Value)
+	}
+	w, err := readWorld(ctx, e.store)
+	if err != nil {
+		return err
+	}
+	load := map[string]int{}
+	for _, rt := range w.runtimes {
+		load[rt.Node] += len(rt.Containers)
+	}
+	cands := make([]runCandidate, 0, len(w.nodes))
+	for _, n := range w.nodes {
+		_, draining := w.drains[n.Name]
+		cands = append(cands, runCandidate{node: n, alive: w.alive[n.Name], draining: draining, load: load[n.Name]})
+	}
+	node, err := pickRunNode(f, ls, cands)
+	if err != nil {
+		return err
+	}
+	token, err := state.ReadToken(ctx, e.store)
+	if err != nil {
+		return err
+	}
+
+	// The session outlives --timeout, which bounds the reads above.
+	sctx := context.WithoutCancel(ctx)
+	cl := &api.Client{URL: node.APIURL, Token: token}
+	code, err := cl.Run(sctx, f, api.RunRequest{Command: shellJoin(args)}, c.App.Reader, c.App.Writer, c.App.ErrWriter)
+	if err != nil {
+		var he *api.HTTPError
+		if errors.As(err, &he) {
+			return fmt.Errorf("node %s: %s", node.Name, he.Msg)
+		}
+		return fmt.Errorf("run on node %s: %w", node.Name, err)
+	}
+	if code != 0 {
+		return cli.Exit("", code)
+	}
+	return nil
+}

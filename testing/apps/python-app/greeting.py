@@ -1,0 +1,2 @@
+def greet(word):
+    return "%s from python-app" % word
