@@ -3,6 +3,7 @@ package ctl
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
@@ -20,8 +21,9 @@ func (b *builder) statusCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:     "status",
 			Category: "processes",
-			Usage:    "show whether formations have converged on their latest release (all formations without -f)",
-			Flags:    []cli.Flag{formationFlag(), jsonFlag()},
+			Usage:    "show whether formations have converged on their latest release (all formations without -f); --watch redraws until they have",
+			Flags: []cli.Flag{formationFlag(), jsonFlag(),
+				&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "redraw every second until everything has converged (raise --timeout for long rollouts)"}},
 		}, status),
 		b.cmd(&cli.Command{
 			Name:     "nodes:list",
@@ -83,19 +85,45 @@ type statusJSON struct {
 
 func status(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
-		return usageError(c, "[-f NAME]")
+		return usageError(c, "[-f NAME] [--watch]")
 	}
+	if !c.Bool("watch") {
+		_, err := statusOnce(c, e)
+		return err
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		converged, err := statusOnce(c, e)
+		if c.Context.Err() != nil {
+			return fmt.Errorf("still converging after --timeout: %w", c.Context.Err())
+		}
+		if err != nil || converged {
+			return err
+		}
+		select {
+		case <-c.Context.Done():
+			return fmt.Errorf("still converging after --timeout: %w", c.Context.Err())
+		case <-tick.C:
+		}
+		fmt.Fprint(c.App.Writer, "\n")
+	}
+}
+
+// statusOnce prints the status once and reports whether every formation
+// shown has converged.
+func statusOnce(c *cli.Context, e *env) (bool, error) {
 	w, err := readWorld(c.Context, e.store)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var names []string
 	if f := c.String("formation"); f != "" {
 		if err := state.ValidateName("formation", f); err != nil {
-			return err
+			return false, err
 		}
 		if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
-			return err
+			return false, err
 		}
 		names = []string{f}
 	} else {
@@ -107,7 +135,7 @@ func status(c *cli.Context, e *env, args []string) error {
 	for _, f := range names {
 		st, err := statusOf(c.Context, e.store, w, f)
 		if err != nil {
-			return err
+			return false, err
 		}
 		out.Formations = append(out.Formations, st)
 	}
@@ -119,8 +147,12 @@ func status(c *cli.Context, e *env, args []string) error {
 	for _, n := range sortedKeys(w.drains) {
 		out.DrainingNodes = append(out.DrainingNodes, w.drains[n])
 	}
+	converged := true
+	for _, st := range out.Formations {
+		converged = converged && st.Converged
+	}
 	if c.Bool("json") {
-		return printJSON(c.App.Writer, out)
+		return converged, printJSON(c.App.Writer, out)
 	}
 	var b strings.Builder
 	if len(names) == 0 {
@@ -145,7 +177,7 @@ func status(c *cli.Context, e *env, args []string) error {
 		fmt.Fprintf(&b, "Draining: %s: the scheduler moves their containers to other nodes; undo with deisctl nodes:undrain NODE\n", strings.Join(ds, ", "))
 	}
 	_, err = fmt.Fprint(c.App.Writer, b.String())
-	return err
+	return converged, err
 }
 
 type nodeJSON struct {

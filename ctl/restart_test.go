@@ -38,3 +38,13 @@ func TestScaleCapacity(t *testing.T) {
 	c.fails("can hold only 4 more", "scale", "web=5", "-f", "hello")
 	c.ok("scale", "web=4", "-f", "hello")
 }
+
+func TestStatusShowsSchedulerAndWatchEnds(t *testing.T) {
+	c := newCluster(t)
+	c.seedRelease("hello", nil)
+	c.put(c.store.Keys.FormationStatus("hello"), state.FormationStatus{Formation: "hello", Release: 1,
+		Error: "no live node matches the formation's runtime layer"})
+	contains(t, c.ok("status", "-f", "hello"), "Stuck:", "no live node matches")
+	// --watch gives up with the timeout while the formation cannot converge
+	c.fails("still converging", "--timeout", "2s", "status", "--watch", "-f", "hello")
+}

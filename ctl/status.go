@@ -163,6 +163,10 @@ type formationStatus struct {
 	Converged          bool          `json:"converged"`
 	// Waiting lists why the formation has not converged, one reason each.
 	Waiting []string `json:"waiting,omitempty"`
+	// Scheduler is what the scheduler reports in progress; SchedulerError
+	// what it cannot do (no node matches a layer, no capacity).
+	Scheduler      []string `json:"scheduler,omitempty"`
+	SchedulerError string   `json:"schedulerError,omitempty"`
 }
 
 type proxyStatus struct {
@@ -358,7 +362,21 @@ func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formatio
 		}
 		in.Acks = append(in.Acks, a.Value)
 	}
-	return summarize(in), nil
+	st := summarize(in)
+	// What the scheduler itself says it is doing, or cannot do.
+	var fs state.FormationStatus
+	if _, err := s.Get(ctx, s.Keys.FormationStatus(f), &fs); err == nil {
+		st.SchedulerError = fs.Error
+		if !st.Converged {
+			st.Scheduler = fs.Pending
+		}
+		if fs.Error != "" {
+			st.Converged = false
+		}
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return formationStatus{}, err
+	}
+	return st, nil
 }
 
 // renderStatus writes one formation's status for people.
@@ -368,6 +386,12 @@ func renderStatus(b *strings.Builder, st formationStatus) {
 		b.WriteString("converged\n")
 	} else {
 		b.WriteString("converging\n")
+	}
+	if st.SchedulerError != "" {
+		fmt.Fprintf(b, "Stuck:           %s\n", st.SchedulerError)
+	}
+	for _, r := range st.Scheduler {
+		fmt.Fprintf(b, "Scheduler:       %s\n", r)
 	}
 	if st.DesiredRelease > 0 {
 		fmt.Fprintf(b, "Desired release: v%d (%s)\n", st.DesiredRelease, st.DesiredDescription)
