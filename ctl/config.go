@@ -102,6 +102,11 @@ func parsePairs(args []string) ([]string, map[string]string, error) {
 		if err := state.ValidateEnvKey(k); err != nil {
 			return nil, nil, err
 		}
+		if k == "HEALTHCHECK_PATH" {
+			if err := state.ValidateHealthPath(v); err != nil {
+				return nil, nil, err
+			}
+		}
 		if _, seen := vals[k]; !seen {
 			order = append(order, k)
 		}

@@ -48,3 +48,12 @@ func TestStatusShowsSchedulerAndWatchEnds(t *testing.T) {
 	// --watch gives up with the timeout while the formation cannot converge
 	c.fails("still converging", "--timeout", "2s", "status", "--watch", "-f", "hello")
 }
+
+func TestHealthcheckPathValidated(t *testing.T) {
+	c := newCluster(t)
+	c.seedRelease("hello", nil)
+	for _, bad := range []string{"healthz", "http://x/", "/a b", "//evil"} {
+		c.fails("invalid HEALTHCHECK_PATH", "config:set", "HEALTHCHECK_PATH="+bad, "-f", "hello")
+	}
+	c.ok("config:set", "HEALTHCHECK_PATH=/healthz", "-f", "hello")
+}

@@ -47,3 +47,18 @@ func ValidateDomain(d string) error {
 	}
 	return nil
 }
+
+// ValidateHealthPath checks a HEALTHCHECK_PATH value: an absolute URL path
+// with no spaces, control characters, scheme or host.
+func ValidateHealthPath(p string) error {
+	ok := strings.HasPrefix(p, "/") && !strings.HasPrefix(p, "//") && len(p) <= 1024
+	for _, r := range p {
+		if r <= ' ' || r == 0x7f || r == '#' {
+			ok = false
+		}
+	}
+	if !ok {
+		return fmt.Errorf("invalid HEALTHCHECK_PATH %q: use a URL path starting with /, like /healthz", p)
+	}
+	return nil
+}
