@@ -131,3 +131,26 @@ func TestCoordinatorFailoverDuringRollout(t *testing.T) {
 		return l != nil && l != leader, "no new leader"
 	})
 }
+
+// TestFailedReleaseKeepsServing: a release whose health checks never pass
+// is marked failed with the reason after the boot timeout, its containers
+// are removed, and the previous release keeps serving throughout.
+func TestFailedReleaseKeepsServing(t *testing.T) {
+	p := harness.NewPlatformWith(t, harness.PlatformOptions{CoordinatorArgs: []string{"--boot-timeout", "8s"}})
+	a := p.StartAgent("failrel", harness.AgentOptions{})
+	deploy(t, p, "sturdy")
+	host := "sturdy.localhost"
+	p.WaitApp(a, host, "hello from sturdy (v1)", 3*time.Minute)
+
+	p.MustCtl("", "config:set", "HEALTHCHECK_PATH=/status/503", "-f", "sturdy")
+	harness.Eventually(t, 2*time.Minute, "v2 marked failed", func() (bool, string) {
+		out, _ := p.Ctl("", "releases", "-f", "sturdy")
+		return strings.Contains(out, "failed"), out
+	})
+	p.WaitApp(a, host, "hello from sturdy (v1)", 10*time.Second)
+	waitReady(t, p, "sturdy", 1, "v1")
+	out := p.MustCtl("", "releases", "-f", "sturdy")
+	if !strings.Contains(out, "not ready within") {
+		t.Errorf("releases should say why v2 failed:\n%s", out)
+	}
+}

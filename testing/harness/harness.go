@@ -203,11 +203,12 @@ type Platform struct {
 	Agents       []*Agent
 	coordPorts   [][2]int // ssh, http
 	external     bool
+	coordArgs    []string
 	// id makes node names unique to this platform: agents label their
 	// containers with their node name, and two test runs on one machine
 	// must never see each other's containers.
-	id string
-	KeyFile      string
+	id      string
+	KeyFile string
 }
 
 // Agent is one deis-agent process.
@@ -230,6 +231,8 @@ type PlatformOptions struct {
 	// ExternalEtcd runs etcd in the test process instead of inside the
 	// coordinator, so coordinators can be killed and added freely.
 	ExternalEtcd bool
+	// CoordinatorArgs are added to every coordinator's flags.
+	CoordinatorArgs []string
 }
 
 // NewPlatformWith starts a platform as the options say.
@@ -245,7 +248,7 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd, id: filepath.Base(dir)[len("deis-e2e-"):]}
+	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd, coordArgs: o.CoordinatorArgs, id: filepath.Base(dir)[len("deis-e2e-"):]}
 	if len(p.id) > 6 {
 		p.id = p.id[len(p.id)-6:]
 	}
@@ -280,7 +283,7 @@ func (p *Platform) AddCoordinator() *Proc {
 		peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
 		args = append(args, "--etcd-listen-client", p.EtcdURL, "--etcd-listen-peer", peer)
 	}
-	c := Start(t, "deis-coordinator", args...)
+	c := Start(t, "deis-coordinator", append(args, p.coordArgs...)...)
 	p.Coordinators = append(p.Coordinators, c)
 	p.coordPorts = append(p.coordPorts, [2]int{ssh, web})
 	p.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/healthz", web), "", 90*time.Second)

@@ -9,6 +9,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if self.path.startswith("/status/"):
+            # /status/503 answers with that status: a health check that fails
+            code = int(self.path.split("/")[2] or 200)
+            self.send_response(code)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         body = "{} from {} ({})\n".format(
             os.environ.get("GREETING", "hello"),
             os.environ.get("DEIS_FORMATION", "an app"),
