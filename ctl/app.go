@@ -51,6 +51,8 @@ func NewApp() *cli.App {
 	cmds = append(cmds, b.layerCommands()...)
 	cmds = append(cmds, b.nodeCommands()...)
 	cmds = append(cmds, b.keyCommands()...)
+	cmds = append(cmds, b.userCommands()...)
+	cmds = append(cmds, b.permCommands()...)
 	cmds = append(cmds, b.logCommands()...)
 	cmds = append(cmds, b.runCommands()...)
 	cmds = append(cmds, completionCommand(), helpCommand())

@@ -38,7 +38,7 @@ func (b *builder) formationCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:      "formations:destroy",
 			Category:  "formations",
-			Usage:     "destroy a formation with its layers, config and releases; the coordinator then removes its containers",
+			Usage:     "destroy a formation with its layers, config, releases, builds and permissions; the coordinator then removes its containers",
 			ArgsUsage: "NAME --confirm NAME",
 			Flags:     []cli.Flag{&cli.StringFlag{Name: "confirm", Usage: "the formation's name again, to confirm"}},
 		}, formationsDestroy),
@@ -210,7 +210,7 @@ func formationsDestroy(c *cli.Context, e *env, args []string) error {
 		return err
 	}
 	if c.String("confirm") != name {
-		return fmt.Errorf("destroying %q removes its config and releases and stops its containers: to go ahead run deisctl formations:destroy %s --confirm %s", name, name, name)
+		return fmt.Errorf("destroying %q removes its config, releases and builds and stops its containers: to go ahead run deisctl formations:destroy %s --confirm %s", name, name, name)
 	}
 	k := e.keys()
 	ok, err := e.store.Commit(c.Context,
@@ -218,14 +218,16 @@ func formationsDestroy(c *cli.Context, e *env, args []string) error {
 		clientv3.OpDelete(k.Formation(name)),
 		clientv3.OpDelete(k.Layers(name), clientv3.WithPrefix()),
 		clientv3.OpDelete(k.Config(name)),
-		clientv3.OpDelete(k.Releases(name), clientv3.WithPrefix()))
+		clientv3.OpDelete(k.Releases(name), clientv3.WithPrefix()),
+		clientv3.OpDelete(k.Builds(name), clientv3.WithPrefix()),
+		clientv3.OpDelete(k.Perms(name), clientv3.WithPrefix()))
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return fmt.Errorf("formation %q not found: list formations with deisctl formations:list: %w", name, state.ErrNotFound)
 	}
-	fmt.Fprintf(c.App.Writer, "Destroying %s (with its layers, config and releases)... done\n", name)
+	fmt.Fprintf(c.App.Writer, "Destroying %s (with its layers, config, releases, builds and permissions)... done\n", name)
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -18,16 +17,17 @@ func (b *builder) keyCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:      "keys:add",
 			Category:  "keys",
-			Usage:     "register an SSH public key that may git push",
+			Usage:     "register a user's SSH public key: it may git push to the formations the user may access",
 			ArgsUsage: "PATH.pub",
-			Flags:     []cli.Flag{&cli.StringFlag{Name: "user", Value: "admin", Usage: "user the key belongs to"}},
+			Flags: []cli.Flag{&cli.StringFlag{Name: "user", Value: state.BootstrapAdmin,
+				Usage: "user the key belongs to: one created with deisctl users:create, or admin"}},
 		}, keysAdd),
 		b.cmd(&cli.Command{
 			Name:     "keys:list",
 			Aliases:  []string{"keys"},
 			Category: "keys",
-			Usage:    "list registered SSH keys",
-			Flags:    []cli.Flag{jsonFlag()},
+			Usage:    "list registered SSH keys and the users they belong to",
+			Flags:    []cli.Flag{&cli.StringFlag{Name: "user", Usage: "only the keys of this user"}, jsonFlag()},
 		}, keysList),
 		b.cmd(&cli.Command{
 			Name:      "keys:remove",
@@ -69,12 +69,39 @@ func keysAdd(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s is not an SSH public key (%v): pass the .pub file, like ~/.ssh/id_ed25519.pub", args[0], err)
 	}
-	err = e.store.Create(c.Context, e.keys().SSHKey(state.SSHKeyID(key.Fingerprint)), key)
-	if errors.Is(err, state.ErrExists) {
-		return fmt.Errorf("key %s is already registered: see deisctl keys:list, or remove it first with deisctl keys:remove %s", key.Fingerprint, key.Fingerprint)
+	k := e.keys().SSHKey(state.SSHKeyID(key.Fingerprint))
+	registered := func() error {
+		var have state.SSHKey
+		found, err := getOptional(c.Context, e.store, k, &have)
+		if err != nil {
+			return err
+		}
+		if found {
+			return fmt.Errorf("key %s is already registered (to user %s): see deisctl keys:list, or remove it first with deisctl keys:remove %s", key.Fingerprint, have.User, key.Fingerprint)
+		}
+		return nil
 	}
+	if err := registered(); err != nil {
+		return err
+	}
+	// The user must exist (or be the bootstrap admin) when the key is written.
+	guards, err := userGuard(c.Context, e.store, user)
 	if err != nil {
 		return err
+	}
+	ok, err := e.store.Commit(c.Context, append(guards, clientv3.Compare(clientv3.CreateRevision(k), "=", 0)),
+		clientv3.OpPut(k, state.Marshal(key)))
+	if err != nil {
+		return err
+	}
+	if !ok { // lost a race: say to what
+		if err := registered(); err != nil {
+			return err
+		}
+		if _, err := userGuard(c.Context, e.store, user); err != nil {
+			return err
+		}
+		return state.ErrConflict
 	}
 	fmt.Fprintf(c.App.Writer, "Adding %s for user %s... done\n%s\n", args[0], user, key.Fingerprint)
 	return nil
@@ -82,7 +109,13 @@ func keysAdd(c *cli.Context, e *env, args []string) error {
 
 func keysList(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
-		return usageError(c, "")
+		return usageError(c, "[--user NAME] [--json]")
+	}
+	user := c.String("user")
+	if user != "" {
+		if err := state.ValidateName("user", user); err != nil {
+			return err
+		}
 	}
 	list, _, err := state.List[state.SSHKey](c.Context, e.store.KV, e.keys().SSHKeys())
 	if err != nil {
@@ -90,12 +123,18 @@ func keysList(c *cli.Context, e *env, args []string) error {
 	}
 	out := make([]state.SSHKey, 0, len(list))
 	for _, k := range list {
-		out = append(out, k.Value)
+		if user == "" || k.Value.User == user {
+			out = append(out, k.Value)
+		}
 	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, out)
 	}
 	if len(out) == 0 {
+		if user != "" {
+			fmt.Fprintf(c.App.Writer, "User %s has no SSH keys: add one with deisctl keys:add ~/.ssh/id_ed25519.pub --user %s\n", user, user)
+			return nil
+		}
 		fmt.Fprintln(c.App.Writer, "No SSH keys registered: add one with deisctl keys:add ~/.ssh/id_ed25519.pub")
 		return nil
 	}

@@ -21,7 +21,7 @@ func (b *builder) nodeCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:      "nodes:info",
 			Category:  "nodes",
-			Usage:     "show a node: address, labels, capacity, heartbeat, layers, containers, drain",
+			Usage:     "show a node: address, labels, agent API URL, capacity, heartbeat, layers, containers, drain",
 			ArgsUsage: "NODE",
 			Flags:     []cli.Flag{jsonFlag()},
 		}, nodesInfo),
@@ -271,6 +271,7 @@ func renderNodeInfo(w io.Writer, info nodeInfoJSON) error {
 		{"Address", orDash(n.Addr)},
 		{"Labels", kvList(n.Labels, ",")},
 		{"Proxy HTTP port", port},
+		{"Agent API", orDash(n.APIURL)},
 		{"Capacity", capacity},
 		{"Memory", memory},
 		{"Version", orDash(n.Version)},
