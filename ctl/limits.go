@@ -233,6 +233,7 @@ func limitsSet(c *cli.Context, e *env, args []string) error {
 		if maps.Equal(n.Limits, cur.Limits) {
 			return nil, nil
 		}
+		bumpRestarts(&n, cur, sortedKeys(want))
 		changed = true
 		return &n, nil
 	})
@@ -252,7 +253,7 @@ func limitsSet(c *cli.Context, e *env, args []string) error {
 		return nil
 	}
 	fmt.Fprintf(c.App.Writer, "Setting %s of %s: %s... done\n", kind, f, strings.Join(parts, ", "))
-	fmt.Fprintf(c.App.Writer, "The agents restart the affected containers with the new limits. Limits now: %s\n", limitsSummary(next.Limits))
+	fmt.Fprintf(c.App.Writer, "New containers with the new limits replace the old ones without downtime. Limits now: %s\n", limitsSummary(next.Limits))
 	return nil
 }
 
@@ -302,6 +303,7 @@ func limitsUnset(c *cli.Context, e *env, args []string) error {
 		if maps.Equal(n.Limits, cur.Limits) {
 			return nil, nil
 		}
+		bumpRestarts(&n, cur, args)
 		if len(n.Limits) == 0 {
 			n.Limits = nil
 		}
@@ -366,4 +368,19 @@ func limitsList(c *cli.Context, e *env, args []string) error {
 		rows = append(rows, []string{t, fmtBytes(ls[t].MemoryBytes), fmtCPUs(ls[t].CPUs)})
 	}
 	return printTable(w, []string{"TYPE", "MEMORY", "CPUS"}, rows)
+}
+
+// bumpRestarts gives the containers of the types whose limits changed new
+// names, so the scheduler replaces them with the same handoff as a release
+// instead of the agents restarting them in place.
+func bumpRestarts(n, cur *state.Formation, types []string) {
+	n.Restarts = maps.Clone(cur.Restarts)
+	if n.Restarts == nil {
+		n.Restarts = map[string]int{}
+	}
+	for _, t := range types {
+		if cur.Limits[t] != n.Limits[t] {
+			n.Restarts[t]++
+		}
+	}
 }

@@ -29,6 +29,9 @@ const (
 	DefaultTimeout      = 15 * time.Minute
 	DefaultMaxSlugBytes = 1 << 30
 	DefaultMaxParallel  = 2
+	// DefaultKeepReleases is how many of each formation's newest releases
+	// keep their slugs and images through garbage collection.
+	DefaultKeepReleases = 10
 )
 
 const (
@@ -46,6 +49,11 @@ const (
 	labelBuild     = "deis.build"
 	labelBuilder   = "deis.builder" // which coordinator (data directory) made it
 	roleBuild      = "build"
+	roleRelease    = "release" // a release phase container
+	roleImage      = "app"     // an image built from an app's Dockerfile
+	// goRootMount is where the coordinator's Go toolchain appears in build
+	// containers.
+	goRootMount = "/opt/go"
 )
 
 // Config configures a Builder.
@@ -68,6 +76,13 @@ type Config struct {
 	// MaxParallel is how many builds, of different formations, run at once
 	// (default DefaultMaxParallel). Builds of one formation always queue.
 	MaxParallel int
+	// GoRoot is a Go installation (GOROOT) on this host, mounted read-only
+	// at /opt/go in build containers for the go buildpack; "" mounts none
+	// and Go apps fail to build with a message that says so. See FindGoRoot.
+	GoRoot string
+	// KeepReleases is how many of each formation's newest releases keep
+	// their slugs and images when GC runs (default DefaultKeepReleases).
+	KeepReleases int
 	// AppURL returns the URL a formation answers on, for the last line of a
 	// successful build.
 	AppURL     func(formation string) string
@@ -92,6 +107,12 @@ type Builder struct {
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // one-slot channel per formation
+
+	// artifacts is read-locked by every build from the moment it starts
+	// making a slug or an image until its release is written (or it
+	// failed); GC runs only when it can take the write lock, so it never
+	// removes what a running build is about to release.
+	artifacts sync.RWMutex
 }
 
 // New checks cfg, fills in defaults and extracts the bundled buildpacks.
@@ -117,6 +138,16 @@ func New(cfg Config) (*Builder, error) {
 	}
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = DefaultMaxParallel
+	}
+	if cfg.KeepReleases <= 0 {
+		cfg.KeepReleases = DefaultKeepReleases
+	}
+	if cfg.GoRoot != "" {
+		real, err := checkGoRoot(cfg.GoRoot)
+		if err != nil {
+			return nil, err
+		}
+		cfg.GoRoot = real
 	}
 	if cfg.AppURL == nil {
 		cfg.AppURL = func(string) string { return "" }
@@ -283,7 +314,6 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 		return err
 	}
 
-	con.Printf("-----> Building %s of %s on %s", sha7, f, b.cfg.StackImage)
 	if err := r.checkCommit(bctx, req.SHA); err != nil {
 		return nil, overTime(err)
 	}
@@ -295,16 +325,71 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 	if err != nil {
 		return nil, overTime(err)
 	}
-
-	work := filepath.Join(b.works, id)
-	dirs := buildDirs{env: filepath.Join(work, "env"), out: filepath.Join(work, "out"), cache: filepath.Join(b.caches, f)}
-	defer os.RemoveAll(work)
-	if err := dirs.prepare(vars, con); err != nil {
+	dotBuildpacks, hasDotBuildpacks, err := r.readFile(bctx, req.SHA, ".buildpacks", 64<<10)
+	if err != nil {
+		return nil, overTime(err)
+	}
+	hasDockerfile, err := r.hasFile(bctx, req.SHA, "Dockerfile")
+	if err != nil {
+		return nil, overTime(err)
+	}
+	plan, err := chooseBuild(vars, dotBuildpacks, hasDotBuildpacks, hasDockerfile, b.buildpacks)
+	if err != nil {
 		return nil, err
 	}
 
-	if err := b.runContainer(bctx, ctx, id, r, req, dirs, con); err != nil {
+	work := filepath.Join(b.works, id)
+	defer os.RemoveAll(work)
+
+	// From here until the release is written, GC leaves new slugs and
+	// images alone.
+	b.artifacts.RLock()
+	defer b.artifacts.RUnlock()
+
+	var build *state.Build
+	if plan.mode == modeDockerfile {
+		con.Printf("-----> Building %s of %s from its Dockerfile", sha7, f)
+		build, err = b.buildImage(bctx, id, r, req, types, hasProcfile, con)
+	} else {
+		con.Printf("-----> Building %s of %s on %s", sha7, f, b.cfg.StackImage)
+		if plan.reason != "" {
+			con.Printf("-----> Using the buildpacks given, as %s: %s", plan.reason, strings.Join(plan.labels(), ", "))
+		}
+		build, err = b.buildSlug(bctx, ctx, id, r, req, plan, vars, types, hasProcfile, work, con)
+	}
+	if err != nil {
 		return nil, overTime(err)
+	}
+
+	if cmd, ok := build.ProcessTypes[releaseType]; ok {
+		if err := b.releasePhase(bctx, ctx, id, build, cmd, work, con); err != nil {
+			return nil, overTime(err)
+		}
+	}
+
+	rel, err := b.release(bctx, *build, "Deploy "+sha7)
+	if err != nil {
+		return nil, overTime(err)
+	}
+	con.Printf("-----> Launching... done, v%d", rel.Version)
+	if url := b.cfg.AppURL(f); url != "" {
+		con.Printf("       %s deployed to Deis", url)
+	}
+	return rel, nil
+}
+
+// buildSlug runs the buildpacks in a build container and stores the slug.
+func (b *Builder) buildSlug(bctx, ctx context.Context, id string, r repo, req Request, plan buildPlan, vars, types map[string]string, hasProcfile bool, work string, con *console) (*state.Build, error) {
+	f := req.Formation
+	dirs := buildDirs{env: filepath.Join(work, "env"), out: filepath.Join(work, "out"), in: filepath.Join(work, "in"), cache: filepath.Join(b.caches, f)}
+	if err := dirs.prepare(vars, con); err != nil {
+		return nil, err
+	}
+	if err := plan.writeInstructions(dirs.in); err != nil {
+		return nil, fmt.Errorf("builder: %w", err)
+	}
+	if err := b.runContainer(bctx, ctx, id, r, req, plan, dirs, con); err != nil {
+		return nil, err
 	}
 
 	buildpack := strings.TrimSpace(readSmall(filepath.Join(dirs.out, "buildpack")))
@@ -312,6 +397,7 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 	if hasProcfile {
 		con.Printf("       Procfile declares types -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
 	} else {
+		var err error
 		types, err = parseDefaultProcessTypes(readSmall(filepath.Join(dirs.out, "release.yml")))
 		if err != nil {
 			return nil, fmt.Errorf("builder: the %s buildpack's bin/release printed invalid YAML: %w", buildpack, err)
@@ -320,8 +406,8 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 			con.Printf("       Default types for buildpack -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
 		}
 	}
-	if len(types) == 0 {
-		return nil, errors.New(`builder: the app declares no process types: add a Procfile such as "web: python3 server.py", commit and push again`)
+	if err := checkTypes(types); err != nil {
+		return nil, err
 	}
 
 	slugPath := filepath.Join(dirs.out, "slug.tgz")
@@ -344,20 +430,20 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 		return nil, fmt.Errorf("builder: store the slug: %w", err)
 	}
 	b.m.slugSize.Observe(float64(ref.Size))
-
-	build := state.Build{
+	return &state.Build{
 		ID: id, Formation: f, GitSHA: req.SHA, Slug: &ref, Image: b.cfg.StackImage,
 		ProcessTypes: types, Buildpack: buildpack, Created: time.Now().UTC(),
+	}, nil
+}
+
+// checkTypes makes sure a build has something to run.
+func checkTypes(types map[string]string) error {
+	for t := range types {
+		if t != releaseType {
+			return nil
+		}
 	}
-	rel, err := b.release(bctx, build, "Deploy "+sha7)
-	if err != nil {
-		return nil, overTime(err)
-	}
-	con.Printf("-----> Launching... done, v%d", rel.Version)
-	if url := b.cfg.AppURL(f); url != "" {
-		con.Printf("       %s deployed to Deis", url)
-	}
-	return rel, nil
+	return errors.New(`builder: the app declares no process types: add a Procfile such as "web: python3 server.py", commit and push again`)
 }
 
 // readConfig returns formation f's config vars and the config key's
@@ -404,12 +490,15 @@ func (b *Builder) release(ctx context.Context, build state.Build, desc string) (
 }
 
 // buildDirs are the host directories mounted into a build container.
-type buildDirs struct{ env, out, cache string }
+type buildDirs struct{ env, out, in, cache string }
 
 // prepare creates the directories, writes one file per config var into env
 // and lets the build user write to out and cache.
 func (d buildDirs) prepare(vars map[string]string, con *console) error {
-	for _, dir := range []string{d.env, d.out, d.cache} {
+	for _, dir := range []string{d.env, d.out, d.in, d.cache} {
+		if dir == "" {
+			continue
+		}
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("builder: %w", err)
 		}
@@ -437,77 +526,56 @@ func (d buildDirs) prepare(vars map[string]string, con *console) error {
 // runContainer runs the build script in a fresh container of the stack image
 // and streams its output to con. bctx carries the build's time limit; ctx,
 // which outlives it, is used to remove the container.
-func (b *Builder) runContainer(bctx, ctx context.Context, id string, r repo, req Request, dirs buildDirs, con *console) error {
-	d := b.cfg.Docker
+func (b *Builder) runContainer(bctx, ctx context.Context, id string, r repo, req Request, plan buildPlan, dirs buildDirs, con *console) error {
 	b.removeLeftovers(ctx, req.Formation)
-
-	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
-	cid, err := d.Create(cctx, ContainerSpec{
+	binds := []string{
+		b.buildpacks + ":/buildpacks:ro",
+		dirs.cache + ":/cache",
+		dirs.env + ":/env:ro",
+		dirs.in + ":/in:ro",
+		dirs.out + ":/out",
+	}
+	for _, bp := range plan.buildpacks {
+		if bp.Bind != "" {
+			binds = append(binds, bp.Bind)
+		}
+	}
+	if b.cfg.GoRoot != "" {
+		binds = append(binds, b.cfg.GoRoot+":"+goRootMount+":ro")
+	}
+	spec := ContainerSpec{
 		Name:    "deis-build-" + req.Formation + "-" + id,
 		Image:   b.cfg.StackImage,
 		Cmd:     []string{"/bin/bash", "-c", buildScript, "deis-build"},
 		User:    buildUser,
 		WorkDir: "/tmp",
 		Env:     []string{"STACK=" + b.cfg.StackImage, "SOURCE_VERSION=" + req.SHA},
-		Binds: []string{
-			b.buildpacks + ":/buildpacks:ro",
-			dirs.cache + ":/cache",
-			dirs.env + ":/env:ro",
-			dirs.out + ":/out",
-		},
-		Labels: map[string]string{labelRole: roleBuild, labelFormation: req.Formation, labelBuild: id, labelBuilder: b.instance},
-	})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("builder: create the build container from %s (is the image there? make stack): %w", b.cfg.StackImage, err)
+		Binds:   binds,
+		Labels:  map[string]string{labelRole: roleBuild, labelFormation: req.Formation, labelBuild: id, labelBuilder: b.instance},
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
+	copySource := func(cid string) error {
+		cctx, cancel := context.WithTimeout(bctx, copyTimeout)
 		defer cancel()
-		if err := d.Remove(rctx, cid); err != nil {
-			b.cfg.Logger.Warn("cannot remove build container", "formation", req.Formation, "container", cid, "error", err)
+		err := r.archive(cctx, req.SHA, "build/", func(tar io.Reader) error {
+			pr, pw := io.Pipe()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				pw.CloseWithError(chownTar(pw, tar, buildUID, buildUID, buildUser))
+			}()
+			err := b.cfg.Docker.CopyTo(cctx, cid, "/tmp", pr)
+			pr.CloseWithError(errors.New("copy ended")) // stop the converter if Docker stopped reading
+			<-done
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("builder: copy the source into the build container: %w", err)
 		}
-	}()
-
-	cctx, cancel = context.WithTimeout(bctx, copyTimeout)
-	err = r.archive(cctx, req.SHA, "build/", func(tar io.Reader) error {
-		pr, pw := io.Pipe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			pw.CloseWithError(chownTar(pw, tar, buildUID, buildUID, buildUser))
-		}()
-		err := d.CopyTo(cctx, cid, "/tmp", pr)
-		pr.CloseWithError(errors.New("copy ended")) // stop the converter if Docker stopped reading
-		<-done
-		return err
-	})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("builder: copy the source into the build container: %w", err)
+		return nil
 	}
-
-	cctx, cancel = context.WithTimeout(bctx, dockerCallTimeout)
-	err = d.Start(cctx, cid)
-	cancel()
+	code, err := b.runStreaming(bctx, ctx, spec, copySource, con)
 	if err != nil {
-		return fmt.Errorf("builder: start the build container: %w", err)
-	}
-	logs, err := d.Logs(bctx, cid)
-	if err != nil {
-		return fmt.Errorf("builder: follow the build output: %w", err)
-	}
-	_, _ = io.Copy(con, logs) // ends when the container exits or bctx does
-	logs.Close()
-	con.Flush()
-	if err := bctx.Err(); err != nil {
-		return err
-	}
-	// The output ends when the container exits; wait (within the build's
-	// limit) for its status.
-	code, err := d.Wait(bctx, cid)
-	if err != nil {
-		return fmt.Errorf("builder: wait for the build container: %w", err)
+		return fmt.Errorf("builder: the build container: %w", err)
 	}
 	if code != 0 {
 		if why := strings.TrimSpace(readSmall(filepath.Join(dirs.out, "failure"))); why != "" {
@@ -516,6 +584,60 @@ func (b *Builder) runContainer(bctx, ctx context.Context, id string, r repo, req
 		return fmt.Errorf("builder: the build exited with status %d: see the output above", code)
 	}
 	return nil
+}
+
+// runStreaming creates a container from spec, calls prepare (if any) with
+// its id, starts it, copies its output to out and returns its exit status.
+// The container is always removed. bctx bounds the run; ctx, which
+// outlives it, is used for the removal.
+func (b *Builder) runStreaming(bctx, ctx context.Context, spec ContainerSpec, prepare func(cid string) error, out io.Writer) (int, error) {
+	d := b.cfg.Docker
+	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
+	cid, err := d.Create(cctx, spec)
+	cancel()
+	if err != nil {
+		if bctx.Err() != nil {
+			return 0, bctx.Err()
+		}
+		return 0, fmt.Errorf("create a container of %s (is the image there? make stack): %w", spec.Image, err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
+		defer cancel()
+		if err := d.Remove(rctx, cid); err != nil {
+			b.cfg.Logger.Warn("cannot remove container", "formation", spec.Labels[labelFormation], "container", cid, "error", err)
+		}
+	}()
+	if prepare != nil {
+		if err := prepare(cid); err != nil {
+			return 0, err
+		}
+	}
+	cctx, cancel = context.WithTimeout(bctx, dockerCallTimeout)
+	err = d.Start(cctx, cid)
+	cancel()
+	if err != nil {
+		return 0, fmt.Errorf("start: %w", err)
+	}
+	logs, err := d.Logs(bctx, cid)
+	if err != nil {
+		return 0, fmt.Errorf("follow the output: %w", err)
+	}
+	_, _ = io.Copy(out, logs) // ends when the container exits or bctx does
+	logs.Close()
+	if f, ok := out.(interface{ Flush() }); ok {
+		f.Flush()
+	}
+	if err := bctx.Err(); err != nil {
+		return 0, err
+	}
+	// The output ends when the container exits; wait (within the limit)
+	// for its status.
+	code, err := d.Wait(bctx, cid)
+	if err != nil {
+		return 0, fmt.Errorf("wait: %w", err)
+	}
+	return code, nil
 }
 
 // instanceID names the coordinator that owns build containers by its data
@@ -533,15 +655,17 @@ func instanceID(dataDir string) string {
 func (b *Builder) removeLeftovers(ctx context.Context, f string) {
 	lctx, cancel := context.WithTimeout(ctx, dockerCallTimeout)
 	defer cancel()
-	ids, err := b.cfg.Docker.List(lctx, map[string]string{labelRole: roleBuild, labelFormation: f, labelBuilder: b.instance})
-	if err != nil {
-		b.cfg.Logger.Warn("cannot list build containers", "formation", f, "error", err)
-		return
-	}
-	for _, cid := range ids {
-		b.cfg.Logger.Info("removing leftover build container", "formation", f, "container", cid)
-		if err := b.cfg.Docker.Remove(lctx, cid); err != nil {
-			b.cfg.Logger.Warn("cannot remove build container", "formation", f, "container", cid, "error", err)
+	for _, role := range []string{roleBuild, roleRelease} {
+		ids, err := b.cfg.Docker.List(lctx, map[string]string{labelRole: role, labelFormation: f, labelBuilder: b.instance})
+		if err != nil {
+			b.cfg.Logger.Warn("cannot list build containers", "formation", f, "error", err)
+			return
+		}
+		for _, cid := range ids {
+			b.cfg.Logger.Info("removing leftover container", "formation", f, "container", cid, "role", role)
+			if err := b.cfg.Docker.Remove(lctx, cid); err != nil {
+				b.cfg.Logger.Warn("cannot remove build container", "formation", f, "container", cid, "error", err)
+			}
 		}
 	}
 }

@@ -51,6 +51,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	}
 	cfg := Config{
 		DataDir: dataDir, Store: store, Slugs: slugs, Docker: d, StackImage: need.StackImage,
+		GoRoot:     FindGoRoot(ctx),
 		AppURL:     func(f string) string { return "http://" + f + ".example.test/" },
 		Registerer: prometheus.NewRegistry(),
 	}
@@ -61,6 +62,22 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The images this builder made from Dockerfiles.
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		imgs, err := d.ListImages(ctx, map[string]string{labelBuilder: b.instance})
+		if err != nil {
+			t.Errorf("list the test's images: %v", err)
+			return
+		}
+		for _, img := range imgs {
+			for _, tag := range img.Tags {
+				d.RemoveImage(ctx, tag)
+			}
+			d.RemoveImage(ctx, img.ID)
+		}
+	})
 	return &env{t: t, store: store, slugs: slugs, b: b, dataDir: dataDir, docker: d}
 }
 
@@ -94,7 +111,21 @@ func gitRepo(t *testing.T, files map[string]string) (bare string, sha string, co
 	commit = func(files map[string]string) string {
 		t.Helper()
 		for name, body := range files {
-			if err := os.WriteFile(filepath.Join(work, name), []byte(body), 0o644); err != nil {
+			path := filepath.Join(work, filepath.FromSlash(name))
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			mode := os.FileMode(0o644)
+			if strings.HasPrefix(body, "#!") {
+				mode = 0o755
+			}
+			if body == deleteFile {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			if err := os.WriteFile(path, []byte(body), mode); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -104,9 +135,12 @@ func gitRepo(t *testing.T, files map[string]string) (bare string, sha string, co
 		return run(work, "rev-parse", "HEAD")
 	}
 	run(dir, "init", "-q", "-b", "main", work)
-	run(dir, "init", "-q", "--bare", bare)
+	run(dir, "init", "-q", "-b", "main", "--bare", bare)
 	return bare, commit(files), commit
 }
+
+// deleteFile as a file's content makes commit remove the file.
+const deleteFile = "\x00delete"
 
 var helloApp = map[string]string{
 	"Procfile":  "web: python3 server.py\n",

@@ -1,14 +1,18 @@
 package builder
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"time"
 )
 
 // bundled holds the buildpacks that ship with the coordinator, one directory
@@ -64,4 +68,206 @@ func extractBuildpacks(dir string) error {
 		return fmt.Errorf("builder: install buildpacks: %w", err)
 	}
 	return os.RemoveAll(old)
+}
+
+// Build modes: how the builder turns a commit into something to run.
+const (
+	modeDetect     = "detect"     // the first bundled buildpack whose bin/detect matches
+	modeSingle     = "single"     // BUILDPACK_URL names the one buildpack to run
+	modeMulti      = "multi"      // .buildpacks lists the buildpacks to run, in order
+	modeDockerfile = "dockerfile" // a Dockerfile build, no buildpack
+)
+
+// buildpackRef is one buildpack to run as build.sh reads it: a directory in
+// the build container, or a git URL that build.sh clones.
+type buildpackRef struct {
+	Label string // as the user wrote it
+	Loc   string // container directory or git URL (with an optional #ref)
+	Bind  string // host directory mounted read-only at Loc, if any
+}
+
+// customBuildpacks is where buildpacks given as coordinator paths are
+// mounted in the build container.
+const customBuildpacks = "/buildpacks-custom"
+
+// buildPlan is what the builder decided to run for one commit.
+type buildPlan struct {
+	mode       string
+	buildpacks []buildpackRef // for modeSingle and modeMulti
+	reason     string         // what chose the mode, for the build output
+}
+
+// chooseBuild decides how to build: BUILDPACK_URL in the config wins, then
+// a .buildpacks file, then a Dockerfile, then detection over the bundled
+// buildpacks. bundledDir is where the bundled buildpacks are on the host
+// (also mounted at /buildpacks).
+func chooseBuild(vars map[string]string, dotBuildpacks []byte, hasDotBuildpacks, hasDockerfile bool, bundledDir string) (buildPlan, error) {
+	if url := strings.TrimSpace(vars["BUILDPACK_URL"]); url != "" {
+		ref, err := resolveBuildpack(url, 0, bundledDir)
+		if err != nil {
+			return buildPlan{}, fmt.Errorf("builder: config var BUILDPACK_URL: %w", err)
+		}
+		return buildPlan{mode: modeSingle, buildpacks: []buildpackRef{ref}, reason: "BUILDPACK_URL is set"}, nil
+	}
+	if hasDotBuildpacks {
+		var refs []buildpackRef
+		for n, line := range strings.Split(string(dotBuildpacks), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			ref, err := resolveBuildpack(line, len(refs), bundledDir)
+			if err != nil {
+				return buildPlan{}, fmt.Errorf("builder: .buildpacks line %d: %w: fix it, commit and push again", n+1, err)
+			}
+			refs = append(refs, ref)
+		}
+		if len(refs) == 0 {
+			return buildPlan{}, errors.New("builder: .buildpacks lists no buildpack: put one git URL or path per line, or remove the file")
+		}
+		return buildPlan{mode: modeMulti, buildpacks: refs, reason: "the app's .buildpacks lists them"}, nil
+	}
+	if hasDockerfile {
+		return buildPlan{mode: modeDockerfile, reason: "the app has a Dockerfile"}, nil
+	}
+	return buildPlan{mode: modeDetect}, nil
+}
+
+// resolveBuildpack turns what a user wrote (BUILDPACK_URL or a .buildpacks
+// line) into a buildpack build.sh can run. It accepts the name of a bundled
+// buildpack ("python"), an absolute path on the coordinator (a directory
+// with bin/compile, mounted read-only), or a git URL (https, http, git,
+// ssh, or user@host:path), optionally followed by #ref.
+func resolveBuildpack(spec string, i int, bundledDir string) (buildpackRef, error) {
+	if strings.ContainsAny(spec, " \t\r\n\x00") || strings.HasPrefix(spec, "-") {
+		return buildpackRef{}, fmt.Errorf("%q is not a buildpack URL: it contains spaces or starts with '-'", spec)
+	}
+	// A bundled buildpack by name: "python", or "heroku/python" as on Heroku.
+	name := strings.TrimPrefix(spec, "heroku/")
+	if dir := bundledByName(bundledDir, name); dir != "" {
+		return buildpackRef{Label: spec, Loc: "/buildpacks/" + dir}, nil
+	}
+	if filepath.IsAbs(spec) {
+		real, err := filepath.EvalSymlinks(spec)
+		if err != nil {
+			return buildpackRef{}, fmt.Errorf("buildpack directory %s does not exist on the coordinator", spec)
+		}
+		if strings.ContainsAny(real, ":,") {
+			return buildpackRef{}, fmt.Errorf("buildpack directory %s: paths with ':' or ',' cannot be mounted", spec)
+		}
+		st, err := os.Stat(filepath.Join(real, "bin", "compile"))
+		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return buildpackRef{}, fmt.Errorf("%s is not a buildpack: it has no executable bin/compile", spec)
+		}
+		loc := fmt.Sprintf("%s/%d", customBuildpacks, i)
+		return buildpackRef{Label: spec, Loc: loc, Bind: real + ":" + loc + ":ro"}, nil
+	}
+	if isGitURL(spec) {
+		return buildpackRef{Label: spec, Loc: spec}, nil
+	}
+	return buildpackRef{}, fmt.Errorf("%q is neither a git URL (https://, git://, ssh://, user@host:path), an absolute path on the coordinator, nor a bundled buildpack (%s)",
+		spec, strings.Join(bundledNames(bundledDir), ", "))
+}
+
+// isGitURL accepts the remote forms git clones from over the network.
+func isGitURL(s string) bool {
+	u, _, _ := strings.Cut(s, "#")
+	for _, scheme := range []string{"https://", "http://", "git://", "ssh://"} {
+		if rest, ok := strings.CutPrefix(u, scheme); ok {
+			return len(rest) > 0 && !strings.HasPrefix(rest, "/")
+		}
+	}
+	// scp-like: user@host:path
+	at, colon := strings.IndexByte(u, '@'), strings.IndexByte(u, ':')
+	return at > 0 && colon > at+1 && colon < len(u)-1 && !strings.Contains(u[:colon], "/")
+}
+
+// bundledNames lists the bundled buildpacks' names ("python"), in order.
+func bundledNames(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		if _, name, ok := strings.Cut(e.Name(), "-"); ok && e.IsDir() {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// bundledByName returns the directory name ("10-python") of the bundled
+// buildpack called name, or "".
+func bundledByName(dir, name string) string {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if _, n, ok := strings.Cut(e.Name(), "-"); ok && e.IsDir() && n == name {
+			return e.Name()
+		}
+	}
+	return ""
+}
+
+// writeInstructions writes /in for build.sh: the mode and the buildpacks.
+func (p buildPlan) writeInstructions(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var list strings.Builder
+	for _, bp := range p.buildpacks {
+		fmt.Fprintf(&list, "%s\t%s\n", bp.Label, bp.Loc)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "mode"), []byte(p.mode+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "buildpacks"), []byte(list.String()), 0o644)
+}
+
+// labels lists the buildpacks as the user wrote them.
+func (p buildPlan) labels() []string {
+	out := make([]string, len(p.buildpacks))
+	for i, bp := range p.buildpacks {
+		out[i] = bp.Label
+	}
+	return out
+}
+
+// FindGoRoot returns the Go installation of this host, for Config.GoRoot:
+// `go env GOROOT` if a go command is on PATH, else the GOROOT this binary
+// was built with; "" when neither holds a Go toolchain.
+func FindGoRoot(ctx context.Context) string {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(cctx, "go", "env", "GOROOT").Output(); err == nil {
+		if root := strings.TrimSpace(string(out)); root != "" {
+			if _, err := checkGoRoot(root); err == nil {
+				return root
+			}
+		}
+	}
+	if root := runtime.GOROOT(); root != "" { //nolint:staticcheck // the build-time GOROOT is a fine fallback
+		if _, err := checkGoRoot(root); err == nil {
+			return root
+		}
+	}
+	return ""
+}
+
+// checkGoRoot makes sure dir holds a Go toolchain and returns its real path.
+func checkGoRoot(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("builder: Go root %q must be an absolute path", dir)
+	}
+	real, err := filepath.EvalSymlinks(dir)
+	if err == nil {
+		var st os.FileInfo
+		if st, err = os.Stat(filepath.Join(real, "bin", "go")); err == nil && st.Mode()&0o111 == 0 {
+			err = errors.New("bin/go is not executable")
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("builder: %s is not a Go installation (%v): point --go-root at a GOROOT, or set it to \"\" to build no Go apps", dir, err)
+	}
+	if strings.ContainsAny(real, ":,") {
+		return "", fmt.Errorf("builder: Go root %s: paths with ':' or ',' cannot be mounted", real)
+	}
+	return real, nil
 }

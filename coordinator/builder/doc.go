@@ -1,35 +1,64 @@
-// Package builder turns a pushed commit into a slug and a release, the way
-// Heroku does, in an ephemeral container of the stack image.
+// Package builder turns a pushed commit into a slug (or an image) and a
+// release, the way Heroku does, in ephemeral containers of the stack image.
 //
 // Build takes the per-formation build lock (a second push of the same
 // formation waits and says so) and one of MaxParallel build slots, then:
 //
 //  1. reads and parses the commit's Procfile, if any (an invalid one fails
-//     the build before anything runs);
-//  2. creates a container of the stack image running build.sh as the
-//     unprivileged user 1000, copies `git archive` of the commit into
-//     /tmp/build, and mounts the buildpacks (read-only), the formation's
-//     build cache, its config as one file per variable (ENV_DIR) and an
-//     output directory;
-//  3. inside, the first buildpack whose bin/detect succeeds runs bin/compile
-//     and bin/release (Heroku's buildpack API), and the app directory is
-//     tarred into the slug;
-//  4. streams the container's output line by line to the pusher and to
+//     the build before anything runs), and decides how to build:
+//     BUILDPACK_URL in the formation's config names the one buildpack to
+//     run; else a .buildpacks file in the app lists several, run in order
+//     (as heroku-buildpack-multi does: each that detects the app compiles,
+//     may leave an `export` file for the next ones, and the last bin/release
+//     names the default process types); else a Dockerfile is built by the
+//     Docker engine; else the bundled buildpacks are tried in order and the
+//     first whose bin/detect matches builds the app. A buildpack is a git
+//     URL (cloned inside the build container, optionally URL#ref), an
+//     absolute path on the coordinator (mounted read-only), or a bundled
+//     buildpack's name (python, go, static, procfile);
+//  2. for buildpacks: creates a container of the stack image running
+//     build.sh as the unprivileged user 1000, copies `git archive` of the
+//     commit into /tmp/build, and mounts the bundled buildpacks (read-only),
+//     the formation's persistent build cache (CACHE_DIR), its config as one
+//     file per variable (ENV_DIR), the coordinator's Go toolchain (GoRoot, at
+//     /opt/go) and an output directory. Inside, bin/detect, `bin/compile
+//     BUILD_DIR CACHE_DIR ENV_DIR` and bin/release run (Heroku's buildpack
+//     API) and the app directory is tarred into the slug;
+//  3. for a Dockerfile: builds the commit as the build context (never
+//     pulling: FROM must name an image the engine has), tags the image
+//     deis/app-<formation>:<image id> and takes the process types from the
+//     Procfile or else "web" from the image's ENTRYPOINT and CMD;
+//  4. streams all output line by line to the pusher and to
 //     DataDir/builds/<formation>/<build id>.log, enforcing Timeout, and
-//     always removes the container;
-//  5. takes the process types from the Procfile or else from bin/release's
-//     default_process_types, checks MaxSlugBytes, stores the slug in the
-//     slug store, and writes the build and release N+1 in one transaction
-//     guarded by the config key, so a concurrent config:set is never lost.
+//     always removes its containers;
+//  5. checks MaxSlugBytes and stores the slug in the slug store;
+//  6. runs the release phase: a "release" process type runs once, in a
+//     container of the new build with the formation's config, the way the
+//     agent runs processes (slug read-only at /app, .profile.d sourced, PORT
+//     set); if it exits non-zero the push fails and nothing is released.
+//     The "release" type stays in Build.ProcessTypes; the scheduler must
+//     never run it as a process;
+//  7. writes the build and release N+1 in one transaction guarded by the
+//     config key, so a concurrent config:set is never lost.
 //
-// The bundled buildpacks live in buildpacks/NN-name and are embedded in the
-// binary; New extracts them to DataDir/buildpacks.
+// The bundled buildpacks live in buildpacks/NN-name (python, go, static,
+// procfile; see each README) and are embedded in the binary; New extracts
+// them to DataDir/buildpacks. They work without network.
 //
-// Handler serves the same as a plain-text streaming HTTP API for the git
+// GC (run every interval by RunGC) removes the slugs and the deis/app-*
+// images that neither the KeepReleases newest releases of a formation nor
+// any runtime databag refer to, and the build caches of deleted formations.
+// It never runs while a build is between making its slug or image and
+// writing its release (ErrBuildsRunning).
+//
+// Handler serves builds as a plain-text streaming HTTP API for the git
 // pre-receive hook (see RequestBuild and ListenUnix).
 //
 // Errors from Build carry the "builder:" prefix and are written for the
-// pusher: an invalid Procfile (with its line), no buildpack for the app, a
-// failed compile, the time limit (TimeLimitError), the slug size limit, or a
+// pusher: an invalid Procfile (with its line), an unusable BUILDPACK_URL or
+// .buildpacks line, no buildpack for the app, a failed compile (with the
+// buildpack's reason, e.g. "pip install failed: no network?"), a failed
+// docker build, a failed release command ("release command failed (exit
+// N)"), the time limit (TimeLimitError), the slug size limit, or a
 // formation that does not exist. A failed build writes nothing to etcd.
 package builder

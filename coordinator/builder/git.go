@@ -3,12 +3,12 @@ package builder
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/deis/deis/pkg/procfile"
@@ -91,10 +91,11 @@ func (r repo) checkCommit(ctx context.Context, sha string) error {
 	return nil
 }
 
-// procfile reads and parses the Procfile at the root of commit sha. found is
-// false when the commit has none.
-func (r repo) procfile(ctx context.Context, sha string) (types map[string]string, found bool, err error) {
-	out, err := r.output(ctx, "ls-tree", "-z", sha, "--", "Procfile")
+// readFile reads the file at path (relative to the root) of commit sha, up
+// to max bytes. found is false when the commit has no such file; a path
+// that is not a regular file is an error that names it.
+func (r repo) readFile(ctx context.Context, sha, path string, max int64) (data []byte, found bool, err error) {
+	out, err := r.output(ctx, "ls-tree", "-z", "-l", sha, "--", path)
 	if err != nil {
 		return nil, false, fmt.Errorf("builder: %w", err)
 	}
@@ -102,15 +103,37 @@ func (r repo) procfile(ctx context.Context, sha string) (types map[string]string
 	if entry == "" {
 		return nil, false, nil
 	}
-	// "<mode> <type> <object>\t<path>"
+	// "<mode> <type> <object> <size>\t<path>"
 	meta, _, _ := strings.Cut(entry, "\t")
 	fields := strings.Fields(meta)
-	if len(fields) != 3 || fields[1] != "blob" {
-		return nil, true, errors.New("builder: the Procfile is not a regular file: make it one, commit and push again")
+	if len(fields) != 4 || fields[1] != "blob" || fields[0] == "120000" {
+		return nil, true, fmt.Errorf("builder: %s is not a regular file: make it one, commit and push again", path)
+	}
+	if size, err := strconv.ParseInt(fields[3], 10, 64); err == nil && size > max {
+		return nil, true, fmt.Errorf("builder: %s is larger than %s: shorten it, commit and push again", path, humanBytes(max))
 	}
 	blob, err := r.output(ctx, "cat-file", "blob", fields[2])
 	if err != nil {
-		return nil, true, fmt.Errorf("builder: read the Procfile: %w", err)
+		return nil, true, fmt.Errorf("builder: read %s: %w", path, err)
+	}
+	return blob, true, nil
+}
+
+// hasFile reports whether commit sha has an entry (of any kind) at path.
+func (r repo) hasFile(ctx context.Context, sha, path string) (bool, error) {
+	out, err := r.output(ctx, "ls-tree", "-z", sha, "--", path)
+	if err != nil {
+		return false, fmt.Errorf("builder: %w", err)
+	}
+	return strings.TrimRight(string(out), "\x00") != "", nil
+}
+
+// procfile reads and parses the Procfile at the root of commit sha. found is
+// false when the commit has none.
+func (r repo) procfile(ctx context.Context, sha string) (types map[string]string, found bool, err error) {
+	blob, found, err := r.readFile(ctx, sha, "Procfile", 1<<20)
+	if err != nil || !found {
+		return nil, found, err
 	}
 	types, err = procfile.Parse(bytes.NewReader(blob))
 	if err != nil {

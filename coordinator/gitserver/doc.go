@@ -5,6 +5,16 @@
 // registered under /deis/keys (deisctl keys:add). An unknown key is refused
 // during authentication, with a banner that says how to register it.
 //
+// Authorization: the key's user (SSHKey.User) must be an admin
+// (state.User.Admin) or hold a permission on the formation
+// (state.Perm at Keys.Perm(formation, user), deisctl perms:grant); otherwise
+// the session is refused with "user U may not push to formation F: ask an
+// admin to run deisctl perms:grant U -f F", before the server says whether
+// the formation exists. For backward compatibility, keys of user "admin"
+// (deisctl keys:add's default) count as an admin's while no user record
+// named "admin" exists (state.BootstrapAdmin). Fetching needs the same
+// permission as pushing.
+//
 // A session may run exactly one of two commands, as the git client sends
 // them: `git-receive-pack 'NAME.git'` (push) and `git-upload-pack 'NAME.git'`
 // (fetch, clone). The leading slash, the quotes and the .git suffix are

@@ -229,7 +229,7 @@ func (p *platform) latest(f string) int {
 func TestPushBuildsAndReleases(t *testing.T) {
 	p := start(t)
 	key, pub := p.newKey("dev")
-	p.register("dev", pub)
+	p.register(state.BootstrapAdmin, pub) // keys:add's default user, an admin while it has no record
 	p.createFormation("hello")
 	repo := p.appRepo(key, map[string]string{"Procfile": "web: python3 server.py\n", "server.py": "print('hi')\n"})
 
@@ -298,7 +298,7 @@ func TestPushBuildsAndReleases(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	p := start(t)
 	key, pub := p.newKey("dev")
-	p.register("dev", pub)
+	p.register(state.BootstrapAdmin, pub)
 	p.createFormation("hello")
 	repo := p.appRepo(key, map[string]string{"Procfile": "web: python3 server.py\n"})
 
@@ -381,5 +381,86 @@ func TestHostKeyIsKept(t *testing.T) {
 	st, err := os.Stat(filepath.Join(dir, "ssh_host_ed25519_key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("host key file: %v, mode %v", err, st.Mode())
+	}
+}
+
+func (p *platform) putUser(name string, admin bool) {
+	p.t.Helper()
+	if err := p.store.Put(context.Background(), p.store.Keys.User(name), state.User{Name: name, Admin: admin, Created: time.Now().UTC()}); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *platform) grant(f, user string) {
+	p.t.Helper()
+	if err := p.store.Put(context.Background(), p.store.Keys.Perm(f, user), state.Perm{Formation: f, User: user, Created: time.Now().UTC()}); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// Who may push: admins everywhere, other users where they were granted a
+// permission.
+func TestPermissions(t *testing.T) {
+	p := start(t)
+	p.createFormation("shop")
+	p.createFormation("blog")
+	aliceKey, alicePub := p.newKey("alice")
+	p.register("alice", alicePub)
+	p.putUser("alice", false)
+	carolKey, carolPub := p.newKey("carol")
+	p.register("carol", carolPub)
+	p.putUser("carol", true)
+	adminKey, adminPub := p.newKey("admin")
+	p.register(state.BootstrapAdmin, adminPub) // no user record: the bootstrap admin
+	app := map[string]string{"Procfile": "web: python3 server.py\n", "server.py": "print('hi')\n"}
+	repo := p.appRepo(aliceKey, app)
+
+	// alice, with no permission, is refused, told why and what to do; nothing
+	// is built and no repository is created
+	out, err := p.git(repo, aliceKey, "push", p.remote("shop"), "main")
+	if err == nil {
+		t.Fatalf("push without permission succeeded:\n%s", out)
+	}
+	if want := "user alice may not push to formation shop: ask an admin to run deisctl perms:grant alice -f shop"; !strings.Contains(out, want) {
+		t.Errorf("refusal does not say %q:\n%s", want, out)
+	}
+	if _, err := os.Stat(filepath.Join(p.dataDir, "repos", "shop.git")); err == nil {
+		t.Error("a refused push created the repository")
+	}
+	// she cannot fetch either, nor learn whether a formation exists
+	out, err = p.git(t.TempDir(), aliceKey, "clone", "-q", p.remote("ghost"), "x")
+	if err == nil || !strings.Contains(out, "user alice may not fetch from formation ghost") {
+		t.Errorf("clone of a formation alice may not access: %v\n%s", err, out)
+	}
+
+	// an admin with a user record may push
+	if out, err := p.git(repo, carolKey, "push", p.remote("blog"), "main"); err != nil {
+		t.Fatalf("admin push: %v\n%s", err, out)
+	}
+	// so may keys of "admin" without a record (deisctl keys:add's default)
+	if out, err := p.git(repo, adminKey, "push", p.remote("shop"), "main"); err != nil {
+		t.Fatalf("bootstrap admin push: %v\n%s", err, out)
+	}
+
+	// once granted shop, alice may push there (and only there)
+	p.grant("shop", "alice")
+	p.commit(repo, aliceKey, map[string]string{"server.py": "print('v2')\n"})
+	if out, err := p.git(repo, aliceKey, "push", p.remote("shop"), "main"); err != nil {
+		t.Fatalf("push after perms:grant: %v\n%s", err, out)
+	}
+	if v := p.latest("shop"); v != 2 {
+		t.Errorf("shop is at v%d, want v2 (admin's push, then alice's)", v)
+	}
+	out, err = p.git(repo, aliceKey, "push", p.remote("blog"), "main")
+	if err == nil || !strings.Contains(out, "user alice may not push to formation blog") {
+		t.Errorf("alice pushed to blog without a permission there: %v\n%s", err, out)
+	}
+
+	// a user record for "admin" is authoritative: without Admin it is an
+	// ordinary user
+	p.putUser(state.BootstrapAdmin, false)
+	out, err = p.git(repo, adminKey, "push", p.remote("blog"), "main")
+	if err == nil || !strings.Contains(out, "user admin may not push to formation blog") {
+		t.Errorf("admin with a non-admin record pushed: %v\n%s", err, out)
 	}
 }

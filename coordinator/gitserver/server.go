@@ -234,6 +234,13 @@ func (s *Server) handle(sess ssh.Session) {
 		return
 	}
 	log = log.With("formation", name, "command", sub)
+	// Permission first, so that a user who may not access a formation does
+	// not learn whether it exists.
+	if err := s.authorize(ctx, user, name, sub); err != nil {
+		log.Info("ssh session refused", "error", err)
+		fail(sess, err)
+		return
+	}
 	if _, _, err := s.cfg.Store.GetFormation(ctx, name); err != nil {
 		if errors.Is(err, state.ErrNotFound) {
 			err = fmt.Errorf("formation %q not found: create it with deisctl formations:create %s", name, name)
@@ -253,6 +260,27 @@ func (s *Server) handle(sess ssh.Session) {
 	code := s.runGit(ctx, sess, sub, dir)
 	log.Info("git session", "status", code, "duration", time.Since(start).Round(time.Millisecond).String())
 	sess.Exit(code)
+}
+
+// authorize lets user run git subcommand sub on formation f's repository
+// if the user is an admin or holds a permission on f (state.Store.MayAccess;
+// keys of user "admin" without a user record count as an admin's).
+func (s *Server) authorize(ctx context.Context, user, f, sub string) error {
+	lctx, cancel := context.WithTimeout(ctx, keyLookupTimeout)
+	defer cancel()
+	ok, err := s.cfg.Store.MayAccess(lctx, f, user)
+	if err != nil {
+		s.cfg.Logger.Warn("cannot check permissions", "user", user, "formation", f, "error", err)
+		return errors.New("cannot check your permissions now (the platform's state store does not answer); try again later")
+	}
+	if ok {
+		return nil
+	}
+	verb := "push to"
+	if sub == "upload-pack" {
+		verb = "fetch from"
+	}
+	return fmt.Errorf("user %s may not %s formation %s: ask an admin to run deisctl perms:grant %s -f %s", user, verb, f, user, f)
 }
 
 func fail(sess ssh.Session, err error) {

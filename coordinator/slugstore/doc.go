@@ -8,6 +8,13 @@
 // GET /slugs/<sha256>.tgz (with Range support); any other path, or a slug that
 // is not stored, answers 404. Agents verify the sha256 of what they download.
 //
+// List, Remove and RemoveIncoming serve garbage collection (the builder's
+// GC decides what to remove).
+//
+// Downloads can require a bearer token: RequireToken wraps Handler so that
+// only requests with "Authorization: Bearer <token>" get slugs (the
+// coordinator uses the platform token, which agents send).
+//
 // Errors from Put carry the "slugstore:" prefix and usually mean the disk is
 // full or the directory is not writable.
 package slugstore

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/deis/deis/pkg/state"
 )
@@ -113,4 +114,66 @@ func (s *Store) Handler() http.Handler {
 		w.Header().Set("ETag", `"`+sha+`"`)
 		http.ServeContent(w, r, "", st.ModTime(), f)
 	})
+}
+
+// Slug is one stored slug.
+type Slug struct {
+	SHA256  string
+	Size    int64
+	ModTime time.Time
+}
+
+// List returns the stored slugs, in no particular order.
+func (s *Store) List() ([]Slug, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("slugstore: list %s: %w", s.Dir, err)
+	}
+	var out []Slug
+	for _, e := range entries {
+		sha, ok := strings.CutSuffix(e.Name(), ".tgz")
+		if !ok || !ValidSHA(sha) || !e.Type().IsRegular() {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			continue // removed meanwhile
+		}
+		out = append(out, Slug{SHA256: sha, Size: info.Size(), ModTime: info.ModTime()})
+	}
+	return out, nil
+}
+
+// Remove deletes the slug with the given sha256; a slug that is not there
+// is not an error.
+func (s *Store) Remove(sha string) error {
+	p, err := s.Path(sha)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("slugstore: remove %s: %w", sha, err)
+	}
+	return nil
+}
+
+// RemoveIncoming deletes the temporary files of uploads that a crash
+// interrupted, if they are older than age; it returns how many it removed.
+func (s *Store) RemoveIncoming(age time.Duration) (int, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return 0, fmt.Errorf("slugstore: list %s: %w", s.Dir, err)
+	}
+	n := 0
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".incoming-") {
+			continue
+		}
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > age {
+			if os.Remove(filepath.Join(s.Dir, e.Name())) == nil {
+				n++
+			}
+		}
+	}
+	return n, nil
 }

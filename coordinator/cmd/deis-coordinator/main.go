@@ -57,7 +57,12 @@ func main() {
 			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
 			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit"},
+			&cli.DurationFlag{Name: "boot-timeout", EnvVars: []string{"DEIS_BOOT_TIMEOUT"}, Value: 60 * time.Second, Usage: "how long a new release's web containers have to pass their health checks before it is marked failed"},
 			&cli.IntFlag{Name: "max-builds", EnvVars: []string{"DEIS_MAX_BUILDS"}, Value: 2, Usage: "builds of different formations run in parallel up to this many"},
+			&cli.StringFlag{Name: "go-root", EnvVars: []string{"DEIS_GO_ROOT"}, Value: "auto", Usage: "Go installation mounted read-only into builds for the go buildpack (\"auto\": this host's go env GOROOT; \"\": none)"},
+			&cli.IntFlag{Name: "keep-releases", EnvVars: []string{"DEIS_KEEP_RELEASES"}, Value: builder.DefaultKeepReleases, Usage: "garbage collection keeps the slugs and images of each formation's newest N releases"},
+			&cli.DurationFlag{Name: "gc-interval", EnvVars: []string{"DEIS_GC_INTERVAL"}, Value: time.Hour, Usage: "how often unreferenced slugs and app images are removed (0: never)"},
+			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it"},
 		),
 		Action: serve,
 		Commands: []*cli.Command{{
@@ -107,6 +112,14 @@ func serve(c *cli.Context) error {
 	}
 	defer cli.Close()
 	store := state.NewStore(cli, ec.Prefix)
+	// The platform token (shared through etcd with agents and deisctl)
+	// guards the build logs.
+	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
+	platformToken, err := state.EnsureToken(tctx, store)
+	tcancel()
+	if err != nil {
+		return fmt.Errorf("platform token: %w", err)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -120,9 +133,17 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	appURL := func(f string) string { return appURL(f, c.String("base-domain"), c.Int("app-port")) }
+	goRoot := c.String("go-root")
+	if goRoot == "auto" {
+		goRoot = builder.FindGoRoot(ctx)
+	}
+	if goRoot == "" {
+		log.Warn("no Go toolchain for the go buildpack: Go apps will not build (set --go-root)")
+	}
 	b, err := builder.New(builder.Config{
 		DataDir: dataDir, Store: store, Slugs: slugs, Docker: docker, StackImage: c.String("stack-image"),
 		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxParallel: c.Int("max-builds"),
+		GoRoot: goRoot, KeepReleases: c.Int("keep-releases"),
 		AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
 	})
 	if err != nil {
@@ -164,8 +185,19 @@ func serve(c *cli.Context) error {
 	buildSrv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	start("build api", func() error { return serveUntil(ctx, buildSrv, bl) })
 
+	var slugHandler http.Handler = slugs.Handler()
+	if c.Bool("slug-auth") {
+		slugHandler = slugstore.RequireToken(platformToken, slugHandler)
+	} else {
+		log.Warn("the slug server answers without a token: start with --slug-auth to require the platform token")
+	}
+	if iv := c.Duration("gc-interval"); iv > 0 {
+		start("gc", func() error { return b.RunGC(ctx, iv) })
+	}
+
 	mux := http.NewServeMux()
-	mux.Handle("/slugs/", slugs.Handler())
+	mux.Handle("/slugs/", slugHandler)
+	mux.Handle("GET /builds/{formation}/{file}", buildLogHandler(dataDir, platformToken))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	hl, err := net.Listen("tcp", c.String("http-addr"))
@@ -180,7 +212,7 @@ func serve(c *cli.Context) error {
 		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
 	start("scheduler", func() error {
 		return lead(ctx, cli, store, info, reg, log, scheduler.Config{
-			Etcd: cli, Prefix: ec.Prefix, SlugURL: info.SlugURL, BaseDomain: info.BaseDomain,
+			Etcd: cli, Prefix: ec.Prefix, SlugURL: info.SlugURL, BaseDomain: info.BaseDomain, BootTimeout: c.Duration("boot-timeout"),
 			Logger: log.With("part", "scheduler"), Registerer: reg,
 		})
 	})

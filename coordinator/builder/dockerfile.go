@@ -1,0 +1,148 @@
+package builder
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+// appImageRepo is the repository of the images built from formation f's
+// Dockerfile; each is tagged with its own image id, so equal content means
+// an equal name.
+func appImageRepo(f string) string { return "deis/app-" + f }
+
+// isAppImage reports whether ref names an image the builder made.
+func isAppImage(ref string) bool { return strings.HasPrefix(ref, "deis/app-") }
+
+// shortImageID is the first 12 hex digits of an image id.
+func shortImageID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return id
+}
+
+// buildImage builds the commit's Dockerfile with the Docker engine, with
+// the commit as the build context, and tags the image
+// deis/app-<formation>:<image id>. The process types come from the Procfile
+// or else, as "web", from the image's ENTRYPOINT and CMD.
+func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Request, types map[string]string, hasProcfile bool, con *console) (*state.Build, error) {
+	f, d := req.Formation, b.cfg.Docker
+	con.Printf("-----> Dockerfile app detected")
+	con.Printf("       Images are never pulled: FROM must name an image the engine has, such as %s", b.cfg.StackImage)
+	labels := map[string]string{labelRole: roleImage, labelFormation: f, labelBuilder: b.instance}
+
+	var imageID, failure, step string
+	err := r.archive(bctx, req.SHA, "", func(tar io.Reader) error {
+		out, err := d.BuildImage(bctx, tar, labels)
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 0, 64<<10), maxLine)
+		for sc.Scan() {
+			line := strings.TrimRight(sc.Text(), "\r")
+			switch {
+			case strings.HasPrefix(line, imageBuiltPrefix):
+				imageID = strings.TrimPrefix(line, imageBuiltPrefix)
+			case strings.HasPrefix(line, imageFailedPrefix):
+				failure = strings.TrimPrefix(line, imageFailedPrefix)
+			case strings.TrimSpace(line) != "":
+				if strings.HasPrefix(line, "Step ") {
+					step = line
+				}
+				con.Printf("       %s", line)
+			}
+		}
+		return sc.Err()
+	})
+	if bctx.Err() != nil {
+		return nil, bctx.Err()
+	}
+	switch {
+	case failure != "":
+		hint := "fix the Dockerfile, commit and push again"
+		if _, instr, _ := strings.Cut(step, " : "); strings.HasPrefix(strings.ToUpper(instr), "FROM ") || needsPull(failure) {
+			hint = "images cannot be pulled here: FROM must name an image the Docker engine already has, such as " + b.cfg.StackImage
+		}
+		return nil, fmt.Errorf("builder: docker build failed: %s: %s", failure, hint)
+	case err != nil:
+		return nil, fmt.Errorf("builder: docker build: %w", err)
+	case imageID == "":
+		return nil, errors.New("builder: docker build ended without an image: see the output above")
+	}
+
+	tag := appImageRepo(f) + ":" + shortImageID(imageID)
+	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
+	defer cancel()
+	if err := d.TagImage(cctx, imageID, tag); err != nil {
+		return nil, fmt.Errorf("builder: tag the image %s: %w", tag, err)
+	}
+	info, err := d.InspectImage(cctx, tag)
+	if err != nil {
+		return nil, fmt.Errorf("builder: inspect the image %s: %w", tag, err)
+	}
+	con.Printf("-----> Built image %s (%s)", tag, humanBytes(info.Size))
+
+	con.Printf("-----> Discovering process types")
+	if hasProcfile {
+		con.Printf("       Procfile declares types -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
+	} else {
+		cmd := imageCommand(info.Entrypoint, info.Cmd)
+		if cmd == "" {
+			return nil, errors.New(`builder: the image has no CMD or ENTRYPOINT and the app no Procfile: add CMD to the Dockerfile or a Procfile such as "web: python3 server.py", commit and push again`)
+		}
+		types = map[string]string{"web": cmd}
+		con.Printf("       Dockerfile CMD -> web: %s", cmd)
+	}
+	if err := checkTypes(types); err != nil {
+		return nil, err
+	}
+	return &state.Build{
+		ID: id, Formation: f, GitSHA: req.SHA, Image: tag, ProcessTypes: types,
+		Buildpack: "Dockerfile", Created: time.Now().UTC(),
+	}, nil
+}
+
+// imageCommand turns an image's ENTRYPOINT and CMD into the shell command
+// line of a process type (run as /bin/sh -c COMMAND).
+func imageCommand(entrypoint, cmd []string) string {
+	argv := append(slices.Clone(entrypoint), cmd...)
+	if len(argv) == 3 && (argv[0] == "/bin/sh" || argv[0] == "sh") && argv[1] == "-c" {
+		return argv[2] // the shell form: CMD python3 server.py
+	}
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = shellWord(a)
+	}
+	return strings.Join(quoted, " ")
+}
+
+// shellWord quotes s for a POSIX shell when it needs it.
+func shellWord(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+@%") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// needsPull reports whether a build error is the engine's failed attempt to
+// pull a base image.
+func needsPull(msg string) bool {
+	for _, s := range []string{"pull access denied", "registry", "manifest", "No such image", "repository does not exist"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
+}
