@@ -81,6 +81,9 @@ func scale(c *cli.Context, e *env, args []string) error {
 	}
 	types := processTypes(rel)
 	for _, t := range sortedKeys(want) {
+		if t == state.ReleaseProcessType {
+			return fmt.Errorf("the release process type runs once per release, before it goes live; it cannot be scaled")
+		}
 		if _, ok := types[t]; !ok {
 			have := "none"
 			if len(types) > 0 {

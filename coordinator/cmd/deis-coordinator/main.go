@@ -62,7 +62,7 @@ func main() {
 			&cli.StringFlag{Name: "go-root", EnvVars: []string{"DEIS_GO_ROOT"}, Value: "auto", Usage: "Go installation mounted read-only into builds for the go buildpack (\"auto\": this host's go env GOROOT; \"\": none)"},
 			&cli.IntFlag{Name: "keep-releases", EnvVars: []string{"DEIS_KEEP_RELEASES"}, Value: builder.DefaultKeepReleases, Usage: "garbage collection keeps the slugs and images of each formation's newest N releases"},
 			&cli.DurationFlag{Name: "gc-interval", EnvVars: []string{"DEIS_GC_INTERVAL"}, Value: time.Hour, Usage: "how often unreferenced slugs and app images are removed (0: never)"},
-			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it"},
+			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
 		Commands: []*cli.Command{{
@@ -189,7 +189,7 @@ func serve(c *cli.Context) error {
 	if c.Bool("slug-auth") {
 		slugHandler = slugstore.RequireToken(platformToken, slugHandler)
 	} else {
-		log.Warn("the slug server answers without a token: start with --slug-auth to require the platform token")
+		log.Warn("the slug server answers without a token (--slug-auth=false)")
 	}
 	if iv := c.Duration("gc-interval"); iv > 0 {
 		start("gc", func() error { return b.RunGC(ctx, iv) })
