@@ -147,7 +147,14 @@ type Build struct {
 	Image        string            `json:"image"`
 	ProcessTypes map[string]string `json:"processTypes"`
 	Buildpack    string            `json:"buildpack,omitempty"`
-	Created      time.Time         `json:"created"`
+	// ImageArchive is `docker save` of Image, stored in the slug store, for
+	// nodes whose engine lacks the image (Dockerfile builds).
+	ImageArchive *SlugRef `json:"imageArchive,omitempty"`
+	// Failed marks a build that produced no release; Error says why. Its
+	// log is kept like any other build's.
+	Failed  bool      `json:"failed,omitempty"`
+	Error   string    `json:"error,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Release is one immutable, numbered combination of a build and a config.
