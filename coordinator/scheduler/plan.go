@@ -593,6 +593,10 @@ func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) 
 	if s.Slug != nil {
 		s.SlugURL = w.SlugURL + "/slugs/" + s.Slug.SHA256 + ".tgz"
 	}
+	if a := r.Build.ImageArchive; a != nil && s.Slug == nil {
+		s.ImageArchive = a
+		s.ImageArchiveURL = w.SlugURL + "/slugs/" + a.SHA256 + ".tgz"
+	}
 	return s
 }
 

@@ -189,9 +189,13 @@ type ContainerSpec struct {
 	Env       map[string]string `json:"env"`
 	Slug      *SlugRef          `json:"slug,omitempty"`
 	// SlugURL is where the agent downloads the slug from.
-	SlugURL string         `json:"slugURL,omitempty"`
-	Port    int            `json:"port"`
-	Limits  ResourceLimits `json:"limits,omitempty"`
+	SlugURL string `json:"slugURL,omitempty"`
+	// ImageArchive and ImageArchiveURL name a `docker save` of Image that an
+	// agent loads when its engine lacks the image.
+	ImageArchive    *SlugRef       `json:"imageArchive,omitempty"`
+	ImageArchiveURL string         `json:"imageArchiveURL,omitempty"`
+	Port            int            `json:"port"`
+	Limits          ResourceLimits `json:"limits,omitempty"`
 	// HealthPath, when set, is the HTTP path that must answer 2xx/3xx before
 	// the container counts as ready; otherwise a TCP connect is enough.
 	HealthPath string `json:"healthPath,omitempty"`
