@@ -37,7 +37,7 @@ cat <<MSG
     deisctl keys:add ~/.ssh/id_ed25519.pub
     deisctl formations:create hello
     cp -r $top/testing/apps/hello /tmp/hello && cd /tmp/hello
-    git init -q -b main && git add . && git commit -qm hello
+    git init -q -b main && git add . && git -c user.name=me -c user.email=me@example.com commit -qm hello
     git remote add deis ssh://git@localhost:2222/hello.git
     GIT_SSH_COMMAND="ssh -o StrictHostKeyChecking=accept-new" git push deis main
     curl http://hello.localhost:8080/
