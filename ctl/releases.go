@@ -236,6 +236,7 @@ func rollback(c *cli.Context, e *env, args []string) error {
 	}
 	k := e.keys()
 	target := 0
+	var oldBuild *state.Build
 	rel, err := e.store.AppendRelease(c.Context, f, func(prev *state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
 		if prev == nil {
 			return nil, nil, nil, fmt.Errorf("%s has no releases yet, so nothing to roll back to: deploy with git push deis main", f)
@@ -254,6 +255,7 @@ func rollback(c *cli.Context, e *env, args []string) error {
 		if err != nil {
 			return nil, nil, nil, err
 		}
+		oldBuild = old.Build
 		cfg := maps.Clone(old.Config)
 		if cfg == nil {
 			cfg = map[string]string{}
@@ -264,6 +266,22 @@ func rollback(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if oldBuild != nil && rollbackMayLackArtifacts(target, rel.Version-1) {
+		fmt.Fprintf(c.App.ErrWriter, "deisctl: warning: v%d is older than the newest %d releases of %s: its slug may have been collected; the coordinator keeps the last --keep-releases releases (default %d), and a release whose slug or image is gone cannot start: deploy again with git push if it does not\n",
+			target, keptReleases, f, keptReleases)
+	}
 	fmt.Fprintf(c.App.Writer, "Rolling back %s to v%d... done, v%d\n", f, target, rel.Version)
 	return nil
+}
+
+// keptReleases is how many of a formation's newest releases keep their
+// slugs and images through the coordinator's garbage collection by default
+// (its --keep-releases, builder.DefaultKeepReleases).
+const keptReleases = 10
+
+// rollbackMayLackArtifacts reports whether release target is older than the
+// keptReleases newest releases when current is the newest, so its slug or
+// image may have been collected.
+func rollbackMayLackArtifacts(target, current int) bool {
+	return current-target >= keptReleases
 }

@@ -51,6 +51,12 @@
 // otherwise with `/bin/sh -c "$DEIS_COMMAND"` (images may lack bash) after
 // sourcing /app/.profile.d/*.sh if the image has that directory.
 //
+// Such an image exists only on the coordinator's engine; the spec then names
+// its `docker save` (ImageArchive, in the slug store, at ImageArchiveURL).
+// When the engine lacks the image, the agent downloads the archive (with
+// the same token, sha256 check, single shared download and backoff as a
+// slug), loads it with ImageLoad (no extraction) and removes the file.
+//
 // Slug lets the agent's other parts use the slug cache; OneOffConfig
 // builds the Docker configuration of a one-off container.
 //

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/mount"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -33,6 +35,10 @@ type Docker interface {
 	ContainerStop(ctx context.Context, id string, options container.StopOptions) error
 	ContainerRemove(ctx context.Context, id string, options container.RemoveOptions) error
 	Events(ctx context.Context, options events.ListOptions) (<-chan events.Message, <-chan error)
+	// ImageInspect and ImageLoad load the image archive of a spec whose
+	// image the engine lacks.
+	ImageInspect(ctx context.Context, imageID string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
+	ImageLoad(ctx context.Context, input io.Reader, opts ...client.ImageLoadOption) (image.LoadResponse, error)
 }
 
 // NewDocker connects to the Docker engine named by the environment
@@ -105,10 +111,11 @@ func dockerName(node, spec string) string {
 }
 
 // specHash identifies what a container was created from: the spec without
-// its slug URL (which changes with the coordinator's address, not with the
-// container) and the address its port is published on.
+// its slug and image archive URLs (which change with the coordinator's
+// address, not with the container) and the address its port is published
+// on.
 func specHash(addr string, s state.ContainerSpec) string {
-	s.SlugURL = ""
+	s.SlugURL, s.ImageArchiveURL = "", ""
 	sum := sha256.Sum256([]byte(addr + "\n" + state.Marshal(s)))
 	return hex.EncodeToString(sum[:8])
 }
@@ -255,6 +262,9 @@ func dockerHint(err error, s state.ContainerSpec) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "No such image"):
+		if s.ImageArchive != nil {
+			return fmt.Errorf("image %s is not on this node even after loading its archive: %w", s.Image, err)
+		}
 		return fmt.Errorf("image %s is not on this node (the agent never pulls): build the stack image or load the image: %w", s.Image, err)
 	case strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use"):
 		return fmt.Errorf("no free port on the node address: %w", err)

@@ -15,6 +15,7 @@ type metrics struct {
 	slugBytes       prometheus.Counter
 	slugSeconds     prometheus.Histogram
 	slugFailures    prometheus.Counter
+	imageLoads      *prometheus.CounterVec
 }
 
 // containerStates are the values of the state label of deis_agent_containers.
@@ -32,12 +33,14 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		containers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deis_agent_containers",
 			Help: "Containers of this node: desired by the databag, and by the state last reported."}, []string{"state"}),
 		slugBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_agent_slug_download_bytes_total",
-			Help: "Bytes of slugs downloaded."}),
+			Help: "Bytes of slugs and image archives downloaded."}),
 		slugSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_agent_slug_download_seconds",
-			Help:    "Time to download and verify one slug.",
+			Help:    "Time to download and verify one slug or image archive.",
 			Buckets: []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300}}),
 		slugFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_agent_slug_download_failures_total",
-			Help: "Slug downloads or extractions that failed (unreachable, wrong sha256, bad tarball)."}),
+			Help: "Slug or image archive downloads, extractions and loads that failed (unreachable, wrong sha256, bad tarball)."}),
+		imageLoads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_agent_image_loads_total",
+			Help: "Image archives (Dockerfile builds) loaded into the engine, by result (loaded, failed)."}, []string{"result"}),
 	}
 	if r == nil {
 		return m, nil
@@ -74,6 +77,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m.slugBytes = reg(m.slugBytes).(prometheus.Counter)
 	m.slugSeconds = reg(m.slugSeconds).(prometheus.Histogram)
 	m.slugFailures = reg(m.slugFailures).(prometheus.Counter)
+	m.imageLoads = reg(m.imageLoads).(*prometheus.CounterVec)
 	if err != nil {
 		return nil, err
 	}

@@ -35,9 +35,10 @@ func (r *Runtime) Slug(ctx context.Context, url string, ref state.SlugRef) (stri
 }
 
 // OneOffConfig returns the Docker configuration of a one-off container
-// (deisctl run) for spec, once the spec's slug, if any, is on the node.
+// (deisctl run) for spec, once the spec's slug, if any, is on the node (or
+// its image, loaded from its ImageArchive when the engine lacks it).
 // spec is filled in like a scheduled container's (image, command, env,
-// slug and its URL, type and index, which make DYNO); its Name becomes the
+// slug or image archive and its URL, type and index, which make DYNO); its Name becomes the
 // deis.name label, and its Port, HealthPath and restart policy play no
 // part: the container publishes no port, is never restarted, is removed
 // by Docker when it exits and reads its stdin from an attached client
@@ -63,6 +64,9 @@ func (r *Runtime) OneOffConfig(ctx context.Context, spec state.ContainerSpec) (*
 		if _, err := os.Stat(slug); err != nil {
 			return nil, nil, fmt.Errorf("runtime: slug directory: %w", err)
 		}
+	}
+	if err := r.ensureImage(ctx, spec); err != nil {
+		return nil, nil, err
 	}
 	spec.Port = 0 // nothing is published
 	cfg, hc := containerConfig(r.cfg.Node, r.cfg.Addr, spec, slug)

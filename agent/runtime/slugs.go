@@ -76,30 +76,41 @@ func (s *slugs) ensure(ctx context.Context, url string, ref state.SlugRef) (stri
 	if url == "" {
 		return "", fmt.Errorf("runtime: slug %s is not on this node and the databag has no slug URL: check the coordinator's --slug-url", short(ref.SHA256))
 	}
-
-	s.mu.Lock()
-	if f := s.failures[ref.SHA256]; f != nil && time.Now().Before(f.until) {
-		err := f.err
-		s.mu.Unlock()
+	if err := s.share(ctx, ref.SHA256, func(ctx context.Context) error { return s.fetchAndExtract(ctx, url, ref) }); err != nil {
 		return "", err
 	}
-	fl := s.flights[ref.SHA256]
+	return dir, nil
+}
+
+// share runs work once for all the concurrent callers with the same key:
+// the first starts it, the others wait for its outcome. It stops (its
+// context is cancelled) when every caller has left. A failure is returned
+// at once to the callers that come within its backoff. work must do
+// nothing when what it makes is already there.
+func (s *slugs) share(ctx context.Context, key string, work func(ctx context.Context) error) error {
+	s.mu.Lock()
+	if f := s.failures[key]; f != nil && time.Now().Before(f.until) {
+		err := f.err
+		s.mu.Unlock()
+		return err
+	}
+	fl := s.flights[key]
 	if fl != nil && fl.cancelled {
 		// Every caller of that flight left; it is winding down. Wait for it
 		// rather than write the same files twice, then try again.
 		s.mu.Unlock()
 		select {
 		case <-fl.done:
-			return s.ensure(ctx, url, ref)
+			return s.share(ctx, key, work)
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return ctx.Err()
 		}
 	}
 	if fl == nil {
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		fl = &flight{done: make(chan struct{}), cancel: cancel}
-		s.flights[ref.SHA256] = fl
-		go s.fetch(fctx, fl, url, ref)
+		s.flights[key] = fl
+		go s.fetch(fctx, fl, key, work)
 	}
 	fl.waiters++
 	s.mu.Unlock()
@@ -107,13 +118,10 @@ func (s *slugs) ensure(ctx context.Context, url string, ref state.SlugRef) (stri
 	select {
 	case <-fl.done:
 		s.leave(fl)
-		if fl.err != nil {
-			return "", fl.err
-		}
-		return dir, nil
+		return fl.err
 	case <-ctx.Done():
 		s.leave(fl)
-		return "", ctx.Err()
+		return ctx.Err()
 	}
 }
 
@@ -129,21 +137,21 @@ func (s *slugs) leave(fl *flight) {
 }
 
 // fetch runs one flight and records its outcome.
-func (s *slugs) fetch(ctx context.Context, fl *flight, url string, ref state.SlugRef) {
-	err := s.fetchAndExtract(ctx, url, ref)
+func (s *slugs) fetch(ctx context.Context, fl *flight, key string, work func(ctx context.Context) error) {
+	err := work(ctx)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fl.err = err
-	delete(s.flights, ref.SHA256)
+	delete(s.flights, key)
 	switch {
 	case err == nil:
-		delete(s.failures, ref.SHA256)
+		delete(s.failures, key)
 	case ctx.Err() == nil: // a real failure, not every caller leaving
 		s.m.slugFailures.Inc()
-		f := s.failures[ref.SHA256]
+		f := s.failures[key]
 		if f == nil {
 			f = &failure{bo: backoff.Backoff{Min: time.Second, Max: time.Minute}}
-			s.failures[ref.SHA256] = f
+			s.failures[key] = f
 		}
 		f.err = err
 		f.until = time.Now().Add(f.bo.Next())
@@ -153,50 +161,55 @@ func (s *slugs) fetch(ctx context.Context, fl *flight, url string, ref state.Slu
 }
 
 func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugRef) error {
+	dir := filepath.Join(s.dir, ref.SHA256)
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil // extracted by a flight that ended as this one began
+	}
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return fmt.Errorf("runtime: slug directory: %w", err)
 	}
 	tgz := filepath.Join(s.dir, ref.SHA256+".tgz")
 	if err := verifyFile(tgz, ref.SHA256); err != nil {
-		if err := s.download(ctx, url, ref, tgz); err != nil {
+		if err := s.download(ctx, "slug", url, ref, tgz); err != nil {
 			return err
 		}
 	}
-	if err := extract(ctx, tgz, filepath.Join(s.dir, ref.SHA256)); err != nil {
+	if err := extract(ctx, tgz, dir); err != nil {
 		os.Remove(tgz) // fetch it again next time rather than trust it
 		return fmt.Errorf("runtime: extract slug %s: %w", short(ref.SHA256), err)
 	}
 	os.Remove(tgz)
-	s.log.Info("slug ready", "slug", short(ref.SHA256), "dir", filepath.Join(s.dir, ref.SHA256))
+	s.log.Info("slug ready", "slug", short(ref.SHA256), "dir", dir)
 	return nil
 }
 
-// download fetches url to tgz through a temporary file and keeps it only
-// when its sha256 (and size, when known) match ref.
-func (s *slugs) download(ctx context.Context, url string, ref state.SlugRef, tgz string) error {
+// download fetches url to dst through a temporary file and keeps it only
+// when its sha256 (and size, when known) match ref. what names the file in
+// errors ("slug", "image archive").
+func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
 	start := time.Now()
-	tmp := tgz + ".tmp"
+	tmp := dst + ".tmp"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fmt.Errorf("runtime: slug URL %q: %w", url, err)
+		return fmt.Errorf("runtime: %s URL %q: %w", what, url, err)
 	}
 	if s.token != "" {
 		req.Header.Set("Authorization", "Bearer "+s.token)
 	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("runtime: download slug %s: %w: check that the coordinator's slug server is reachable from this node", short(ref.SHA256), err)
+		return fmt.Errorf("runtime: download %s %s: %w: check that the coordinator's slug server is reachable from this node", what, short(ref.SHA256), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return fmt.Errorf("runtime: download slug %s from %s: %s: the slug server refused the agent's platform token; check that the agent and the coordinator use the same etcd prefix", short(ref.SHA256), url, resp.Status)
+		return fmt.Errorf("runtime: download %s %s from %s: %s: the slug server refused the agent's platform token; check that the agent and the coordinator use the same etcd prefix", what, short(ref.SHA256), url, resp.Status)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("runtime: download slug %s from %s: %s: check the coordinator's slug server", short(ref.SHA256), url, resp.Status)
+		return fmt.Errorf("runtime: download %s %s from %s: %s: check the coordinator's slug server (was the release's %s garbage-collected? deploy again)", what, short(ref.SHA256), url, resp.Status, what)
 	}
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
-		return fmt.Errorf("runtime: slug download file: %w", err)
+		return fmt.Errorf("runtime: %s download file: %w", what, err)
 	}
 	defer os.Remove(tmp) // after the rename, a no-op
 	h := sha256.New()
@@ -210,16 +223,16 @@ func (s *slugs) download(ctx context.Context, url string, ref state.SlugRef, tgz
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("runtime: download slug %s: %w", short(ref.SHA256), err)
+		return fmt.Errorf("runtime: download %s %s: %w", what, short(ref.SHA256), err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != ref.SHA256 {
-		return fmt.Errorf("runtime: slug %s from %s has sha256 %s (%d bytes): the download is corrupt or the slug server serves another file; will retry", short(ref.SHA256), url, got, n)
+		return fmt.Errorf("runtime: %s %s from %s has sha256 %s (%d bytes): the download is corrupt or the slug server serves another file; will retry", what, short(ref.SHA256), url, got, n)
 	}
 	if ref.Size > 0 && n != ref.Size {
-		return fmt.Errorf("runtime: slug %s from %s has %d bytes, want %d; will retry", short(ref.SHA256), url, n, ref.Size)
+		return fmt.Errorf("runtime: %s %s from %s has %d bytes, want %d; will retry", what, short(ref.SHA256), url, n, ref.Size)
 	}
-	if err := os.Rename(tmp, tgz); err != nil {
-		return fmt.Errorf("runtime: slug download file: %w", err)
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("runtime: %s download file: %w", what, err)
 	}
 	s.m.slugSeconds.Observe(time.Since(start).Seconds())
 	return nil

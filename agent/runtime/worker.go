@@ -302,8 +302,9 @@ func (w *worker) attempt(ctx context.Context, spec state.ContainerSpec) (*actual
 	return w.execute(ctx, spec, fresh, t)
 }
 
-// execute gets the slug, removes the container in the way (fresh, if
-// any), and creates and starts the spec's container.
+// execute gets the slug (or loads the image from its archive), removes
+// the container in the way (fresh, if any), and creates and starts the
+// spec's container.
 func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *actual, t *task) (*actual, error) {
 	r := w.r
 	var err error
@@ -312,6 +313,9 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		if slug, err = r.slugs.ensure(ctx, spec.SlugURL, *spec.Slug); err != nil {
 			return nil, err
 		}
+	}
+	if err := r.ensureImage(ctx, spec); err != nil {
+		return nil, err
 	}
 	if fresh != nil {
 		w.log.Info("removing container", "id", shortID(fresh.ID), "reason", t.Reason)

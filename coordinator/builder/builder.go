@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/deis/deis/coordinator/slugstore"
 	"github.com/deis/deis/pkg/state"
@@ -43,6 +44,10 @@ const (
 	dockerCallTimeout = 30 * time.Second
 	// copyTimeout bounds copying the source into the build container.
 	copyTimeout = 5 * time.Minute
+	// recordTimeout bounds writing the record of a failed build.
+	recordTimeout = 10 * time.Second
+	// maxErrorBytes is the most of a failure's reason kept in its record.
+	maxErrorBytes = 2000
 	// Label keys on build containers.
 	labelRole      = "deis.role"
 	labelFormation = "deis.formation"
@@ -189,7 +194,9 @@ func New(cfg Config) (*Builder, error) {
 // releases it. Every line of output goes to out as it happens; out is flushed
 // after each line if it has a Flush method. On success the build is stored
 // and a release appended with the formation's current config. The error's
-// text is the reason to show the pusher; a failed build changes nothing.
+// text is the reason to show the pusher; a failed build releases nothing and
+// is recorded as a state.Build with Failed and Error set (and no slug or
+// image), so that its log can be found.
 func (b *Builder) Build(ctx context.Context, f, repoDir, sha string, out io.Writer) (*state.Release, error) {
 	return b.build(ctx, Request{Formation: f, Repo: repoDir, SHA: sha}, out)
 }
@@ -252,11 +259,48 @@ func (b *Builder) build(ctx context.Context, req Request, out io.Writer) (*state
 			fmt.Fprintf(logFile, "build failed: %v\n", err)
 		}
 		log.Warn("build failed", "error", err)
+		b.recordFailure(ctx, state.Build{ID: id, Formation: f, GitSHA: req.SHA, Failed: true,
+			Error: failureReason(err), Created: time.Now().UTC()}, log)
 		return nil, err
 	}
 	b.m.builds.WithLabelValues("succeeded").Inc()
 	log.Info("build released", "release", rel.Version)
 	return rel, nil
+}
+
+// recordFailure stores a failed build at its build key, so that deisctl
+// builds lists it and its log can be found. It writes only while the
+// formation exists and the key is free: a build whose release went through
+// before an error keeps its record. A failure to write is only logged.
+func (b *Builder) recordFailure(ctx context.Context, build state.Build, log *slog.Logger) {
+	s := b.cfg.Store
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	fkey, bkey := s.Keys.Formation(build.Formation), s.Keys.Build(build.Formation, build.ID)
+	ok, err := s.Commit(wctx, []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(fkey), ">", 0),
+		clientv3.Compare(clientv3.CreateRevision(bkey), "=", 0),
+	}, clientv3.OpPut(bkey, state.Marshal(build)))
+	switch {
+	case err != nil:
+		log.Warn("cannot record the failed build", "error", err)
+	case !ok:
+		log.Debug("failed build not recorded: the formation is gone or the build is recorded already")
+	}
+}
+
+// failureReason is the reason a failed build's record gives: the error
+// without the package prefix, cut to maxErrorBytes.
+func failureReason(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "builder: ")
+	if len(msg) > maxErrorBytes {
+		cut := maxErrorBytes
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "..."
+	}
+	return msg
 }
 
 // lock takes formation f's build lock, waiting (and saying so) while another

@@ -246,6 +246,65 @@ func TestBuildReleasesAndRejectsBrokenProcfile(t *testing.T) {
 	if n := counterValue(t, e.b.m.builds.WithLabelValues("failed")); n != 1 {
 		t.Errorf("failed builds metric = %v, want 1", n)
 	}
+	// the failure is recorded with its reason, beside its log
+	failed := failedBuilds(t, e, "hello")
+	if len(failed) != 1 {
+		t.Fatalf("failed builds recorded: %+v, want 1", failed)
+	}
+	fb := failed[0]
+	if fb.GitSHA != sha2 || !strings.Contains(fb.Error, "line 1") || strings.HasPrefix(fb.Error, "builder:") ||
+		fb.Slug != nil || fb.Image != "" || fb.ImageArchive != nil || len(fb.ProcessTypes) != 0 || fb.Created.IsZero() {
+		t.Errorf("failed build = %+v", fb)
+	}
+	if log, err := os.ReadFile(filepath.Join(e.dataDir, "builds", "hello", fb.ID+".log")); err != nil || !strings.Contains(string(log), "build failed: ") {
+		t.Errorf("log of the failed build: %q, %v", log, err)
+	}
+	// the successful build's record is unchanged
+	var again state.Build
+	if _, err := e.store.Get(ctx, e.store.Keys.Build("hello", got.Build.ID), &again); err != nil || again.Failed || again.Slug == nil {
+		t.Errorf("successful build after a failure = %+v, %v", again, err)
+	}
+}
+
+// builds lists the builds of formation f, and failedBuilds those that
+// failed.
+func builds(t *testing.T, e *env, f string) []state.Build {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	list, _, err := state.List[state.Build](ctx, e.store.KV, e.store.Keys.Builds(f))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]state.Build, 0, len(list))
+	for _, b := range list {
+		out = append(out, b.Value)
+	}
+	return out
+}
+
+func failedBuilds(t *testing.T, e *env, f string) []state.Build {
+	t.Helper()
+	var out []state.Build
+	for _, b := range builds(t, e, f) {
+		if b.Failed {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// wantFailure checks that formation f recorded exactly n failed builds and
+// that the last of them names reason.
+func wantFailure(t *testing.T, e *env, f string, n int, reason string) {
+	t.Helper()
+	failed := failedBuilds(t, e, f)
+	if len(failed) != n {
+		t.Fatalf("failed builds of %s: %+v, want %d", f, failed, n)
+	}
+	if last := failed[n-1]; last.ID == "" || last.Formation != f || !strings.Contains(last.Error, reason) || last.Slug != nil {
+		t.Errorf("last failed build of %s = %+v, want its reason %q", f, last, reason)
+	}
 }
 
 func TestBuildFailures(t *testing.T) {
@@ -270,11 +329,16 @@ func TestBuildFailures(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not in") {
 		t.Fatalf("unknown commit: err = %v", err)
 	}
-	// nothing released, nothing left running
+	// nothing released, nothing left running; the failures are recorded,
+	// except for the formation that does not exist
 	if _, err := e.store.LatestRelease(ctx, "app"); !errors.Is(err, state.ErrNotFound) {
 		t.Fatalf("failed builds released something: %v", err)
 	}
 	assertNoBuildContainers(t, e, "app")
+	wantFailure(t, e, "app", 2, "not in")
+	if bs := builds(t, e, "ghost"); len(bs) != 0 {
+		t.Errorf("builds recorded for a formation that does not exist: %+v", bs)
+	}
 }
 
 func TestBuildLimits(t *testing.T) {
@@ -291,6 +355,7 @@ func TestBuildLimits(t *testing.T) {
 		if _, err := e.store.LatestRelease(ctx, "big"); !errors.Is(err, state.ErrNotFound) {
 			t.Fatalf("oversized slug released: %v", err)
 		}
+		wantFailure(t, e, "big", 1, "more than the 64B limit")
 	})
 	t.Run("time", func(t *testing.T) {
 		// a limit that has passed before the build can start anything
@@ -303,6 +368,7 @@ func TestBuildLimits(t *testing.T) {
 		if !errors.As(err, &tl) || !strings.Contains(err.Error(), "build exceeded the 1ns time limit") {
 			t.Fatalf("err = %v, want the time limit", err)
 		}
+		wantFailure(t, e, "slow", 1, "build exceeded the 1ns time limit")
 		assertNoBuildContainers(t, e, "slow")
 	})
 }

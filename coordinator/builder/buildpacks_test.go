@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -469,6 +471,14 @@ func TestDockerfileBuild(t *testing.T) {
 	if code != 200 || body != "ahoy from dockerfile-app\n" {
 		t.Errorf("GET / = %d %q", code, body)
 	}
+	// the image, saved in the slug store for the nodes that lack it
+	wantLines(t, out, "-----> Saving the image for other nodes... done, ")
+	if b.ImageArchive == nil {
+		t.Fatal("a Dockerfile build has no image archive")
+	}
+	if tags := archiveTags(t, e, *b.ImageArchive); !slices.Contains(tags, b.Image) {
+		t.Errorf("the image archive names %v, want %s", tags, b.Image)
+	}
 
 	// the same content makes the same image name
 	rel2, _ := mustBuild(t, e, "dock", bare, sha)
@@ -501,6 +511,7 @@ func TestDockerfileBuild(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "docker build failed") || !strings.Contains(err.Error(), "FROM must name an image the Docker engine already has") {
 		t.Errorf("missing base image: err = %v", err)
 	}
+	wantFailure(t, e, "dock", 1, "FROM must name an image the Docker engine already has")
 }
 
 func TestReleasePhase(t *testing.T) {
@@ -524,6 +535,7 @@ func TestReleasePhase(t *testing.T) {
 	if n := counterValue(t, e.b.m.releasePhases.WithLabelValues("failed")); n != 1 {
 		t.Errorf("failed release phases = %v", n)
 	}
+	wantFailure(t, e, "migr", 1, "release command failed (exit 3)")
 	assertNoBuildContainers(t, e, "migr")
 
 	// fixed: it runs like a process of the release (launcher, .profile.d,
@@ -625,5 +637,46 @@ func TestImageCommand(t *testing.T) {
 		if got := imageCommand(tc.entrypoint, tc.cmd); got != tc.want {
 			t.Errorf("imageCommand(%q, %q) = %q, want %q", tc.entrypoint, tc.cmd, got, tc.want)
 		}
+	}
+}
+
+// archiveTags checks that the slug store holds the image archive ref (a
+// gzipped `docker save`) and returns the image names its manifest gives.
+func archiveTags(t *testing.T, e *env, ref state.SlugRef) []string {
+	t.Helper()
+	p, err := e.slugs.Path(ref.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatalf("image archive: %v", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != ref.Size {
+		t.Fatalf("image archive size: %v, %v; want %d", st, err, ref.Size)
+	}
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("image archive: %v", err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatalf("image archive has no manifest.json: %v", err)
+		}
+		if hdr.Name != "manifest.json" {
+			continue
+		}
+		var manifest []struct{ RepoTags []string }
+		if err := json.NewDecoder(tr).Decode(&manifest); err != nil {
+			t.Fatalf("manifest.json: %v", err)
+		}
+		var tags []string
+		for _, m := range manifest {
+			tags = append(tags, m.RepoTags...)
+		}
+		return tags
 	}
 }

@@ -26,8 +26,10 @@
 //     API) and the app directory is tarred into the slug;
 //  3. for a Dockerfile: builds the commit as the build context (never
 //     pulling: FROM must name an image the engine has), tags the image
-//     deis/app-<formation>:<image id> and takes the process types from the
-//     Procfile or else "web" from the image's ENTRYPOINT and CMD;
+//     deis/app-<formation>:<image id>, takes the process types from the
+//     Procfile or else "web" from the image's ENTRYPOINT and CMD, and stores
+//     `docker save` of the image, gzipped, in the slug store
+//     (Build.ImageArchive), for nodes whose engine lacks the image;
 //  4. streams all output line by line to the pusher and to
 //     DataDir/builds/<formation>/<build id>.log, enforcing Timeout, and
 //     always removes its containers;
@@ -45,8 +47,8 @@
 // procfile; see each README) and are embedded in the binary; New extracts
 // them to DataDir/buildpacks. They work without network.
 //
-// GC (run every interval by RunGC) removes the slugs and the deis/app-*
-// images that neither the KeepReleases newest releases of a formation nor
+// GC (run every interval by RunGC) removes the slugs, the image archives and
+// the deis/app-* images that neither the KeepReleases newest releases of a formation nor
 // any runtime databag refer to, and the build caches of deleted formations.
 // It never runs while a build is between making its slug or image and
 // writing its release (ErrBuildsRunning).
@@ -60,5 +62,8 @@
 // buildpack's reason, e.g. "pip install failed: no network?"), a failed
 // docker build, a failed release command ("release command failed (exit
 // N)"), the time limit (TimeLimitError), the slug size limit, or a
-// formation that does not exist. A failed build writes nothing to etcd.
+// formation that does not exist. A failed build releases nothing: it is
+// recorded at Keys.Build(formation, id) as a state.Build with Failed set,
+// Error giving the reason and no slug, image or process types, so that
+// deisctl lists it and finds its log (unless the formation does not exist).
 package builder

@@ -49,6 +49,9 @@ type Docker interface {
 	// RemoveImage removes the name ref, and the image with its untagged
 	// parents once no name is left.
 	RemoveImage(ctx context.Context, ref string) error
+	// SaveImage streams `docker save` of ref: a tar of the image with its
+	// layers and its name, which `docker load` (ImageLoad) takes back.
+	SaveImage(ctx context.Context, ref string) (io.ReadCloser, error)
 }
 
 // ImageInfo is what the builder needs to know about an image.
@@ -255,6 +258,10 @@ func (e *engine) ListImages(ctx context.Context, labels map[string]string) ([]Im
 		out = append(out, ImageInfo{ID: img.ID, Tags: img.RepoTags, Size: img.Size, Labels: img.Labels})
 	}
 	return out, nil
+}
+
+func (e *engine) SaveImage(ctx context.Context, ref string) (io.ReadCloser, error) {
+	return e.c.ImageSave(ctx, []string{ref})
 }
 
 func (e *engine) RemoveImage(ctx context.Context, ref string) error {

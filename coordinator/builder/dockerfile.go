@@ -2,6 +2,7 @@ package builder
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -108,10 +109,56 @@ func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Reques
 	if err := checkTypes(types); err != nil {
 		return nil, err
 	}
+	archive, err := b.saveImage(bctx, tag)
+	if err != nil {
+		return nil, err
+	}
+	con.Printf("-----> Saving the image for other nodes... done, %s", humanBytes(archive.Size))
 	return &state.Build{
-		ID: id, Formation: f, GitSHA: req.SHA, Image: tag, ProcessTypes: types,
+		ID: id, Formation: f, GitSHA: req.SHA, Image: tag, ImageArchive: archive, ProcessTypes: types,
 		Buildpack: "Dockerfile", Created: time.Now().UTC(),
 	}, nil
+}
+
+// saveTimeout bounds `docker save` of one app image into the slug store.
+const saveTimeout = 10 * time.Minute
+
+// saveImage stores `docker save` of the image ref, gzipped, in the slug
+// store (named by content, like a slug), so that nodes whose engine lacks
+// the image can download and load it.
+func (b *Builder) saveImage(bctx context.Context, ref string) (*state.SlugRef, error) {
+	sctx, cancel := context.WithTimeout(bctx, saveTimeout)
+	defer cancel()
+	rc, err := b.cfg.Docker.SaveImage(sctx, ref)
+	if err != nil {
+		if bctx.Err() != nil {
+			return nil, bctx.Err()
+		}
+		return nil, fmt.Errorf("builder: save the image %s for the nodes: %w", ref, err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer rc.Close()
+		zw, _ := gzip.NewWriterLevel(pw, gzip.BestSpeed) // the layers are mostly compressed already
+		_, err := io.Copy(zw, rc)
+		if cerr := zw.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err)
+	}()
+	archive, err := b.cfg.Slugs.Put(pr)
+	pr.CloseWithError(errors.New("save ended")) // stop the compressor if the store stopped reading
+	cancel()
+	<-done
+	if err != nil {
+		if bctx.Err() != nil {
+			return nil, bctx.Err()
+		}
+		return nil, fmt.Errorf("builder: save the image %s for the nodes (is the coordinator's disk full?): %w", ref, err)
+	}
+	return &archive, nil
 }
 
 // imageCommand turns an image's ENTRYPOINT and CMD into the shell command

@@ -20,7 +20,8 @@ import (
 // build is about to release. RunGC tries again soon.
 var ErrBuildsRunning = errors.New("builder: a build is releasing; garbage collection deferred")
 
-// GCResult says what one garbage collection kept and removed.
+// GCResult says what one garbage collection kept and removed. Slugs count
+// every file of the slug store: slugs and image archives alike.
 type GCResult struct {
 	KeptSlugs, KeptImages                     int
 	RemovedSlugs, RemovedImages, RemovedCache int
@@ -30,10 +31,10 @@ type GCResult struct {
 // incomingGrace is how old an interrupted slug upload must be to be removed.
 const incomingGrace = 24 * time.Hour
 
-// GC removes the slugs and app images that no release needs any more. It
-// keeps everything referenced by the KeepReleases newest releases of each
-// formation and by any runtime databag (what the nodes run now), and removes
-// every other slug of the slug store and every other image this
+// GC removes the slugs, image archives and app images that no release needs
+// any more. It keeps everything referenced by the KeepReleases newest
+// releases of each formation and by any runtime databag (what the nodes run
+// now), and removes every other file of the slug store and every other image this
 // coordinator built from a Dockerfile (deis/app-*). It also removes the
 // build caches of formations that no longer exist. It changes nothing when
 // it cannot read the whole state, and returns ErrBuildsRunning while a build
@@ -159,7 +160,7 @@ func imageReferenced(img ImageInfo, keep map[string]bool) bool {
 
 // references are what must not be collected.
 type references struct {
-	slugs      map[string]bool // sha256
+	slugs      map[string]bool // sha256 of slugs and image archives
 	images     map[string]bool // image names and ids
 	formations map[string]bool
 }
@@ -175,6 +176,9 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 		}
 		if build.Slug != nil {
 			ref.slugs[build.Slug.SHA256] = true
+		}
+		if build.ImageArchive != nil {
+			ref.slugs[build.ImageArchive.SHA256] = true
 		}
 		if build.Image != "" {
 			ref.images[build.Image] = true
@@ -224,6 +228,9 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 		for _, c := range rt.Value.Containers {
 			if c.Slug != nil {
 				ref.slugs[c.Slug.SHA256] = true
+			}
+			if c.ImageArchive != nil {
+				ref.slugs[c.ImageArchive.SHA256] = true
 			}
 			if c.Image != "" {
 				ref.images[c.Image] = true

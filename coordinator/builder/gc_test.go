@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,13 +41,19 @@ func TestGCKeepsLastReleases(t *testing.T) {
 	// three releases of a Dockerfile app, each with its own image
 	e.createFormation("gcd")
 	bareD, shaD, commitD := gitRepo(t, loadApp(t, "dockerfile-app"))
-	var images []string
+	var images, archives []string
 	for i := 1; i <= 3; i++ {
 		if i > 1 {
 			shaD = commitD(map[string]string{"server.py": loadApp(t, "dockerfile-app")["server.py"] + strings.Repeat("#\n", i)})
 		}
 		rel, _ := mustBuild(t, e, "gcd", bareD, shaD)
 		images = append(images, rel.Build.Image)
+		archives = append(archives, rel.Build.ImageArchive.SHA256)
+	}
+	// a failed build has neither slug nor image: GC ignores it
+	_, err = e.b.Build(ctx, "gcd", bareD, commitD(map[string]string{"Dockerfile": "FROM deis/no-such-image:never\n"}), io.Discard)
+	if err == nil {
+		t.Fatal("a build from a missing base image succeeded")
 	}
 	// a slug nothing refers to, and the build cache of a deleted formation
 	stray, err := e.slugs.Put(bytes.NewReader([]byte("stray slug")))
@@ -92,16 +99,22 @@ func TestGCKeepsLastReleases(t *testing.T) {
 			t.Errorf("image of v%d (%s) exists = %v, want %v", i+1, images[i], got, want)
 		}
 	}
+	for i, want := range []bool{false, true, true} { // like the images
+		if got := slugExists(archives[i]); got != want {
+			t.Errorf("image archive of v%d exists = %v, want %v", i+1, got, want)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(e.dataDir, "cache", "ghost")); err == nil {
 		t.Error("the build cache of a deleted formation was kept")
 	}
 	if _, err := os.Stat(filepath.Join(e.dataDir, "cache", "gc")); err != nil {
 		t.Errorf("the build cache of a live formation was removed: %v", err)
 	}
-	if res.RemovedSlugs != 2 || res.RemovedImages != 1 || res.RemovedCache != 1 || res.KeptSlugs != 3 || res.KeptImages != 2 {
+	// slugs: v2 of gc and the stray one, and the archive of v1 of gcd
+	if res.RemovedSlugs != 3 || res.RemovedImages != 1 || res.RemovedCache != 1 || res.KeptSlugs != 5 || res.KeptImages != 2 {
 		t.Errorf("result = %+v", res)
 	}
-	if n := counterValue(t, e.b.m.gcRemoved.WithLabelValues("slug")); n != 2 {
+	if n := counterValue(t, e.b.m.gcRemoved.WithLabelValues("slug")); n != 3 {
 		t.Errorf("gc removed slugs metric = %v", n)
 	}
 
