@@ -275,26 +275,14 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 		return state.ContainerSpec{}, withStatus(http.StatusConflict,
 			fmt.Errorf("formation %s has no build yet (release v%d has none): deploy it with git push deis main", f, rel.Version))
 	}
-	env := map[string]string{}
-	for k, v := range rel.Config {
-		env[k] = v
+	var info state.CoordinatorInfo
+	if _, err := st.Get(ctx, st.Keys.Coordinator(), &info); err != nil && !errors.Is(err, state.ErrNotFound) {
+		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
 	}
-	env["PORT"] = strconv.Itoa(state.DefaultContainerPort)
-	env["DEIS_FORMATION"] = f
-	env["DEIS_RELEASE"] = "v" + strconv.Itoa(rel.Version)
+	spec := state.SpecFromRelease(rel, info.SlugURL)
+	spec.Type, spec.Command, spec.Port = "run", req.Command, 0
 	for k, v := range req.Env {
-		env[k] = v
-	}
-	spec := state.ContainerSpec{Formation: f, Release: rel.Version, Type: "run", Image: b.Image,
-		Command: req.Command, Env: env, Slug: b.Slug}
-	if b.Slug != nil {
-		var info state.CoordinatorInfo
-		if _, err := st.Get(ctx, st.Keys.Coordinator(), &info); err != nil && !errors.Is(err, state.ErrNotFound) {
-			return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
-		}
-		if info.SlugURL != "" {
-			spec.SlugURL = strings.TrimRight(info.SlugURL, "/") + "/slugs/" + b.Slug.SHA256 + ".tgz"
-		}
+		spec.Env[k] = v
 	}
 	return spec, nil
 }

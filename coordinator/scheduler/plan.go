@@ -3,7 +3,6 @@ package scheduler
 import (
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -569,34 +568,14 @@ func domains(w *World, f *state.Formation) []string {
 }
 
 func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) state.ContainerSpec {
-	env := map[string]string{}
-	for k, v := range r.Config {
-		env[k] = v
-	}
-	env["PORT"] = strconv.Itoa(state.DefaultContainerPort)
-	env["DEIS_FORMATION"] = f.Name
-	env["DEIS_RELEASE"] = "v" + strconv.Itoa(r.Version)
-	s := state.ContainerSpec{
-		Name:       ContainerName(f.Name, r.Version, typ, i, f.Restarts[typ]),
-		Formation:  f.Name,
-		Release:    r.Version,
-		Type:       typ,
-		Index:      i,
-		Image:      r.Build.Image,
-		Command:    r.Build.ProcessTypes[typ],
-		Env:        env,
-		Slug:       r.Build.Slug,
-		Port:       state.DefaultContainerPort,
-		Limits:     f.Limits[typ],
-		HealthPath: r.Config[HealthPathKey],
-	}
-	if s.Slug != nil {
-		s.SlugURL = w.SlugURL + "/slugs/" + s.Slug.SHA256 + ".tgz"
-	}
-	if a := r.Build.ImageArchive; a != nil && s.Slug == nil {
-		s.ImageArchive = a
-		s.ImageArchiveURL = w.SlugURL + "/slugs/" + a.SHA256 + ".tgz"
-	}
+	s := state.SpecFromRelease(r, w.SlugURL)
+	s.Name = ContainerName(f.Name, r.Version, typ, i, f.Restarts[typ])
+	s.Formation = f.Name
+	s.Type = typ
+	s.Index = i
+	s.Command = r.Build.ProcessTypes[typ]
+	s.Limits = f.Limits[typ]
+	s.HealthPath = r.Config[HealthPathKey]
 	return s
 }
 

@@ -1,0 +1,39 @@
+package state
+
+import (
+	"strconv"
+	"strings"
+)
+
+// SpecFromRelease is the part of a container's spec that comes from its
+// release: image, slug or image archive with their URLs under slugBase (the
+// slug server, "http://host:port"), and the environment: the release's
+// config plus PORT, DEIS_FORMATION and DEIS_RELEASE. The scheduler adds the
+// name, process type, command, limits and health check; a one-off run adds
+// its own command.
+func SpecFromRelease(r *Release, slugBase string) ContainerSpec {
+	env := make(map[string]string, len(r.Config)+3)
+	for k, v := range r.Config {
+		env[k] = v
+	}
+	env["PORT"] = strconv.Itoa(DefaultContainerPort)
+	env["DEIS_FORMATION"] = r.Formation
+	env["DEIS_RELEASE"] = "v" + strconv.Itoa(r.Version)
+	s := ContainerSpec{Formation: r.Formation, Release: r.Version, Env: env, Port: DefaultContainerPort}
+	if r.Build == nil {
+		return s
+	}
+	base := strings.TrimRight(slugBase, "/")
+	s.Image = r.Build.Image
+	s.Slug = r.Build.Slug
+	if s.Slug != nil && base != "" {
+		s.SlugURL = base + "/slugs/" + s.Slug.SHA256 + ".tgz"
+	}
+	if a := r.Build.ImageArchive; a != nil && s.Slug == nil {
+		s.ImageArchive = a
+		if base != "" {
+			s.ImageArchiveURL = base + "/slugs/" + a.SHA256 + ".tgz"
+		}
+	}
+	return s
+}
