@@ -76,6 +76,7 @@ func NewApp() *cli.App {
 		Before:               b.before,
 		After:                after,
 		Action:               rootAction,
+		OnUsageError: func(c *cli.Context, err error, _ bool) error { return usageErr(err, "", flags) },
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintln(c.App.ErrWriter, unknownCommand(c.App, name))
 		},
@@ -117,6 +118,7 @@ func helpFlag() cli.Flag {
 // argument).
 func ownHelp(cmd *cli.Command) {
 	cmd.HideHelp, cmd.HideHelpCommand = true, true
+	cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error { return usageErr(err, cmd.Name, cmd.Flags) }
 	cmd.Flags = append(cmd.Flags, helpFlag())
 	for _, sub := range cmd.Subcommands {
 		ownHelp(sub)
@@ -253,7 +255,7 @@ func positional(c *cli.Context) (args []string, help bool, err error) {
 		}
 		fl := lookupFlag(c.Command.Flags, name)
 		if fl == nil {
-			return nil, false, fmt.Errorf("unknown flag %s for %s: see deisctl %s --help", a, c.Command.Name, c.Command.Name)
+			return nil, false, unknownFlag(a, c.Command.Name, c.Command.Flags)
 		}
 		takesValue := true
 		if tv, ok := fl.(interface{ TakesValue() bool }); ok {

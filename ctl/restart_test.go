@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/deis/deis/pkg/state"
@@ -56,4 +57,14 @@ func TestHealthcheckPathValidated(t *testing.T) {
 		c.fails("invalid HEALTHCHECK_PATH", "config:set", "HEALTHCHECK_PATH="+bad, "-f", "hello")
 	}
 	c.ok("config:set", "HEALTHCHECK_PATH=/healthz", "-f", "hello")
+}
+
+func TestUnknownFlagSuggests(t *testing.T) {
+	c := newCluster(t)
+	c.seedRelease("hello", nil)
+	c.fails("did you mean --formation", "config:set", "--formaton", "hello", "A=1")
+	c.fails("did you mean --formation", "config:set", "A=1", "--formaton", "hello")
+	if _, stderr, err := c.run("--etcd-endpont", "x", "formations"); err == nil || !strings.Contains(err.Error()+stderr, "did you mean --etcd-endpoints") {
+		t.Fatalf("global flag typo: err=%v stderr=%s", err, stderr)
+	}
 }

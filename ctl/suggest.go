@@ -1,8 +1,11 @@
 package ctl
 
 import (
+	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/urfave/cli/v2"
 )
 
 // suggest returns the command names closest to a mistyped one: every name
@@ -61,4 +64,36 @@ func levenshtein(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(rb)]
+}
+
+// unknownFlag says a flag is not one of cmd's (cmd "" for the global
+// flags), with the closest names as a suggestion.
+func unknownFlag(typed, cmd string, flags []cli.Flag) error {
+	var names []string
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if len(n) > 1 {
+				names = append(names, n)
+			}
+		}
+	}
+	help := "deisctl --help"
+	where := "deisctl"
+	if cmd != "" {
+		help, where = "deisctl "+cmd+" --help", cmd
+	}
+	msg := fmt.Sprintf("unknown flag %s for %s", typed, where)
+	if s := suggest(names, strings.TrimLeft(typed, "-")); len(s) > 0 {
+		msg += ": did you mean --" + strings.Join(s, " or --") + "?"
+	}
+	return fmt.Errorf("%s (see %s)", msg, help)
+}
+
+// usageErr turns urfave's flag parsing errors into ones with a suggestion.
+func usageErr(err error, cmd string, flags []cli.Flag) error {
+	const undefined = "flag provided but not defined: "
+	if msg := err.Error(); strings.HasPrefix(msg, undefined) {
+		return unknownFlag(strings.TrimPrefix(msg, undefined), cmd, flags)
+	}
+	return err
 }
