@@ -219,16 +219,21 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 			types = append(types, t)
 		}
 		sort.Strings(types)
-		// Interleave indexes so placement spreads every type evenly.
+		// Which indexes of each type run: on scale-down the containers to
+		// stop come off the nodes holding the most of the type.
+		indexes := map[string][]int{}
 		maxN := 0
 		for _, t := range types {
-			maxN = max(maxN, scale[t])
+			indexes[t] = chooseIndexes(f, rel.Version, t, form.Restarts[t], scale[t], current, isRuntime)
+			maxN = max(maxN, len(indexes[t]))
 		}
-		for i := 1; i <= maxN; i++ {
+		// Interleave the types so placement spreads every type evenly.
+		for i := 0; i < maxN; i++ {
 			for _, t := range types {
-				if i <= scale[t] {
-					name := ContainerName(f, rel.Version, t, i, form.Restarts[t])
-					desired[name] = specFor(w, form, rel, t, i)
+				if i < len(indexes[t]) {
+					idx := indexes[t][i]
+					name := ContainerName(f, rel.Version, t, idx, form.Restarts[t])
+					desired[name] = specFor(w, form, rel, t, idx)
 					order = append(order, name)
 				}
 			}
@@ -474,6 +479,51 @@ func notReadyReason(w *World, f string, names []string, kept, ready map[string]s
 func isRouted(routed map[string]bool, readyAt func(name, node string) (string, bool), p placed) bool {
 	addr, ok := readyAt(p.spec.Name, p.node)
 	return ok && routed[addr]
+}
+
+// chooseIndexes picks the n indexes of process type t that run. Indexes
+// already placed on live runtime nodes stay; when there are more than n, the
+// ones to stop come off the node holding the most of t (highest index
+// first); the rest are filled with the lowest free indexes.
+func chooseIndexes(f string, release int, t string, restart, n int, current []placed, isRuntime map[string]bool) []int {
+	perNode := map[string][]int{}
+	total := 0
+	seen := map[int]bool{}
+	for _, p := range current {
+		s := p.spec
+		if s.Release != release || s.Type != t || !isRuntime[p.node] || seen[s.Index] ||
+			s.Name != ContainerName(f, release, t, s.Index, restart) {
+			continue
+		}
+		seen[s.Index] = true
+		perNode[p.node] = append(perNode[p.node], s.Index)
+		total++
+	}
+	for total > n {
+		most := ""
+		for node, idx := range perNode {
+			if most == "" || len(idx) > len(perNode[most]) || (len(idx) == len(perNode[most]) && node > most) {
+				most = node
+			}
+		}
+		idx := perNode[most]
+		sort.Ints(idx)
+		delete(seen, idx[len(idx)-1])
+		perNode[most] = idx[:len(idx)-1]
+		total--
+	}
+	out := make([]int, 0, n)
+	for i := range seen {
+		out = append(out, i)
+	}
+	for i := 1; len(out) < n; i++ {
+		if !seen[i] {
+			out = append(out, i)
+			seen[i] = true
+		}
+	}
+	sort.Ints(out)
+	return out
 }
 
 // rebalance moves one container per pass from the node holding the most of

@@ -306,3 +306,29 @@ func TestPlanRebalanceOnJoin(t *testing.T) {
 	}
 	t.Fatalf("never balanced: n1=%d n2=%d", len(w.Runtimes["n1"].Containers), len(w.Runtimes["n2"].Containers))
 }
+
+func TestPlanScaleDownFromMostLoaded(t *testing.T) {
+	// web.1 and web.2 on n1, web.3 on n2: scaling to 2 stops one on n1.
+	w := world("n1", "n2")
+	w.Formations["hello"].Scale = map[string]int{"web": 3}
+	w.Releases["hello"] = release(1)
+	spec := func(i int) state.ContainerSpec {
+		return specFor(w, w.Formations["hello"], w.Releases["hello"], "web", i)
+	}
+	w.Runtimes["n1"] = &state.Runtime{Node: "n1", Containers: []state.ContainerSpec{spec(1), spec(2)}}
+	w.Runtimes["n2"] = &state.Runtime{Node: "n2", Containers: []state.ContainerSpec{spec(3)}}
+	ready(w)
+	apply(w, Plan(w), 5)
+	w.Acks["hello"] = map[string]int64{"n1": 5, "n2": 5}
+	w.Formations["hello"].Scale = map[string]int{"web": 2}
+	d := Plan(w)
+	apply(w, d, 6)
+	w.Acks["hello"] = map[string]int64{"n1": 6, "n2": 6}
+	d = Plan(w)
+	if got := names(d); len(got) != 2 || len(d.Runtimes["n1"].Containers) != 1 || len(d.Runtimes["n2"].Containers) != 1 {
+		t.Fatalf("scale-down should leave one per node: %v", got)
+	}
+	if d.Runtimes["n2"].Containers[0].Name != "hello.v1.web.3" {
+		t.Fatalf("web.3 on n2 should stay: %v", names(d))
+	}
+}
