@@ -88,13 +88,14 @@ func runLoad(ctx context.Context, proxies []*harness.Agent, host string, rate in
 }
 
 // TestZeroDowntimeUnderLoad holds a keep-alive load through two proxy nodes
-// during 10 config changes, 3 rollbacks, a scale-up, a scale-down and a
-// rolling restart, and requires that no request fails. It also measures the
+// during 10 config changes, 3 rollbacks, a scale-up, a scale-down, a rolling
+// restart, and a node drained and taken back (rebalance), and requires that no request fails. It also measures the
 // time from config:set until both proxies serve the new release.
 func TestZeroDowntimeUnderLoad(t *testing.T) {
 	p := harness.NewPlatform(t)
+	var runtimes []*harness.Agent
 	for i := 1; i <= 2; i++ {
-		p.StartAgent(fmt.Sprintf("load-r%d", i), harness.AgentOptions{Addr: fmt.Sprintf("127.0.0.%d", 30+i), Labels: "role=runtime"})
+		runtimes = append(runtimes, p.StartAgent(fmt.Sprintf("load-r%d", i), harness.AgentOptions{Addr: fmt.Sprintf("127.0.0.%d", 30+i), Labels: "role=runtime"}))
 	}
 	var proxies []*harness.Agent
 	for i := 1; i <= 2; i++ {
@@ -142,6 +143,17 @@ func TestZeroDowntimeUnderLoad(t *testing.T) {
 	p.MustCtl("", "ps:restart", "-f", "load")
 	waitReady(t, p, "load", 2, ".r1")
 	everywhere(fmt.Sprintf("(v%d)", release))
+	// drain a runtime node: its containers move with the same handoff
+	p.MustCtl("", "nodes:drain", runtimes[0].Name)
+	harness.Eventually(t, 3*time.Minute, "the drained node to be empty", func() (bool, string) {
+		c, out := readyCount(p, "load")
+		return c[runtimes[0].Name] == 0 && c[runtimes[1].Name] == 2, out
+	})
+	p.MustCtl("", "nodes:undrain", runtimes[0].Name)
+	harness.Eventually(t, 3*time.Minute, "the undrained node to take a container back", func() (bool, string) {
+		c, out := readyCount(p, "load")
+		return c[runtimes[0].Name] == 1 && c[runtimes[1].Name] == 1, out
+	})
 
 	cancel()
 	wg.Wait()

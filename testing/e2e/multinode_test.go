@@ -80,6 +80,29 @@ func TestScaleAcrossNodesAndNodeLoss(t *testing.T) {
 	if out := p.MustCtl("", "nodes:list"); !strings.Contains(out, "lost") {
 		t.Errorf("nodes:list should show the lost node:\n%s", out)
 	}
+
+	// kill -9 of an agent alone: its containers keep running while it is
+	// lost, are placed elsewhere, and are stopped when it comes back, which
+	// then takes work again by rebalancing.
+	back := runtimes[1]
+	old := harness.Containers(t, back.Name)
+	back.Kill()
+	harness.Eventually(t, 3*time.Minute, "all six on the last live node", func() (bool, string) {
+		c, out := readyCount(p, "spread")
+		return c[runtimes[0].Name] == 6, out
+	})
+	back.KillRestart()
+	harness.Eventually(t, 3*time.Minute, "the returning node to stop what it no longer holds and rebalance", func() (bool, string) {
+		c, out := readyCount(p, "spread")
+		now := strings.Join(harness.Containers(t, back.Name), " ")
+		for _, id := range old {
+			if strings.Contains(now, id) {
+				return false, "old container still running: " + id
+			}
+		}
+		return c[runtimes[0].Name] == 3 && c[back.Name] == 3, out
+	})
+	p.WaitApp(proxy, host, "hello from spread (v1)", 30*time.Second)
 }
 
 // TestAgentKill9DoesNotRestartContainers: killing an agent with SIGKILL and
