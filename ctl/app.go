@@ -76,7 +76,7 @@ func NewApp() *cli.App {
 		Before:               b.before,
 		After:                after,
 		Action:               rootAction,
-		OnUsageError: func(c *cli.Context, err error, _ bool) error { return usageErr(err, "", flags) },
+		OnUsageError:         func(c *cli.Context, err error, _ bool) error { return usageErr(err, "", flags) },
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintln(c.App.ErrWriter, unknownCommand(c.App, name))
 		},

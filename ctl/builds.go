@@ -34,11 +34,8 @@ func buildsList(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
 		return usageError(c, "[-f NAME]")
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	list, _, err := state.List[state.Build](c.Context, e.store.KV, e.keys().Builds(f))

@@ -42,11 +42,8 @@ func configList(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
 		return usageError(c, "[-f NAME]")
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	vars, _, err := readConfig(c.Context, e.store, f)

@@ -147,6 +147,19 @@ func requireFormation(c *cli.Context, e *env) (*state.Formation, error) {
 	return f, err
 }
 
+// existingFormation is the name of the formation a command acts on (-f or
+// the git remote) once it has checked it exists.
+func existingFormation(c *cli.Context, e *env) (string, error) {
+	f, err := formationName(c)
+	if err != nil {
+		return "", err
+	}
+	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+		return "", err
+	}
+	return f, nil
+}
+
 // errFormationGone is what a guarded update returns when the formation was
 // destroyed between the first read and the write.
 func errFormationGone(f string) error {

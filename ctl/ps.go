@@ -43,11 +43,8 @@ func ps(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
 		return usageError(c, "[-f NAME]")
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	w, err := readWorld(c.Context, e.store)

@@ -88,11 +88,8 @@ func releasesList(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
 		return usageError(c, "[-f NAME]")
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	rels, _, err := state.List[state.Release](c.Context, e.store.KV, e.keys().Releases(f))
@@ -149,11 +146,8 @@ func releasesInfo(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	r, err := getRelease(c.Context, e.store, f, v)
@@ -227,11 +221,8 @@ func rollback(c *cli.Context, e *env, args []string) error {
 		}
 		want = v
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	k := e.keys()

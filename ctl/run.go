@@ -125,14 +125,11 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 	if len(args) == 0 {
 		return usageError(c, "[-f NAME] [--] COMMAND [ARGS...]: no command given, so nothing was run")
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
 		return err
 	}
 	ctx := c.Context
-	if _, _, err := e.store.GetFormation(ctx, f); err != nil {
-		return err
-	}
 	layers, _, err := state.List[state.Layer](ctx, e.store.KV, e.keys().Layers(f))
 	if err != nil {
 		return err

@@ -65,11 +65,8 @@ func scale(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
-		return err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
 		return err
 	}
 	rel, err := e.store.LatestRelease(c.Context, f)

@@ -399,10 +399,7 @@ func formationAndUser(c *cli.Context, e *env, args []string) (f, user string, er
 	if user, err = userArg(c, args, "USER -f FORMATION"); err != nil {
 		return "", "", err
 	}
-	if f, err = formationName(c); err != nil {
-		return "", "", err
-	}
-	if _, _, err := e.store.GetFormation(c.Context, f); err != nil {
+	if f, err = existingFormation(c, e); err != nil {
 		return "", "", err
 	}
 	return f, user, nil
@@ -497,14 +494,11 @@ func permsList(c *cli.Context, e *env, args []string) error {
 	if len(args) != 0 {
 		return usageError(c, "-f FORMATION [--json]")
 	}
-	f, err := formationName(c)
+	f, err := existingFormation(c, e)
 	if err != nil {
 		return err
 	}
 	ctx := c.Context
-	if _, _, err := e.store.GetFormation(ctx, f); err != nil {
-		return err
-	}
 	a, err := readAccounts(ctx, e.store)
 	if err != nil {
 		return err

@@ -1,9 +1,7 @@
 package api_test
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -26,6 +24,7 @@ import (
 	"github.com/deis/deis/agent/api"
 	"github.com/deis/deis/agent/runtime"
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/slugtar/slugtartest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/etcdtest"
 	"github.com/deis/deis/testing/need"
@@ -109,24 +108,11 @@ func randomName(prefix string) string {
 // makeSlug builds a gzipped tarball of files the way the builder does.
 func makeSlug(t *testing.T, files map[string]string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
+	var entries []slugtartest.Entry
 	for name, body := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: "./" + name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(body)); err != nil {
-			t.Fatal(err)
-		}
+		entries = append(entries, slugtartest.Entry{Name: "./" + name, Body: body})
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return slugtartest.Tarball(t, entries...)
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

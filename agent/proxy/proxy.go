@@ -176,27 +176,10 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watch.Prefixes(wctx, p.cfg.Watcher, rev, wake, k.Routings(), k.AllLayers(), k.Nodes())
-	var bo backoff.Backoff
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-wake:
-		case <-timer.C:
-		}
-		if err := p.Pass(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			p.log.Warn("proxy pass failed", "node", p.cfg.Node, "error", err)
-			timer.Reset(bo.Next())
-			continue
-		}
-		bo.Reset()
-		timer.Reset(backoff.Jitter(p.cfg.Resync))
-	}
+	watch.Loop(ctx, wake, p.cfg.Resync, backoff.Backoff{}, p.Pass, func(err error) {
+		p.log.Warn("proxy pass failed", "node", p.cfg.Node, "error", err)
+	})
+	return nil
 }
 
 // prepare creates the prefix and reads what was applied before. The prefix

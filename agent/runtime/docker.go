@@ -14,6 +14,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/deis/deis/pkg/launcher"
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
@@ -85,24 +86,6 @@ const (
 // slugUser is the stack image's "app" user that runs slugs.
 const slugUser = "1000:1000"
 
-// launcher runs a slug's process: it loads the buildpacks' .profile.d
-// scripts and then replaces itself by the command, passed in DEIS_COMMAND
-// so that no quoting is involved.
-const launcher = `cd /app || exit 1
-for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done
-unset f
-exec bash -c "$DEIS_COMMAND"`
-
-// imageLauncher runs the command of an image built from a Dockerfile with
-// the image's /bin/sh (images may lack bash), in the image's working
-// directory and as its user; it loads /app/.profile.d scripts only when the
-// image has them.
-const imageLauncher = `if [ -d /app/.profile.d ]; then
-  for f in /app/.profile.d/*.sh; do [ -r "$f" ] && . "$f"; done
-  unset f
-fi
-exec /bin/sh -c "$DEIS_COMMAND"`
-
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
 
 // dockerName is the Docker name of a spec's container on node.
@@ -169,13 +152,13 @@ func containerConfig(node, addr string, s state.ContainerSpec, slug string) (*co
 		cfg.User = slugUser
 		cfg.WorkingDir = "/app"
 		cfg.Entrypoint = []string{"/bin/bash", "-c"}
-		cfg.Cmd = []string{launcher}
+		cfg.Cmd = []string{launcher.Slug}
 		hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: slug, Target: "/app", ReadOnly: true}}
 	} else if s.Command != "" {
 		// The command replaces the image's ENTRYPOINT and CMD: the builder
 		// made it from them when the app has no Procfile.
 		env["DEIS_COMMAND"] = s.Command
-		cfg.Entrypoint = []string{"/bin/sh", "-c", imageLauncher}
+		cfg.Entrypoint = []string{"/bin/sh", "-c", launcher.Image}
 	} // else: the image's own ENTRYPOINT and CMD
 	if s.Port > 0 {
 		p := containerPort(s)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/slugtar/slugtartest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/need"
 )
@@ -70,10 +71,10 @@ func TestRuntimeDocker(t *testing.T) {
 		}
 	})
 
-	tgz := runtime.MakeTarball(t,
-		runtime.NewEntry("./Procfile", "web: python3 server.py\n", 0o644),
-		runtime.NewEntry("./server.py", serverPy, 0o644),
-		runtime.NewEntry("./.profile.d/greet.sh", "export FROM_PROFILE=yes\n", 0o644),
+	tgz := slugtartest.Tarball(t,
+		slugtartest.Entry{Name: "./Procfile", Body: "web: python3 server.py\n", Mode: 0o644},
+		slugtartest.Entry{Name: "./server.py", Body: serverPy, Mode: 0o644},
+		slugtartest.Entry{Name: "./.profile.d/greet.sh", Body: "export FROM_PROFILE=yes\n", Mode: 0o644},
 	)
 	sum := sha256.Sum256(tgz)
 	ref := state.SlugRef{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(tgz))}

@@ -72,14 +72,9 @@ func (s *slugs) loadImage(ctx context.Context, d imageEngine, name, url string, 
 	if ok, err := hasImage(ctx, d, name); err != nil || ok {
 		return err // loaded by a flight that ended as this one began
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return fmt.Errorf("runtime: slug directory: %w", err)
-	}
 	file := filepath.Join(s.dir, ref.SHA256+".image.tgz")
-	if err := verifyFile(file, ref.SHA256); err != nil {
-		if err := s.download(ctx, "image archive", url, ref, file); err != nil {
-			return err
-		}
+	if err := s.download(ctx, "image archive", url, ref, file); err != nil {
+		return err
 	}
 	err := load(ctx, d, file)
 	if err == nil {

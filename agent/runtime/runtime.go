@@ -182,29 +182,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	go r.reportLoop(ctx)
 	r.log.Info("runtime started", "addr", r.cfg.Addr, "state_dir", r.cfg.StateDir)
 
-	timer := time.NewTimer(backoff.Jitter(resyncEvery))
-	defer timer.Stop()
 	bo := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
-	for {
-		select {
-		case <-ctx.Done():
-			r.log.Info("runtime stopped; containers keep running")
-			return nil
-		case <-r.wakePass:
-		case <-timer.C:
-		}
-		delay := backoff.Jitter(resyncEvery)
-		if err := r.pass(ctx); err != nil {
-			if ctx.Err() != nil {
-				continue
-			}
-			r.log.Warn("reconcile failed", "error", err)
-			delay = bo.Next()
-		} else {
-			bo.Reset()
-		}
-		timer.Reset(delay)
-	}
+	watch.Loop(ctx, r.wakePass, resyncEvery, bo, r.pass, func(err error) {
+		r.log.Warn("reconcile failed", "error", err)
+	})
+	r.log.Info("runtime stopped; containers keep running")
+	return nil
 }
 
 // pass reads the databag and the node's containers, plans and dispatches

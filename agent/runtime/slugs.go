@@ -1,26 +1,22 @@
 package runtime
 
 import (
-	"archive/tar"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 )
 
@@ -165,16 +161,11 @@ func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugR
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		return nil // extracted by a flight that ended as this one began
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return fmt.Errorf("runtime: slug directory: %w", err)
-	}
 	tgz := filepath.Join(s.dir, ref.SHA256+".tgz")
-	if err := verifyFile(tgz, ref.SHA256); err != nil {
-		if err := s.download(ctx, "slug", url, ref, tgz); err != nil {
-			return err
-		}
+	if err := s.download(ctx, "slug", url, ref, tgz); err != nil {
+		return err
 	}
-	if err := extract(ctx, tgz, dir); err != nil {
+	if err := slugtar.Extract(ctx, tgz, dir); err != nil {
 		os.Remove(tgz) // fetch it again next time rather than trust it
 		return fmt.Errorf("runtime: extract slug %s: %w", short(ref.SHA256), err)
 	}
@@ -183,10 +174,18 @@ func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugR
 	return nil
 }
 
-// download fetches url to dst through a temporary file and keeps it only
-// when its sha256 (and size, when known) match ref. what names the file in
-// errors ("slug", "image archive").
+// download makes sure dst (in the slug directory) holds ref: it keeps a
+// copy already there whose sha256 matches, or else fetches url to dst
+// through a temporary file and keeps it only when its sha256 (and size,
+// when known) match ref. what names the file in errors ("slug", "image
+// archive").
 func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return fmt.Errorf("runtime: slug directory: %w", err)
+	}
+	if verifyFile(dst, ref.SHA256) == nil {
+		return nil
+	}
 	start := time.Now()
 	tmp := dst + ".tmp"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -253,154 +252,6 @@ func verifyFile(p, sha string) error {
 		return errors.New("sha256 mismatch")
 	}
 	return nil
-}
-
-// extract unpacks the gzipped tarball tgz into dest, which must not exist:
-// into a temporary directory next to it first, renamed into place when
-// complete. Entries may start with "./"; entries that would land outside
-// dest (absolute paths, "..", writing through symlinks) are refused.
-func extract(ctx context.Context, tgz, dest string) error {
-	tmp, err := os.MkdirTemp(filepath.Dir(dest), filepath.Base(dest)+".extract-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp) // after the rename, a no-op
-	// MkdirTemp makes it 0700; the app user must read /app.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return err
-	}
-	if err := untar(ctx, tgz, tmp); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dest); err != nil {
-		if fi, serr := os.Stat(dest); serr == nil && fi.IsDir() {
-			return nil // another agent process got there first
-		}
-		return err
-	}
-	return nil
-}
-
-func untar(ctx context.Context, tgz, dir string) error {
-	f, err := os.Open(tgz)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("not a gzipped tarball: %w", err)
-	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	tr := tar.NewReader(zr)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read tarball: %w", err)
-		}
-		name, err := entryName(hdr.Name)
-		if err != nil {
-			return err
-		}
-		if name == "." {
-			if hdr.Typeflag == tar.TypeDir {
-				continue
-			}
-			return fmt.Errorf("tarball entry %q is not a directory", hdr.Name)
-		}
-		mode := fs.FileMode(hdr.Mode) & fs.ModePerm
-		if dir := path.Dir(name); dir != "." {
-			if err := root.MkdirAll(dir, 0o755); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-		}
-		switch hdr.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-			if err := root.Chmod(name, mode|0o700); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-		case tar.TypeReg:
-			if err := removeExisting(root, name); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-			out, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-			if err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-			_, err = io.Copy(out, tr)
-			if cerr := out.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-			if err := root.Chmod(name, mode); err != nil { // not subject to the umask
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-		case tar.TypeSymlink:
-			// The target is resolved inside the container, where the slug
-			// is /app; extraction never writes through a link (os.Root).
-			if err := removeExisting(root, name); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-			if err := root.Symlink(hdr.Linkname, name); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-		case tar.TypeLink:
-			target, err := entryName(hdr.Linkname)
-			if err != nil {
-				return err
-			}
-			if err := removeExisting(root, name); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-			if err := root.Link(target, name); err != nil {
-				return fmt.Errorf("tarball entry %q: %w", hdr.Name, err)
-			}
-		default:
-			// Devices, fifos and the like have no place in a slug.
-		}
-	}
-}
-
-// entryName turns a tar entry name into a clean path relative to the slug
-// root, refusing names that leave it.
-func entryName(n string) (string, error) {
-	clean := path.Clean(strings.TrimPrefix(n, "./"))
-	if clean == "/" || clean == "" {
-		return ".", nil
-	}
-	if path.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("tarball entry %q points outside the slug: rebuild the slug", n)
-	}
-	return clean, nil
-}
-
-func removeExisting(root *os.Root, name string) error {
-	fi, err := root.Lstat(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return root.RemoveAll(name)
-	}
-	return root.Remove(name)
 }
 
 // short abbreviates a sha256 for messages.

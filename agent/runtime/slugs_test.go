@@ -2,8 +2,6 @@ package runtime
 
 import (
 	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -19,56 +17,11 @@ import (
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/slugtar/slugtartest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
-
-// entry is one tarball member for makeTarball.
-type entry struct {
-	name, body, link string
-	typ              byte
-	mode             int64
-}
-
-// makeTarball builds a gzipped tarball the way a slug builder does ("./"
-// prefixes included).
-func makeTarball(t testing.TB, entries ...entry) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for _, e := range entries {
-		h := &tar.Header{Name: e.name, Mode: e.mode, Typeflag: e.typ, Linkname: e.link, Size: int64(len(e.body)), ModTime: time.Now()}
-		if h.Typeflag == 0 {
-			h.Typeflag = tar.TypeReg
-		}
-		if h.Typeflag != tar.TypeReg {
-			h.Size = 0
-		}
-		if h.Mode == 0 {
-			h.Mode = 0o644
-			if h.Typeflag == tar.TypeDir {
-				h.Mode = 0o755
-			}
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write([]byte(e.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
 
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
@@ -106,7 +59,7 @@ func testSlugs(t *testing.T) (*slugs, *metrics) {
 }
 
 func TestSlugDownloadSendsToken(t *testing.T) {
-	tgz := makeTarball(t, entry{name: "./Procfile", body: "web: true\n"})
+	tgz := slugtartest.Tarball(t, slugtartest.Entry{Name: "./Procfile", Body: "web: true\n"})
 	var auth atomic.Value
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		auth.Store(r.Header.Get("Authorization"))
@@ -135,14 +88,14 @@ func TestSlugDownloadSendsToken(t *testing.T) {
 }
 
 func TestSlugDownloadAndExtract(t *testing.T) {
-	tgz := makeTarball(t,
-		entry{name: "./", typ: tar.TypeDir},
-		entry{name: "./Procfile", body: "web: python3 server.py\n"},
-		entry{name: "./bin/", typ: tar.TypeDir},
-		entry{name: "./bin/run", body: "#!/bin/sh\n", mode: 0o755},
-		entry{name: ".profile.d/env.sh", body: "export X=1\n"},
-		entry{name: "./current", typ: tar.TypeSymlink, link: "/app/bin"},
-		entry{name: "./run-again", typ: tar.TypeLink, link: "./bin/run"},
+	tgz := slugtartest.Tarball(t,
+		slugtartest.Entry{Name: "./", Type: tar.TypeDir},
+		slugtartest.Entry{Name: "./Procfile", Body: "web: python3 server.py\n"},
+		slugtartest.Entry{Name: "./bin/", Type: tar.TypeDir},
+		slugtartest.Entry{Name: "./bin/run", Body: "#!/bin/sh\n", Mode: 0o755},
+		slugtartest.Entry{Name: ".profile.d/env.sh", Body: "export X=1\n"},
+		slugtartest.Entry{Name: "./current", Type: tar.TypeSymlink, Link: "/app/bin"},
+		slugtartest.Entry{Name: "./run-again", Type: tar.TypeLink, Link: "./bin/run"},
 	)
 	srv := newSlugServer(t, tgz, nil)
 	s, m := testSlugs(t)
@@ -186,7 +139,7 @@ func TestSlugDownloadAndExtract(t *testing.T) {
 }
 
 func TestSlugSharedDownload(t *testing.T) {
-	tgz := makeTarball(t, entry{name: "./a", body: "a"})
+	tgz := slugtartest.Tarball(t, slugtartest.Entry{Name: "./a", Body: "a"})
 	gate := make(chan struct{})
 	srv := newSlugServer(t, tgz, gate)
 	s, _ := testSlugs(t)
@@ -222,8 +175,8 @@ func TestSlugSharedDownload(t *testing.T) {
 }
 
 func TestSlugChecksumMismatch(t *testing.T) {
-	good := makeTarball(t, entry{name: "./a", body: "a"})
-	bad := makeTarball(t, entry{name: "./a", body: "tampered"})
+	good := slugtartest.Tarball(t, slugtartest.Entry{Name: "./a", Body: "a"})
+	bad := slugtartest.Tarball(t, slugtartest.Entry{Name: "./a", Body: "tampered"})
 	srv := newSlugServer(t, bad, nil)
 	s, m := testSlugs(t)
 	ref := state.SlugRef{SHA256: sha(good)}
@@ -254,33 +207,23 @@ func TestSlugChecksumMismatch(t *testing.T) {
 	}
 }
 
+// TestSlugRefusesEscapes checks that a slug extraction refuses (see
+// pkg/slugtar for every kind of escape) fails ensure and leaves nothing
+// behind, not even the download.
 func TestSlugRefusesEscapes(t *testing.T) {
-	cases := map[string][]entry{
-		"dot-dot":  {{name: "../evil", body: "x"}},
-		"absolute": {{name: "/etc/evil", body: "x"}},
-		"through a symlink": {
-			{name: "./link", typ: tar.TypeSymlink, link: "../.."},
-			{name: "./link/evil", body: "x"},
-		},
-		"hard link out": {{name: "./h", typ: tar.TypeLink, link: "../../etc/passwd"}},
+	tgz := slugtartest.Tarball(t, slugtartest.Entry{Name: "../evil", Body: "x"})
+	srv := newSlugServer(t, tgz, nil)
+	s, _ := testSlugs(t)
+	_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", state.SlugRef{SHA256: sha(tgz)})
+	if err == nil {
+		t.Fatal("want an error")
 	}
-	for name, entries := range cases {
-		t.Run(name, func(t *testing.T) {
-			tgz := makeTarball(t, entries...)
-			srv := newSlugServer(t, tgz, nil)
-			s, _ := testSlugs(t)
-			_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", state.SlugRef{SHA256: sha(tgz)})
-			if err == nil {
-				t.Fatal("want an error")
-			}
-			parent := filepath.Dir(s.dir)
-			if _, err := os.Stat(filepath.Join(parent, "evil")); err == nil {
-				t.Fatal("a file escaped the slug directory")
-			}
-			if left, _ := filepath.Glob(filepath.Join(s.dir, "*")); len(left) != 0 {
-				t.Errorf("a refused slug must leave nothing behind: %v", left)
-			}
-		})
+	parent := filepath.Dir(s.dir)
+	if _, err := os.Stat(filepath.Join(parent, "evil")); err == nil {
+		t.Fatal("a file escaped the slug directory")
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.dir, "*")); len(left) != 0 {
+		t.Errorf("a refused slug must leave nothing behind: %v", left)
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deis/deis/pkg/launcher"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 )
 
@@ -112,11 +114,11 @@ func runWeb(t *testing.T, e *env, rel *state.Release) string {
 	if rel.Build.Slug != nil {
 		app := filepath.Join(t.TempDir(), "app")
 		path, _ := e.slugs.Path(rel.Build.Slug.SHA256)
-		if err := extractSlug(context.Background(), path, app); err != nil {
+		if err := slugtar.Extract(context.Background(), path, app); err != nil {
 			t.Fatal(err)
 		}
 		args = append(args, "-v", app+":/app:ro", "-u", "1000:1000", "-w", "/app", "-e", "HOME=/app",
-			"-e", "DEIS_COMMAND="+cmd, "--entrypoint", "/bin/bash", rel.Build.Image, "-c", launcher)
+			"-e", "DEIS_COMMAND="+cmd, "--entrypoint", "/bin/bash", rel.Build.Image, "-c", launcher.Slug)
 	} else {
 		args = append(args, "--entrypoint", "/bin/sh", rel.Build.Image, "-c", cmd)
 	}

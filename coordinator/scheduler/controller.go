@@ -70,27 +70,10 @@ func (c *Controller) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watch.Prefixes(wctx, c.cfg.Etcd, 0, wake, c.store.Keys.Prefix+"/")
-	var bo backoff.Backoff
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-wake:
-		case <-timer.C:
-		}
-		if err := c.Reconcile(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			c.log.Warn("reconcile failed", "error", err)
-			timer.Reset(bo.Next())
-			continue
-		}
-		bo.Reset()
-		timer.Reset(backoff.Jitter(c.cfg.Resync))
-	}
+	watch.Loop(ctx, wake, c.cfg.Resync, backoff.Backoff{}, c.Reconcile, func(err error) {
+		c.log.Warn("reconcile failed", "error", err)
+	})
+	return nil
 }
 
 // Reconcile runs one pass: read the world, plan, write what changed.
