@@ -23,7 +23,7 @@ if [ ${#need[@]} -gt 0 ]; then
 	echo "prereqs: installing ${need[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q >/dev/null
-	apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+	apt-get install -y -q "${need[@]}" >/dev/null
 fi
 
 if ! docker version >/dev/null 2>&1; then
