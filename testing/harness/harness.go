@@ -433,55 +433,51 @@ func Get(addr string, port int, host string) (int, string, error) {
 // WaitApp waits until the app at host answers 200 with a body containing want.
 func (p *Platform) WaitApp(a *Agent, host, want string, timeout time.Duration) string {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
-		code, body, err := Get(a.Addr, a.HTTPPort, host)
-		if err == nil && code == 200 && strings.Contains(body, want) {
-			return body
-		}
-		last = fmt.Sprintf("code=%d body=%q err=%v", code, body, err)
-		time.Sleep(300 * time.Millisecond)
-	}
-	p.t.Fatalf("app %s never answered with %q: last %s", host, want, last)
-	return ""
+	var body string
+	Eventually(p.t, timeout, fmt.Sprintf("app %s to answer with %q", host, want), func() (bool, string) {
+		code, b, err := Get(a.Addr, a.HTTPPort, host)
+		body = b
+		return err == nil && code == 200 && strings.Contains(b, want), fmt.Sprintf("last code=%d body=%q err=%v", code, b, err)
+	})
+	return body
 }
 
 // WaitHTTP waits until url answers 200 with a body containing want.
 func (p *Platform) WaitHTTP(url, want string, timeout time.Duration) {
 	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 && strings.Contains(string(b), want) {
-				return
-			}
-		}
+	Eventually(p.t, timeout, url+" to answer", func() (bool, string) {
 		if p.Coordinator != nil && p.Coordinator.Exited() {
 			p.t.Fatalf("coordinator exited:\n%s", p.Coordinator.Log())
 		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	p.t.Fatalf("%s never answered", url)
+		resp, err := http.Get(url)
+		if err != nil {
+			return false, err.Error()
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == 200 && strings.Contains(string(b), want), fmt.Sprintf("%d %q", resp.StatusCode, b)
+	})
 }
 
-// Eventually polls cond until it holds or the timeout passes.
+// Eventually polls cond every 300ms until it holds, failing the test with
+// cond's last message when the timeout passes.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for time.Now().Before(deadline) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(300 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		ok, msg := cond()
 		if ok {
 			return
 		}
-		last = msg
-		time.Sleep(300 * time.Millisecond)
+		select {
+		case <-deadline.C:
+			t.Fatalf("timed out waiting for %s: %s", what, msg)
+		case <-tick.C:
+		}
 	}
-	t.Fatalf("timed out waiting for %s: %s", what, last)
 }
 
 // Client returns an etcd client of the platform's etcd, closed with the test.
