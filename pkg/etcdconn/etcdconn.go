@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -102,13 +106,57 @@ func (cfg Config) Dial(ctx context.Context) (*clientv3.Client, error) {
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
+		if terr := tlsProbe(eps, cc.TLS); terr != nil {
+			return nil, terr
+		}
 		return nil, fmt.Errorf("etcdconn: connect to %s: %w", strings.Join(eps, ","), err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := cli.Get(pctx, "health-check-"+cfg.Prefix, clientv3.WithCountOnly()); err != nil {
 		cli.Close()
+		if terr := tlsProbe(eps, cc.TLS); terr != nil {
+			return nil, terr
+		}
+		if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserEmpty) {
+			return nil, fmt.Errorf("etcdconn: etcd at %s refused the read (set --etcd-user and --etcd-password, or DEIS_ETCD_USER and DEIS_ETCD_PASSWORD): %w", strings.Join(eps, ","), err)
+		}
 		return nil, fmt.Errorf("etcdconn: etcd at %s does not answer (is the coordinator or etcd running? set --etcd-endpoints or DEIS_ETCD_ENDPOINTS): %w", strings.Join(eps, ","), err)
 	}
 	return cli, nil
+}
+
+// tlsProbe explains a failed dial when TLS is the cause: gRPC only reports
+// "context deadline exceeded", so it handshakes with each https endpoint
+// itself and returns the first handshake error, or nil.
+func tlsProbe(eps []string, t *tls.Config) error {
+	if t == nil {
+		return nil
+	}
+	for _, ep := range eps {
+		u, err := url.Parse(ep)
+		if err != nil || u.Scheme != "https" {
+			continue
+		}
+		c := t.Clone()
+		c.ServerName = u.Hostname()
+		c.NextProtos = []string{"h2"}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", u.Host, c)
+		if err == nil {
+			// With TLS 1.3 a rejected client certificate shows on the first read.
+			_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+			_, err = conn.Read(make([]byte, 1))
+			conn.Close()
+			var ne net.Error
+			if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
+				continue
+			}
+		}
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "dial" {
+			continue // not listening: not a TLS problem
+		}
+		return fmt.Errorf("etcdconn: TLS with etcd at %s failed (check --etcd-cacert, --etcd-cert, --etcd-key or DEIS_ETCD_CACERT, DEIS_ETCD_CERT, DEIS_ETCD_KEY): %w", ep, err)
+	}
+	return nil
 }
