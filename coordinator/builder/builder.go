@@ -88,6 +88,10 @@ type Config struct {
 	// KeepReleases is how many of each formation's newest releases keep
 	// their slugs and images when GC runs (default DefaultKeepReleases).
 	KeepReleases int
+	// SlugServer is this coordinator's slug server base URL as agents reach
+	// it (--slug-url); builds record it so their slugs are fetched here
+	// whichever coordinator leads.
+	SlugServer string
 	// AppURL returns the URL a formation answers on, for the last line of a
 	// successful build.
 	AppURL     func(formation string) string
@@ -404,6 +408,7 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 	if err != nil {
 		return nil, overTime(err)
 	}
+	build.SlugServer = b.cfg.SlugServer
 
 	if cmd, ok := build.ProcessTypes[releaseType]; ok {
 		if err := b.releasePhase(bctx, ctx, id, build, cmd, work, con); err != nil {

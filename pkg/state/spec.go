@@ -6,8 +6,8 @@ import (
 )
 
 // SpecFromRelease is the part of a container's spec that comes from its
-// release: image, slug or image archive with their URLs under slugBase (the
-// slug server, "http://host:port"), and the environment: the release's
+// release: image, slug or image archive with their URLs under the slug
+// server that stored the build (Build.SlugServer), or else slugBase, and the environment: the release's
 // config plus PORT, DEIS_FORMATION and DEIS_RELEASE. The scheduler adds the
 // name, process type, command, limits and health check; a one-off run adds
 // its own command.
@@ -22,6 +22,9 @@ func SpecFromRelease(r *Release, slugBase string) ContainerSpec {
 	s := ContainerSpec{Formation: r.Formation, Release: r.Version, Env: env, Port: DefaultContainerPort}
 	if r.Build == nil {
 		return s
+	}
+	if r.Build.SlugServer != "" {
+		slugBase = r.Build.SlugServer
 	}
 	base := strings.TrimRight(slugBase, "/")
 	s.Image = r.Build.Image

@@ -147,6 +147,11 @@ type Build struct {
 	Image        string            `json:"image"`
 	ProcessTypes map[string]string `json:"processTypes"`
 	Buildpack    string            `json:"buildpack,omitempty"`
+	// SlugServer is the base URL of the slug server of the coordinator that
+	// stored this build's slug or image archive; agents download from it, so
+	// a build stays reachable when another coordinator leads ("" means the
+	// leader's).
+	SlugServer string `json:"slugServer,omitempty"`
 	// ImageArchive is `docker save` of Image, stored in the slug store, for
 	// nodes whose engine lacks the image (Dockerfile builds).
 	ImageArchive *SlugRef `json:"imageArchive,omitempty"`

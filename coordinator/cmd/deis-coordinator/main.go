@@ -137,7 +137,7 @@ func serve(c *cli.Context) error {
 		DataDir: dataDir, Store: store, Slugs: slugs, Docker: docker, StackImage: c.String("stack-image"),
 		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxParallel: c.Int("max-builds"),
 		GoRoot: goRoot, KeepReleases: c.Int("keep-releases"),
-		AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
+		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,31 @@
+package state
+
+import "testing"
+
+func TestSpecFromRelease(t *testing.T) {
+	slug := &SlugRef{SHA256: "abc"}
+	tests := []struct {
+		name  string
+		build *Build
+		want  string // SlugURL or ImageArchiveURL
+	}{
+		// the leader's slug server when the build names none
+		{"leader", &Build{Image: "stack", Slug: slug}, "http://leader/slugs/abc.tgz"},
+		// the server that stored the slug, whoever leads now
+		{"builder", &Build{Image: "stack", Slug: slug, SlugServer: "http://other/"}, "http://other/slugs/abc.tgz"},
+		// Dockerfile releases carry their image archive instead
+		{"image", &Build{Image: "app:1", ImageArchive: slug, SlugServer: "http://other"}, "http://other/slugs/abc.tgz"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := SpecFromRelease(&Release{Formation: "f", Version: 3, Config: map[string]string{"A": "b"}, Build: tc.build}, "http://leader")
+			got := s.SlugURL + s.ImageArchiveURL
+			if got != tc.want {
+				t.Errorf("url %q, want %q", got, tc.want)
+			}
+			if s.Env["PORT"] != "5000" || s.Env["DEIS_RELEASE"] != "v3" || s.Env["A"] != "b" || s.Image != tc.build.Image {
+				t.Errorf("spec %+v", s)
+			}
+		})
+	}
+}
