@@ -138,7 +138,7 @@ func TestCoordinatorFailoverDuringRollout(t *testing.T) {
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{ExternalEtcd: true})
 	p.AddCoordinator()
 	a := p.StartAgent("failover", harness.AgentOptions{})
-	deploy(t, p, "ha")
+	repo, key := deploy(t, p, "ha")
 	host := "ha.localhost"
 	p.WaitApp(a, host, "hello from ha (v1)", 3*time.Minute)
 
@@ -153,6 +153,19 @@ func TestCoordinatorFailoverDuringRollout(t *testing.T) {
 		l := p.Leader()
 		return l != nil && l != leader, "no new leader"
 	})
+
+	// the surviving coordinator builds and serves a new push on its own
+	survivor := 0
+	for i, c := range p.Coordinators {
+		if c != leader {
+			survivor = i
+		}
+	}
+	p.Git(repo, key, "commit", "-q", "--allow-empty", "-m", "after fail-over")
+	if out, err := p.Git(repo, key, "push", p.RemoteVia(survivor, "ha"), "main"); err != nil {
+		t.Fatalf("push to the surviving coordinator: %v\n%s", err, out)
+	}
+	p.WaitApp(a, host, "failover from ha (v3)", 3*time.Minute)
 }
 
 // TestFailedReleaseKeepsServing: a release whose health checks never pass

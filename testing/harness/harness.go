@@ -408,6 +408,11 @@ func (p *Platform) AppRepo(app, formation string) string {
 	return dir
 }
 
+// RemoteVia is the git remote of a formation on the i-th coordinator.
+func (p *Platform) RemoteVia(i int, formation string) string {
+	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s.git", p.coordPorts[i][0], formation)
+}
+
 // Remote is the git remote of a formation.
 func (p *Platform) Remote(formation string) string {
 	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s.git", p.SSHPort, formation)
