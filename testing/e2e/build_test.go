@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +19,13 @@ import (
 func TestBuildStage(t *testing.T) {
 	p := harness.NewPlatform(t)
 	a := p.StartAgent("builds", harness.AgentOptions{})
+	t.Cleanup(func() {
+		// the Dockerfile app's images: deis/app-<formation>:<image id>
+		out, _ := exec.Command("docker", "images", "-q", "deis/app-docker").Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rmi", "-f"}, ids...)...).Run()
+		}
+	})
 	key := p.NewKey("admin")
 	p.MustCtl("", "keys:add", key+".pub")
 
