@@ -18,7 +18,8 @@ import (
 // release phase with the real git client, and checks who may push.
 func TestBuildStage(t *testing.T) {
 	p := harness.NewPlatform(t)
-	a := p.StartAgent("builds", harness.AgentOptions{})
+	// registered before the agent, so it runs after the agent's cleanup has
+	// removed the containers
 	t.Cleanup(func() {
 		// the Dockerfile app's images: deis/app-<formation>:<image id>
 		out, _ := exec.Command("docker", "images", "-q", "deis/app-docker").Output()
@@ -26,6 +27,7 @@ func TestBuildStage(t *testing.T) {
 			exec.Command("docker", append([]string{"rmi", "-f"}, ids...)...).Run()
 		}
 	})
+	a := p.StartAgent("builds", harness.AgentOptions{})
 	key := p.NewKey("admin")
 	p.MustCtl("", "keys:add", key+".pub")
 
