@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/testing/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -277,14 +278,7 @@ func (f *fixture) ready(name string) string {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	bo := backoff.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}
-	for !cond() {
-		if bo.Wait(ctx) != nil {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	poll.True(t, 90*time.Second, what, cond)
 }
 
 // logs fetches the logs of q without following.

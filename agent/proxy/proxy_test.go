@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/deis/deis/testing/poll"
 	"io"
 	"log/slog"
 	"net"
@@ -146,13 +147,7 @@ func (fx *fixture) ack(f string) state.ProxyAck {
 // eventually polls cond until it holds or the deadline passes.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.True(t, 30*time.Second, what, cond)
 }
 
 func (fx *fixture) waitAck(f string, rev int64) state.ProxyAck {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/testing/poll"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -190,14 +191,12 @@ func readyIn(name string) func(state.NodeStatus) bool {
 // what, and the state describe gives.
 func waitFor(t testing.TB, what string, cond func() bool, describe func() string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	bo := backoff.Backoff{Min: 20 * time.Millisecond, Max: 250 * time.Millisecond}
-	for !cond() {
-		if bo.Wait(ctx) != nil {
-			t.Fatalf("timed out waiting for %s; last seen: %s", what, describe())
+	poll.Until(t, 90*time.Second, what, func() (bool, string) {
+		if cond() {
+			return true, ""
 		}
-	}
+		return false, "last seen: " + describe()
+	})
 }
 
 func imageSpec(name string, release int) state.ContainerSpec {

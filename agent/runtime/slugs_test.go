@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/deis/deis/testing/poll"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deis/deis/pkg/backoff"
 	"github.com/deis/deis/pkg/slugtar/slugtartest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -237,14 +237,7 @@ func TestSlugRejectsBadSHA(t *testing.T) {
 // waitFor polls cond until it holds, failing the test after a deadline.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	bo := backoff.Backoff{Min: 10 * time.Millisecond, Max: 250 * time.Millisecond}
-	for !cond() {
-		if bo.Wait(ctx) != nil {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	poll.True(t, 90*time.Second, what, cond)
 }
 
 // counterValue reads a counter or gauge.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/testing/poll"
 	"io"
 	"io/fs"
 	"net"
@@ -139,20 +140,23 @@ func runWeb(t *testing.T, e *env, rel *state.Release) string {
 // accepts connections before the app listens).
 func get(t *testing.T, url string) (int, string, http.Header) {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	var last error
-	for time.Now().Before(deadline) {
+	var (
+		code int
+		body string
+		hdr  http.Header
+	)
+	// polling an app that is starting
+	poll.Until(t, time.Minute, "GET "+url+" to answer", func() (bool, string) {
 		resp, err := http.Get(url)
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			return resp.StatusCode, string(body), resp.Header
+		if err != nil {
+			return false, err.Error()
 		}
-		last = err
-		time.Sleep(200 * time.Millisecond) // polling an app that is starting
-	}
-	t.Fatalf("GET %s: no answer within a minute: %v", url, last)
-	return 0, "", nil
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code, body, hdr = resp.StatusCode, string(b), resp.Header
+		return true, ""
+	})
+	return code, body, hdr
 }
 
 func mustBuild(t *testing.T, e *env, f, bare, sha string) (*state.Release, string) {

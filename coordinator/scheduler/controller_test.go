@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"github.com/deis/deis/testing/poll"
 	"testing"
 	"time"
 
@@ -62,12 +63,5 @@ func TestControllerAgainstEtcd(t *testing.T) {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if cond() {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("timed out waiting for %s", what)
+	poll.True(t, 30*time.Second, what, cond)
 }

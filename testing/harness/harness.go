@@ -19,6 +19,7 @@ import (
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/etcdtest"
 	"github.com/deis/deis/testing/need"
+	"github.com/deis/deis/testing/poll"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
@@ -464,25 +465,11 @@ func (p *Platform) WaitHTTP(url, want string, timeout time.Duration) {
 	})
 }
 
-// Eventually polls cond every 300ms until it holds, failing the test with
-// cond's last message when the timeout passes.
+// Eventually polls cond until it holds, failing the test with cond's last
+// message when the timeout passes.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(300 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s: %s", what, msg)
-		case <-tick.C:
-		}
-	}
+	poll.Until(t, timeout, what, cond)
 }
 
 // Client returns an etcd client of the platform's etcd, closed with the test.
