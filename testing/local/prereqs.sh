@@ -28,7 +28,9 @@ fi
 
 if ! docker version >/dev/null 2>&1; then
 	echo "prereqs: starting dockerd (log: /var/log/deis-dockerd.log)"
-	nohup dockerd >/var/log/deis-dockerd.log 2>&1 &
+	# In its own session, so Ctrl-C in this terminal (make run) stops only
+	# the platform, never the engine and the apps.
+	setsid nohup dockerd </dev/null >/var/log/deis-dockerd.log 2>&1 &
 	for _ in $(seq 1 60); do
 		docker version >/dev/null 2>&1 && break
 		sleep 1
