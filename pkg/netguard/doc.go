@@ -23,14 +23,25 @@
 //	com.docker.network.bridge.enable_icc=false          (no container-to-container traffic)
 //	com.docker.network.bridge.enable_ip_masquerade=true (outbound access)
 //
-// and no IPv6. With icc off, Docker drops packets forwarded from the bridge
-// to itself (FORWARD -i <bridge> -o <bridge> -j DROP), which also stops an
-// app that connects to another app's port published on the host's address
-// when Docker hairpins it; with Docker's default userland proxy that
-// connection reaches the host instead and the INPUT guard below refuses it.
-// Docker's DOCKER-ISOLATION-STAGE-1/2 chains drop whatever is forwarded
-// from one bridge network to another, so apps cannot reach builds or any
-// other network's containers, directly or through a published port.
+// and no IPv6. Docker's DOCKER-ISOLATION-STAGE-1/2 chains drop whatever is
+// forwarded from one bridge network to another, so apps cannot reach builds
+// or any other network's containers by their addresses; with icc off,
+// Docker also drops what is forwarded from the bridge to itself
+// (FORWARD -i <bridge> -o <bridge> -j DROP), so apps of one network cannot
+// reach each other.
+//
+// Published ports: with Docker's default userland proxy, the nat rule
+// "-A DOCKER -i <bridge> -j RETURN" exempts every packet from a bridge from
+// the port DNAT, so a container connecting to a port published on the
+// host's address (its own network's, the hairpin, or another network's)
+// reaches docker-proxy on the host, which would carry it to the target
+// container: the INPUT guard below refuses that connection. With
+// userland-proxy=false Docker DNATs it instead, and the FORWARD drops
+// above (icc off, isolation) stop it.
+//
+// Build containers and the RUN steps of Dockerfile builds (set
+// ImageBuildOptions.NetworkMode to the network's name) are guarded the same
+// way on their own network.
 //
 // # The firewall
 //

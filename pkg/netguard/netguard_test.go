@@ -1,9 +1,12 @@
 package netguard_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
@@ -419,4 +423,37 @@ func iptables(t *testing.T, args ...string) string {
 		t.Fatalf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// The RUN steps of a Dockerfile build (the classic builder the coordinator
+// uses) run on the guarded network when the build's NetworkMode names it:
+// outbound works, the host's ports do not.
+func TestDockerfileBuildOnGuardedNetwork(t *testing.T) {
+	l := newLab(t)
+	port, _ := listen(t)
+	builds, gw := l.network("b", netguard.Options{})
+	dockerfile := "FROM " + need.StackImage + "\n" +
+		"RUN bash -c 'exec 3<>/dev/tcp/deb.debian.org/80' && echo OUTBOUND-OK || echo OUTBOUND-FAILED; " +
+		"bash -c 'exec 3<>/dev/tcp/" + gw + "/" + port + "' && echo HOST-REACHED || echo HOST-BLOCKED; " +
+		"exit 1\n" // fail, so the build leaves no image behind
+	var tarball bytes.Buffer
+	tw := tar.NewWriter(&tarball)
+	tw.WriteHeader(&tar.Header{Name: "Dockerfile", Mode: 0o644, Size: int64(len(dockerfile))})
+	tw.Write([]byte(dockerfile))
+	tw.Close()
+	resp, err := l.d.ImageBuild(ctx(t), &tarball, build.ImageBuildOptions{
+		Dockerfile: "Dockerfile", Remove: true, ForceRemove: true, Version: build.BuilderV1,
+		NetworkMode: builds, Labels: map[string]string{"deis.test": "netguard"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out, []byte("OUTBOUND-OK")) || !bytes.Contains(out, []byte("HOST-BLOCKED")) {
+		t.Errorf("build output, want OUTBOUND-OK and HOST-BLOCKED:\n%s", out)
+	}
 }
