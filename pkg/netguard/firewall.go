@@ -174,8 +174,10 @@ func (t tables) ensure(ctx context.Context, g guard) error {
 			}
 		}
 	}
-	if _, err := t.run(ctx, restoreText(rs), t.restore, "-w", "--noflush"); err != nil {
-		return err
+	if !t.current(ctx, rs) {
+		if _, err := t.run(ctx, restoreText(rs), t.restore, "-w", "--noflush"); err != nil {
+			return err
+		}
 	}
 	for _, j := range rs.jumps {
 		args := jumpArgs(g, j)
@@ -193,6 +195,28 @@ func (t tables) ensure(ctx context.Context, g guard) error {
 		}
 	}
 	return nil
+}
+
+// current reports whether our chains already hold exactly rs's rules, as
+// iptables -S prints them; then Ensure leaves them (and their counters)
+// alone.
+func (t tables) current(ctx context.Context, rs ruleset) bool {
+	for _, c := range rs.order {
+		out, err := t.run(ctx, "", t.bin, "-w", "-S", c)
+		if err != nil || strings.TrimSpace(out) != chainText(c, rs.chains[c]) {
+			return false
+		}
+	}
+	return true
+}
+
+// chainText is how iptables -S prints chain c holding rules.
+func chainText(c string, rules [][]string) string {
+	lines := []string{"-N " + c}
+	for _, r := range rules {
+		lines = append(lines, "-A "+c+" "+strings.Join(r, " "))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // remove deletes g's jumps and chains in every family.

@@ -281,6 +281,19 @@ func TestContainerCannotReachHost(t *testing.T) {
 		}
 	}
 
+	// The refusals are our REJECT rules; an Ensure with the same options
+	// leaves the chain, and so its counters, alone.
+	rejected := rejects(t, apps)
+	if rejected == 0 {
+		t.Errorf("no packet counted by the REJECT rules of DEIS-GUARD-%s", apps)
+	}
+	if err := netguard.Ensure(ctx(t), l.d, apps, netguard.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := rejects(t, apps); n != rejected {
+		t.Errorf("after a second Ensure the REJECT rules counted %d packets, before %d", n, rejected)
+	}
+
 	p, _ := strconv.Atoi(port)
 	if err := netguard.Ensure(ctx(t), l.d, apps, netguard.Options{AllowTCP: []int{p}}); err != nil {
 		t.Fatal(err)
@@ -389,6 +402,14 @@ func TestEnsureIsIdempotentAndChecksExisting(t *testing.T) {
 		}
 	}
 
+	// Without Deny, the forward chain and its jump go away.
+	if err := netguard.Ensure(ctx(t), l.d, apps, netguard.Options{Labels: o.Labels}); err != nil {
+		t.Fatal(err)
+	}
+	if out := iptables(t, "-S"); strings.Contains(out, "DEIS-FWD-"+apps) {
+		t.Errorf("DEIS-FWD-%s left after Deny was emptied:\n%s", apps, out)
+	}
+
 	// A network of that name made by hand, with containers talking freely.
 	other := "ngt" + l.id + "x"
 	t.Cleanup(func() { exec.Command("docker", "network", "rm", other).Run() })
@@ -456,4 +477,22 @@ func TestDockerfileBuildOnGuardedNetwork(t *testing.T) {
 	if !bytes.Contains(out, []byte("OUTBOUND-OK")) || !bytes.Contains(out, []byte("HOST-BLOCKED")) {
 		t.Errorf("build output, want OUTBOUND-OK and HOST-BLOCKED:\n%s", out)
 	}
+}
+
+// rejects sums the packet counters of the REJECT rules of the network's
+// INPUT guard.
+func rejects(t *testing.T, bridge string) int {
+	t.Helper()
+	n := 0
+	for _, line := range strings.Split(iptables(t, "-L", "DEIS-GUARD-"+bridge, "-v", "-n", "-x"), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 2 && f[2] == "REJECT" {
+			c, err := strconv.Atoi(f[0])
+			if err != nil {
+				t.Fatalf("iptables counter %q: %v", line, err)
+			}
+			n += c
+		}
+	}
+	return n
 }
