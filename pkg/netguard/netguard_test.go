@@ -496,3 +496,50 @@ func rejects(t *testing.T, bridge string) int {
 	}
 	return n
 }
+
+// UDP to the host is refused as well, unless Options.AllowUDP opens the port
+// (a DNS server on the host, say).
+func TestContainerCannotSendUDPToHost(t *testing.T) {
+	l := newLab(t)
+	pc, err := net.ListenPacket("udp4", "0.0.0.0:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got <- string(buf[:n])
+		}
+	}()
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	apps, gw := l.network("a", netguard.Options{})
+	a := l.client("a", apps)
+	send := func(msg string) {
+		script := fmt.Sprintf("import socket\nfor _ in range(3): socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b%q, (%q, %d))", msg, gw, port)
+		docker(t, "exec", a, "python3", "-c", script)
+	}
+	send("blocked")
+	select {
+	case m := <-got:
+		t.Fatalf("the host received %q over UDP from the container", m)
+	case <-time.After(2 * time.Second):
+	}
+	if err := netguard.Ensure(ctx(t), l.d, apps, netguard.Options{AllowUDP: []int{port}}); err != nil {
+		t.Fatal(err)
+	}
+	send("allowed")
+	select {
+	case m := <-got:
+		if m != "allowed" {
+			t.Errorf("received %q, want allowed", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("with AllowUDP the host received nothing from the container")
+	}
+}
