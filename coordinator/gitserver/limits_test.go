@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -232,32 +233,45 @@ func TestPushRules(t *testing.T) {
 	head := p.mustGit(repo, key, "rev-parse", "HEAD")
 
 	// a push over the size limit is refused while it is received, and
-	// nothing of it is kept
-	big := make([]byte, 1<<20)
-	rand.Read(big)
-	p.commit(repo, key, map[string]string{"big.bin": string(big)})
-	bigCommit := p.mustGit(repo, key, "rev-parse", "HEAD")
-	out, err = p.git(repo, key, "push", p.remote("hello"), "main")
-	t.Logf("push over the size limit:\n%s", out)
-	if err == nil {
-		t.Fatal("a push over the size limit was accepted")
+	// nothing of it is kept: one large file (git unpacks a push of a few
+	// objects) and many small ones (git indexes the pack)
+	random := func(n int) string {
+		b := make([]byte, n)
+		rand.Read(b)
+		return string(b)
 	}
-	if want := "deis: push is larger than the 256.0KB limit (--max-push-bytes)"; !strings.Contains(out, want) {
-		t.Errorf("refusal lacks %q", want)
+	many := map[string]string{}
+	for i := range 200 {
+		many[fmt.Sprintf("f%03d.bin", i)] = random(2 << 10)
 	}
-	if n := value(p.srv.m.pushRefused.WithLabelValues("too_large")); n != 1 {
-		t.Errorf("too large pushes counted: %v, want 1", n)
+	for i, files := range []map[string]string{{"big.bin": random(1 << 20)}, many} {
+		p.commit(repo, key, files)
+		refused := p.mustGit(repo, key, "rev-parse", "HEAD")
+		out, err := p.git(repo, key, "push", p.remote("hello"), "main")
+		t.Logf("push over the size limit:\n%s", out)
+		if err == nil {
+			t.Fatal("a push over the size limit was accepted")
+		}
+		if want := "deis: push is larger than the 256.0KB limit (--max-push-bytes)"; !strings.Contains(out, want) {
+			t.Errorf("refusal lacks %q", want)
+		}
+		if n := value(p.srv.m.pushRefused.WithLabelValues("too_large")); n != float64(i+1) {
+			t.Errorf("too large pushes counted: %v, want %d", n, i+1)
+		}
+		if refs := p.mustGit(repo, key, "ls-remote", p.remote("hello")); refs != refsBefore {
+			t.Errorf("refs changed by a refused push:\n%s\nwant\n%s", refs, refsBefore)
+		}
+		if out, err := p.git(bare, key, "cat-file", "-e", refused); err == nil {
+			t.Errorf("the refused commit is in the repository\n%s", out)
+		}
+		if left, _ := filepath.Glob(filepath.Join(bare, "objects", "*incoming-*")); len(left) != 0 {
+			t.Errorf("quarantine left behind: %v", left)
+		}
+		p.mustGit(repo, key, "reset", "-q", "--hard", head)
 	}
-	if refs := p.mustGit(repo, key, "ls-remote", p.remote("hello")); refs != refsBefore {
-		t.Errorf("refs changed by a refused push:\n%s\nwant\n%s", refs, refsBefore)
+	if v := p.latest("hello"); v != 2 {
+		t.Errorf("latest release is v%d after refused pushes, want v2", v)
 	}
-	if out, err := p.git(bare, key, "cat-file", "-e", bigCommit); err == nil {
-		t.Errorf("the refused commit is in the repository\n%s", out)
-	}
-	if left, _ := filepath.Glob(filepath.Join(bare, "objects", "incoming-*")); len(left) != 0 {
-		t.Errorf("quarantine left behind: %v", left)
-	}
-	p.mustGit(repo, key, "reset", "-q", "--hard", head)
 
 	// other branches, tags and the deletion of main are refused, each with
 	// what to do instead; so is a push of main together with another branch
@@ -373,4 +387,72 @@ func value(m prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// A git session ends at the session time limit, and the hook it runs ends
+// with it: a push that is gone builds nothing.
+func TestSessionTimeLimit(t *testing.T) {
+	need.Binary(t, "ssh")
+	pidFile := filepath.Join(t.TempDir(), "hook.pid")
+	p := startSSH(t, func(c *Config) {
+		c.SessionTimeout = 2 * time.Second
+		c.HookCommand = []string{"/bin/sh", "-c", "echo $$ > " + pidFile + "; exec sleep 60"}
+	})
+	key, pub := p.newKey("dev")
+	p.register(state.BootstrapAdmin, pub)
+	p.createFormation("hello")
+	repo := p.appRepo(key, map[string]string{"Procfile": "web: python3 server.py\n"})
+	out, err := p.git(repo, key, "push", p.remote("hello"), "main")
+	t.Logf("push:\n%s", out)
+	if err == nil || !strings.Contains(out, "deis: the session exceeded its 2s time limit and was ended") {
+		t.Fatalf("push past the session time limit: %v", err)
+	}
+	if refs := p.mustGit(repo, key, "ls-remote", p.remote("hello")); strings.Contains(refs, "refs/") {
+		t.Errorf("refs after the push was ended:\n%s", refs)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatalf("the hook did not run: %v", err)
+	}
+	pid := strings.TrimSpace(string(b))
+	poll.Until(t, 30*time.Second, "the hook of the ended push to exit", func() (bool, string) {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil { // gone
+			return true, ""
+		}
+		// a zombie waits only for its reaper
+		f := strings.Fields(string(st))
+		return len(f) > 2 && f[2] == "Z", "hook process " + pid + " is " + f[2]
+	})
+}
+
+// What killed pushes leave in a repository is removed once no session can
+// still own it.
+func TestStaleQuarantinesAreRemoved(t *testing.T) {
+	need.Binary(t, "ssh")
+	p := startSSH(t, func(c *Config) { c.SessionTimeout = time.Minute })
+	key, pub := p.newKey("dev")
+	p.register(state.BootstrapAdmin, pub)
+	p.createFormation("hello")
+	// the first session creates the repository
+	clone := filepath.Join(t.TempDir(), "c")
+	p.mustGit(t.TempDir(), key, "clone", "-q", p.remote("hello"), clone)
+	objects := filepath.Join(p.dataDir, "repos", "hello.git", "objects")
+	old, fresh := filepath.Join(objects, "tmp_objdir-incoming-old"), filepath.Join(objects, "tmp_objdir-incoming-new")
+	for _, d := range []string{old, fresh} {
+		if err := os.MkdirAll(filepath.Join(d, "pack"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(old, long, long); err != nil {
+		t.Fatal(err)
+	}
+	p.mustGit(clone, key, "fetch", "-q", "origin")
+	if _, err := os.Stat(old); err == nil {
+		t.Error("an abandoned quarantine older than any session was kept")
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a quarantine a running push may own was removed: %v", err)
+	}
 }

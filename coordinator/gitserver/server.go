@@ -374,8 +374,12 @@ func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) 
 		args = []string{"-c", fmt.Sprintf("receive.maxInputSize=%d", limit), sub, dir}
 	}
 	cmd := exec.CommandContext(ctx, s.cfg.GitBinary, args...)
-	// SIGTERM lets git remove its quarantine; WaitDelay then kills.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	// When the session ends early (the client left, the time limit), git
+	// and the hook it runs get SIGTERM together, in their own process
+	// group, so a hook does not go on building for a push that is gone;
+	// WaitDelay then kills git.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GIT_") {
@@ -489,7 +493,27 @@ func (s *Server) prepareRepo(ctx context.Context, name string) (string, error) {
 	if err := writeFileAtomic(filepath.Join(dir, "hooks", "pre-receive"), []byte(hookScript(s.cfg.HookCommand)), 0o755); err != nil {
 		return "", fmt.Errorf("gitserver: write hook: %w", err)
 	}
+	s.removeStaleQuarantines(dir)
 	return dir, nil
+}
+
+// removeStaleQuarantines removes what git receive-pack left of pushes it
+// did not finish (it keeps a push's objects in objects/tmp_objdir-incoming-*
+// until the refs are updated, and leaves the directory when it is killed).
+// A directory not modified for longer than a session may last belongs to
+// no running push.
+func (s *Server) removeStaleQuarantines(dir string) {
+	stale := time.Now().Add(-(s.cfg.SessionTimeout + 2*time.Minute))
+	matches, _ := filepath.Glob(filepath.Join(dir, "objects", "tmp_objdir-incoming-*"))
+	for _, m := range matches {
+		if st, err := os.Lstat(m); err == nil && st.ModTime().Before(stale) {
+			if err := os.RemoveAll(m); err != nil {
+				s.cfg.Logger.Warn("cannot remove an abandoned push", "path", m, "error", err)
+				continue
+			}
+			s.cfg.Logger.Info("removed an abandoned push", "path", m)
+		}
+	}
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

@@ -155,7 +155,8 @@ func serve(c *cli.Context) error {
 		Addr: c.String("ssh-addr"), DataDir: dataDir, Store: store,
 		HookCommand: []string{self, "hook", "--socket", sock}, Logger: log.With("part", "git"),
 		AuthTimeout: c.Duration("ssh-auth-timeout"), MaxConns: c.Int("ssh-max-conns"), MaxConnsPerIP: c.Int("ssh-max-conns-per-ip"),
-		MaxPushBytes: c.Int64("max-push-bytes"), SessionTimeout: c.Duration("build-timeout") + 30*time.Minute, Registerer: reg,
+		// a push's session covers its upload, a wait for the build ahead of it and its own build
+		MaxPushBytes: c.Int64("max-push-bytes"), SessionTimeout: 2*c.Duration("build-timeout") + 30*time.Minute, Registerer: reg,
 	})
 	if err != nil {
 		return err
