@@ -1,6 +1,7 @@
 package gitserver
 
 import (
+	"fmt"
 	"log/slog"
 	"math"
 	"net"
@@ -79,6 +80,9 @@ func (l *connLimiter) accept(ctx ssh.Context, c net.Conn) net.Conn {
 				"connections", total, "from_address", fromIP, "max_conns", l.max, "max_conns_per_ip", l.perIP,
 				"refusals_not_logged", suppressed)
 		}
+		// SSH allows lines before the version; OpenSSH shows them with -v.
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(c, "deis: %s\r\n", refusalText(reason, ip))
 		return nil
 	}
 	l.m.conns.Inc()
@@ -98,6 +102,13 @@ func (l *connLimiter) release(ip string) {
 	}
 	l.mu.Unlock()
 	l.m.conns.Dec()
+}
+
+func refusalText(reason, ip string) string {
+	if reason == closedMaxConnsPerIP {
+		return "too many connections from " + ip + "; close some or try again later"
+	}
+	return "too many connections; try again later"
 }
 
 // sourceIP is the address part of a remote address.

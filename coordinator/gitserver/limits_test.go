@@ -74,7 +74,7 @@ func (p *platform) hold(local string) (net.Conn, error) {
 	}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "SSH-2.0-deis") {
+	if err != nil || !strings.HasPrefix(line, "SSH-2.0-deis") { // refused
 		c.Close()
 		return nil, errors.New("not admitted: the server sent " + strings.TrimSpace(line) + " and closed")
 	}
@@ -160,8 +160,8 @@ func TestUnauthenticatedConnectionsAreClosed(t *testing.T) {
 	}
 }
 
-// Connections over the caps are closed at once, before the server says
-// anything; closing one admits another.
+// Connections over the caps are closed at once, with a line that says why
+// instead of the SSH version; closing one admits another.
 func TestConnectionCaps(t *testing.T) {
 	need.Binary(t, "ssh")
 	p := startSSH(t, func(c *Config) { c.MaxConns, c.MaxConnsPerIP, c.AuthTimeout = 3, 2, time.Minute })
@@ -170,15 +170,15 @@ func TestConnectionCaps(t *testing.T) {
 
 	// a third from the same address
 	got, closed, took := p.dialFrom("127.0.0.1", "")
-	if !closed || got != "" {
-		t.Errorf("third connection from one address: closed %v after %s, server sent %q", closed, took, got)
+	if want := "deis: too many connections from 127.0.0.1; close some or try again later\r\n"; !closed || got != want {
+		t.Errorf("third connection from one address: closed %v after %s, server sent %q, want %q", closed, took, got, want)
 	}
 	if took > 10*time.Second {
 		t.Errorf("third connection from one address was closed after %s, not at once", took)
 	}
 	// what OpenSSH's user sees
 	key, _ := p.newKey("dev")
-	out, code := p.ssh(key, "git@127.0.0.1", "git-upload-pack", "'hello.git'")
+	out, code := p.ssh(key, "-v", "git@127.0.0.1", "git-upload-pack", "'hello.git'")
 	t.Logf("ssh over the per-address cap: status %d\n%s", code, out)
 	if code != 255 {
 		t.Errorf("ssh over the per-address cap: status %d, want 255", code)
@@ -187,7 +187,7 @@ func TestConnectionCaps(t *testing.T) {
 	// another address is admitted up to the total cap
 	p.mustHold("127.0.0.2")
 	got, closed, took = p.dialFrom("127.0.0.3", "")
-	if !closed || got != "" || took > 10*time.Second {
+	if !closed || got != "deis: too many connections; try again later\r\n" || took > 10*time.Second {
 		t.Errorf("connection over the total cap: closed %v after %s, server sent %q", closed, took, got)
 	}
 	for reason, want := range map[string]float64{closedMaxConnsPerIP: 2, closedMaxConns: 1} {
