@@ -25,10 +25,27 @@
 // Repositories are bare, at DataDir/repos/NAME.git, created on first use.
 // Before every session the pre-receive hook is rewritten to exec
 // Config.HookCommand, which in the coordinator is `deis-coordinator hook`:
-// RunHook. The hook asks the builder (over its unix socket) to build the
-// pushed commit of main or master and streams the build to the pusher;
-// if the build fails the hook fails and git rejects the push, so the
-// branch never points at a commit that did not build.
+// RunHook. Only main and master are accepted: the hook refuses a push of
+// any other ref (branches, tags) and the deletion of main or master, before
+// it builds anything, with "pushed branch B: only main or master deploys:
+// git push deis B:main". It asks the builder (over its unix socket) to build
+// the pushed commit and streams the build to the pusher; if the build fails
+// the hook fails and git rejects the push, so the branch never points at a
+// commit that did not build. git keeps a push's objects in a quarantine
+// until the refs are updated, so a refused push leaves nothing behind.
+//
+// Limits (limits.go), all in Config with defaults: a connection that has not
+// authenticated within AuthTimeout (10s) is closed; connections over
+// MaxConns (100) in total or MaxConnsPerIP (10) from one source address are
+// closed at once, before the SSH version exchange. A push may send at most
+// MaxPushBytes (512MiB): the copy from the SSH channel into git
+// receive-pack stops before the first byte over, the pusher reads "push is
+// larger than the 512.0MB limit (--max-push-bytes)", and git, at the early
+// end of its input, discards the quarantine (receive.maxInputSize holds the
+// same limit inside git). A git session lasts at most SessionTimeout; when a
+// session ends early, git and its hook get SIGTERM in their own process
+// group. Refusals are counted in deis_coordinator_ssh_connections_closed_total
+// and deis_coordinator_git_pushes_refused_total.
 //
 // The SSH host key is kept at DataDir/ssh_host_ed25519_key, generated on
 // first start.

@@ -17,11 +17,15 @@ import (
 var deployBranches = map[string]bool{"refs/heads/main": true, "refs/heads/master": true}
 
 // RunHook is the pre-receive hook (`deis-coordinator hook --socket S`). It
-// reads git's "old new ref" lines from stdin; for a push to main or master
-// it asks the builder listening on socket to build the new commit and copies
-// the build output to stdout (which git shows the pusher as "remote:"
-// lines). Other branches and deletions are accepted without a build. An
-// error rejects the whole push; the reason has then already been printed.
+// reads git's "old new ref" lines from stdin. Only main and master are
+// accepted: a push of another branch, of a tag or of any other ref, and the
+// deletion of main or master, is refused with the reason, and nothing of
+// the push is kept (git discards its quarantine). Deleting another branch
+// (one left from before this rule) is allowed. For each pushed main or
+// master, it asks the builder listening on socket to build the new commit
+// and copies the build output to stdout (which git shows the pusher as
+// "remote:" lines). An error rejects the whole push; the reason has then
+// already been printed.
 //
 // The repository is the hook's GIT_DIR (or its working directory, where git
 // runs hooks of a bare repository); its name minus ".git" is the formation.
@@ -48,6 +52,8 @@ func runHook(ctx context.Context, socket, gitDir, quarantine string, stdin io.Re
 		fmt.Fprintf(stdout, " !     %v\n", err)
 		return fmt.Errorf("push rejected: %w", err)
 	}
+	type update struct{ newSHA, ref string }
+	var builds []update
 	sc := bufio.NewScanner(stdin)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -55,24 +61,48 @@ func runHook(ctx context.Context, socket, gitDir, quarantine string, stdin io.Re
 			continue
 		}
 		newSHA, ref := f[1], f[2]
-		switch {
-		case strings.Trim(newSHA, "0") == "":
+		deleted := strings.Trim(newSHA, "0") == ""
+		if err := checkRef(ref, deleted); err != nil {
+			fmt.Fprintf(stdout, " !     %v\n", err)
+			return fmt.Errorf("push rejected: %w", err)
+		}
+		if deleted {
 			fmt.Fprintf(stdout, "-----> %s deleted; nothing to build\n", ref)
 			continue
-		case !deployBranches[ref]:
-			fmt.Fprintf(stdout, "-----> Not building %s: only pushes to main or master are deployed\n", ref)
-			continue
 		}
+		builds = append(builds, update{newSHA, ref})
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("gitserver: hook: read refs: %w", err)
+	}
+	for _, u := range builds {
 		_, err := builder.RequestBuild(ctx, socket, builder.Request{
-			Formation: formation, Repo: repo, SHA: newSHA, Quarantine: quarantine,
+			Formation: formation, Repo: repo, SHA: u.newSHA, Quarantine: quarantine,
 		}, stdout)
 		if err != nil {
 			fmt.Fprintf(stdout, " !     %v\n", err)
 			return fmt.Errorf("push rejected: the build of %s failed", formation)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("gitserver: hook: read refs: %w", err)
-	}
 	return nil
+}
+
+// checkRef refuses every update but a push to main or master and the
+// deletion of a branch other than those.
+func checkRef(ref string, deleted bool) error {
+	branch, isBranch := strings.CutPrefix(ref, "refs/heads/")
+	switch {
+	case deployBranches[ref] && deleted:
+		return fmt.Errorf("deleting branch %s is refused: it is what the formation deploys (deisctl formations:destroy removes a formation)", branch)
+	case deployBranches[ref]:
+		return nil
+	case isBranch && deleted:
+		return nil
+	case isBranch:
+		return fmt.Errorf("pushed branch %s: only main or master deploys: git push deis %s:main", branch, branch)
+	}
+	if tag, ok := strings.CutPrefix(ref, "refs/tags/"); ok {
+		return fmt.Errorf("pushed tag %s: only main or master deploys, and tags are not kept: push the tagged commit to main (git push deis %s^{commit}:main)", tag, tag)
+	}
+	return fmt.Errorf("pushed ref %s: only main or master deploys: git push deis HEAD:main", ref)
 }

@@ -18,10 +18,13 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/deis/deis/pkg/state"
 	"github.com/gliderlabs/ssh"
+	"github.com/prometheus/client_golang/prometheus"
 	gossh "golang.org/x/crypto/ssh"
 )
 
@@ -39,7 +42,31 @@ type Config struct {
 	// GitBinary is the git program (default "git").
 	GitBinary string
 	Logger    *slog.Logger
+	// Registerer, if set, receives the server's metrics.
+	Registerer prometheus.Registerer
+
+	// AuthTimeout closes a connection that has not authenticated this long
+	// after it was accepted (default DefaultAuthTimeout).
+	AuthTimeout time.Duration
+	// MaxConns caps the connections held at once (default
+	// DefaultMaxConns); MaxConnsPerIP caps them per source address (default
+	// DefaultMaxConnsPerIP). A connection over a cap is closed at once.
+	MaxConns, MaxConnsPerIP int
+	// MaxPushBytes caps what a push may send (default DefaultMaxPushBytes).
+	MaxPushBytes int64
+	// SessionTimeout bounds a git command (default DefaultSessionTimeout);
+	// a push's includes its build, so it must exceed the build time limit.
+	SessionTimeout time.Duration
 }
+
+// Defaults of the limits in Config.
+const (
+	DefaultAuthTimeout    = 10 * time.Second
+	DefaultMaxConns       = 100
+	DefaultMaxConnsPerIP  = 10
+	DefaultMaxPushBytes   = 512 << 20
+	DefaultSessionTimeout = time.Hour
+)
 
 // Server is the SSH git endpoint.
 type Server struct {
@@ -47,6 +74,8 @@ type Server struct {
 	repos  string
 	signer gossh.Signer
 	srv    *ssh.Server
+	m      *metrics
+	limit  *connLimiter
 
 	mu sync.Mutex
 	ln net.Listener
@@ -73,6 +102,23 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("gitserver: no state store")
 	case len(cfg.HookCommand) == 0:
 		return nil, errors.New("gitserver: no hook command: pushes could not be built")
+	case cfg.AuthTimeout < 0, cfg.MaxConns < 0, cfg.MaxConnsPerIP < 0, cfg.MaxPushBytes < 0, cfg.SessionTimeout < 0:
+		return nil, errors.New("gitserver: the SSH and push limits must not be negative (0 picks the default)")
+	}
+	if cfg.AuthTimeout == 0 {
+		cfg.AuthTimeout = DefaultAuthTimeout
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerIP == 0 {
+		cfg.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if cfg.MaxPushBytes == 0 {
+		cfg.MaxPushBytes = DefaultMaxPushBytes
+	}
+	if cfg.SessionTimeout == 0 {
+		cfg.SessionTimeout = DefaultSessionTimeout
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = ":2222"
@@ -86,7 +132,12 @@ func New(cfg Config) (*Server, error) {
 	if _, err := exec.LookPath(cfg.GitBinary); err != nil {
 		return nil, fmt.Errorf("gitserver: git not found (install git): %w", err)
 	}
-	s := &Server{cfg: cfg, repos: filepath.Join(cfg.DataDir, "repos")}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, repos: filepath.Join(cfg.DataDir, "repos"), m: m,
+		limit: newConnLimiter(cfg.MaxConns, cfg.MaxConnsPerIP, cfg.AuthTimeout, cfg.Logger, m)}
 	if err := os.MkdirAll(s.repos, 0o700); err != nil {
 		return nil, fmt.Errorf("gitserver: %w", err)
 	}
@@ -103,9 +154,13 @@ func New(cfg Config) (*Server, error) {
 		// handler for them is installed.
 		PtyCallback:          func(ssh.Context, ssh.Pty) bool { return false },
 		ServerConfigCallback: s.sshConfig,
+		// Caps and the authentication deadline (limits.go).
+		ConnCallback: s.limit.accept,
 		// git keeps a push's connection busy with keepalives while the hook
 		// builds, so only dead or stalled connections reach this.
 		IdleTimeout: 10 * time.Minute,
+		// The hard stop behind SessionTimeout, which ends git politely.
+		MaxTimeout: cfg.SessionTimeout + time.Minute,
 	}
 	return s, nil
 }
@@ -170,7 +225,16 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // refused explicitly here; the public key callback is ours rather than
 // gliderlabs' so that it can send the refused user a banner.
 func (s *Server) sshConfig(ctx ssh.Context) *gossh.ServerConfig {
+	lc, _ := ctx.Value(limitedConnKey{}).(*limitedConn)
 	return &gossh.ServerConfig{
+		// Called with a nil error once a key has been proven (a mere query
+		// whether a key would do is not logged), which ends the
+		// authentication deadline.
+		AuthLogCallback: func(_ gossh.ConnMetadata, _ string, err error) {
+			if err == nil && lc != nil {
+				lc.authenticated()
+			}
+		},
 		NoClientAuthCallback: func(gossh.ConnMetadata) (*gossh.Permissions, error) {
 			return nil, errors.New("public key authentication required")
 		},
@@ -257,7 +321,13 @@ func (s *Server) handle(sess ssh.Session) {
 		fail(sess, errors.New("the server could not prepare the repository; the operator can find why in the coordinator's log"))
 		return
 	}
-	code := s.runGit(ctx, sess, sub, dir)
+	gctx, cancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
+	defer cancel()
+	code := s.runGit(gctx, sess, sub, dir)
+	if errors.Is(gctx.Err(), context.DeadlineExceeded) {
+		fmt.Fprintf(sess.Stderr(), "deis: the session exceeded its %s time limit and was ended\n", s.cfg.SessionTimeout)
+		code = 1
+	}
 	log.Info("git session", "status", code, "duration", time.Since(start).Round(time.Millisecond).String())
 	sess.Exit(code)
 }
@@ -292,9 +362,24 @@ func fail(sess ssh.Session, err error) {
 var gitProtocol = regexp.MustCompile(`^[a-z0-9=:.]{1,64}$`)
 
 // runGit runs `git SUB DIR` with the session as its stdin, stdout and
-// stderr, and returns its exit status.
+// stderr, and returns its exit status. A push may send at most
+// Config.MaxPushBytes: the copy into git's stdin stops before the first byte
+// over, and git, at the end of its input, discards what it received (its
+// quarantine); receive.maxInputSize holds the same limit inside git.
 func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) int {
-	cmd := exec.CommandContext(ctx, s.cfg.GitBinary, sub, dir)
+	args := []string{sub, dir}
+	var limit int64
+	if sub == "receive-pack" {
+		limit = s.cfg.MaxPushBytes
+		args = []string{"-c", fmt.Sprintf("receive.maxInputSize=%d", limit), sub, dir}
+	}
+	cmd := exec.CommandContext(ctx, s.cfg.GitBinary, args...)
+	// When the session ends early (the client left, the time limit), git
+	// and the hook it runs get SIGTERM together, in their own process
+	// group, so a hook does not go on building for a push that is gone;
+	// WaitDelay then kills git.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "GIT_") {
@@ -321,11 +406,20 @@ func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) 
 		return 1
 	}
 	// Not waited for: the client may keep its side open after git is done.
+	var tooLarge atomic.Bool
 	go func() {
-		io.Copy(stdin, sess)
-		stdin.Close()
+		defer stdin.Close()
+		if copyLimited(stdin, sess, limit) {
+			tooLarge.Store(true)
+			s.m.pushRefused.WithLabelValues("too_large").Inc()
+			s.cfg.Logger.Info("push refused: too large", "repo", dir, "limit", limit)
+			fmt.Fprintf(sess.Stderr(), "deis: push is larger than the %s limit (--max-push-bytes): nothing was stored; make the repository smaller (large files belong in object storage, not in git)\n", humanBytes(limit))
+		}
 	}()
 	err = cmd.Wait()
+	if tooLarge.Load() {
+		return 1
+	}
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -335,6 +429,43 @@ func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) 
 	default:
 		return 1
 	}
+}
+
+// copyLimited copies src to dst until src ends, dst fails or, with a
+// positive limit, the next read would take the total past limit; it
+// reports the latter, and then dst has received no byte over the limit.
+func copyLimited(dst io.Writer, src io.Reader, limit int64) (over bool) {
+	buf := make([]byte, 32<<10)
+	var n int64
+	for {
+		k, rerr := src.Read(buf)
+		if k > 0 {
+			if limit > 0 && n+int64(k) > limit {
+				return true
+			}
+			n += int64(k)
+			if _, err := dst.Write(buf[:k]); err != nil {
+				return false
+			}
+		}
+		if rerr != nil {
+			return false
+		}
+	}
+}
+
+// humanBytes formats n as 1.2MB (units of 1024, as the builder does).
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
 // prepareRepo creates the bare repository of a formation on first use and
@@ -362,7 +493,27 @@ func (s *Server) prepareRepo(ctx context.Context, name string) (string, error) {
 	if err := writeFileAtomic(filepath.Join(dir, "hooks", "pre-receive"), []byte(hookScript(s.cfg.HookCommand)), 0o755); err != nil {
 		return "", fmt.Errorf("gitserver: write hook: %w", err)
 	}
+	s.removeStaleQuarantines(dir)
 	return dir, nil
+}
+
+// removeStaleQuarantines removes what git receive-pack left of pushes it
+// did not finish (it keeps a push's objects in objects/tmp_objdir-incoming-*
+// until the refs are updated, and leaves the directory when it is killed).
+// A directory not modified for longer than a session may last belongs to
+// no running push.
+func (s *Server) removeStaleQuarantines(dir string) {
+	stale := time.Now().Add(-(s.cfg.SessionTimeout + 2*time.Minute))
+	matches, _ := filepath.Glob(filepath.Join(dir, "objects", "tmp_objdir-incoming-*"))
+	for _, m := range matches {
+		if st, err := os.Lstat(m); err == nil && st.ModTime().Before(stale) {
+			if err := os.RemoveAll(m); err != nil {
+				s.cfg.Logger.Warn("cannot remove an abandoned push", "path", m, "error", err)
+				continue
+			}
+			s.cfg.Logger.Info("removed an abandoned push", "path", m)
+		}
+	}
 }
 
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {

@@ -42,6 +42,10 @@ func main() {
 			&cli.StringFlag{Name: "etcd-listen-client", EnvVars: []string{"DEIS_ETCD_LISTEN_CLIENT"}, Value: etcdconn.DefaultEndpoint, Usage: "embedded etcd: client URL (loopback)"},
 			&cli.StringFlag{Name: "etcd-listen-peer", EnvVars: []string{"DEIS_ETCD_LISTEN_PEER"}, Value: "http://127.0.0.1:2380", Usage: "embedded etcd: peer URL (loopback)"},
 			&cli.StringFlag{Name: "ssh-addr", EnvVars: []string{"DEIS_SSH_ADDR"}, Value: ":2222", Usage: "SSH git endpoint listen address"},
+			&cli.DurationFlag{Name: "ssh-auth-timeout", EnvVars: []string{"DEIS_SSH_AUTH_TIMEOUT"}, Value: gitserver.DefaultAuthTimeout, Usage: "SSH connections not authenticated within this are closed"},
+			&cli.IntFlag{Name: "ssh-max-conns", EnvVars: []string{"DEIS_SSH_MAX_CONNS"}, Value: gitserver.DefaultMaxConns, Usage: "SSH connections held at once; more are closed at once"},
+			&cli.IntFlag{Name: "ssh-max-conns-per-ip", EnvVars: []string{"DEIS_SSH_MAX_CONNS_PER_IP"}, Value: gitserver.DefaultMaxConnsPerIP, Usage: "SSH connections held at once per source address"},
+			&cli.Int64Flag{Name: "max-push-bytes", EnvVars: []string{"DEIS_MAX_PUSH_BYTES"}, Value: gitserver.DefaultMaxPushBytes, Usage: "git push size limit (refused while it is received)"},
 			&cli.StringFlag{Name: "ssh-host", EnvVars: []string{"DEIS_SSH_HOST"}, Value: "localhost", Usage: "host name users put in their git remote"},
 			&cli.StringFlag{Name: "http-addr", EnvVars: []string{"DEIS_HTTP_ADDR"}, Value: ":8090", Usage: "slug server and /metrics listen address"},
 			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "http://127.0.0.1:8090", Usage: "base URL agents download slugs from"},
@@ -150,6 +154,9 @@ func serve(c *cli.Context) error {
 	git, err := gitserver.New(gitserver.Config{
 		Addr: c.String("ssh-addr"), DataDir: dataDir, Store: store,
 		HookCommand: []string{self, "hook", "--socket", sock}, Logger: log.With("part", "git"),
+		AuthTimeout: c.Duration("ssh-auth-timeout"), MaxConns: c.Int("ssh-max-conns"), MaxConnsPerIP: c.Int("ssh-max-conns-per-ip"),
+		// a push's session covers its upload, a wait for the build ahead of it and its own build
+		MaxPushBytes: c.Int64("max-push-bytes"), SessionTimeout: 2*c.Duration("build-timeout") + 30*time.Minute, Registerer: reg,
 	})
 	if err != nil {
 		return err
