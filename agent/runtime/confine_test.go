@@ -60,6 +60,7 @@ func serveSlug(t *testing.T, tgz []byte) (state.SlugRef, string) {
 // A slug app's process has no capability, cannot gain privileges, runs as
 // its formation's own uid, cannot write its root file system or its slug,
 // and can write /tmp; Docker holds it to the pids, memory and log limits.
+// It runs on a user-defined network and answers on the published port.
 func TestSlugContainerConfinedDocker(t *testing.T) {
 	need.Stack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -69,6 +70,11 @@ func TestSlugContainerConfinedDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, docker)
+	// A user-defined network, as pkg/netguard makes: the port is still
+	// published on the node address.
+	e.cfg.Network = "deis-test-" + e.node
+	dockerCLI(t, "network", "create", "--label", "deis.test=runtime", e.cfg.Network)
+	t.Cleanup(func() { dockerCLI(t, "network", "rm", e.cfg.Network) })
 	t.Cleanup(func() {
 		if ids := nodeContainers(t, e.node); len(ids) > 0 {
 			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
@@ -105,6 +111,9 @@ func TestSlugContainerConfinedDocker(t *testing.T) {
 		if !strings.Contains(got, want+"\n") {
 			t.Errorf("the app reports\n%s\nwant a line %q", got, want)
 		}
+	}
+	if nm := dockerCLI(t, "inspect", "-f", "{{.HostConfig.NetworkMode}}", c.ID); nm != e.cfg.Network {
+		t.Errorf("network %q, want %q", nm, e.cfg.Network)
 	}
 	hc := dockerCLI(t, "inspect", "-f", "{{.HostConfig.PidsLimit}} {{.HostConfig.Memory}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}} {{.Config.User}}", c.ID)
 	if want := "256 536870912 true json-file 10m 3 " + uid + ":" + uid; hc != want {
