@@ -146,3 +146,33 @@ func TestSlugBombReportedFake(t *testing.T) {
 		t.Errorf("%d containers created for a refused slug", n)
 	}
 }
+
+// An agent restarted with other confinement settings (an upgrade, a new
+// network) adopts the running containers rather than interrupt the apps,
+// and says in their status how to replace them without downtime.
+func TestOutdatedConfinementReportedFake(t *testing.T) {
+	d := runtimetest.New()
+	defer d.Close()
+	e := newEnv(t, d)
+	e.assign(imageSpec("hello.v1.web.1", 1))
+	e.start()
+	st := e.waitStatus("hello.v1.web.1 ready", readyIn("hello.v1.web.1"))
+	first, _ := find(st, "hello.v1.web.1")
+	if first.Reason != "" {
+		t.Errorf("reason of a current container: %q", first.Reason)
+	}
+	e.stop()
+
+	e.cfg.Network = "deis-apps"
+	e.start()
+	st = e.waitStatus("the outdated container reported", func(st state.NodeStatus) bool {
+		c, ok := find(st, "hello.v1.web.1")
+		return ok && strings.Contains(c.Reason, "deisctl ps:restart -f hello replaces it without downtime")
+	})
+	if c, _ := find(st, "hello.v1.web.1"); c.ID != first.ID || c.State != state.StateReady {
+		t.Errorf("the container was not adopted as it was: %+v (first %s)", c, first.ID)
+	}
+	if n := d.CallCount("ContainerCreate"); n != 1 {
+		t.Errorf("%d containers created, want 1", n)
+	}
+}

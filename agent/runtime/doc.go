@@ -31,8 +31,8 @@
 //
 // Containers are named "deis-<node>-<spec name>" and carry the labels
 // deis.formation, deis.release, deis.type, deis.index, deis.node, deis.name
-// and deis.spec (a hash of the spec, without its slug URL, and of the node
-// address). A running container whose name and labels match its spec is
+// and deis.spec (a hash of the spec, without its slug URL and uid, and of
+// the node address), and deis.confinement (see Confinement). A running container whose name and labels match its spec is
 // adopted, never restarted, so restarting the agent restarts no app. One
 // whose spec changed, or that exited, is removed and created again.
 //
@@ -77,9 +77,13 @@
 // rotated at 3 files of 10MB, and a read-only root file system with a
 // 256MB tmpfs at /tmp (HOME=/app is read-only too, as on Heroku). It joins
 // Config.Network (the engine's default bridge when ""), and its port is
-// published on Config.Addr either way. The spec hash covers the network,
-// the default limits and the confinement's version, so containers created
-// under other settings are replaced.
+// published on Config.Addr either way. The label deis.confinement hashes
+// the network, the default limits, the uid and the confinement's version.
+// A running container created under other settings (an upgraded agent, a
+// new flag) is adopted, not replaced, since that would interrupt the app;
+// its status reason says that deisctl ps:restart replaces it without
+// downtime. A container created for any other reason (a deploy, a scale,
+// a restart, a crash) gets the current settings.
 //
 // # Readiness
 //

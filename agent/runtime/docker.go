@@ -72,6 +72,9 @@ const (
 	labelNode      = "deis.node"
 	labelName      = "deis.name"
 	labelSpec      = "deis.spec"
+	// labelConfinement is a hash of how the container is confined
+	// (confinementHash).
+	labelConfinement = "deis.confinement"
 	// labelOneOff marks one-off containers (deisctl run): the reconcile loop
 	// neither adopts nor stops them.
 	labelOneOff = "deis.oneoff"
@@ -95,8 +98,8 @@ const (
 	// system is read-only. Its pages count against the memory limit.
 	tmpfsOptions = "rw,nosuid,nodev,size=256m,mode=1777"
 	// hardening changes whenever containerConfig confines containers
-	// differently; it is part of the spec hash, so that an agent that
-	// confines them more replaces the containers it adopts.
+	// differently; it is part of the confinement hash, so that an agent
+	// that confines them more reports the containers it adopts.
 	hardening = "2"
 )
 
@@ -135,25 +138,46 @@ func dockerName(node, spec string) string {
 
 // specHash identifies what a container was created from: the spec without
 // its slug and image archive URLs (which change with the coordinator's
-// address, not with the container) and the node's profile (the address its
-// port is published on, its network, limits and hardening).
+// address, not with the container) and its uid (see confinementHash), and
+// the address its port is published on. A container whose hash differs is
+// replaced.
 func specHash(p profile, s state.ContainerSpec) string {
-	s.SlugURL, s.ImageArchiveURL = "", ""
-	prof := fmt.Sprintf("%s\n%s\n%d %d %s", p.Addr, p.Network, p.DefaultMemory, p.PidsLimit, hardening)
-	sum := sha256.Sum256([]byte(prof + "\n" + state.Marshal(s)))
+	s.SlugURL, s.ImageArchiveURL, s.UID = "", "", 0
+	sum := sha256.Sum256([]byte(p.Addr + "\n" + state.Marshal(s)))
 	return hex.EncodeToString(sum[:8])
+}
+
+// confinementHash identifies how a container is confined: the node's
+// network, default limits and hardening, and the uid a slug runs as. A
+// container whose hash differs is not replaced, which would interrupt the
+// app (restarting an upgraded agent must not), but reported: deisctl
+// ps:restart replaces it with a handoff.
+func confinementHash(p profile, s state.ContainerSpec) string {
+	uid := 0
+	if s.Slug != nil {
+		uid = state.AppUID(s.Formation, s.UID)
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\n%d %d %d %s", p.Network, p.DefaultMemory, p.PidsLimit, uid, hardening)))
+	return hex.EncodeToString(sum[:8])
+}
+
+// outdatedConfinement is the status reason of a running container created
+// under other confinement settings than the agent's.
+func outdatedConfinement(formation string) string {
+	return "created before the agent's current confinement settings (network, default limits, uid): deisctl ps:restart -f " + formation + " replaces it without downtime"
 }
 
 // labelsFor are the labels of a spec's container.
 func labelsFor(p profile, s state.ContainerSpec) map[string]string {
 	return map[string]string{
-		labelFormation: s.Formation,
-		labelRelease:   strconv.Itoa(s.Release),
-		labelType:      s.Type,
-		labelIndex:     strconv.Itoa(s.Index),
-		labelNode:      p.Node,
-		labelName:      s.Name,
-		labelSpec:      specHash(p, s),
+		labelFormation:   s.Formation,
+		labelRelease:     strconv.Itoa(s.Release),
+		labelType:        s.Type,
+		labelIndex:       strconv.Itoa(s.Index),
+		labelNode:        p.Node,
+		labelName:        s.Name,
+		labelSpec:        specHash(p, s),
+		labelConfinement: confinementHash(p, s),
 	}
 }
 

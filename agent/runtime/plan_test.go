@@ -35,6 +35,8 @@ func TestPlan(t *testing.T) {
 	v3moved := v3
 	v3moved.SlugURL = "http://other-coordinator:8090/slugs/x.tgz"
 	v3changed := v3
+	v3uid := v3
+	v3uid.UID = state.FirstAppUID + 1
 	v3changed.Env = map[string]string{"PORT": "5000", "GREETING": "hi"}
 
 	type want struct {
@@ -78,12 +80,16 @@ func TestPlan(t *testing.T) {
 		{"spec changed", []state.ContainerSpec{v3changed}, []actual{running(v3)},
 			[]want{{taskRecreate, "container hello.v3.web.1 was created from an outdated spec"}}},
 		// A container the agent confined otherwise (another network, other
-		// default limits) is replaced.
+		// default limits, another uid) is adopted: replacing it would
+		// interrupt the app; the worker reports it instead.
 		{"network changed", []state.ContainerSpec{v3},
-			[]actual{runningUnder(profile{Node: "n1", Addr: "127.0.0.1", Network: "old", DefaultMemory: DefaultMemoryBytes, PidsLimit: DefaultPidsLimit}, v3)},
-			[]want{{taskRecreate, "container hello.v3.web.1 was created from an outdated spec"}}},
+			[]actual{runningUnder(profile{Node: "n1", Addr: "127.0.0.1", Network: "old", DefaultMemory: DefaultMemoryBytes, PidsLimit: DefaultPidsLimit}, v3)}, nil},
 		{"default memory changed", []state.ContainerSpec{v3},
-			[]actual{runningUnder(profile{Node: "n1", Addr: "127.0.0.1", DefaultMemory: 1 << 30, PidsLimit: DefaultPidsLimit}, v3)},
+			[]actual{runningUnder(profile{Node: "n1", Addr: "127.0.0.1", DefaultMemory: 1 << 30, PidsLimit: DefaultPidsLimit}, v3)}, nil},
+		{"uid changed", []state.ContainerSpec{v3uid}, []actual{running(v3)}, nil},
+		// The node address changed: the port must be published anew.
+		{"address changed", []state.ContainerSpec{v3},
+			[]actual{runningUnder(profile{Node: "n1", Addr: "10.0.0.9", DefaultMemory: DefaultMemoryBytes, PidsLimit: DefaultPidsLimit}, v3)},
 			[]want{{taskRecreate, "container hello.v3.web.1 was created from an outdated spec"}}},
 		// A container with the right name but foreign labels is replaced.
 		{"labels mismatch", []state.ContainerSpec{v3},

@@ -253,6 +253,9 @@ func (w *worker) step(ctx context.Context) time.Duration {
 				reason = ""
 			}
 		}
+		if reason == "" && c.Labels[labelConfinement] != confinementHash(w.r.profile(), spec) {
+			reason = outdatedConfinement(spec.Formation)
+		}
 	case c.State == "paused":
 		w.ready = false
 		reason = "paused"
