@@ -68,7 +68,7 @@ func formationsCreate(c *cli.Context, e *env, args []string) error {
 			Selector: map[string]string{"role": string(typ)}, Created: now}
 		return clientv3.OpPut(k.Layer(name, l.Name), state.Marshal(l))
 	}
-	err := e.store.Create(c.Context, k.Formation(name), f,
+	err := e.store.CreateFormation(c.Context, &f,
 		layer(state.LayerRuntime), layer(state.LayerProxy),
 		clientv3.OpPut(k.Config(name), state.Marshal(state.Config{Vars: map[string]string{}})))
 	if errors.Is(err, state.ErrExists) {

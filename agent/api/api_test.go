@@ -232,7 +232,7 @@ func (f *fixture) put(key string, v any) {
 func (f *fixture) release(name string, cfg map[string]string) int {
 	f.t.Helper()
 	ctx := ctxT(f.t, 10*time.Second)
-	_ = f.store.Create(ctx, f.store.Keys.Formation(name), state.Formation{Name: name, Created: time.Now().UTC()})
+	_ = f.store.CreateFormation(ctx, &state.Formation{Name: name, Created: time.Now().UTC()})
 	b := &state.Build{ID: "b1", Formation: name, Image: need.StackImage, Slug: &f.slug,
 		ProcessTypes: map[string]string{"web": "python3 server.py"}}
 	rel, err := f.store.AppendRelease(ctx, name, func(*state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
@@ -444,8 +444,12 @@ func TestRun(t *testing.T) {
 	if code != 3 {
 		t.Errorf("exit status %d, want 3", code)
 	}
+	form, _, err := f.store.GetFormation(ctxT(t, 10*time.Second), "hello")
+	if err != nil || form.UID == 0 {
+		t.Fatalf("formation: %+v, %v", form, err)
+	}
 	out := strings.Split(stdout.String(), "\n")
-	if len(out) != 4 || !strings.HasPrefix(out[0], "howdy v1 run.") || !strings.HasSuffix(out[0], " uid=1000 profile=yes /app") ||
+	if len(out) != 4 || !strings.HasPrefix(out[0], "howdy v1 run.") || !strings.HasSuffix(out[0], fmt.Sprintf(" uid=%d profile=yes /app", form.UID)) ||
 		out[1] != "from stdin" || out[2] != "survived" {
 		t.Errorf("stdout %q", stdout.String())
 	}
@@ -453,6 +457,17 @@ func TestRun(t *testing.T) {
 		t.Errorf("stderr %q", stderr.String())
 	}
 	waitFor(t, "the one-off container removed", func() bool { return len(f.oneOffs()) == 0 })
+
+	// A one-off container is confined like the app's: no capability, no
+	// new privileges, a read-only root and a writable /tmp.
+	stdout.Reset()
+	probe := `grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; touch /x 2>/dev/null && echo root writable; touch /tmp/x && echo tmp writable`
+	if code, err := f.client.Run(ctxT(t, time.Minute), "hello", api.RunRequest{Command: probe}, nil, &stdout, io.Discard); err != nil || code != 0 {
+		t.Errorf("probe: %d, %v", code, err)
+	}
+	if want := "CapEff:\t0000000000000000\nNoNewPrivs:\t1\ntmp writable\n"; stdout.String() != want {
+		t.Errorf("one-off confinement %q, want %q", stdout.String(), want)
+	}
 
 	// No stdin at all; the app's own processes answer.
 	stdout.Reset()

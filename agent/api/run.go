@@ -257,7 +257,8 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	st := s.cfg.Store
-	if _, _, err := st.GetFormation(ctx, f); err != nil {
+	form, _, err := st.GetFormation(ctx, f)
+	if err != nil {
 		if errors.Is(err, state.ErrNotFound) {
 			return state.ContainerSpec{}, withStatus(http.StatusNotFound, err)
 		}
@@ -280,6 +281,7 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
 	}
 	spec := state.SpecFromRelease(rel, info.SlugURL)
+	spec.SetFormation(form) // a slug runs as the formation's uid
 	spec.Type, spec.Command, spec.Port = "run", req.Command, 0
 	for k, v := range req.Env {
 		spec.Env[k] = v

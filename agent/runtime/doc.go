@@ -31,16 +31,23 @@
 //
 // Containers are named "deis-<node>-<spec name>" and carry the labels
 // deis.formation, deis.release, deis.type, deis.index, deis.node, deis.name
-// and deis.spec (a hash of the spec, without its slug URL, and of the node
-// address). A running container whose name and labels match its spec is
+// and deis.spec (a hash of the spec, without its slug URL and uid, and of
+// the node address), and deis.confinement (see Confinement). A running container whose name and labels match its spec is
 // adopted, never restarted, so restarting the agent restarts no app. One
 // whose spec changed, or that exited, is removed and created again.
 //
 // # Slugs
 //
-// A spec with a slug runs the stack image as uid 1000 with the slug,
-// extracted once per node under StateDir/slugs/<sha256>/, bind-mounted
-// read-only at /app. The download is verified against the spec's sha256 and
+// A spec with a slug runs the stack image as its formation's own uid and
+// gid (state.AppUID: allocated when the formation was created, read from
+// the formation record when the spec lacks it; never root, never a host
+// account's, never another formation's), with the slug, extracted once per
+// node under StateDir/slugs/<sha256>/ (0700: no host account reads it),
+// bind-mounted read-only at /app. Extraction makes the slug readable and
+// runnable by every uid and writable by none, and refuses a slug that
+// expands past Config.MaxSlugBytes times slugtar.ExpandFactor or has more
+// than Config.MaxSlugEntries entries; the refusal is the container's status
+// reason, and the slug is not downloaded again until the agent restarts. The download is verified against the spec's sha256 and
 // shared by every container that needs it at the same time; a failed one is
 // retried with backoff; with Config.SlugToken set, downloads send it as a
 // bearer token. The process runs as `bash -c "$DEIS_COMMAND"` after
@@ -59,6 +66,24 @@
 //
 // Slug lets the agent's other parts use the slug cache; OneOffConfig
 // builds the Docker configuration of a one-off container.
+//
+// # Confinement
+//
+// Every app container, scheduled or one-off, slug or image, is created by
+// one function (containerConfig) and confined the same way: every
+// capability dropped, no-new-privileges, at most Config.PidsLimit processes
+// (DefaultPidsLimit, 256), the process type's memory limit or else
+// Config.DefaultMemory (DefaultMemoryBytes, 512MiB), a json-file log
+// rotated at 3 files of 10MB, and a read-only root file system with a
+// 256MB tmpfs at /tmp (HOME=/app is read-only too, as on Heroku). It joins
+// Config.Network (the engine's default bridge when ""), and its port is
+// published on Config.Addr either way. The label deis.confinement hashes
+// the network, the default limits, the uid and the confinement's version.
+// A running container created under other settings (an upgraded agent, a
+// new flag) is adopted, not replaced, since that would interrupt the app;
+// its status reason says that deisctl ps:restart replaces it without
+// downtime. A container created for any other reason (a deploy, a scale,
+// a restart, a crash) gets the current settings.
 //
 // # Readiness
 //

@@ -72,6 +72,9 @@ const (
 	labelNode      = "deis.node"
 	labelName      = "deis.name"
 	labelSpec      = "deis.spec"
+	// labelConfinement is a hash of how the container is confined
+	// (confinementHash).
+	labelConfinement = "deis.confinement"
 	// labelOneOff marks one-off containers (deisctl run): the reconcile loop
 	// neither adopts nor stops them.
 	labelOneOff = "deis.oneoff"
@@ -83,8 +86,48 @@ const (
 	createTimeout = 2 * time.Minute
 )
 
-// slugUser is the stack image's "app" user that runs slugs.
-const slugUser = "1000:1000"
+// How every app container is confined (see profile and containerConfig).
+const (
+	// DefaultMemoryBytes is the memory limit of a container whose process
+	// type has none (Config.DefaultMemory).
+	DefaultMemoryBytes = 512 << 20
+	// DefaultPidsLimit is the most processes and threads a container may
+	// have (Config.PidsLimit).
+	DefaultPidsLimit = 256
+	// tmpfsOptions make the container's writable /tmp: the root file
+	// system is read-only. Its pages count against the memory limit.
+	tmpfsOptions = "rw,nosuid,nodev,size=256m,mode=1777"
+	// hardening changes whenever containerConfig confines containers
+	// differently; it is part of the confinement hash, so that an agent
+	// that confines them more reports the containers it adopts.
+	hardening = "2"
+)
+
+// logConfig rotates a container's log: at most 3 files of 10MB.
+var logConfig = container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "10m", "max-file": "3"}}
+
+// profile is how this node runs every app container, beyond what the spec
+// says: where ports are published, which network containers join and the
+// limits of a spec that sets none.
+type profile struct {
+	Node string
+	// Addr is the address ports are published on.
+	Addr string
+	// Network is the Docker network containers join ("": the engine's
+	// default bridge).
+	Network string
+	// DefaultMemory is the memory limit in bytes of a spec without one (<=
+	// 0: none).
+	DefaultMemory int64
+	// PidsLimit bounds the processes of every container (<= 0: none).
+	PidsLimit int64
+}
+
+// profile is the Runtime's container profile.
+func (r *Runtime) profile() profile {
+	return profile{Node: r.cfg.Node, Addr: r.cfg.Addr, Network: r.cfg.Network,
+		DefaultMemory: r.cfg.DefaultMemory, PidsLimit: r.cfg.PidsLimit}
+}
 
 var unsafeName = regexp.MustCompile(`[^a-zA-Z0-9_.-]`)
 
@@ -95,24 +138,46 @@ func dockerName(node, spec string) string {
 
 // specHash identifies what a container was created from: the spec without
 // its slug and image archive URLs (which change with the coordinator's
-// address, not with the container) and the address its port is published
-// on.
-func specHash(addr string, s state.ContainerSpec) string {
-	s.SlugURL, s.ImageArchiveURL = "", ""
-	sum := sha256.Sum256([]byte(addr + "\n" + state.Marshal(s)))
+// address, not with the container) and its uid (see confinementHash), and
+// the address its port is published on. A container whose hash differs is
+// replaced.
+func specHash(p profile, s state.ContainerSpec) string {
+	s.SlugURL, s.ImageArchiveURL, s.UID = "", "", 0
+	sum := sha256.Sum256([]byte(p.Addr + "\n" + state.Marshal(s)))
 	return hex.EncodeToString(sum[:8])
 }
 
+// confinementHash identifies how a container is confined: the node's
+// network, default limits and hardening, and the uid a slug runs as. A
+// container whose hash differs is not replaced, which would interrupt the
+// app (restarting an upgraded agent must not), but reported: deisctl
+// ps:restart replaces it with a handoff.
+func confinementHash(p profile, s state.ContainerSpec) string {
+	uid := 0
+	if s.Slug != nil {
+		uid = state.AppUID(s.Formation, s.UID)
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s\n%d %d %d %s", p.Network, p.DefaultMemory, p.PidsLimit, uid, hardening)))
+	return hex.EncodeToString(sum[:8])
+}
+
+// outdatedConfinement is the status reason of a running container created
+// under other confinement settings than the agent's.
+func outdatedConfinement(formation string) string {
+	return "created before the agent's current confinement settings (network, default limits, uid): deisctl ps:restart -f " + formation + " replaces it without downtime"
+}
+
 // labelsFor are the labels of a spec's container.
-func labelsFor(node, addr string, s state.ContainerSpec) map[string]string {
+func labelsFor(p profile, s state.ContainerSpec) map[string]string {
 	return map[string]string{
-		labelFormation: s.Formation,
-		labelRelease:   strconv.Itoa(s.Release),
-		labelType:      s.Type,
-		labelIndex:     strconv.Itoa(s.Index),
-		labelNode:      node,
-		labelName:      s.Name,
-		labelSpec:      specHash(addr, s),
+		labelFormation:   s.Formation,
+		labelRelease:     strconv.Itoa(s.Release),
+		labelType:        s.Type,
+		labelIndex:       strconv.Itoa(s.Index),
+		labelNode:        p.Node,
+		labelName:        s.Name,
+		labelSpec:        specHash(p, s),
+		labelConfinement: confinementHash(p, s),
 	}
 }
 
@@ -124,9 +189,18 @@ func containerPort(s state.ContainerSpec) nat.Port {
 	return nat.Port(strconv.Itoa(s.Port) + "/tcp")
 }
 
-// containerConfig builds the Docker configuration of a spec's container.
-// slug is the extracted slug's directory, "" for a spec without slug.
-func containerConfig(node, addr string, s state.ContainerSpec, slug string) (*container.Config, *container.HostConfig) {
+// containerConfig builds the Docker configuration of a spec's container:
+// the one function that confines every app container, scheduled or one-off
+// (OneOffConfig), slug or image. slug is the extracted slug's directory, ""
+// for a spec without slug.
+//
+// Every container drops every capability, may not gain privileges
+// (no-new-privileges: setuid binaries do not work), has p.PidsLimit
+// processes at most, the spec's memory limit or else p.DefaultMemory, a
+// rotated json-file log, and a read-only root file system with a tmpfs at
+// /tmp. A slug runs as the formation's own uid and gid (state.AppUID), never
+// as root or as a host account; an image runs as its own user.
+func containerConfig(p profile, s state.ContainerSpec, slug string) (*container.Config, *container.HostConfig) {
 	env := map[string]string{}
 	for k, v := range s.Env {
 		env[k] = v
@@ -137,19 +211,34 @@ func containerConfig(node, addr string, s state.ContainerSpec, slug string) (*co
 	}
 	cfg := &container.Config{
 		Image:  s.Image,
-		Labels: labelsFor(node, addr, s),
+		Labels: labelsFor(p, s),
+	}
+	mem := s.Limits.MemoryBytes
+	if mem <= 0 && p.DefaultMemory > 0 {
+		mem = p.DefaultMemory
 	}
 	hc := &container.HostConfig{
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyUnlessStopped},
 		Resources: container.Resources{
-			Memory:   s.Limits.MemoryBytes,
+			Memory:   mem,
 			NanoCPUs: int64(s.Limits.CPUs * 1e9),
 		},
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		ReadonlyRootfs: true,
+		Tmpfs:          map[string]string{"/tmp": tmpfsOptions},
+		LogConfig:      logConfig,
+		NetworkMode:    container.NetworkMode(p.Network),
+	}
+	if p.PidsLimit > 0 {
+		pids := p.PidsLimit
+		hc.PidsLimit = &pids
 	}
 	if slug != "" {
+		uid := strconv.Itoa(state.AppUID(s.Formation, s.UID))
 		env["HOME"] = "/app"
 		env["DEIS_COMMAND"] = s.Command
-		cfg.User = slugUser
+		cfg.User = uid + ":" + uid
 		cfg.WorkingDir = "/app"
 		cfg.Entrypoint = []string{"/bin/bash", "-c"}
 		cfg.Cmd = []string{launcher.Slug}
@@ -161,9 +250,9 @@ func containerConfig(node, addr string, s state.ContainerSpec, slug string) (*co
 		cfg.Entrypoint = []string{"/bin/sh", "-c", launcher.Image}
 	} // else: the image's own ENTRYPOINT and CMD
 	if s.Port > 0 {
-		p := containerPort(s)
-		cfg.ExposedPorts = nat.PortSet{p: struct{}{}}
-		hc.PortBindings = nat.PortMap{p: []nat.PortBinding{{HostIP: addr, HostPort: ""}}}
+		port := containerPort(s)
+		cfg.ExposedPorts = nat.PortSet{port: struct{}{}}
+		hc.PortBindings = nat.PortMap{port: []nat.PortBinding{{HostIP: p.Addr, HostPort: ""}}}
 	}
 	keys := make([]string, 0, len(env))
 	for k := range env {

@@ -118,7 +118,7 @@ func TestRuntimeDocker(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if want := fmt.Sprintf("howdy dyno=web.%d home=/app uid=1000 profile=yes cwd=/app\n", i); string(body) != want {
+		if want := fmt.Sprintf("howdy dyno=web.%d home=/app uid=%d profile=yes cwd=/app\n", i, state.AppUID("hello", 0)); string(body) != want {
 			t.Errorf("%s answered %q, want %q", c.Name, body, want)
 		}
 	}

@@ -45,7 +45,10 @@ func (r *Runtime) Slug(ctx context.Context, url string, ref state.SlugRef) (stri
 // (OpenStdin, StdinOnce). It is labelled for this node and formation, and
 // deis.oneoff=1, so the reconcile loop leaves it alone.
 //
-// Like scheduled containers, a slug runs as the stack's app user in /app
+// It is confined exactly like scheduled containers (containerConfig: no
+// capabilities, no new privileges, pids and memory limits, rotated logs,
+// read-only root with a tmpfs /tmp, the node's network), and like them a
+// slug runs as the formation's uid (spec.UID, see state.AppUID) in /app
 // after /app/.profile.d is sourced; an image runs as its own user, its
 // command (if any) through /bin/sh.
 func (r *Runtime) OneOffConfig(ctx context.Context, spec state.ContainerSpec) (*container.Config, *container.HostConfig, error) {
@@ -69,7 +72,7 @@ func (r *Runtime) OneOffConfig(ctx context.Context, spec state.ContainerSpec) (*
 		return nil, nil, err
 	}
 	spec.Port = 0 // nothing is published
-	cfg, hc := containerConfig(r.cfg.Node, r.cfg.Addr, spec, slug)
+	cfg, hc := containerConfig(r.profile(), spec, slug)
 	cfg.Labels = map[string]string{
 		labelFormation: spec.Formation,
 		labelRelease:   strconv.Itoa(spec.Release),

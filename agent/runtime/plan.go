@@ -58,7 +58,7 @@ type task struct {
 // labelled for it and returns what to do, specs in name order first, then
 // stops in name order. Containers already being stopped get no task, and
 // neither do one-off containers (deisctl run), which are not the loop's.
-func plan(node, addr string, desired []state.ContainerSpec, containers []actual) []task {
+func plan(p profile, desired []state.ContainerSpec, containers []actual) []task {
 	byName := map[string]*actual{}
 	for i := range containers {
 		byName[containers[i].Name] = &containers[i]
@@ -69,12 +69,12 @@ func plan(node, addr string, desired []state.ContainerSpec, containers []actual)
 	claimed := map[string]bool{}
 	for i := range specs {
 		s := &specs[i]
-		dn := dockerName(node, s.Name)
+		dn := dockerName(p.Node, s.Name)
 		if claimed[dn] {
 			continue // a duplicate spec name; the first one wins
 		}
 		claimed[dn] = true
-		if t := planOne(node, addr, s, byName[dn]); t != nil {
+		if t := planOne(p, s, byName[dn]); t != nil {
 			tasks = append(tasks, *t)
 		}
 	}
@@ -93,7 +93,7 @@ func plan(node, addr string, desired []state.ContainerSpec, containers []actual)
 
 // planOne says what the container c (nil: none) with the spec's Docker name
 // needs; nil means it can be adopted as it is.
-func planOne(node, addr string, s *state.ContainerSpec, c *actual) *task {
+func planOne(p profile, s *state.ContainerSpec, c *actual) *task {
 	if c == nil {
 		return &task{Kind: taskStart, Spec: s, Reason: fmt.Sprintf("container %s missing", s.Name)}
 	}
@@ -112,7 +112,7 @@ func planOne(node, addr string, s *state.ContainerSpec, c *actual) *task {
 	case c.State == "created":
 		return recreate("was created but never started")
 	}
-	want := labelsFor(node, addr, *s)
+	want := labelsFor(p, *s)
 	for _, k := range []string{labelName, labelNode, labelSpec} {
 		if c.Labels[k] != want[k] {
 			return recreate("was created from an outdated spec")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/pkg/watch"
 	"github.com/docker/docker/api/types/container"
@@ -47,6 +48,24 @@ type Config struct {
 	// StopGrace is the time between SIGTERM and SIGKILL when a container
 	// is stopped (default 30s).
 	StopGrace time.Duration
+	// Network is the Docker network app containers (and one-off
+	// containers) join; "" means the engine's default bridge. Their ports
+	// are published on Addr either way.
+	Network string
+	// DefaultMemory is the memory limit in bytes of a container whose
+	// process type has none (deisctl limits:set overrides it); 0 means
+	// DefaultMemoryBytes, < 0 none.
+	DefaultMemory int64
+	// PidsLimit is the most processes and threads of each container; 0
+	// means DefaultPidsLimit, < 0 none.
+	PidsLimit int64
+	// MaxSlugBytes is the platform's slug size limit (the coordinator's
+	// --max-slug-bytes; 0: slugtar.DefaultMaxSlugBytes): a slug that
+	// expands past slugtar.ExpandFactor times it is refused.
+	MaxSlugBytes int64
+	// MaxSlugEntries is the most entries of a slug (0:
+	// slugtar.DefaultMaxEntries).
+	MaxSlugEntries int
 	// Logger gets the role's logs (default: none).
 	Logger *slog.Logger
 	// Registerer gets the role's metrics (nil: not registered).
@@ -115,6 +134,17 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 30 * time.Second
 	}
+	if cfg.DefaultMemory == 0 {
+		cfg.DefaultMemory = DefaultMemoryBytes
+	}
+	if cfg.PidsLimit == 0 {
+		cfg.PidsLimit = DefaultPidsLimit
+	}
+	if cfg.MaxSlugBytes < 0 || cfg.MaxSlugEntries < 0 {
+		return nil, errors.New("runtime: negative slug limits: set --max-slug-bytes and --max-slug-entries to positive numbers (0: the defaults)")
+	}
+	lim := slugtar.LimitsFor(cfg.MaxSlugBytes, cfg.MaxSlugEntries)
+	lim.EntriesHint = "--max-slug-entries"
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -127,7 +157,7 @@ func New(cfg Config) (*Runtime, error) {
 		cfg:   cfg,
 		log:   log,
 		m:     m,
-		slugs: newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, m, log),
+		slugs: newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log),
 		probe: &http.Client{
 			Timeout:       probeTimeout,
 			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
@@ -223,6 +253,10 @@ func (r *Runtime) pass(ctx context.Context) (err error) {
 		return fmt.Errorf("runtime: read the runtime databag: %w: check that etcd is reachable", err)
 	}
 
+	if err := r.resolveUIDs(ctx, rt.Containers); err != nil {
+		return err
+	}
+
 	// Which containers are being stopped is read before listing, so a stop
 	// that ends in between leaves a container that is gone or still marked.
 	r.mu.Lock()
@@ -238,8 +272,39 @@ func (r *Runtime) pass(ctx context.Context) (err error) {
 	for i := range containers {
 		containers[i].Stopping = stopping[containers[i].ID]
 	}
-	tasks := plan(r.cfg.Node, r.cfg.Addr, rt.Containers, containers)
+	tasks := plan(r.profile(), rt.Containers, containers)
 	r.dispatch(ctx, rt.Containers, containers, tasks)
+	return nil
+}
+
+// resolveUIDs sets the uid of every slug spec to its formation's
+// (state.AppUID), reading the formation records of the specs that lack
+// one. A formation without a record (being destroyed) gets the uid derived
+// from its name.
+func (r *Runtime) resolveUIDs(ctx context.Context, specs []state.ContainerSpec) error {
+	uids := map[string]int{}
+	for i := range specs {
+		s := &specs[i]
+		if s.Slug == nil {
+			continue
+		}
+		if s.UID == 0 {
+			uid, ok := uids[s.Formation]
+			if !ok {
+				var f state.Formation
+				gctx, cancel := context.WithTimeout(ctx, etcdTimeout)
+				_, err := r.cfg.Store.Get(gctx, r.cfg.Store.Keys.Formation(s.Formation), &f)
+				cancel()
+				if err != nil && !errors.Is(err, state.ErrNotFound) {
+					return fmt.Errorf("runtime: read formation %s for its uid: %w: check that etcd is reachable", s.Formation, err)
+				}
+				uid = f.UID
+				uids[s.Formation] = uid
+			}
+			s.UID = uid
+		}
+		s.UID = state.AppUID(s.Formation, s.UID)
+	}
 	return nil
 }
 

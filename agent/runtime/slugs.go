@@ -22,12 +22,17 @@ import (
 
 var validSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
+// refusedFor is how long a slug refused for its size stays refused without
+// a new download: for the agent's life.
+const refusedFor = 100 * 365 * 24 * time.Hour
+
 // slugs downloads, verifies and extracts slugs under dir, once per slug
 // even when many containers need one at the same time.
 type slugs struct {
 	dir   string
 	http  *http.Client
 	token string // sent as a bearer token, when set
+	lim   slugtar.Limits
 	m     *metrics
 	log   *slog.Logger
 
@@ -53,8 +58,8 @@ type failure struct {
 	err   error
 }
 
-func newSlugs(dir string, hc *http.Client, token string, m *metrics, log *slog.Logger) *slugs {
-	return &slugs{dir: dir, http: hc, token: token, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
+func newSlugs(dir string, hc *http.Client, token string, lim slugtar.Limits, m *metrics, log *slog.Logger) *slugs {
+	return &slugs{dir: dir, http: hc, token: token, lim: lim, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
 }
 
 // ensure returns the directory of the extracted slug, downloading it from
@@ -151,6 +156,11 @@ func (s *slugs) fetch(ctx context.Context, fl *flight, key string, work func(ctx
 		}
 		f.err = err
 		f.until = time.Now().Add(f.bo.Next())
+		if errors.Is(err, slugtar.ErrTooLarge) {
+			// The slug's content decides; it is refused for good (until
+			// the agent restarts, perhaps with other limits).
+			f.until = time.Now().Add(refusedFor)
+		}
 	}
 	fl.cancel()
 	close(fl.done)
@@ -165,7 +175,7 @@ func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugR
 	if err := s.download(ctx, "slug", url, ref, tgz); err != nil {
 		return err
 	}
-	if err := slugtar.Extract(ctx, tgz, dir); err != nil {
+	if err := slugtar.ExtractLimited(ctx, tgz, dir, s.lim); err != nil {
 		os.Remove(tgz) // fetch it again next time rather than trust it
 		return fmt.Errorf("runtime: extract slug %s: %w", short(ref.SHA256), err)
 	}
@@ -180,7 +190,12 @@ func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugR
 // when known) match ref. what names the file in errors ("slug", "image
 // archive").
 func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	// Only root reads the slugs on the node: apps see theirs at /app,
+	// through the bind mount, and no host account sees any.
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("runtime: slug directory: %w", err)
+	}
+	if err := os.Chmod(s.dir, 0o700); err != nil {
 		return fmt.Errorf("runtime: slug directory: %w", err)
 	}
 	if verifyFile(dst, ref.SHA256) == nil {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/slugtar/slugtartest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,7 +56,7 @@ func testSlugs(t *testing.T) (*slugs, *metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "", m, slog.New(slog.DiscardHandler)), m
+	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "", slugtar.DefaultLimits, m, slog.New(slog.DiscardHandler)), m
 }
 
 func TestSlugDownloadSendsToken(t *testing.T) {
@@ -81,7 +82,7 @@ func TestSlugDownloadSendsToken(t *testing.T) {
 		t.Errorf("Authorization sent without a token: %q", got)
 	}
 	m, _ := newMetrics(prometheus.NewRegistry())
-	s = newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "s3cret", m, slog.New(slog.DiscardHandler))
+	s = newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "s3cret", slugtar.DefaultLimits, m, slog.New(slog.DiscardHandler))
 	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err != nil {
 		t.Fatal(err)
 	}
@@ -224,6 +225,35 @@ func TestSlugRefusesEscapes(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(s.dir, "*")); len(left) != 0 {
 		t.Errorf("a refused slug must leave nothing behind: %v", left)
+	}
+}
+
+// A slug that expands past the limits is refused with the reason, leaves
+// nothing behind, and is not downloaded again.
+func TestSlugBombRefused(t *testing.T) {
+	tgz := slugtartest.Tarball(t, slugtartest.Entry{Name: "./zeros", Body: strings.Repeat("\x00", 4<<20)})
+	srv := newSlugServer(t, tgz, nil)
+	s, m := testSlugs(t)
+	s.lim = slugtar.LimitsFor(64<<10, 0)
+	ref := state.SlugRef{SHA256: sha(tgz), Size: int64(len(tgz))}
+	want := "runtime: extract slug " + ref.SHA256[:12] + ": slugtar: the slug expands past 512.0KB (8x --max-slug-bytes): refusing it"
+	for i := 0; i < 2; i++ {
+		_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref)
+		if err == nil || err.Error() != want {
+			t.Fatalf("attempt %d: %v, want %q", i, err, want)
+		}
+	}
+	if n := srv.hits.Load(); n != 1 {
+		t.Errorf("a refused slug was downloaded %d times", n)
+	}
+	if got := counterValue(t, m.slugFailures); got != 1 {
+		t.Errorf("slug failures %v", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(s.dir, "*")); len(left) != 0 {
+		t.Errorf("a refused slug must leave nothing behind: %v", left)
+	}
+	if fi, err := os.Stat(s.dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("the slug directory must be root's alone: %v %v", fi, err)
 	}
 }
 

@@ -173,7 +173,7 @@ func (w *worker) run(ctx context.Context) {
 func (w *worker) step(ctx context.Context) time.Duration {
 	spec := w.u.spec
 	if t := w.u.task; t != nil {
-		attempt := t.Reason + "\n" + specHash(w.r.cfg.Addr, spec)
+		attempt := t.Reason + "\n" + specHash(w.r.profile(), spec)
 		if attempt == w.failedAs && time.Now().Before(w.retryAt) {
 			return time.Until(w.retryAt)
 		}
@@ -253,6 +253,9 @@ func (w *worker) step(ctx context.Context) time.Duration {
 				reason = ""
 			}
 		}
+		if reason == "" && c.Labels[labelConfinement] != confinementHash(w.r.profile(), spec) {
+			reason = outdatedConfinement(spec.Formation)
+		}
 	case c.State == "paused":
 		w.ready = false
 		reason = "paused"
@@ -287,7 +290,7 @@ func (w *worker) attempt(ctx context.Context, spec state.ContainerSpec) (*actual
 		_, fresh.Stopping = r.stopping[fresh.ID]
 		r.mu.Unlock()
 	}
-	t := planOne(r.cfg.Node, r.cfg.Addr, &spec, fresh)
+	t := planOne(r.profile(), &spec, fresh)
 	if t == nil {
 		if w.cur == nil || w.cur.ID != fresh.ID {
 			w.log.Info("adopting container", "id", shortID(fresh.ID))
@@ -331,7 +334,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 			return nil, fmt.Errorf("runtime: slug directory: %w", err)
 		}
 	}
-	cfg, hc := containerConfig(r.cfg.Node, r.cfg.Addr, spec, slug)
+	cfg, hc := containerConfig(r.profile(), spec, slug)
 	cctx, cancel := context.WithTimeout(ctx, createTimeout)
 	created, err := r.cfg.Docker.ContainerCreate(cctx, cfg, hc, nil, nil, w.dname)
 	cancel()

@@ -14,20 +14,31 @@ import (
 	"strings"
 )
 
-// Extract unpacks the gzipped tarball at tgzPath into dir, which must not
-// exist yet; its parent is created when missing. It unpacks into a
-// temporary directory next to dir first, renamed into place when complete.
-// dir ends up 0755 (the app user must read it). When dir appears meanwhile
-// (another process extracted the same slug), Extract leaves it and returns
-// nil.
+// Extract unpacks the gzipped tarball at tgzPath into dir, within
+// DefaultLimits. See ExtractLimited.
 func Extract(ctx context.Context, tgzPath, dir string) error {
-	if err := extract(ctx, tgzPath, dir); err != nil {
+	return ExtractLimited(ctx, tgzPath, dir, DefaultLimits)
+}
+
+// ExtractLimited unpacks the gzipped tarball at tgzPath into dir, which
+// must not exist yet; its parent is created when missing. It unpacks into a
+// temporary directory next to dir first, renamed into place when complete.
+// Everything it writes is owned by the caller and readable by everyone, and
+// executable by everyone where the tarball gave any execute bit, but
+// writable by the owner only: dir ends up 0755, directories 0755, files 0644
+// or 0755, whatever the tarball says, so that an app running as any uid can
+// read its slug and none can change it. When dir appears meanwhile (another
+// process extracted the same slug), ExtractLimited leaves it and returns
+// nil. A slug beyond lim is refused with an error matching ErrTooLarge, and
+// nothing of it is left.
+func ExtractLimited(ctx context.Context, tgzPath, dir string, lim Limits) error {
+	if err := extract(ctx, tgzPath, dir, lim); err != nil {
 		return fmt.Errorf("slugtar: %w", err)
 	}
 	return nil
 }
 
-func extract(ctx context.Context, tgzPath, dir string) error {
+func extract(ctx context.Context, tgzPath, dir string, lim Limits) error {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return err
 	}
@@ -40,7 +51,10 @@ func extract(ctx context.Context, tgzPath, dir string) error {
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return err
 	}
-	if err := untar(ctx, tgzPath, tmp); err != nil {
+	if err := untar(ctx, tgzPath, tmp, lim); err != nil {
+		return err
+	}
+	if err := openDirs(tmp); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp, dir); err != nil {
@@ -52,8 +66,8 @@ func extract(ctx context.Context, tgzPath, dir string) error {
 	return nil
 }
 
-// untar unpacks tgzPath into the existing directory dir.
-func untar(ctx context.Context, tgzPath, dir string) error {
+// untar unpacks tgzPath into the existing directory dir, within lim.
+func untar(ctx context.Context, tgzPath, dir string, lim Limits) error {
 	f, err := os.Open(tgzPath)
 	if err != nil {
 		return err
@@ -69,6 +83,8 @@ func untar(ctx context.Context, tgzPath, dir string) error {
 	}
 	defer root.Close()
 	tr := tar.NewReader(zr)
+	var entries int
+	var bytes int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -79,6 +95,16 @@ func untar(ctx context.Context, tgzPath, dir string) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read tarball: %w", err)
+		}
+		entries++
+		if lim.MaxEntries > 0 && entries > lim.MaxEntries {
+			return tooManyEntries(lim)
+		}
+		if isRegular(hdr.Typeflag) {
+			if hdr.Size < 0 || (lim.MaxBytes > 0 && hdr.Size > lim.MaxBytes-bytes) {
+				return tooManyBytes(lim)
+			}
+			bytes += hdr.Size
 		}
 		if err := entry(root, hdr, tr); err != nil {
 			return err
@@ -99,21 +125,26 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		return fmt.Errorf("tarball entry %q is not a directory: rebuild the slug", hdr.Name)
 	}
 	fail := func(err error) error { return fmt.Errorf("tarball entry %q: %w", hdr.Name, err) }
-	mode := fs.FileMode(hdr.Mode) & fs.ModePerm
 	if d := path.Dir(name); d != "." {
 		if err := root.MkdirAll(d, 0o755); err != nil {
 			return fail(err)
 		}
 	}
-	switch hdr.Typeflag {
-	case tar.TypeDir:
+	switch {
+	case hdr.Typeflag == tar.TypeDir:
 		if err := root.MkdirAll(name, 0o755); err != nil {
 			return fail(err)
 		}
-		if err := root.Chmod(name, mode|0o700); err != nil {
+		if err := root.Chmod(name, 0o755); err != nil {
 			return fail(err)
 		}
-	case tar.TypeReg:
+	case isRegular(hdr.Typeflag):
+		// Readable by every uid, executable by every uid when the
+		// tarball made it executable at all, writable by none of them.
+		mode := fs.FileMode(0o644)
+		if hdr.Mode&0o111 != 0 {
+			mode = 0o755
+		}
 		if err := removeExisting(root, name); err != nil {
 			return fail(err)
 		}
@@ -121,7 +152,7 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return fail(err)
 		}
-		_, err = io.Copy(out, r)
+		_, err = io.Copy(out, io.LimitReader(r, hdr.Size))
 		if cerr := out.Close(); err == nil {
 			err = cerr
 		}
@@ -131,7 +162,7 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return fail(err)
 		}
-	case tar.TypeSymlink:
+	case hdr.Typeflag == tar.TypeSymlink:
 		// The target is resolved inside the container, where the slug is
 		// /app; extraction never writes through a link (os.Root).
 		if err := removeExisting(root, name); err != nil {
@@ -140,7 +171,10 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		if err := root.Symlink(hdr.Linkname, name); err != nil {
 			return fail(err)
 		}
-	case tar.TypeLink:
+	case hdr.Typeflag == tar.TypeLink:
+		// GNU tar records files with several links as hard links (uv and
+		// pip caches make them). os.Root keeps both names inside the slug,
+		// and a link adds no bytes.
 		target, err := entryName(hdr.Linkname)
 		if err != nil {
 			return err
@@ -151,10 +185,50 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		if err := root.Link(target, name); err != nil {
 			return fail(err)
 		}
+	case hdr.Typeflag == tar.TypeXGlobalHeader:
+		// pax metadata for the entries that follow, not a file.
 	default:
-		// Devices, fifos and the like have no place in a slug.
+		return fmt.Errorf("tarball entry %q is %s: a slug holds only files, directories and links; remove it from the app and push again", hdr.Name, kind(hdr.Typeflag))
 	}
 	return nil
+}
+
+// isRegular reports whether a tar type flag is a regular file (with
+// content).
+func isRegular(t byte) bool {
+	return t == tar.TypeReg || t == tar.TypeGNUSparse || t == '\x00' // '\x00' is the old TypeRegA
+}
+
+// kind names a special file's type flag.
+func kind(t byte) string {
+	switch t {
+	case tar.TypeChar:
+		return "a character device"
+	case tar.TypeBlock:
+		return "a block device"
+	case tar.TypeFifo:
+		return "a fifo"
+	}
+	return fmt.Sprintf("of tar type %q", t)
+}
+
+// openDirs makes every directory under dir 0755, including those made
+// implicitly for an entry (whose mode the umask decided).
+func openDirs(dir string) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return root.Chmod(p, 0o755)
+		}
+		return nil
+	})
 }
 
 // entryName turns a tar entry name into a clean path relative to the slug

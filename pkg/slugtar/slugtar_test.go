@@ -4,9 +4,12 @@ import (
 	"archive/tar"
 	"context"
 	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/deis/deis/pkg/slugtar"
@@ -58,10 +61,14 @@ func TestExtract(t *testing.T) {
 		entry{Name: "./bin/run", Body: "#!/bin/sh\n", Mode: 0o755},
 		entry{Name: ".profile.d/env.sh", Body: "export X=1\n"},
 		entry{Name: "./private/", Type: tar.TypeDir, Mode: 0o500},
+		entry{Name: "./private/key", Body: "secret", Mode: 0o600},
+		entry{Name: "./setuid", Body: "#!/bin/sh\n", Mode: 0o4777},
+		entry{Name: "./owner-exec", Body: "#!/bin/sh\n", Mode: 0o700},
+		entry{Name: "./implicit/deep/file", Body: "x", Mode: 0o640},
 		entry{Name: "./current", Type: tar.TypeSymlink, Link: "/app/bin"},
 		entry{Name: "./run-again", Type: tar.TypeLink, Link: "./bin/run"},
-		entry{Name: "./fifo", Type: tar.TypeFifo},
 	)
+	defer syscall.Umask(syscall.Umask(0o077)) // a strict umask changes nothing
 	parent := filepath.Join(t.TempDir(), "not", "yet")
 	dir := filepath.Join(parent, "app")
 	if err := slugtar.Extract(context.Background(), tgz, dir); err != nil {
@@ -79,8 +86,15 @@ func TestExtract(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dir, "Procfile")); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("Procfile keeps its mode: %v %v", fi, err)
 	}
-	if fi, err := os.Stat(filepath.Join(dir, "private")); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("directories stay writable by their owner: %v %v", fi, err)
+	// Every uid reads and runs the slug; none but its owner (root) writes
+	// it, and no setuid bit survives.
+	for p, want := range map[string]os.FileMode{
+		"private": fs.ModeDir | 0o755, "private/key": 0o644, "setuid": 0o755, "owner-exec": 0o755,
+		"implicit": fs.ModeDir | 0o755, "implicit/deep": fs.ModeDir | 0o755, "implicit/deep/file": 0o644,
+	} {
+		if fi, err := os.Stat(filepath.Join(dir, p)); err != nil || fi.Mode() != want {
+			t.Errorf("%s: %v %v, want mode %v", p, fi.Mode(), err, want)
+		}
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o755 {
 		t.Errorf("slug dir must be readable by the app user: %v %v", fi, err)
@@ -90,9 +104,6 @@ func TestExtract(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "run-again")); string(b) != "#!/bin/sh\n" {
 		t.Errorf("hard link: %q", b)
-	}
-	if _, err := os.Lstat(filepath.Join(dir, "fifo")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("special files are skipped: %v", err)
 	}
 	if left := leftovers(t, parent, "app"); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
@@ -134,6 +145,9 @@ func TestExtractRefuses(t *testing.T) {
 		},
 		"hard link out":           {{Name: "./h", Type: tar.TypeLink, Link: "../../etc/passwd"}},
 		"root is not a directory": {{Name: ".", Body: "x"}},
+		"fifo":                    {{Name: "./a", Body: "a"}, {Name: "./fifo", Type: tar.TypeFifo}},
+		"character device":        {{Name: "./zero", Type: tar.TypeChar}},
+		"block device":            {{Name: "./sda", Type: tar.TypeBlock}},
 	}
 	for name, entries := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -195,5 +209,61 @@ func TestExtractKeepsExisting(t *testing.T) {
 	}
 	if left := leftovers(t, filepath.Dir(dir), "app"); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
+	}
+}
+
+// A tar bomb: a small slug that expands past the limits is refused with the
+// reason, and leaves nothing behind.
+func TestExtractLimits(t *testing.T) {
+	many := func(n int) []entry {
+		var es []entry
+		for i := 0; i < n; i++ {
+			es = append(es, entry{Name: fmt.Sprintf("./f%d", i), Body: "x"})
+		}
+		return es
+	}
+	zeros := strings.Repeat("\x00", 8<<20) // 8MiB that gzip makes ~8KiB
+	for _, tc := range []struct {
+		name    string
+		entries []entry
+		lim     slugtar.Limits
+		want    string // "" means accepted
+	}{
+		// 8x a 64KiB slug limit is 512KiB; 8MiB of zeros is past it
+		{"bomb", []entry{{Name: "./zeros", Body: zeros}}, slugtar.LimitsFor(64<<10, 0),
+			"slugtar: the slug expands past 512.0KB (8x --max-slug-bytes): refusing it"},
+		// the sum counts, not the largest file
+		{"sum of files", []entry{{Name: "./a", Body: "123456"}, {Name: "./b", Body: "12345"}}, slugtar.Limits{MaxBytes: 10},
+			"slugtar: the slug expands past 10B: refusing it"},
+		// exactly at the limit is fine
+		{"at the byte limit", []entry{{Name: "./a", Body: "12345"}, {Name: "./b", Body: "12345"}}, slugtar.Limits{MaxBytes: 10}, ""},
+		// directories, links and files all count as entries
+		{"entries", append(many(3), entry{Name: "./d/", Type: tar.TypeDir}), slugtar.Limits{MaxEntries: 3, EntriesHint: "--max-slug-entries"},
+			"slugtar: the slug has more than 3 entries (--max-slug-entries): refusing it"},
+		{"at the entry limit", many(3), slugtar.Limits{MaxEntries: 3}, ""},
+		// the defaults take a real slug
+		{"defaults", many(10), slugtar.DefaultLimits, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tgz := writeTgz(t, tc.entries...)
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "slug")
+			err := slugtar.ExtractLimited(context.Background(), tgz, dir, tc.lim)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want || !errors.Is(err, slugtar.ErrTooLarge) {
+				t.Fatalf("got %v, want %q matching ErrTooLarge", err, tc.want)
+			}
+			if left := leftovers(t, parent); len(left) != 0 {
+				t.Errorf("a refused slug must leave nothing behind: %v", left)
+			}
+		})
+	}
+	if l := slugtar.LimitsFor(0, 0); l.MaxBytes != 8<<30 || l.MaxEntries != 200000 {
+		t.Errorf("LimitsFor defaults: %+v", l)
 	}
 }

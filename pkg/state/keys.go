@@ -110,6 +110,11 @@ func (k Keys) SSHKey(fp string) string { return k.join("keys", fp) }
 // slug servers listen (writer: the leading coordinator).
 func (k Keys) Coordinator() string { return k.join("coordinator", "info") }
 
+// NextUID is the counter of formation uids: the next formation created gets
+// FirstAppUID plus its value (writer: Store.CreateFormation). It outlives
+// formations, so a uid is never given twice.
+func (k Keys) NextUID() string { return k.join("uids", "next") }
+
 // Election is the prefix of the coordinators' leader election.
 func (k Keys) Election() string { return k.join("coordinator", "election") }
 

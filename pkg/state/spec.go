@@ -10,7 +10,9 @@ import (
 // server that stored the build (Build.SlugServer), or else slugBase, and the environment: the release's
 // config plus PORT, DEIS_FORMATION and DEIS_RELEASE. The scheduler adds the
 // name, process type, command, limits and health check; a one-off run adds
-// its own command.
+// its own command. UID, the formation's, is for whoever holds the Formation
+// (SetFormation); an agent that gets a slug spec without one reads the
+// formation record itself.
 func SpecFromRelease(r *Release, slugBase string) ContainerSpec {
 	env := make(map[string]string, len(r.Config)+3)
 	for k, v := range r.Config {
@@ -39,4 +41,11 @@ func SpecFromRelease(r *Release, slugBase string) ContainerSpec {
 		}
 	}
 	return s
+}
+
+// SetFormation sets what a spec takes from its formation record: the uid
+// its slug runs as (Formation.AppUID).
+func (s *ContainerSpec) SetFormation(f *Formation) {
+	s.Formation = f.Name
+	s.UID = f.AppUID()
 }

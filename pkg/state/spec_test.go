@@ -29,3 +29,15 @@ func TestSpecFromRelease(t *testing.T) {
 		})
 	}
 }
+
+func TestSetFormation(t *testing.T) {
+	var s ContainerSpec
+	s.SetFormation(&Formation{Name: "f", UID: FirstAppUID + 3})
+	if s.Formation != "f" || s.UID != FirstAppUID+3 {
+		t.Errorf("allocated uid: %+v", s)
+	}
+	s.SetFormation(&Formation{Name: "old"}) // created before uids were allocated
+	if s.UID != AppUID("old", 0) || s.UID == 0 {
+		t.Errorf("fallback uid: %+v", s)
+	}
+}

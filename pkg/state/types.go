@@ -32,6 +32,10 @@ type Formation struct {
 	// same handoff as a release.
 	Restarts map[string]int `json:"restarts,omitempty"`
 	Created  time.Time      `json:"created"`
+	// UID is the uid (and gid) the formation's slug apps run as, unique to
+	// the formation, allocated by Store.CreateFormation; 0 for formations
+	// created before uids were allocated (see AppUID).
+	UID int `json:"uid,omitempty"`
 }
 
 // ResourceLimits are applied to each container of one process type.
@@ -204,6 +208,9 @@ type ContainerSpec struct {
 	// HealthPath, when set, is the HTTP path that must answer 2xx/3xx before
 	// the container counts as ready; otherwise a TCP connect is enough.
 	HealthPath string `json:"healthPath,omitempty"`
+	// UID is the formation's uid (Formation.UID) a slug runs as; 0: the
+	// agent looks it up (see AppUID).
+	UID int `json:"uid,omitempty"`
 }
 
 // Runtime is a node's runtime databag. Written by the coordinator.

@@ -18,6 +18,7 @@ import (
 	"github.com/deis/deis/agent/runtime"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -46,6 +47,10 @@ func main() {
 			&cli.DurationFlag{Name: "stop-grace", EnvVars: []string{"DEIS_STOP_GRACE"}, Value: 30 * time.Second, Usage: "time between SIGTERM and SIGKILL when stopping a container"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"DEIS_METRICS_ADDR"}, Value: "127.0.0.1:9102", Usage: "where /metrics is served (empty: off)"},
 			&cli.StringFlag{Name: "nginx", EnvVars: []string{"DEIS_NGINX"}, Value: "nginx", Usage: "nginx binary"},
+			&cli.Int64Flag{Name: "default-memory", EnvVars: []string{"DEIS_DEFAULT_MEMORY_BYTES"}, Value: runtime.DefaultMemoryBytes, Usage: "memory limit in bytes of app containers whose process type has none (deisctl limits:set overrides it; 0: none)"},
+			&cli.Int64Flag{Name: "container-pids", EnvVars: []string{"DEIS_CONTAINER_PIDS"}, Value: runtime.DefaultPidsLimit, Usage: "most processes and threads in each app container (0: no limit)"},
+			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: slugtar.DefaultMaxSlugBytes, Usage: "the coordinator's slug size limit: slugs that expand past 8 times it are refused"},
+			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug"},
 			&cli.StringFlag{Name: "api-addr", EnvVars: []string{"DEIS_API_ADDR"}, Value: "127.0.0.1:9103", Usage: "where the agent API (deisctl logs and run) listens, advertised to deisctl; no host: the node address; port 0: any free port (empty: off)"},
 		),
 		Action: run,
@@ -54,6 +59,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "deis-agent:", err)
 		os.Exit(1)
 	}
+}
+
+// orNone turns a flag's 0 ("none") into the runtime's -1 (0 there means
+// the default).
+func orNone(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // parseLabels reads "k=v,k=v"; a repeated key collects its values.
@@ -85,6 +99,11 @@ func run(c *cli.Context) error {
 	name := c.String("name")
 	if err := state.ValidateName("node", name); err != nil {
 		return err
+	}
+	for _, f := range []string{"default-memory", "container-pids", "max-slug-bytes", "max-slug-entries"} {
+		if c.Int64(f) < 0 || c.Int(f) < 0 {
+			return fmt.Errorf("--%s is negative: give a positive number (0: the default or none, see --help)", f)
+		}
 	}
 	labels, err := parseLabels(c.String("labels"))
 	if err != nil {
@@ -136,6 +155,8 @@ func run(c *cli.Context) error {
 		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
 		SlugToken: token,
 		StopGrace: c.Duration("stop-grace"), Logger: log.With("role", "runtime"), Registerer: reg,
+		DefaultMemory: orNone(c.Int64("default-memory")), PidsLimit: orNone(c.Int64("container-pids")),
+		MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"),
 	})
 	if err != nil {
 		return err
