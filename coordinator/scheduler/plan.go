@@ -620,7 +620,7 @@ func domains(w *World, f *state.Formation) []string {
 func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) state.ContainerSpec {
 	s := state.SpecFromRelease(r, w.SlugURL)
 	s.Name = ContainerName(f.Name, r.Version, typ, i, f.Restarts[typ])
-	s.Formation = f.Name
+	s.SetFormation(f)
 	s.Type = typ
 	s.Index = i
 	s.Command = r.Build.ProcessTypes[typ]

@@ -18,6 +18,7 @@ import (
 	"github.com/deis/deis/agent/runtime"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
+	"github.com/deis/deis/pkg/netguard"
 	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +51,8 @@ func main() {
 			&cli.Int64Flag{Name: "default-memory", EnvVars: []string{"DEIS_DEFAULT_MEMORY_BYTES"}, Value: runtime.DefaultMemoryBytes, Usage: "memory limit in bytes of app containers whose process type has none (deisctl limits:set overrides it; 0: none)"},
 			&cli.Int64Flag{Name: "container-pids", EnvVars: []string{"DEIS_CONTAINER_PIDS"}, Value: runtime.DefaultPidsLimit, Usage: "most processes and threads in each app container (0: no limit)"},
 			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: slugtar.DefaultMaxSlugBytes, Usage: "the coordinator's slug size limit: slugs that expand past 8 times it are refused"},
+			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Apps, Usage: "the guarded Docker network app containers join: they reach the outside world but not each other, this host's ports or builds (empty: the engine's default bridge, unguarded)"},
+			&cli.StringSliceFlag{Name: "deny-cidr", EnvVars: []string{"DEIS_DENY_CIDR"}, Usage: "IPv4 addresses or prefixes app containers may not reach, such as the other nodes' network and 169.254.169.254"},
 			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug"},
 			&cli.StringFlag{Name: "api-addr", EnvVars: []string{"DEIS_API_ADDR"}, Value: "127.0.0.1:9103", Usage: "where the agent API (deisctl logs and run) listens, advertised to deisctl; no host: the node address; port 0: any free port (empty: off)"},
 		),
@@ -150,6 +153,17 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if nw := c.String("network"); nw != "" {
+		// Apps may still call other apps through this node's proxy, like
+		// any client on the internet.
+		o := netguard.Options{Deny: c.StringSlice("deny-cidr")}
+		if isProxy && httpPort > 0 {
+			o.AllowTCP = []int{httpPort}
+		}
+		if err := netguard.Keep(ctx, docker, nw, o, time.Minute, log); err != nil {
+			return fmt.Errorf("guard the app network: %w", err)
+		}
+	}
 	rt, err := runtime.New(runtime.Config{
 		Node: name, Addr: c.String("addr"), StateDir: c.String("state-dir"),
 		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
@@ -157,6 +171,7 @@ func run(c *cli.Context) error {
 		StopGrace: c.Duration("stop-grace"), Logger: log.With("role", "runtime"), Registerer: reg,
 		DefaultMemory: orNone(c.Int64("default-memory")), PidsLimit: orNone(c.Int64("container-pids")),
 		MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"),
+		Network: c.String("network"),
 	})
 	if err != nil {
 		return err
