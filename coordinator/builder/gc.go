@@ -42,7 +42,8 @@ const incomingGrace = 24 * time.Hour
 // formation that no longer exists keep nothing. It also removes the build
 // caches of formations that no longer exist. It changes nothing when
 // it cannot read the whole state, and returns ErrBuildsRunning while a build
-// is releasing.
+// is releasing, and ErrOtherInstallation when the data directory was used
+// with another installation (see Purge).
 func (b *Builder) GC(ctx context.Context) (GCResult, error) {
 	var res GCResult
 	if !b.artifacts.TryLock() {
@@ -62,6 +63,10 @@ func (b *Builder) GC(ctx context.Context) (GCResult, error) {
 func (b *Builder) gc(ctx context.Context) (GCResult, error) {
 	var res GCResult
 	log := b.cfg.Logger
+	// Against another installation's etcd, every slug would look unused.
+	if err := b.checkInstallation(ctx); err != nil {
+		return res, err
+	}
 	keep, err := b.referenced(ctx)
 	if err != nil {
 		return res, err

@@ -17,6 +17,8 @@ package builder
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -82,8 +84,8 @@ func (b *Builder) Purge(ctx context.Context, extra ...FormationDir) (PurgeResult
 	if err != nil {
 		return res, err
 	}
-	if err := os.MkdirAll(b.incarnations(), 0o700); err != nil {
-		return res, fmt.Errorf("builder: purge: %w", err)
+	if err := b.checkInstallation(ctx); err != nil {
+		return res, err
 	}
 	dirs := b.formationDirs(extra)
 	owners := map[string]bool{} // formations with directories or an incarnation mark
@@ -187,6 +189,45 @@ func (b *Builder) purgeFormation(ctx context.Context, f string, rev int64, exist
 		return removed, fmt.Errorf("builder: purge: %w", err)
 	}
 	return removed, nil
+}
+
+// ErrOtherInstallation is Purge's answer when the data directory was last
+// used with another installation (another etcd cluster or prefix): its
+// formations are not in this etcd, and removing their files would destroy
+// them.
+var ErrOtherInstallation = errors.New("builder: this data directory belongs to another installation")
+
+// checkInstallation makes sure this etcd (cluster and prefix) is the one the
+// data directory was used with: DataDir/incarnations/.installation holds
+// the SHA-256 of the platform token, which each installation creates once
+// and which an etcd snapshot restores. On the first pass it records it.
+// (The coordinator creates the token when it starts; EnsureToken here only
+// makes Purge usable on its own.)
+func (b *Builder) checkInstallation(ctx context.Context) error {
+	tok, err := state.EnsureToken(ctx, b.cfg.Store)
+	if err != nil {
+		return fmt.Errorf("builder: purge: %w", err)
+	}
+	if err := os.MkdirAll(b.incarnations(), 0o700); err != nil {
+		return fmt.Errorf("builder: purge: %w", err)
+	}
+	sum := sha256.Sum256([]byte(tok))
+	id := hex.EncodeToString(sum[:])
+	p := filepath.Join(b.incarnations(), ".installation")
+	data, err := os.ReadFile(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+			return fmt.Errorf("builder: purge: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("builder: purge: %w", err)
+	case strings.TrimSpace(string(data)) != id:
+		return fmt.Errorf("%w (its platform token differs from this etcd's): nothing is removed; check --etcd-endpoints and --prefix, or, if this directory is meant to serve this installation, remove %s",
+			ErrOtherInstallation, b.incarnations())
+	}
+	return nil
 }
 
 // formationRevisions maps every formation to the CreateRevision of its

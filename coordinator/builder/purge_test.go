@@ -3,6 +3,7 @@ package builder
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,6 +171,20 @@ func TestPurgeDestroyedFormations(t *testing.T) {
 	for _, p := range fresh {
 		if !exists(p) {
 			t.Errorf("%s of the new incarnation was removed", p)
+		}
+	}
+
+	// Pointed at another installation (another etcd or prefix: another
+	// platform token), where none of these formations exist, purge removes
+	// nothing.
+	must(s.Put(ctx, s.Keys.PlatformToken(), state.PlatformToken{Token: "another installation"}))
+	must(s.DestroyFormation(ctx, "stay"))
+	if _, err := e.b.Purge(ctx, repos); !errors.Is(err, ErrOtherInstallation) {
+		t.Fatalf("purge against another installation: %v, want ErrOtherInstallation", err)
+	}
+	for _, p := range stay {
+		if !exists(p) {
+			t.Errorf("%s was removed by a purge against another installation", p)
 		}
 	}
 }
