@@ -245,17 +245,34 @@ func (b *Builder) formationRevisions(ctx context.Context) (map[string]int64, err
 	return out, nil
 }
 
+// pinIncarnation returns ctx under which the build of req releases only into
+// the incarnation of its formation that the push was for (req.Incarnation,
+// or else the current one; when the formation does not exist, none: the
+// build then fails, even if a formation of that name is created meanwhile).
+func (b *Builder) pinIncarnation(ctx context.Context, req Request) (context.Context, error) {
+	if state.ValidateName("formation", req.Formation) != nil {
+		return ctx, nil // build refuses it with its own message
+	}
+	rev := req.Incarnation
+	if rev == 0 {
+		var err error
+		if rev, err = b.cfg.Store.Incarnation(ctx, req.Formation); err != nil {
+			return ctx, fmt.Errorf("builder: cannot read the formation now (the platform's state store does not answer); try again later: %w", err)
+		}
+	}
+	if rev == 0 {
+		rev = -1 // no formation now: none created during the build may take it
+	}
+	return state.WithIncarnation(ctx, req.Formation, rev), nil
+}
+
 // formationRevision is the CreateRevision of f's key, 0 if f does not exist.
 func (b *Builder) formationRevision(ctx context.Context, f string) (int64, error) {
-	s := b.cfg.Store
-	resp, err := s.KV.Get(ctx, s.Keys.Formation(f), clientv3.WithKeysOnly())
+	rev, err := b.cfg.Store.Incarnation(ctx, f)
 	if err != nil {
-		return 0, fmt.Errorf("builder: purge: read formation %s: %w", f, err)
+		return 0, fmt.Errorf("builder: purge: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return 0, nil
-	}
-	return resp.Kvs[0].CreateRevision, nil
+	return rev, nil
 }
 
 // readIncarnation is the incarnation recorded for f, 0 if none (or

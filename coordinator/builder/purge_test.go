@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -227,4 +228,32 @@ func TestPurgeLoopWakesOnDestroy(t *testing.T) {
 		_, err := os.Lstat(filepath.Join(repos.Root, "loop.git"))
 		return os.IsNotExist(err)
 	})
+}
+
+// A build request pins the formation's incarnation: the release of a build
+// whose formation was destroyed and created again meanwhile fails.
+func TestBuildRequestPinsIncarnation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	e.createFormation("pin")
+	pinned, err := e.b.pinIncarnation(ctx, Request{Formation: "pin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	absent, err := e.b.pinIncarnation(ctx, Request{Formation: "later"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.DestroyFormation(ctx, "pin"); err != nil {
+		t.Fatal(err)
+	}
+	e.createFormation("pin")
+	e.createFormation("later")
+	for f, c := range map[string]context.Context{"pin": pinned, "later": absent} {
+		_, err := e.b.release(c, state.Build{ID: "b1", Formation: f}, "Deploy")
+		if err == nil || !strings.Contains(err.Error(), "destroyed and created again meanwhile") {
+			t.Errorf("release of %s into another incarnation: %v", f, err)
+		}
+	}
 }

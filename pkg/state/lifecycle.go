@@ -124,3 +124,41 @@ func (s *Store) OrphanFormations(ctx context.Context) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// Incarnation is the CreateRevision of formation f's key: it tells a
+// formation from one destroyed and created again with the same name. It is
+// 0 when f does not exist.
+func (s *Store) Incarnation(ctx context.Context, f string) (int64, error) {
+	resp, err := s.KV.Get(ctx, s.Keys.Formation(f), clientv3.WithKeysOnly())
+	if err != nil {
+		return 0, fmt.Errorf("state: read formation %s: %w", f, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, nil
+	}
+	return resp.Kvs[0].CreateRevision, nil
+}
+
+// SameIncarnation is a transaction guard that holds while formation f is
+// still incarnation rev (see Incarnation): a write prepared for a formation
+// must not land in another one created since with the same name, such as a
+// build that was running when its formation was destroyed.
+func (s *Store) SameIncarnation(f string, rev int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(s.Keys.Formation(f)), "=", rev)
+}
+
+type incarnationKey struct{ formation string }
+
+// WithIncarnation returns a context under which AppendRelease writes a
+// release of formation f only while f is still incarnation rev (see
+// Incarnation): a build that started before its formation was destroyed
+// and created again with the same name releases nothing into the new one.
+func WithIncarnation(ctx context.Context, f string, rev int64) context.Context {
+	return context.WithValue(ctx, incarnationKey{f}, rev)
+}
+
+// incarnationOf is the incarnation ctx requires of f, 0 for none.
+func incarnationOf(ctx context.Context, f string) int64 {
+	rev, _ := ctx.Value(incarnationKey{f}).(int64)
+	return rev
+}

@@ -188,3 +188,86 @@ func exists(t *testing.T, ctx context.Context, cli *clientv3.Client, key string)
 	}
 	return resp.Count > 0
 }
+
+// A write guarded by SameIncarnation does not land in a formation created
+// again since.
+func TestSameIncarnation(t *testing.T) {
+	_, cli := etcdtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := state.NewStore(cli, "/t")
+	if rev, err := s.Incarnation(ctx, "web"); rev != 0 || err != nil {
+		t.Fatalf("Incarnation of a missing formation = %d, %v", rev, err)
+	}
+	if err := s.Create(ctx, s.Keys.Formation("web"), state.Formation{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Incarnation(ctx, "web")
+	if err != nil || first == 0 {
+		t.Fatalf("Incarnation = %d, %v", first, err)
+	}
+	put := func(rev int64) bool {
+		t.Helper()
+		ok, err := s.Commit(ctx, []clientv3.Cmp{s.SameIncarnation("web", rev)}, clientv3.OpPut(s.Keys.Build("web", "b1"), "{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if !put(first) {
+		t.Fatal("a write for the current incarnation was refused")
+	}
+	if err := s.DestroyFormation(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, s.Keys.Formation("web"), state.Formation{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	if put(first) {
+		t.Fatal("a write prepared for the destroyed formation landed in the new one")
+	}
+}
+
+// A release prepared under WithIncarnation (a build that started before its
+// formation was destroyed and created again) lands nowhere.
+func TestAppendReleaseKeepsToItsIncarnation(t *testing.T) {
+	_, cli := etcdtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := state.NewStore(cli, "/t")
+	appendRel := func(ctx context.Context) (*state.Release, error) {
+		return s.AppendRelease(ctx, "web", func(*state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
+			return &state.Release{Description: "old owner's build"}, nil, nil, nil
+		})
+	}
+	if err := s.Create(ctx, s.Keys.Formation("web"), state.Formation{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	rev, err := s.Incarnation(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := state.WithIncarnation(ctx, "web", rev)
+	if rel, err := appendRel(pinned); err != nil || rel.Version != 1 {
+		t.Fatalf("release into its own incarnation = %+v, %v", rel, err)
+	}
+	if err := s.DestroyFormation(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Create(ctx, s.Keys.Formation("web"), state.Formation{Name: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []context.Context{pinned, state.WithIncarnation(ctx, "web", -1)} {
+		_, err := appendRel(c)
+		if !errors.Is(err, state.ErrNotFound) || !strings.Contains(err.Error(), "destroyed and created again meanwhile") {
+			t.Fatalf("release into a re-created formation: %v", err)
+		}
+	}
+	if _, err := s.LatestRelease(ctx, "web"); !errors.Is(err, state.ErrNotFound) {
+		t.Fatalf("the re-created formation has a release: %v", err)
+	}
+	// Unpinned writers (deisctl) are unaffected.
+	if rel, err := appendRel(ctx); err != nil || rel.Version != 1 {
+		t.Fatalf("unpinned release = %+v, %v", rel, err)
+	}
+}
