@@ -282,6 +282,6 @@ func tooLarge(err error) error {
 	if err == nil || !state.IsRequestTooLarge(err) || errors.Is(err, state.ErrTooLarge) {
 		return err
 	}
-	return fmt.Errorf("the config is too large for etcd's request size limit: the limit is %s; keep large data in files or a database, and unset the largest vars with deisctl config:unset: %w",
-		state.HumanBytes(state.MaxConfigBytes), state.ErrTooLarge)
+	return state.TooLarge("the config is too large for etcd's request size limit: the limit is %s; keep large data in files or a database, and unset the largest vars with deisctl config:unset",
+		state.HumanBytes(state.MaxConfigBytes))
 }

@@ -16,8 +16,20 @@ import (
 // scheduler for every formation on the node.
 const MaxConfigBytes = 32 << 10
 
-// ErrTooLarge is wrapped by errors about writes etcd refuses for their size.
-var ErrTooLarge = errors.New("too large")
+// ErrTooLarge matches (errors.Is) the errors about writes too large for
+// etcd: CheckConfigSize's and TooLarge's.
+var ErrTooLarge = errors.New("too large for etcd")
+
+type tooLargeError struct{ msg string }
+
+func (e *tooLargeError) Error() string        { return e.msg }
+func (e *tooLargeError) Is(target error) bool { return target == ErrTooLarge }
+
+// TooLarge returns an error with the message given by format and args that
+// matches ErrTooLarge.
+func TooLarge(format string, args ...any) error {
+	return &tooLargeError{msg: fmt.Sprintf(format, args...)}
+}
 
 // CheckConfigSize refuses a config whose stored document would exceed
 // MaxConfigBytes, with a message that gives both sizes.
@@ -26,8 +38,8 @@ func CheckConfigSize(vars map[string]string) error {
 	if n <= MaxConfigBytes {
 		return nil
 	}
-	return fmt.Errorf("config would be %s: the limit is %s (it is copied into every release and container spec in etcd): keep large data in files or a database, and unset the largest vars with deisctl config:unset: %w",
-		HumanBytes(int64(n)), HumanBytes(MaxConfigBytes), ErrTooLarge)
+	return TooLarge("config would be %s: the limit is %s (it is copied into every release and container spec in etcd): keep large data in files or a database, and unset the largest vars with deisctl config:unset",
+		HumanBytes(int64(n)), HumanBytes(MaxConfigBytes))
 }
 
 // ValidateSettableKey refuses a config key the platform sets itself in
