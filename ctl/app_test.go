@@ -225,11 +225,31 @@ func TestFormationsDestroy(t *testing.T) {
 	c.fails("--confirm hello", "formations:destroy", "hello", "--confirm", "hell")
 	c.fails("not found", "formations:destroy", "nope", "--confirm", "nope")
 
-	contains(t, c.ok("formations:destroy", "hello", "--confirm", "hello"), "done")
-	for _, key := range []string{k.Formation("hello"), k.Layer("hello", "runtime"), k.Config("hello"), k.Release("hello", 1)} {
+	// what the coordinator and the proxies wrote about it
+	c.put(k.ReleaseStatus("hello", 1), state.ReleaseStatus{Version: 1, Failed: true})
+	c.put(k.FormationStatus("hello"), state.FormationStatus{Formation: "hello"})
+	c.put(k.ProxyAck("hello", "p1"), state.ProxyAck{Node: "p1", Revision: 3})
+	c.put(k.Routing("hello"), state.Routing{Formation: "hello"})
+	c.put(k.Perm("hello", "alice"), state.Perm{Formation: "hello", User: "alice"})
+
+	contains(t, c.ok("formations:destroy", "hello", "--confirm", "hello"), "done", "git repository")
+	for _, key := range []string{k.Formation("hello"), k.Layer("hello", "runtime"), k.Config("hello"), k.Release("hello", 1),
+		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.ProxyAck("hello", "p1"), k.Routing("hello"), k.Perm("hello", "alice")} {
 		if c.exists(key) {
 			t.Errorf("%s survived formations:destroy", key)
 		}
+	}
+	// Created again, it starts empty: no release, and its v1 is not failed.
+	c.seedRelease("hello", nil)
+	if cfg := c.config("hello"); len(cfg) != 0 {
+		t.Errorf("the re-created formation has the old config %v", cfg)
+	}
+	if v := c.latest("hello"); v != 1 {
+		t.Errorf("the re-created formation's first release is v%d", v)
+	}
+	contains(t, c.ok("releases", "-f", "hello"), "v1")
+	if out := c.ok("releases", "-f", "hello"); strings.Contains(out, "failed") {
+		t.Errorf("v1 of the re-created formation shows as failed:\n%s", out)
 	}
 	// A formation whose name extends the destroyed one is untouched.
 	if !c.exists(k.Layer("hello2", "runtime")) || !c.exists(k.Config("hello2")) {

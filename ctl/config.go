@@ -99,6 +99,9 @@ func parsePairs(args []string) ([]string, map[string]string, error) {
 		if err := state.ValidateEnvKey(k); err != nil {
 			return nil, nil, err
 		}
+		if err := state.ValidateSettableKey(k); err != nil {
+			return nil, nil, err
+		}
 		if k == "HEALTHCHECK_PATH" {
 			if err := state.ValidateHealthPath(v); err != nil {
 				return nil, nil, err
@@ -215,6 +218,9 @@ func changeConfig(ctx context.Context, s *state.Store, f, desc string, edit func
 			if maps.Equal(cur, next) {
 				return nil, nil, nil, errUnchanged
 			}
+			if err := checkConfigSize(cur, next); err != nil {
+				return nil, nil, nil, err
+			}
 			return &state.Release{Build: prev.Build, Config: next, Description: desc},
 				[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k.Config(f)), "=", rev)},
 				[]clientv3.Op{clientv3.OpPut(k.Config(f), state.Marshal(state.Config{Vars: next}))}, nil
@@ -224,6 +230,8 @@ func changeConfig(ctx context.Context, s *state.Store, f, desc string, edit func
 			return configResult{changed: true, release: rel}, nil
 		case errors.Is(err, errUnchanged):
 			return configResult{}, nil
+		case state.IsRequestTooLarge(err):
+			return configResult{}, tooLarge(err)
 		case !errors.Is(err, errNoRelease):
 			return configResult{}, err
 		}
@@ -236,13 +244,16 @@ func changeConfig(ctx context.Context, s *state.Store, f, desc string, edit func
 		if maps.Equal(cur, next) {
 			return configResult{}, nil
 		}
+		if err := checkConfigSize(cur, next); err != nil {
+			return configResult{}, err
+		}
 		ok, err := s.Commit(ctx, []clientv3.Cmp{
 			clientv3.Compare(clientv3.ModRevision(k.Config(f)), "=", rev),
 			clientv3.Compare(clientv3.CreateRevision(k.Release(f, 1)), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(k.Formation(f)), ">", 0),
 		}, clientv3.OpPut(k.Config(f), state.Marshal(state.Config{Vars: next})))
 		if err != nil {
-			return configResult{}, err
+			return configResult{}, tooLarge(err)
 		}
 		if ok {
 			return configResult{changed: true}, nil
@@ -252,4 +263,25 @@ func changeConfig(ctx context.Context, s *state.Store, f, desc string, edit func
 		}
 	}
 	return configResult{}, state.ErrConflict
+}
+
+// checkConfigSize refuses a change that makes the config larger than
+// state.MaxConfigBytes; a change that shrinks an oversized config (stored
+// before the limit) passes, so it can be repaired.
+func checkConfigSize(cur, next map[string]string) error {
+	err := state.CheckConfigSize(next)
+	if err == nil || len(state.Marshal(next)) < len(state.Marshal(cur)) {
+		return nil
+	}
+	return err
+}
+
+// tooLarge turns etcd refusing a write for its size into a message that
+// says what to do; other errors pass unchanged.
+func tooLarge(err error) error {
+	if err == nil || !state.IsRequestTooLarge(err) || errors.Is(err, state.ErrTooLarge) {
+		return err
+	}
+	return state.TooLarge("the config is too large for etcd's request size limit: the limit is %s; keep large data in files or a database, and unset the largest vars with deisctl config:unset",
+		state.HumanBytes(state.MaxConfigBytes))
 }

@@ -121,10 +121,11 @@ func domainsAdd(c *cli.Context, e *env, args []string) error {
 }
 
 func domainsRemove(c *cli.Context, e *env, args []string) error {
-	d, err := domainArg(c, args)
-	if err != nil {
-		return err
+	if len(args) != 1 {
+		return usageError(c, "DOMAIN [-f NAME]")
 	}
+	// A domain stored before a rule refused it can still be removed.
+	d, invalid := args[0], state.ValidateDomain(args[0])
 	form, err := requireFormation(c, e)
 	if err != nil {
 		return err
@@ -142,6 +143,9 @@ func domainsRemove(c *cli.Context, e *env, args []string) error {
 			return nil, errFormationGone(f)
 		}
 		i := slices.Index(cur.Domains, d)
+		if i < 0 && invalid != nil {
+			return nil, invalid
+		}
 		if i < 0 {
 			return nil, fmt.Errorf("%s is not a domain of %s: list them with deisctl domains -f %s: %w", d, f, f, state.ErrNotFound)
 		}

@@ -38,7 +38,7 @@ func (b *builder) formationCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:      "formations:destroy",
 			Category:  "formations",
-			Usage:     "destroy a formation with its layers, config, releases, builds and permissions; the coordinator then removes its containers",
+			Usage:     "destroy a formation with its layers, config, releases, builds, permissions and status; the coordinator then removes its containers, git repository, build logs and cache, slugs and images",
 			ArgsUsage: "NAME --confirm NAME",
 			Flags:     []cli.Flag{&cli.StringFlag{Name: "confirm", Usage: "the formation's name again, to confirm"}},
 		}, formationsDestroy),
@@ -210,24 +210,13 @@ func formationsDestroy(c *cli.Context, e *env, args []string) error {
 		return err
 	}
 	if c.String("confirm") != name {
-		return fmt.Errorf("destroying %q removes its config, releases and builds and stops its containers: to go ahead run deisctl formations:destroy %s --confirm %s", name, name, name)
+		return fmt.Errorf("destroying %q removes its config, releases, builds and git repository and stops its containers: to go ahead run deisctl formations:destroy %s --confirm %s", name, name, name)
 	}
-	k := e.keys()
-	ok, err := e.store.Commit(c.Context,
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k.Formation(name)), ">", 0)},
-		clientv3.OpDelete(k.Formation(name)),
-		clientv3.OpDelete(k.Layers(name), clientv3.WithPrefix()),
-		clientv3.OpDelete(k.Config(name)),
-		clientv3.OpDelete(k.Releases(name), clientv3.WithPrefix()),
-		clientv3.OpDelete(k.Builds(name), clientv3.WithPrefix()),
-		clientv3.OpDelete(k.Perms(name), clientv3.WithPrefix()))
-	if err != nil {
+	if err := e.store.DestroyFormation(c.Context, name); err != nil {
 		return err
 	}
-	if !ok {
-		return fmt.Errorf("formation %q not found: list formations with deisctl formations:list: %w", name, state.ErrNotFound)
-	}
-	fmt.Fprintf(c.App.Writer, "Destroying %s (with its layers, config, releases, builds and permissions)... done\n", name)
+	fmt.Fprintf(c.App.Writer, "Destroying %s (with its layers, config, releases, status, builds and permissions)... done\n", name)
+	fmt.Fprintln(c.App.Writer, "The coordinator now removes its containers, git repository, build logs and cache, and its slugs and images.")
 	return nil
 }
 

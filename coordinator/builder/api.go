@@ -33,6 +33,11 @@ type Request struct {
 	// Quarantine is the directory holding the pushed objects while the
 	// pre-receive hook runs (git's GIT_QUARANTINE_PATH), if any.
 	Quarantine string `json:"quarantine,omitempty"`
+	// Incarnation is the formation's incarnation (state.Store.Incarnation)
+	// when the push was accepted; 0 means when the build request arrives.
+	// The build releases only into that incarnation, never into a
+	// formation destroyed and created again with the same name meanwhile.
+	Incarnation int64 `json:"incarnation,omitempty"`
 }
 
 // Handler serves the build API: POST /build.
@@ -44,10 +49,15 @@ func (b *Builder) Handler() http.Handler {
 			http.Error(w, "builder: invalid build request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		ctx, err := b.pinIncarnation(r.Context(), req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(http.StatusOK)
-		rel, err := b.build(r.Context(), req, w)
+		rel, err := b.build(ctx, req, w)
 		if err != nil {
 			fmt.Fprintf(w, "%s: %s\n", ResultFailed, oneLine(err.Error()))
 		} else {

@@ -48,10 +48,20 @@
 // them to DataDir/buildpacks. They work without network.
 //
 // GC (run every interval by RunGC) removes the slugs, the image archives and
-// the deis/app-* images that neither the KeepReleases newest releases of a formation nor
-// any runtime databag refer to, and the build caches of deleted formations.
-// It never runs while a build is between making its slug or image and
-// writing its release (ErrBuildsRunning).
+// the deis/app-* images that neither the KeepReleases newest releases of an
+// existing formation nor any runtime databag refer to, and the build caches
+// of deleted formations. It never runs while a build is between making its
+// slug or image and writing its release (ErrBuildsRunning).
+//
+// Purge (run by RunPurge on every formation or runtime change and every
+// interval) removes what destroyed formations left on this coordinator: the
+// git repository, build logs and build cache of every formation that no
+// longer exists, or exists as a newer incarnation (the CreateRevision
+// recorded in DataDir/incarnations), under the formation's build lock and
+// following no symlink; the etcd keys written about it after the destroy
+// (state.Store.PurgeFormationKeys); then, through GC, its slugs and images.
+// Purge and GC remove nothing when the data directory was used with another
+// installation (ErrOtherInstallation).
 //
 // Handler serves builds as a plain-text streaming HTTP API for the git
 // pre-receive hook (see RequestBuild and ListenUnix).

@@ -26,6 +26,9 @@ type GCResult struct {
 	KeptSlugs, KeptImages                     int
 	RemovedSlugs, RemovedImages, RemovedCache int
 	FreedBytes                                int64
+	// Lingering counts the containers of destroyed formations that runtime
+	// databags still name: their slugs and images were kept this time.
+	Lingering int
 }
 
 // incomingGrace is how old an interrupted slug upload must be to be removed.
@@ -35,10 +38,12 @@ const incomingGrace = 24 * time.Hour
 // any more. It keeps everything referenced by the KeepReleases newest
 // releases of each formation and by any runtime databag (what the nodes run
 // now), and removes every other file of the slug store and every other image this
-// coordinator built from a Dockerfile (deis/app-*). It also removes the
-// build caches of formations that no longer exist. It changes nothing when
+// coordinator built from a Dockerfile (deis/app-*): the releases of a
+// formation that no longer exists keep nothing. It also removes the build
+// caches of formations that no longer exist. It changes nothing when
 // it cannot read the whole state, and returns ErrBuildsRunning while a build
-// is releasing.
+// is releasing, and ErrOtherInstallation when the data directory was used
+// with another installation (see Purge).
 func (b *Builder) GC(ctx context.Context) (GCResult, error) {
 	var res GCResult
 	if !b.artifacts.TryLock() {
@@ -58,10 +63,15 @@ func (b *Builder) GC(ctx context.Context) (GCResult, error) {
 func (b *Builder) gc(ctx context.Context) (GCResult, error) {
 	var res GCResult
 	log := b.cfg.Logger
+	// Against another installation's etcd, every slug would look unused.
+	if err := b.checkInstallation(ctx); err != nil {
+		return res, err
+	}
 	keep, err := b.referenced(ctx)
 	if err != nil {
 		return res, err
 	}
+	res.Lingering = keep.lingering
 
 	slugs, err := b.cfg.Slugs.List()
 	if err != nil {
@@ -163,6 +173,7 @@ type references struct {
 	slugs      map[string]bool // sha256 of slugs and image archives
 	images     map[string]bool // image names and ids
 	formations map[string]bool
+	lingering  int // containers of formations that no longer exist
 }
 
 // referenced reads the formations, the newest KeepReleases releases of each
@@ -193,7 +204,8 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 		ref.formations[state.Base(string(kv.Key))] = true
 	}
 
-	// Formations with releases (a deleted formation's releases may linger).
+	// Formations with releases. The releases of a formation that no longer
+	// exists keep nothing: destroying it removed everything it owned.
 	resp, err = s.KV.Get(ctx, s.Keys.AllReleases(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return ref, fmt.Errorf("builder: gc: list releases: %w", err)
@@ -201,7 +213,7 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 	withReleases := map[string]bool{}
 	for _, kv := range resp.Kvs {
 		rest := strings.TrimPrefix(string(kv.Key), s.Keys.AllReleases())
-		if f, _, ok := strings.Cut(rest, "/"); ok {
+		if f, _, ok := strings.Cut(rest, "/"); ok && ref.formations[f] {
 			withReleases[f] = true
 		}
 	}
@@ -226,6 +238,9 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 	}
 	for _, rt := range runtimes {
 		for _, c := range rt.Value.Containers {
+			if !ref.formations[c.Formation] {
+				ref.lingering++
+			}
 			if c.Slug != nil {
 				ref.slugs[c.Slug.SHA256] = true
 			}

@@ -94,7 +94,7 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 	c.m.placed.Add(float64(d.Placed))
 	for f, st := range d.Failed {
 		// Written once; the next pass no longer picks the failed release.
-		if err := c.store.Create(ctx, c.store.Keys.ReleaseStatus(f, st.Version), st); err != nil && !errors.Is(err, state.ErrExists) {
+		if err := c.markFailed(ctx, f, st, cur.rev); err != nil {
 			return err
 		}
 		c.log.Warn("release failed", "formation", f, "release", st.Version, "reason", st.Reason)
@@ -197,6 +197,22 @@ func (c *Controller) observe(w *World, d *Decision) {
 type current struct {
 	runtimes        map[string]*state.Runtime
 	formationStatus map[string]string // formation -> JSON as stored
+	rev             int64             // revision of the formations read
+}
+
+// markFailed records that release st.Version of f failed, once, and only
+// while f is still the formation the pass read (created at or before
+// revision rev): a formation destroyed and created again since must not
+// inherit the failure of the old one's release with the same number.
+func (c *Controller) markFailed(ctx context.Context, f string, st *state.ReleaseStatus, rev int64) error {
+	k := c.store.Keys
+	key := k.ReleaseStatus(f, st.Version)
+	_, err := c.store.Commit(ctx, []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(k.Formation(f)), ">", 0),
+		clientv3.Compare(clientv3.CreateRevision(k.Formation(f)), "<", rev+1),
+	}, clientv3.OpPut(key, state.Marshal(st)))
+	return err
 }
 
 func (c *Controller) read(ctx context.Context) (*World, *current, error) {
@@ -225,10 +241,11 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 	for _, kvp := range fst.Kvs {
 		cur.formationStatus[state.Base(string(kvp.Key))] = string(kvp.Value)
 	}
-	forms, _, err := state.List[state.Formation](ctx, kv, k.Formations())
+	forms, rev, err := state.List[state.Formation](ctx, kv, k.Formations())
 	if err != nil {
 		return nil, nil, err
 	}
+	cur.rev = rev
 	for _, e := range forms {
 		f := e.Value
 		w.Formations[f.Name] = &f

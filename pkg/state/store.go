@@ -194,8 +194,9 @@ func (s *Store) GetRelease(ctx context.Context, f string, v int) (*Release, erro
 // release (nil for a formation with none), calls next to derive the new one,
 // and writes it as version N+1 in one transaction that also runs extra ops
 // and holds only if release N+1 does not exist yet, the formation still
-// exists, and every guard still holds. It retries on a lost race, so callers
-// get exactly one new release with a unique number.
+// exists (as the incarnation ctx requires, if any: WithIncarnation), and
+// every guard still holds. It retries on a lost race, so callers get exactly
+// one new release with a unique number.
 func (s *Store) AppendRelease(ctx context.Context, f string, next func(prev *Release) (*Release, []clientv3.Cmp, []clientv3.Op, error)) (*Release, error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		prev, err := s.LatestRelease(ctx, f)
@@ -221,6 +222,10 @@ func (s *Store) AppendRelease(ctx context.Context, f string, next func(prev *Rel
 		guards = append(guards,
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.Keys.Formation(f)), ">", 0))
+		inc := incarnationOf(ctx, f)
+		if inc != 0 {
+			guards = append(guards, s.SameIncarnation(f, inc))
+		}
 		ok, err := s.Commit(ctx, guards, append([]clientv3.Op{clientv3.OpPut(key, Marshal(rel))}, extra...)...)
 		if err != nil {
 			return nil, err
@@ -230,6 +235,13 @@ func (s *Store) AppendRelease(ctx context.Context, f string, next func(prev *Rel
 		}
 		if _, _, err := s.GetFormation(ctx, f); err != nil {
 			return nil, err
+		}
+		if inc != 0 {
+			if now, err := s.Incarnation(ctx, f); err != nil {
+				return nil, err
+			} else if now != inc {
+				return nil, fmt.Errorf("formation %q was destroyed and created again meanwhile: nothing released into the new formation: %w", f, ErrNotFound)
+			}
 		}
 	}
 	return nil, ErrConflict

@@ -40,10 +40,21 @@ func ValidateProcessType(t string) error {
 
 // ValidateDomain checks a domain name is safe to place in a server_name
 // directive: lowercase DNS labels separated by dots, optionally starting with
-// "*.", and nothing else (no spaces, quotes, semicolons or braces).
+// "*.", and nothing else (no spaces, quotes, semicolons or braces). Each
+// label has at most 63 characters (DNS's limit), and a wildcard must sit
+// below a registered domain: "*.com" would claim every host name under a
+// top-level domain.
 func ValidateDomain(d string) error {
 	if len(d) == 0 || len(d) > 253 || !domain.MatchString(d) || strings.Contains(d, "..") {
 		return fmt.Errorf("invalid domain %q: use lowercase DNS labels separated by dots, like www.example.com or *.example.com", d)
+	}
+	for _, l := range strings.Split(d, ".") {
+		if len(l) > 63 {
+			return fmt.Errorf("invalid domain %q: its label %.20q... has %d characters, and a DNS label has at most 63", d, l, len(l))
+		}
+	}
+	if rest, ok := strings.CutPrefix(d, "*."); ok && !strings.Contains(rest, ".") {
+		return fmt.Errorf("invalid domain %q: a wildcard must sit below a domain of your own, like *.example.com, not directly above the top-level domain %q", d, rest)
 	}
 	return nil
 }

@@ -194,6 +194,11 @@ func serve(c *cli.Context) error {
 	if iv := c.Duration("gc-interval"); iv > 0 {
 		start("gc", func() error { return b.RunGC(ctx, iv) })
 	}
+	// What destroyed formations left here: repositories, build logs and
+	// caches, keys written after the destroy, then their slugs and images.
+	start("purge", func() error {
+		return b.RunPurge(ctx, cli, time.Minute, builder.FormationDir{Root: gitserver.ReposDir(dataDir), Suffix: ".git", Kind: "repository"})
+	})
 
 	mux := http.NewServeMux()
 	mux.Handle("/slugs/", slugHandler)
