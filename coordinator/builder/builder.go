@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -187,6 +188,9 @@ func New(cfg Config) (*Builder, error) {
 	}
 	if cfg.BuildCPUs <= 0 {
 		cfg.BuildCPUs = DefaultBuildCPUs
+	}
+	if n := float64(runtime.NumCPU()); cfg.BuildCPUs > n {
+		cfg.BuildCPUs = n // the engine refuses more CPUs than the host has
 	}
 	if cfg.BuildPids <= 0 {
 		cfg.BuildPids = DefaultBuildPids
