@@ -549,12 +549,11 @@ func (b *Builder) collect(bctx context.Context, s *sandbox, id string, req Reque
 	case errors.Is(err, errTooLarge):
 		return nil, fmt.Errorf("builder: the slug is more than the %s limit: remove large files from the repository or the build (or raise --max-slug-bytes)",
 			humanBytes(b.cfg.MaxSlugBytes))
+	case err != nil && bctx.Err() != nil:
+		return nil, bctx.Err()
 	case err != nil && strings.HasPrefix(err.Error(), "builder:"):
 		return nil, err
 	case err != nil:
-		if bctx.Err() != nil {
-			return nil, bctx.Err()
-		}
 		return nil, fmt.Errorf("builder: store the slug: %w", err)
 	}
 	con.Printf("-----> Compressing... done, %s", humanBytes(ref.Size))
@@ -723,6 +722,9 @@ func (b *Builder) runBuild(bctx context.Context, s *sandbox, r repo, req Request
 		if bctx.Err() != nil {
 			return bctx.Err()
 		}
+		if s.diskFull(bctx) {
+			return b.diskError("the pushed source does not fit")
+		}
 		return fmt.Errorf("builder: copy the source into the build container: %w", err)
 	}
 	b.restoreCache(bctx, s, req.Formation, con)
@@ -745,11 +747,7 @@ func (b *Builder) runBuild(bctx context.Context, s *sandbox, r repo, req Request
 	}
 	why = strings.TrimSpace(why)
 	if out.full || s.diskFull(bctx) {
-		if why != "" {
-			why = ": " + why
-		}
-		return fmt.Errorf("builder: the build ran out of its %s of disk (--build-disk): make the app, its dependencies and its cache smaller (or raise --build-disk)%s",
-			humanBytes(b.cfg.BuildDisk), why)
+		return b.diskError(why)
 	}
 	if why != "" {
 		return fmt.Errorf("builder: %s", why)
@@ -758,6 +756,16 @@ func (b *Builder) runBuild(bctx context.Context, s *sandbox, r repo, req Request
 		return fmt.Errorf("builder: the build was killed (exit 137): it may have run out of its %s of memory (--build-memory)", humanBytes(b.cfg.BuildMemory))
 	}
 	return fmt.Errorf("builder: the build exited with status %d: see the output above", code)
+}
+
+// diskError is the error of a build that filled its scratch space; why,
+// if any, is what failed.
+func (b *Builder) diskError(why string) error {
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	return fmt.Errorf("builder: the build ran out of its %s of disk (--build-disk)%s: make the app, its dependencies and its cache smaller, or raise --build-disk",
+		humanBytes(b.cfg.BuildDisk), why)
 }
 
 // create makes a container from spec within bctx.

@@ -217,8 +217,8 @@ func TestBundledBuildpacks(t *testing.T) {
 			t.Errorf("build = %+v", rel.Build)
 		}
 		// the compiler cache persists in the formation's build cache
-		if _, err := os.Stat(filepath.Join(e.dataDir, "cache", "gopher", "go-build")); err != nil {
-			t.Errorf("no Go build cache kept: %v", err)
+		if !cacheHolds(t, e, "gopher", "cache/go-build/") {
+			t.Errorf("no Go build cache kept")
 		}
 		code, body, _ := get(t, runWeb(t, e, rel)+"/")
 		if code != 200 || body != "hello from go-app\n" {
@@ -263,6 +263,30 @@ func TestBundledBuildpacks(t *testing.T) {
 			t.Errorf("static.json headers not applied: %v", h)
 		}
 	})
+}
+
+// cacheHolds reports whether formation f's build cache tarball has an
+// entry under prefix.
+func cacheHolds(t *testing.T, e *env, f, prefix string) bool {
+	t.Helper()
+	file, err := os.Open(filepath.Join(e.dataDir, "cache", f, cacheFile))
+	if err != nil {
+		t.Fatalf("build cache of %s: %v", f, err)
+	}
+	defer file.Close()
+	tr := tar.NewReader(file)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("build cache of %s: %v", f, err)
+		}
+		if strings.HasPrefix(h.Name, prefix) {
+			return true
+		}
+	}
 }
 
 func TestGoWithoutToolchainExplains(t *testing.T) {

@@ -123,6 +123,15 @@ func TestHostileBuildOutputs(t *testing.T) {
 		wantRefused(t, e, "dir", err, "the build left /tmp/out/buildpack as a directory, not a regular file")
 	})
 
+	t.Run("the build stops its own container", func(t *testing.T) {
+		start := time.Now()
+		_, _, err := attack(t, e, bp, "stop", `for p in /proc/[0-9]*; do [ "$(cat $p/comm)" = sleep ] && kill -KILL ${p#/proc/}; done; sleep 5`+"\n")
+		wantRefused(t, e, "stop", err, "from the build container (did the build stop it?)")
+		if d := time.Since(start); d > time.Minute {
+			t.Errorf("the stopped container held the build for %s", d)
+		}
+	})
+
 	t.Run("a background process outlives the build", func(t *testing.T) {
 		start := time.Now()
 		rel, _, err := attack(t, e, bp, "linger", "sleep 600 &\n")

@@ -99,7 +99,7 @@ func readTarEntry(r io.Reader, name string, limit int64, sink func(io.Reader) er
 			return errNoOutput
 		}
 		if err != nil {
-			return fmt.Errorf("read %s/%s from the build container: %w", outDir, name, err)
+			return fmt.Errorf("builder: cannot read %s/%s from the build container (did the build stop it?): %w", outDir, name, err)
 		}
 		if path.Clean(h.Name) != name {
 			continue
