@@ -1,9 +1,11 @@
 package builder
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -224,5 +226,72 @@ cp "$2/count" "$1/count.txt"
 	rel, _ = mustBuild(t, e, "probe", bare, sha)
 	if got := file("count.txt"); got != "2" {
 		t.Errorf("second build's cache count = %s, want 2", got)
+	}
+}
+
+// A cache larger than --build-disk (tar headers of many empty files) is
+// dropped with a warning; the build itself succeeds.
+func TestOversizedCacheIsDropped(t *testing.T) {
+	t.Parallel()
+	e, bp := attackEnv(t, func(c *Config) { c.BuildDisk = 32 << 20 })
+	rel, out, err := attack(t, e, bp, "bigcache", "seq 80000 | sed \"s|^|$2/f|\" | xargs touch\n")
+	if err != nil || rel == nil {
+		t.Fatalf("err = %v", err)
+	}
+	wantLines(t, out, " !     The build cache was dropped (it is larger than the 32.0MB of --build-disk): the next build starts without it")
+	if _, err := os.Lstat(filepath.Join(e.dataDir, "cache", "bigcache", cacheFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an oversized cache was kept: %v", err)
+	}
+}
+
+func TestReadTarEntry(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body string) {
+		h.Size = int64(len(body))
+		if h.Typeflag != tar.TypeReg {
+			h.Size = 0
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(body))
+	}
+	add(&tar.Header{Name: "other", Typeflag: tar.TypeReg, Mode: 0o644}, "skipped")
+	add(&tar.Header{Name: "ok", Typeflag: tar.TypeReg, Mode: 0o644}, "hello")
+	add(&tar.Header{Name: "big", Typeflag: tar.TypeReg, Mode: 0o644}, "0123456789")
+	add(&tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "/etc/shadow"}, "")
+	add(&tar.Header{Name: "fifo", Typeflag: tar.TypeFifo}, "")
+	add(&tar.Header{Name: "dev", Typeflag: tar.TypeChar}, "")
+	add(&tar.Header{Name: "dir/", Typeflag: tar.TypeDir, Mode: 0o755}, "")
+	tw.Close()
+
+	for _, tc := range []struct {
+		name  string
+		limit int64
+		want  string // content, or the error's text
+	}{
+		{"ok", 5, "hello"},          // exactly at the limit
+		{"big", 9, "over the size"}, // one byte past it
+		{"link", 100, "left /tmp/out/link as a symlink, not a regular file"},
+		{"fifo", 100, "as a FIFO, not a regular file"},
+		{"dev", 100, "as a device, not a regular file"},
+		{"dir", 100, "as a directory, not a regular file"},
+		{"missing", 100, errNoOutput.Error()},
+	} {
+		var got bytes.Buffer
+		err := readTarEntry(bytes.NewReader(buf.Bytes()), tc.name, tc.limit, func(r io.Reader) error {
+			_, err := io.Copy(&got, r)
+			return err
+		})
+		if err != nil {
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+			}
+			continue
+		}
+		if got.String() != tc.want {
+			t.Errorf("%s: read %q, want %q", tc.name, got.String(), tc.want)
+		}
 	}
 }
