@@ -265,6 +265,10 @@ func (b *Builder) restoreCache(ctx context.Context, s *sandbox, f string, con *c
 	entries, err := os.ReadDir(dir)
 	if err == nil {
 		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".incoming-") && e.Type().IsRegular() {
+				os.Remove(filepath.Join(dir, e.Name())) // a copy a crash cut short
+				continue
+			}
 			if e.Name() != cacheFile || !e.Type().IsRegular() {
 				// An older coordinator mounted this directory into builds:
 				// what is in it was written by them. Drop it.
