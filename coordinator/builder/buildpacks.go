@@ -107,6 +107,9 @@ func chooseBuild(vars map[string]string, dotBuildpacks []byte, hasDotBuildpacks,
 	if url := strings.TrimSpace(vars["BUILDPACK_URL"]); url != "" {
 		ref, err := resolveBuildpack(url, 0, bundledDir, allowedDirs, true)
 		if err != nil {
+			if strings.HasPrefix(err.Error(), "BUILDPACK_URL ") {
+				return buildPlan{}, fmt.Errorf("builder: %w", err)
+			}
 			return buildPlan{}, fmt.Errorf("builder: config var BUILDPACK_URL: %w", err)
 		}
 		return buildPlan{mode: modeSingle, buildpacks: []buildpackRef{ref}, reason: "BUILDPACK_URL is set"}, nil
