@@ -48,7 +48,7 @@ func TestListenUnix(t *testing.T) {
 
 func TestPrepareWritesEnvDir(t *testing.T) {
 	dir := t.TempDir()
-	d := buildDirs{env: filepath.Join(dir, "env"), out: filepath.Join(dir, "out"), cache: filepath.Join(dir, "cache")}
+	d := buildDirs{env: filepath.Join(dir, "env"), in: filepath.Join(dir, "in")}
 	con := newConsole(nil, nil)
 	vars := map[string]string{"GREETING": "hi there", "../EVIL": "x", "EMPTY": ""}
 	if err := d.prepare(vars, con); err != nil {

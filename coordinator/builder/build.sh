@@ -1,10 +1,13 @@
 #!/bin/bash
 # The builder runs this script in an ephemeral container of the stack image,
-# as the unprivileged user "app". The pushed commit is in /tmp/build; the
-# bundled buildpacks are mounted read-only at /buildpacks, the formation's
-# build cache at /cache, its config as one file per variable at /env
-# (Heroku's ENV_DIR), the builder's instructions at /in (read-only) and the
-# results go to /out:
+# as the unprivileged user "app", with a read-only root file system and no
+# capabilities. /tmp is the build's only writable space (a tmpfs of
+# --build-disk bytes): the builder copies the pushed commit into /tmp/build
+# and the formation's build cache into /tmp/cache, and after the build
+# copies the results out of /tmp/out (regular files only). The bundled
+# buildpacks are mounted read-only at /buildpacks, the formation's config as
+# one file per variable at /env (Heroku's ENV_DIR) and the builder's
+# instructions at /in:
 #   /in/mode          detect (try the bundled buildpacks in order), single
 #                     (BUILDPACK_URL: that buildpack must detect the app) or
 #                     multi (.buildpacks: run each that detects, in order)
@@ -12,14 +15,15 @@
 #                     line: a directory (bundled, or mounted from the
 #                     coordinator under /buildpacks-custom) or a git URL,
 #                     optionally with #REF, to clone
-#   /out/buildpack    the names of the buildpacks that built the app
-#   /out/release.yml  bin/release of the last buildpack that has one
-#   /out/slug.tgz     the built app directory
-#   /out/failure      why the build failed, in one line
+#   /tmp/out/buildpack    the names of the buildpacks that built the app
+#   /tmp/out/release.yml  bin/release of the last buildpack that has one
+#   /tmp/out/slug.tgz     the built app directory
+#   /tmp/out/failure      why the build failed, in one line
 set -o pipefail
 export LC_ALL=C
-build=/tmp/build cache=/cache env=/env out=/out
+build=/tmp/build cache=/tmp/cache env=/env out=/tmp/out
 export GIT_TERMINAL_PROMPT=0 HOME=${HOME:-/tmp}
+mkdir -p "$cache" "$out"
 # A buildpack whose bin/compile fails may write the reason, in one line, to
 # this file (a Deis extension; the output above it still tells the story).
 export DEIS_BUILD_FAILURE=/tmp/deis-build-failure

@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -33,6 +34,16 @@ const (
 	// DefaultKeepReleases is how many of each formation's newest releases
 	// keep their slugs and images through garbage collection.
 	DefaultKeepReleases = 10
+	// DefaultBuildDisk is a build's scratch space (source, cache, outputs
+	// and temporary files, all in /tmp of the build container).
+	DefaultBuildDisk = 2 << 30
+	// DefaultBuildMemory is a build's memory (besides its disk, which is
+	// in memory too).
+	DefaultBuildMemory = 2 << 30
+	// DefaultBuildCPUs is how many CPUs a build may use.
+	DefaultBuildCPUs = 1.0
+	// DefaultBuildPids is how many processes and threads a build may have.
+	DefaultBuildPids = 512
 )
 
 const (
@@ -88,6 +99,27 @@ type Config struct {
 	// KeepReleases is how many of each formation's newest releases keep
 	// their slugs and images when GC runs (default DefaultKeepReleases).
 	KeepReleases int
+	// BuildDisk is the size of a build's scratch space in bytes: the
+	// source, the build cache, the outputs and temporary files live on a
+	// tmpfs of this size at /tmp in the build container (default
+	// DefaultBuildDisk). A build that fills it fails and says so, and a
+	// cache larger than it is dropped.
+	BuildDisk int64
+	// BuildMemory is a build container's memory limit in bytes, on top of
+	// BuildDisk (default DefaultBuildMemory); release phase containers and
+	// Dockerfile builds get it too.
+	BuildMemory int64
+	// BuildCPUs is how many CPUs a build may use (default DefaultBuildCPUs).
+	BuildCPUs float64
+	// BuildPids is a build container's pids limit (default DefaultBuildPids).
+	BuildPids int64
+	// Network is the Docker network build, release phase and Dockerfile
+	// build containers join ("" = the engine's default bridge).
+	Network string
+	// BuildpackDirs are the directories of the coordinator under which
+	// BUILDPACK_URL may name a local buildpack (--buildpack-dir); none by
+	// default. .buildpacks never names local paths.
+	BuildpackDirs []string
 	// SlugServer is this coordinator's slug server base URL as agents reach
 	// it (--slug-url); builds record it so their slugs are fetched here
 	// whichever coordinator leads.
@@ -148,6 +180,26 @@ func New(cfg Config) (*Builder, error) {
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = DefaultMaxParallel
 	}
+	if cfg.BuildDisk <= 0 {
+		cfg.BuildDisk = DefaultBuildDisk
+	}
+	if cfg.BuildMemory <= 0 {
+		cfg.BuildMemory = DefaultBuildMemory
+	}
+	if cfg.BuildCPUs <= 0 {
+		cfg.BuildCPUs = DefaultBuildCPUs
+	}
+	if n := float64(runtime.NumCPU()); cfg.BuildCPUs > n {
+		cfg.BuildCPUs = n // the engine refuses more CPUs than the host has
+	}
+	if cfg.BuildPids <= 0 {
+		cfg.BuildPids = DefaultBuildPids
+	}
+	dirs, err := checkBuildpackDirs(cfg.BuildpackDirs)
+	if err != nil {
+		return nil, err
+	}
+	cfg.BuildpackDirs = dirs
 	if cfg.KeepReleases <= 0 {
 		cfg.KeepReleases = DefaultKeepReleases
 	}
@@ -381,7 +433,7 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 	if err != nil {
 		return nil, overTime(err)
 	}
-	plan, err := chooseBuild(vars, dotBuildpacks, hasDotBuildpacks, hasDockerfile, b.buildpacks)
+	plan, err := chooseBuild(vars, dotBuildpacks, hasDotBuildpacks, hasDockerfile, b.buildpacks, b.cfg.BuildpackDirs)
 	if err != nil {
 		return nil, err
 	}
@@ -430,24 +482,48 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 // buildSlug runs the buildpacks in a build container and stores the slug.
 func (b *Builder) buildSlug(bctx, ctx context.Context, id string, r repo, req Request, plan buildPlan, vars, types map[string]string, hasProcfile bool, work string, con *console) (*state.Build, error) {
 	f := req.Formation
-	dirs := buildDirs{env: filepath.Join(work, "env"), out: filepath.Join(work, "out"), in: filepath.Join(work, "in"), cache: filepath.Join(b.caches, f)}
+	dirs := buildDirs{env: filepath.Join(work, "env"), in: filepath.Join(work, "in")}
 	if err := dirs.prepare(vars, con); err != nil {
 		return nil, err
 	}
 	if err := plan.writeInstructions(dirs.in); err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
-	if err := b.runContainer(bctx, ctx, id, r, req, plan, dirs, con); err != nil {
+	var build *state.Build
+	err := b.inBuildContainer(bctx, ctx, id, req, plan, dirs, func(s *sandbox) error {
+		if err := b.runBuild(bctx, s, r, req, con); err != nil {
+			return err
+		}
+		var err error
+		if build, err = b.collect(bctx, s, id, req, types, hasProcfile, con); err != nil {
+			return err
+		}
+		b.saveCache(bctx, s, f, con)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
+	return build, nil
+}
 
-	buildpack := strings.TrimSpace(readSmall(filepath.Join(dirs.out, "buildpack")))
+// collect reads the outputs of a successful build out of its container and
+// stores the slug.
+func (b *Builder) collect(bctx context.Context, s *sandbox, id string, req Request, types map[string]string, hasProcfile bool, con *console) (*state.Build, error) {
+	out, err := s.readSmall(bctx, "buildpack")
+	if err != nil {
+		return nil, err
+	}
+	buildpack := strings.TrimSpace(out)
 	con.Printf("-----> Discovering process types")
 	if hasProcfile {
 		con.Printf("       Procfile declares types -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
 	} else {
-		var err error
-		types, err = parseDefaultProcessTypes(readSmall(filepath.Join(dirs.out, "release.yml")))
+		release, err := s.readSmall(bctx, "release.yml")
+		if err != nil {
+			return nil, err
+		}
+		types, err = parseDefaultProcessTypes(release)
 		if err != nil {
 			return nil, fmt.Errorf("builder: the %s buildpack's bin/release printed invalid YAML: %w", buildpack, err)
 		}
@@ -459,28 +535,31 @@ func (b *Builder) buildSlug(bctx, ctx context.Context, id string, r repo, req Re
 		return nil, err
 	}
 
-	slugPath := filepath.Join(dirs.out, "slug.tgz")
-	st, err := os.Stat(slugPath)
-	if err != nil {
-		return nil, fmt.Errorf("builder: the build made no slug: %w", err)
-	}
-	if st.Size() > b.cfg.MaxSlugBytes {
-		return nil, fmt.Errorf("builder: the slug is %s, more than the %s limit: remove large files from the repository or the build (or raise --max-slug-bytes)",
-			humanBytes(st.Size()), humanBytes(b.cfg.MaxSlugBytes))
-	}
-	con.Printf("-----> Compressing... done, %s", humanBytes(st.Size()))
-	slug, err := os.Open(slugPath)
-	if err != nil {
-		return nil, fmt.Errorf("builder: %w", err)
-	}
-	ref, err := b.cfg.Slugs.Put(slug)
-	slug.Close()
-	if err != nil {
+	// The slug streams into the store, which keeps it only if it is whole
+	// and within the limit.
+	var ref state.SlugRef
+	err = s.readOutput(bctx, "slug.tgz", b.cfg.MaxSlugBytes, func(r io.Reader) error {
+		var err error
+		ref, err = b.cfg.Slugs.Put(r)
+		return err
+	})
+	switch {
+	case errors.Is(err, errNoOutput):
+		return nil, errors.New("builder: the build made no slug")
+	case errors.Is(err, errTooLarge):
+		return nil, fmt.Errorf("builder: the slug is more than the %s limit: remove large files from the repository or the build (or raise --max-slug-bytes)",
+			humanBytes(b.cfg.MaxSlugBytes))
+	case err != nil && bctx.Err() != nil:
+		return nil, bctx.Err()
+	case err != nil && strings.HasPrefix(err.Error(), "builder:"):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("builder: store the slug: %w", err)
 	}
+	con.Printf("-----> Compressing... done, %s", humanBytes(ref.Size))
 	b.m.slugSize.Observe(float64(ref.Size))
 	return &state.Build{
-		ID: id, Formation: f, GitSHA: req.SHA, Slug: &ref, Image: b.cfg.StackImage,
+		ID: id, Formation: req.Formation, GitSHA: req.SHA, Slug: &ref, Image: b.cfg.StackImage,
 		ProcessTypes: types, Buildpack: buildpack, Created: time.Now().UTC(),
 	}, nil
 }
@@ -538,26 +617,16 @@ func (b *Builder) release(ctx context.Context, build state.Build, desc string) (
 	return rel, nil
 }
 
-// buildDirs are the host directories mounted into a build container.
-type buildDirs struct{ env, out, in, cache string }
+// buildDirs are the host directories the coordinator writes and mounts
+// read-only into a build container.
+type buildDirs struct{ env, in string }
 
-// prepare creates the directories, writes one file per config var into env
-// and lets the build user write to out and cache.
+// prepare creates the directories and writes one file per config var into
+// env.
 func (d buildDirs) prepare(vars map[string]string, con *console) error {
-	for _, dir := range []string{d.env, d.out, d.in, d.cache} {
-		if dir == "" {
-			continue
-		}
+	for _, dir := range []string{d.env, d.in} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("builder: %w", err)
-		}
-	}
-	for _, dir := range []string{d.out, d.cache} {
-		if err := os.Chown(dir, buildUID, buildUID); err != nil {
-			// Not root: the directory is private to this build (or formation).
-			if err := os.Chmod(dir, 0o777); err != nil {
-				return fmt.Errorf("builder: %w", err)
-			}
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(vars)) {
@@ -572,17 +641,31 @@ func (d buildDirs) prepare(vars map[string]string, con *console) error {
 	return nil
 }
 
-// runContainer runs the build script in a fresh container of the stack image
-// and streams its output to con. bctx carries the build's time limit; ctx,
-// which outlives it, is used to remove the container.
-func (b *Builder) runContainer(bctx, ctx context.Context, id string, r repo, req Request, plan buildPlan, dirs buildDirs, con *console) error {
+// limits are the resource limits of build and release phase containers:
+// their /tmp is in memory, so the memory limit covers BuildDisk too.
+func (b *Builder) limits() Limits {
+	return Limits{
+		Memory:    b.cfg.BuildMemory + b.cfg.BuildDisk,
+		NanoCPUs:  int64(b.cfg.BuildCPUs * 1e9),
+		PidsLimit: b.cfg.BuildPids,
+	}
+}
+
+// scratchTmpfs is the tmpfs at /tmp of build and release phase containers.
+func (b *Builder) scratchTmpfs() map[string]string {
+	return map[string]string{scratchDir: fmt.Sprintf("rw,exec,nosuid,nodev,size=%d,mode=1777", b.cfg.BuildDisk)}
+}
+
+// inBuildContainer starts a build container of the stack image and calls fn
+// with it while it runs; the container is always removed. bctx carries the
+// build's time limit; ctx, which outlives it, is used to remove the
+// container.
+func (b *Builder) inBuildContainer(bctx, ctx context.Context, id string, req Request, plan buildPlan, dirs buildDirs, fn func(*sandbox) error) error {
 	b.removeLeftovers(ctx, req.Formation)
 	binds := []string{
 		b.buildpacks + ":/buildpacks:ro",
-		dirs.cache + ":/cache",
 		dirs.env + ":/env:ro",
 		dirs.in + ":/in:ro",
-		dirs.out + ":/out",
 	}
 	for _, bp := range plan.buildpacks {
 		if bp.Bind != "" {
@@ -593,76 +676,133 @@ func (b *Builder) runContainer(bctx, ctx context.Context, id string, r repo, req
 		binds = append(binds, b.cfg.GoRoot+":"+goRootMount+":ro")
 	}
 	spec := ContainerSpec{
-		Name:    "deis-build-" + req.Formation + "-" + id,
-		Image:   b.cfg.StackImage,
-		Cmd:     []string{"/bin/bash", "-c", buildScript, "deis-build"},
-		User:    buildUser,
-		WorkDir: "/tmp",
-		Env:     []string{"STACK=" + b.cfg.StackImage, "SOURCE_VERSION=" + req.SHA},
-		Binds:   binds,
-		Labels:  map[string]string{labelRole: roleBuild, labelFormation: req.Formation, labelBuild: id, labelBuilder: b.instance},
+		Name:  "deis-build-" + req.Formation + "-" + id,
+		Image: b.cfg.StackImage,
+		// The container idles while the builder runs the build and the
+		// copies in it: its /tmp lives as long as it does.
+		Cmd:            []string{"sleep", "infinity"},
+		User:           buildUser,
+		WorkDir:        scratchDir,
+		Env:            []string{"STACK=" + b.cfg.StackImage, "SOURCE_VERSION=" + req.SHA, "HOME=" + scratchDir},
+		Binds:          binds,
+		Labels:         map[string]string{labelRole: roleBuild, labelFormation: req.Formation, labelBuild: id, labelBuilder: b.instance},
+		Tmpfs:          b.scratchTmpfs(),
+		ReadonlyRootfs: true,
+		Init:           true,
+		Network:        b.cfg.Network,
+		Limits:         b.limits(),
 	}
-	copySource := func(cid string) error {
-		cctx, cancel := context.WithTimeout(bctx, copyTimeout)
-		defer cancel()
-		err := r.archive(cctx, req.SHA, "build/", func(tar io.Reader) error {
-			pr, pw := io.Pipe()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				pw.CloseWithError(chownTar(pw, tar, buildUID, buildUID, buildUser))
-			}()
-			err := b.cfg.Docker.CopyTo(cctx, cid, "/tmp", pr)
-			pr.CloseWithError(errors.New("copy ended")) // stop the converter if Docker stopped reading
-			<-done
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("builder: copy the source into the build container: %w", err)
-		}
-		return nil
-	}
-	code, err := b.runStreaming(bctx, ctx, spec, copySource, con)
+	d := b.cfg.Docker
+	cid, err := b.create(bctx, ctx, spec)
 	if err != nil {
 		return fmt.Errorf("builder: the build container: %w", err)
 	}
-	if code != 0 {
-		if why := strings.TrimSpace(readSmall(filepath.Join(dirs.out, "failure"))); why != "" {
-			return fmt.Errorf("builder: %s", why)
-		}
-		return fmt.Errorf("builder: the build exited with status %d: see the output above", code)
-	}
-	return nil
-}
-
-// runStreaming creates a container from spec, calls prepare (if any) with
-// its id, starts it, copies its output to out and returns its exit status.
-// The container is always removed. bctx bounds the run; ctx, which
-// outlives it, is used for the removal.
-func (b *Builder) runStreaming(bctx, ctx context.Context, spec ContainerSpec, prepare func(cid string) error, out io.Writer) (int, error) {
-	d := b.cfg.Docker
+	defer b.remove(ctx, cid, req.Formation)
 	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
-	cid, err := d.Create(cctx, spec)
+	err = d.Start(cctx, cid)
 	cancel()
 	if err != nil {
 		if bctx.Err() != nil {
-			return 0, bctx.Err()
+			return bctx.Err()
 		}
-		return 0, fmt.Errorf("create a container of %s (is the image there? make stack): %w", spec.Image, err)
+		return fmt.Errorf("builder: start the build container: %w", err)
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
-		defer cancel()
-		if err := d.Remove(rctx, cid); err != nil {
-			b.cfg.Logger.Warn("cannot remove container", "formation", spec.Labels[labelFormation], "container", cid, "error", err)
+	return fn(&sandbox{d: d, cid: cid})
+}
+
+// runBuild copies the source and the cache into the build container and
+// runs build.sh there, streaming its output to con.
+func (b *Builder) runBuild(bctx context.Context, s *sandbox, r repo, req Request, con *console) error {
+	cctx, cancel := context.WithTimeout(bctx, copyTimeout)
+	err := r.archive(cctx, req.SHA, path.Base(sourceDir)+"/", func(tar io.Reader) error {
+		return s.copyIn(cctx, scratchDir, tar)
+	})
+	cancel()
+	if err != nil {
+		if bctx.Err() != nil {
+			return bctx.Err()
 		}
-	}()
-	if prepare != nil {
-		if err := prepare(cid); err != nil {
-			return 0, err
+		if s.diskFull(bctx) {
+			return b.diskError("the pushed source does not fit")
 		}
+		return fmt.Errorf("builder: copy the source into the build container: %w", err)
 	}
-	cctx, cancel = context.WithTimeout(bctx, dockerCallTimeout)
+	b.restoreCache(bctx, s, req.Formation, con)
+
+	out := &spotter{w: con}
+	code, err := s.exec(bctx, []string{"/bin/bash", "-c", buildScript, "deis-build"}, nil, out, out)
+	con.Flush()
+	if err != nil {
+		if bctx.Err() != nil {
+			return bctx.Err()
+		}
+		return fmt.Errorf("builder: the build container: %w", err)
+	}
+	if code == 0 {
+		return nil
+	}
+	why, err := s.readSmall(bctx, "failure")
+	if err != nil {
+		return err
+	}
+	why = strings.TrimSpace(why)
+	if out.full || s.diskFull(bctx) {
+		return b.diskError(why)
+	}
+	if why != "" {
+		return fmt.Errorf("builder: %s", why)
+	}
+	if code == 137 {
+		return fmt.Errorf("builder: the build was killed (exit 137): it may have run out of its %s of memory (--build-memory)", humanBytes(b.cfg.BuildMemory))
+	}
+	return fmt.Errorf("builder: the build exited with status %d: see the output above", code)
+}
+
+// diskError is the error of a build that filled its scratch space; why,
+// if any, is what failed.
+func (b *Builder) diskError(why string) error {
+	if why != "" {
+		why = " (" + why + ")"
+	}
+	return fmt.Errorf("builder: the build ran out of its %s of disk (--build-disk)%s: make the app, its dependencies and its cache smaller, or raise --build-disk",
+		humanBytes(b.cfg.BuildDisk), why)
+}
+
+// create makes a container from spec within bctx.
+func (b *Builder) create(bctx, ctx context.Context, spec ContainerSpec) (string, error) {
+	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
+	defer cancel()
+	cid, err := b.cfg.Docker.Create(cctx, spec)
+	if err != nil {
+		if bctx.Err() != nil {
+			return "", bctx.Err()
+		}
+		return "", fmt.Errorf("create a container of %s (is the image there? make stack): %w", spec.Image, err)
+	}
+	return cid, nil
+}
+
+// remove removes container cid with ctx, which outlives the build's limit.
+func (b *Builder) remove(ctx context.Context, cid, f string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dockerCallTimeout)
+	defer cancel()
+	if err := b.cfg.Docker.Remove(rctx, cid); err != nil {
+		b.cfg.Logger.Warn("cannot remove container", "formation", f, "container", cid, "error", err)
+	}
+}
+
+// runStreaming creates a container from spec, starts it, copies its output
+// to out and returns its exit status.
+// The container is always removed. bctx bounds the run; ctx, which
+// outlives it, is used for the removal.
+func (b *Builder) runStreaming(bctx, ctx context.Context, spec ContainerSpec, out io.Writer) (int, error) {
+	d := b.cfg.Docker
+	cid, err := b.create(bctx, ctx, spec)
+	if err != nil {
+		return 0, err
+	}
+	defer b.remove(ctx, cid, spec.Labels[labelFormation])
+	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
 	err = d.Start(cctx, cid)
 	cancel()
 	if err != nil {
@@ -717,17 +857,6 @@ func (b *Builder) removeLeftovers(ctx context.Context, f string) {
 			}
 		}
 	}
-}
-
-// readSmall returns the start of a small result file, or "" if it is absent.
-func readSmall(path string) string {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) || err != nil {
-		return ""
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.LimitReader(f, 64<<10))
-	return string(b)
 }
 
 // humanBytes formats n like Heroku does: 1.2MB.

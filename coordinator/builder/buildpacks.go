@@ -100,11 +100,16 @@ type buildPlan struct {
 // chooseBuild decides how to build: BUILDPACK_URL in the config wins, then
 // a .buildpacks file, then a Dockerfile, then detection over the bundled
 // buildpacks. bundledDir is where the bundled buildpacks are on the host
-// (also mounted at /buildpacks).
-func chooseBuild(vars map[string]string, dotBuildpacks []byte, hasDotBuildpacks, hasDockerfile bool, bundledDir string) (buildPlan, error) {
+// (also mounted at /buildpacks); allowedDirs are the directories under which
+// BUILDPACK_URL may name a local buildpack (Config.BuildpackDirs, real
+// paths).
+func chooseBuild(vars map[string]string, dotBuildpacks []byte, hasDotBuildpacks, hasDockerfile bool, bundledDir string, allowedDirs []string) (buildPlan, error) {
 	if url := strings.TrimSpace(vars["BUILDPACK_URL"]); url != "" {
-		ref, err := resolveBuildpack(url, 0, bundledDir)
+		ref, err := resolveBuildpack(url, 0, bundledDir, allowedDirs, true)
 		if err != nil {
+			if strings.HasPrefix(err.Error(), "BUILDPACK_URL ") {
+				return buildPlan{}, fmt.Errorf("builder: %w", err)
+			}
 			return buildPlan{}, fmt.Errorf("builder: config var BUILDPACK_URL: %w", err)
 		}
 		return buildPlan{mode: modeSingle, buildpacks: []buildpackRef{ref}, reason: "BUILDPACK_URL is set"}, nil
@@ -116,14 +121,14 @@ func chooseBuild(vars map[string]string, dotBuildpacks []byte, hasDotBuildpacks,
 			if line == "" || strings.HasPrefix(line, "#") {
 				continue
 			}
-			ref, err := resolveBuildpack(line, len(refs), bundledDir)
+			ref, err := resolveBuildpack(line, len(refs), bundledDir, nil, false)
 			if err != nil {
 				return buildPlan{}, fmt.Errorf("builder: .buildpacks line %d: %w: fix it, commit and push again", n+1, err)
 			}
 			refs = append(refs, ref)
 		}
 		if len(refs) == 0 {
-			return buildPlan{}, errors.New("builder: .buildpacks lists no buildpack: put one git URL or path per line, or remove the file")
+			return buildPlan{}, errors.New("builder: .buildpacks lists no buildpack: put one git URL or bundled buildpack name per line, or remove the file")
 		}
 		return buildPlan{mode: modeMulti, buildpacks: refs, reason: "the app's .buildpacks lists them"}, nil
 	}
@@ -133,12 +138,14 @@ func chooseBuild(vars map[string]string, dotBuildpacks []byte, hasDotBuildpacks,
 	return buildPlan{mode: modeDetect}, nil
 }
 
-// resolveBuildpack turns what a user wrote (BUILDPACK_URL or a .buildpacks
-// line) into a buildpack build.sh can run. It accepts the name of a bundled
-// buildpack ("python"), an absolute path on the coordinator (a directory
-// with bin/compile, mounted read-only), or a git URL (https, http, git,
-// ssh, or user@host:path), optionally followed by #ref.
-func resolveBuildpack(spec string, i int, bundledDir string) (buildpackRef, error) {
+// resolveBuildpack turns what a user wrote (BUILDPACK_URL, fromConfig, or
+// a .buildpacks line) into a buildpack build.sh can run. It accepts the
+// name of a bundled buildpack ("python"), a git URL (https, http, git,
+// ssh, or user@host:path), optionally followed by #ref, and, for
+// BUILDPACK_URL only, an absolute path on the coordinator under one of
+// allowedDirs (a directory with bin/compile, mounted read-only). A pusher
+// can write .buildpacks, so it never names a path on the coordinator.
+func resolveBuildpack(spec string, i int, bundledDir string, allowedDirs []string, fromConfig bool) (buildpackRef, error) {
 	if strings.ContainsAny(spec, " \t\r\n\x00") || strings.HasPrefix(spec, "-") {
 		return buildpackRef{}, fmt.Errorf("%q is not a buildpack URL: it contains spaces or starts with '-'", spec)
 	}
@@ -147,26 +154,86 @@ func resolveBuildpack(spec string, i int, bundledDir string) (buildpackRef, erro
 	if dir := bundledByName(bundledDir, name); dir != "" {
 		return buildpackRef{Label: spec, Loc: "/buildpacks/" + dir}, nil
 	}
-	if filepath.IsAbs(spec) {
-		real, err := filepath.EvalSymlinks(spec)
-		if err != nil {
-			return buildpackRef{}, fmt.Errorf("buildpack directory %s does not exist on the coordinator", spec)
-		}
-		if strings.ContainsAny(real, ":,") {
-			return buildpackRef{}, fmt.Errorf("buildpack directory %s: paths with ':' or ',' cannot be mounted", spec)
-		}
-		st, err := os.Stat(filepath.Join(real, "bin", "compile"))
-		if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
-			return buildpackRef{}, fmt.Errorf("%s is not a buildpack: it has no executable bin/compile", spec)
-		}
-		loc := fmt.Sprintf("%s/%d", customBuildpacks, i)
-		return buildpackRef{Label: spec, Loc: loc, Bind: real + ":" + loc + ":ro"}, nil
-	}
 	if isGitURL(spec) {
 		return buildpackRef{Label: spec, Loc: spec}, nil
 	}
-	return buildpackRef{}, fmt.Errorf("%q is neither a git URL (https://, git://, ssh://, user@host:path), an absolute path on the coordinator, nor a bundled buildpack (%s)",
+	if isLocalPath(spec) {
+		if !fromConfig {
+			return buildpackRef{}, fmt.Errorf("%s is a local path: .buildpacks lists only git URLs and bundled buildpacks (%s)",
+				spec, strings.Join(bundledNames(bundledDir), ", "))
+		}
+		return localBuildpack(spec, i, allowedDirs)
+	}
+	return buildpackRef{}, fmt.Errorf("%q is neither a git URL (https://, git://, ssh://, user@host:path) nor a bundled buildpack (%s)",
 		spec, strings.Join(bundledNames(bundledDir), ", "))
+}
+
+// isLocalPath reports whether spec looks like a path on the coordinator.
+func isLocalPath(spec string) bool {
+	return filepath.IsAbs(spec) || spec == "." || spec == ".." || strings.HasPrefix(spec, "./") ||
+		strings.HasPrefix(spec, "../") || strings.HasPrefix(spec, "~") || strings.HasPrefix(spec, "file:")
+}
+
+// localBuildpack accepts BUILDPACK_URL naming a directory on the
+// coordinator only when its real path (symlinks resolved) is under one of
+// allowedDirs; it is then mounted read-only.
+func localBuildpack(spec string, i int, allowedDirs []string) (buildpackRef, error) {
+	notAllowed := fmt.Errorf("BUILDPACK_URL %s is a local path: an operator must allow its directory with deis-coordinator --buildpack-dir", spec)
+	if strings.HasPrefix(spec, "file:") {
+		return buildpackRef{}, notAllowed
+	}
+	if !filepath.IsAbs(spec) {
+		return buildpackRef{}, fmt.Errorf("BUILDPACK_URL %s is a relative path: give a git URL, a bundled buildpack, or an absolute path under a directory allowed with deis-coordinator --buildpack-dir", spec)
+	}
+	real, err := filepath.EvalSymlinks(spec)
+	if err != nil {
+		if underAny(filepath.Clean(spec), allowedDirs) {
+			return buildpackRef{}, fmt.Errorf("buildpack directory %s does not exist on the coordinator", spec)
+		}
+		return buildpackRef{}, notAllowed
+	}
+	if !underAny(real, allowedDirs) {
+		return buildpackRef{}, notAllowed
+	}
+	if strings.ContainsAny(real, ":,") {
+		return buildpackRef{}, fmt.Errorf("buildpack directory %s: paths with ':' or ',' cannot be mounted", spec)
+	}
+	st, err := os.Stat(filepath.Join(real, "bin", "compile"))
+	if err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+		return buildpackRef{}, fmt.Errorf("%s is not a buildpack: it has no executable bin/compile", spec)
+	}
+	loc := fmt.Sprintf("%s/%d", customBuildpacks, i)
+	return buildpackRef{Label: spec, Loc: loc, Bind: real + ":" + loc + ":ro"}, nil
+}
+
+// underAny reports whether path is one of dirs or inside one of them.
+func underAny(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if path == d || strings.HasPrefix(path, strings.TrimSuffix(d, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// checkBuildpackDirs checks Config.BuildpackDirs and returns their real
+// paths.
+func checkBuildpackDirs(dirs []string) ([]string, error) {
+	var out []string
+	for _, d := range dirs {
+		if !filepath.IsAbs(d) {
+			return nil, fmt.Errorf("builder: --buildpack-dir %q must be an absolute path", d)
+		}
+		real, err := filepath.EvalSymlinks(d)
+		if err != nil {
+			return nil, fmt.Errorf("builder: --buildpack-dir %s: %w", d, err)
+		}
+		if st, err := os.Stat(real); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("builder: --buildpack-dir %s is not a directory", d)
+		}
+		out = append(out, real)
+	}
+	return out, nil
 }
 
 // isGitURL accepts the remote forms git clones from over the network.

@@ -217,8 +217,8 @@ func TestBundledBuildpacks(t *testing.T) {
 			t.Errorf("build = %+v", rel.Build)
 		}
 		// the compiler cache persists in the formation's build cache
-		if _, err := os.Stat(filepath.Join(e.dataDir, "cache", "gopher", "go-build")); err != nil {
-			t.Errorf("no Go build cache kept: %v", err)
+		if !cacheHolds(t, e, "gopher", "cache/go-build/") {
+			t.Errorf("no Go build cache kept")
 		}
 		code, body, _ := get(t, runWeb(t, e, rel)+"/")
 		if code != 200 || body != "hello from go-app\n" {
@@ -265,6 +265,30 @@ func TestBundledBuildpacks(t *testing.T) {
 	})
 }
 
+// cacheHolds reports whether formation f's build cache tarball has an
+// entry under prefix.
+func cacheHolds(t *testing.T, e *env, f, prefix string) bool {
+	t.Helper()
+	file, err := os.Open(filepath.Join(e.dataDir, "cache", f, cacheFile))
+	if err != nil {
+		t.Fatalf("build cache of %s: %v", f, err)
+	}
+	defer file.Close()
+	tr := tar.NewReader(file)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return false
+		}
+		if err != nil {
+			t.Fatalf("build cache of %s: %v", f, err)
+		}
+		if strings.HasPrefix(h.Name, prefix) {
+			return true
+		}
+	}
+}
+
 func TestGoWithoutToolchainExplains(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, func(c *Config) { c.GoRoot = "" })
@@ -295,10 +319,10 @@ func TestPipFailureIsReported(t *testing.T) {
 	}
 }
 
-// makeCustomBuildpacks makes two buildpacks in git work trees: alpha (used by
-// path) and beta (served over git's dumb HTTP protocol on the Docker
-// bridge, so that the build container clones it).
-func makeCustomBuildpacks(t *testing.T) (alphaDir, betaURL string) {
+// makeCustomBuildpacks makes two buildpacks in git work trees, alpha and
+// beta, both served over git's dumb HTTP protocol on the Docker bridge (so
+// that the build container clones them); alpha is also used by path.
+func makeCustomBuildpacks(t *testing.T) (alphaDir, alphaURL, betaURL string) {
 	t.Helper()
 	alpha := map[string]string{
 		"bin/detect": "#!/bin/bash\necho Alpha\n",
@@ -317,17 +341,22 @@ func makeCustomBuildpacks(t *testing.T) (alphaDir, betaURL string) {
 	alphaDir = filepath.Join(filepath.Dir(alphaBare), "work")
 	betaBare, _, _ := gitRepo(t, beta)
 	gitIn(t, betaBare, "tag", "v1", "main")
-	gitIn(t, betaBare, "update-server-info")
+	return alphaDir, serveGit(t, alphaBare), serveGit(t, betaBare) + "#v1"
+}
 
-	ip := dockerBridgeIP(t)
-	l, err := net.Listen("tcp", ip+":0")
+// serveGit serves a bare repository over git's dumb HTTP protocol on the
+// Docker bridge and returns its URL.
+func serveGit(t *testing.T, bare string) string {
+	t.Helper()
+	gitIn(t, bare, "update-server-info")
+	l, err := net.Listen("tcp", dockerBridgeIP(t)+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.FileServer(http.Dir(filepath.Dir(betaBare)))}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(filepath.Dir(bare)))}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
-	return alphaDir, fmt.Sprintf("http://%s/%s#v1", l.Addr(), filepath.Base(betaBare))
+	return fmt.Sprintf("http://%s/%s", l.Addr(), filepath.Base(bare))
 }
 
 func gitIn(t *testing.T, gitDir string, args ...string) {
@@ -357,9 +386,10 @@ func dockerBridgeIP(t *testing.T) string {
 
 func TestBuildpackURL(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, nil)
+	alphaDir, _, betaURL := makeCustomBuildpacks(t)
+	// the operator allows the directory that holds alpha
+	e := newEnv(t, func(c *Config) { c.BuildpackDirs = []string{filepath.Dir(alphaDir)} })
 	ctx := context.Background()
-	alphaDir, betaURL := makeCustomBuildpacks(t)
 	e.createFormation("custom")
 	setConfig := func(vars map[string]string) {
 		t.Helper()
@@ -383,7 +413,8 @@ func TestBuildpackURL(t *testing.T) {
 		t.Errorf("beta.txt = %q", got)
 	}
 
-	// an absolute path on the coordinator, mounted read-only
+	// an absolute path on the coordinator under an allowed directory,
+	// mounted read-only
 	setConfig(map[string]string{"BUILDPACK_URL": alphaDir, "GREETING": "yo"})
 	sha = commit(map[string]string{"README": "again\n"})
 	rel, out = mustBuild(t, e, "custom", bare, sha)
@@ -397,8 +428,11 @@ func TestBuildpackURL(t *testing.T) {
 		{"go", "the buildpack go does not support this app (its bin/detect failed)"},
 		// nothing git or the coordinator can use
 		{"ftp://example.test/bp", "config var BUILDPACK_URL: \"ftp://example.test/bp\" is neither a git URL"},
-		{"/no/such/dir", "buildpack directory /no/such/dir does not exist on the coordinator"},
-		{"/tmp", "/tmp is not a buildpack: it has no executable bin/compile"},
+		// a path outside the directories the operator allowed
+		{"/no/such/dir", "BUILDPACK_URL /no/such/dir is a local path: an operator must allow its directory with deis-coordinator --buildpack-dir"},
+		{"/etc", "BUILDPACK_URL /etc is a local path: an operator must allow its directory with deis-coordinator --buildpack-dir"},
+		{filepath.Join(filepath.Dir(alphaDir), "none"), "does not exist on the coordinator"},
+		{filepath.Dir(alphaDir), "is not a buildpack: it has no executable bin/compile"},
 		// an unreachable git URL
 		{"http://" + dockerBridgeIP(t) + ":1/none.git", "could not clone the buildpack"},
 	} {
@@ -420,11 +454,11 @@ func TestMultipleBuildpacks(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
 	ctx := context.Background()
-	alphaDir, betaURL := makeCustomBuildpacks(t)
+	_, alphaURL, betaURL := makeCustomBuildpacks(t)
 	e.createFormation("multi")
 	e.store.Put(ctx, e.store.Keys.Config("multi"), state.Config{Vars: map[string]string{"GREETING": "hi"}})
 	bare, sha, commit := gitRepo(t, with(loadApp(t, "python-app"), map[string]string{
-		".buildpacks": "# run in order\n" + alphaDir + "\npython\n\n" + betaURL + "\n",
+		".buildpacks": "# run in order\n" + alphaURL + "\npython\n\n" + betaURL + "\n",
 	}))
 	rel, out := mustBuild(t, e, "multi", bare, sha)
 	wantLines(t, out, "-----> Using the buildpacks given, as the app's .buildpacks lists them",
@@ -445,7 +479,7 @@ func TestMultipleBuildpacks(t *testing.T) {
 	}
 
 	// a buildpack whose detect fails is skipped
-	sha = commit(map[string]string{".buildpacks": "go\n" + alphaDir + "\n"})
+	sha = commit(map[string]string{".buildpacks": "go\n" + alphaURL + "\n"})
 	rel, out = mustBuild(t, e, "multi", bare, sha)
 	wantLines(t, out, "-----> Skipping go: its bin/detect does not match this app", "-----> Alpha app detected")
 	if rel.Build.Buildpack != "Alpha" || rel.Build.ProcessTypes["web"] != "cat alpha.txt" {
@@ -580,15 +614,23 @@ func TestChooseBuild(t *testing.T) {
 	for _, d := range []string{"10-python", "99-procfile"} {
 		os.MkdirAll(filepath.Join(bundled, d), 0o755)
 	}
-	custom := t.TempDir()
+	allowed := t.TempDir()
+	custom := filepath.Join(allowed, "bp")
 	os.MkdirAll(filepath.Join(custom, "bin"), 0o755)
 	os.WriteFile(filepath.Join(custom, "bin", "compile"), []byte("#!/bin/sh\n"), 0o755)
+	elsewhere := t.TempDir()
+	os.MkdirAll(filepath.Join(elsewhere, "bin"), 0o755)
+	os.WriteFile(filepath.Join(elsewhere, "bin", "compile"), []byte("#!/bin/sh\n"), 0o755)
+	// a symlink in the allowed directory to a buildpack outside it
+	os.Symlink(elsewhere, filepath.Join(allowed, "escape"))
+	notAllowed := "is a local path: an operator must allow its directory with deis-coordinator --buildpack-dir"
 
 	for _, tc := range []struct {
 		name       string
 		vars       map[string]string
 		dotBP      string // "" means no .buildpacks
 		dockerfile bool
+		allowed    []string
 		mode       string
 		locs       []string
 		err        string
@@ -600,16 +642,34 @@ func TestChooseBuild(t *testing.T) {
 		// BUILDPACK_URL beats .buildpacks and the Dockerfile
 		{name: "url wins", vars: map[string]string{"BUILDPACK_URL": "https://example.test/bp.git#v2"}, dotBP: "python\n", dockerfile: true,
 			mode: modeSingle, locs: []string{"https://example.test/bp.git#v2"}},
-		// .buildpacks beats the Dockerfile; names, paths and URLs mix
-		{name: "multi", dotBP: "# c\nheroku/python\n\n" + custom + "\ngit@example.test:bp.git\n", dockerfile: true,
-			mode: modeMulti, locs: []string{"/buildpacks/10-python", customBuildpacks + "/1", "git@example.test:bp.git"}},
+		// .buildpacks beats the Dockerfile; names and URLs mix
+		{name: "multi", dotBP: "# c\nheroku/python\n\ngit@example.test:bp.git\n", dockerfile: true,
+			mode: modeMulti, locs: []string{"/buildpacks/10-python", "git@example.test:bp.git"}},
 		{name: "empty .buildpacks", dotBP: "# nothing\n", err: ".buildpacks lists no buildpack"},
 		{name: "bad line", dotBP: "python\nfile:///x\n", err: ".buildpacks line 2"},
+		// .buildpacks never names a path on the coordinator, allowed or not
+		{name: "path in .buildpacks", dotBP: "python\n" + custom + "\n", allowed: []string{allowed},
+			err: ".buildpacks line 2: " + custom + " is a local path: .buildpacks lists only git URLs and bundled buildpacks (python, procfile)"},
+		{name: "relative path in .buildpacks", dotBP: "./bp\n", err: ".buildpacks line 1: ./bp is a local path"},
 		{name: "option injection", vars: map[string]string{"BUILDPACK_URL": "--upload-pack=touch /x"}, err: "not a buildpack URL"},
-		{name: "not a buildpack", vars: map[string]string{"BUILDPACK_URL": bundled}, err: "no executable bin/compile"},
+		// a local BUILDPACK_URL only under an allowed directory
+		{name: "path not allowed", vars: map[string]string{"BUILDPACK_URL": custom}, err: "BUILDPACK_URL " + custom + " " + notAllowed},
+		{name: "path allowed", vars: map[string]string{"BUILDPACK_URL": custom}, allowed: []string{allowed},
+			mode: modeSingle, locs: []string{customBuildpacks + "/0"}},
+		{name: "symlink out of the allowed dir", vars: map[string]string{"BUILDPACK_URL": filepath.Join(allowed, "escape")}, allowed: []string{allowed},
+			err: notAllowed},
+		{name: "dot-dot out of the allowed dir", vars: map[string]string{"BUILDPACK_URL": allowed + "/../" + filepath.Base(elsewhere)}, allowed: []string{allowed},
+			err: notAllowed},
+		{name: "missing under the allowed dir", vars: map[string]string{"BUILDPACK_URL": filepath.Join(allowed, "none")}, allowed: []string{allowed},
+			err: "does not exist on the coordinator"},
+		{name: "not a buildpack", vars: map[string]string{"BUILDPACK_URL": allowed}, allowed: []string{allowed}, err: "no executable bin/compile"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := chooseBuild(tc.vars, []byte(tc.dotBP), tc.dotBP != "", tc.dockerfile, bundled)
+			dirs, err := checkBuildpackDirs(tc.allowed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := chooseBuild(tc.vars, []byte(tc.dotBP), tc.dotBP != "", tc.dockerfile, bundled, dirs)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)

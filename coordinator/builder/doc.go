@@ -13,19 +13,35 @@
 //     names the default process types); else a Dockerfile is built by the
 //     Docker engine; else the bundled buildpacks are tried in order and the
 //     first whose bin/detect matches builds the app. A buildpack is a git
-//     URL (cloned inside the build container, optionally URL#ref), an
-//     absolute path on the coordinator (mounted read-only), or a bundled
-//     buildpack's name (python, go, static, procfile);
-//  2. for buildpacks: creates a container of the stack image running
-//     build.sh as the unprivileged user 1000, copies `git archive` of the
-//     commit into /tmp/build, and mounts the bundled buildpacks (read-only),
-//     the formation's persistent build cache (CACHE_DIR), its config as one
-//     file per variable (ENV_DIR), the coordinator's Go toolchain (GoRoot, at
-//     /opt/go) and an output directory. Inside, bin/detect, `bin/compile
-//     BUILD_DIR CACHE_DIR ENV_DIR` and bin/release run (Heroku's buildpack
-//     API) and the app directory is tarred into the slug;
+//     URL (cloned inside the build container, optionally URL#ref) or a
+//     bundled buildpack's name (python, go, static, procfile); BUILDPACK_URL
+//     may also name a directory on the coordinator under one of
+//     Config.BuildpackDirs (--buildpack-dir; its real path is checked, and
+//     it is mounted read-only). .buildpacks, which the pusher writes, never
+//     names a path;
+//  2. for buildpacks: starts a container of the stack image that idles as
+//     the unprivileged user 1000 (Docker.Exec runs everything in it): no
+//     capabilities, no-new-privileges, a read-only root file system, pids,
+//     memory and CPU limits, Config.Network, and as its only writable space
+//     a tmpfs at /tmp of Config.BuildDisk bytes. `git archive` of the
+//     commit is streamed into /tmp/build and the formation's cache tarball
+//     (DataDir/cache/<formation>/cache.tar, never extracted on the host)
+//     into /tmp/cache, both by tar inside the container. The bundled
+//     buildpacks, the config as one file per variable (ENV_DIR), the
+//     instructions and the coordinator's Go toolchain (GoRoot, at /opt/go)
+//     are mounted read-only. Inside, build.sh runs bin/detect, `bin/compile
+//     BUILD_DIR CACHE_DIR ENV_DIR` and bin/release (Heroku's buildpack API)
+//     and tars the app directory into /tmp/out/slug.tgz. The outputs come
+//     out as tar streams made inside the container: only regular files are
+//     accepted (a symlink, FIFO, device or directory fails the build), the
+//     small ones within 64 KiB, the slug within MaxSlugBytes while it
+//     streams into the slug store; then /tmp/cache goes back into the
+//     cache tarball (dropped, with a warning, past BuildDisk). Every step
+//     runs under the build's time limit;
 //  3. for a Dockerfile: builds the commit as the build context (never
-//     pulling: FROM must name an image the engine has), tags the image
+//     pulling: FROM must name an image the engine has; on Config.Network,
+//     with the build's memory and CPU limits, the only ones the engine's
+//     build API takes), tags the image
 //     deis/app-<formation>:<image id>, takes the process types from the
 //     Procfile or else "web" from the image's ENTRYPOINT and CMD, and stores
 //     `docker save` of the image, gzipped, in the slug store
@@ -33,14 +49,14 @@
 //  4. streams all output line by line to the pusher and to
 //     DataDir/builds/<formation>/<build id>.log, enforcing Timeout, and
 //     always removes its containers;
-//  5. checks MaxSlugBytes and stores the slug in the slug store;
-//  6. runs the release phase: a "release" process type runs once, in a
+//  5. runs the release phase: a "release" process type runs once, in a
 //     container of the new build with the formation's config, the way the
 //     agent runs processes (slug read-only at /app, .profile.d sourced, PORT
-//     set); if it exits non-zero the push fails and nothing is released.
+//     set), hardened and limited like a build container (writable /tmp
+//     only); if it exits non-zero the push fails and nothing is released.
 //     The "release" type stays in Build.ProcessTypes; the scheduler must
 //     never run it as a process;
-//  7. writes the build and release N+1 in one transaction guarded by the
+//  6. writes the build and release N+1 in one transaction guarded by the
 //     config key, so a concurrent config:set is never lost.
 //
 // The bundled buildpacks live in buildpacks/NN-name (python, go, static,
@@ -68,7 +84,9 @@
 //
 // Errors from Build carry the "builder:" prefix and are written for the
 // pusher: an invalid Procfile (with its line), an unusable BUILDPACK_URL or
-// .buildpacks line, no buildpack for the app, a failed compile (with the
+// .buildpacks line (a local path not allowed), no buildpack for the app, an
+// output that is not a regular file, a full disk ("ran out of its 2.0GB of
+// disk (--build-disk)"), a failed compile (with the
 // buildpack's reason, e.g. "pip install failed: no network?"), a failed
 // docker build, a failed release command ("release command failed (exit
 // N)"), the time limit (TimeLimitError), the slug size limit, or a

@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/container"
@@ -20,11 +24,16 @@ import (
 // bounded by the context it gets; the builder gives each one its own timeout.
 type Docker interface {
 	// Create makes (but does not start) a container and returns its id.
+	// Every container it makes drops all capabilities and sets
+	// no-new-privileges, whatever the spec says.
 	Create(ctx context.Context, spec ContainerSpec) (string, error)
-	// CopyTo extracts the tar stream into dir inside the container, keeping
-	// the owners the tar names.
-	CopyTo(ctx context.Context, id, dir string, tar io.Reader) error
 	Start(ctx context.Context, id string) error
+	// Exec runs a command in the running container and returns its exit
+	// status once it has exited and its output has been copied (or ctx
+	// ended: then the stream is cut and ctx's error returned). It works
+	// inside the container's own mounts (tmpfs included), which the
+	// engine's archive API does not see.
+	Exec(ctx context.Context, id string, e ExecSpec) (int, error)
 	// Logs follows the container's stdout and stderr, merged, from its start
 	// until it exits.
 	Logs(ctx context.Context, id string) (io.ReadCloser, error)
@@ -38,7 +47,7 @@ type Docker interface {
 	// BuildImage runs a Dockerfile build of the tar context (never pulling)
 	// and returns its output as lines of text, ending with the built
 	// image's id or the build's error (see ImageBuildResult).
-	BuildImage(ctx context.Context, context io.Reader, labels map[string]string) (io.ReadCloser, error)
+	BuildImage(ctx context.Context, context io.Reader, opts ImageBuildSpec) (io.ReadCloser, error)
 	// InspectImage describes an image; errors satisfy errdefs.IsNotFound
 	// when it does not exist.
 	InspectImage(ctx context.Context, ref string) (ImageInfo, error)
@@ -64,7 +73,7 @@ type ImageInfo struct {
 	Labels     map[string]string
 }
 
-// ContainerSpec is one build container.
+// ContainerSpec is one build (or release phase) container.
 type ContainerSpec struct {
 	Name  string
 	Image string
@@ -74,9 +83,57 @@ type ContainerSpec struct {
 	User       string
 	WorkDir    string
 	Env        []string
-	Binds      []string // host:container[:ro]
+	Binds      []string // host:container:ro (the builder mounts nothing writable)
 	Labels     map[string]string
+	// Tmpfs maps a container path to its tmpfs mount options
+	// ("rw,exec,size=N,mode=1777").
+	Tmpfs map[string]string
+	// ReadonlyRootfs makes the image's file system read-only.
+	ReadonlyRootfs bool
+	// Init runs docker-init as PID 1, so orphans are reaped and do not
+	// count against the pids limit forever.
+	Init bool
+	// Network is the Docker network to join ("" = the engine's default).
+	Network string
+	Limits  Limits
 }
+
+// Limits are a container's resource limits; zero means none.
+type Limits struct {
+	Memory    int64 // bytes, swap included
+	NanoCPUs  int64 // 1e9 = one CPU
+	PidsLimit int64
+}
+
+// ExecSpec is one command run by Exec.
+type ExecSpec struct {
+	Cmd     []string
+	User    string
+	WorkDir string
+	Env     []string
+	// Stdin, when set, is copied to the command's standard input, which
+	// is then closed.
+	Stdin io.Reader
+	// Stdout and Stderr receive the command's output (nil discards it). An
+	// error writing to them ends the command's stream and is returned.
+	Stdout, Stderr io.Writer
+}
+
+// ImageBuildSpec is how a Dockerfile build runs: with these labels on the
+// image, on this network and within these limits (the engine's build API
+// has no pids limit).
+type ImageBuildSpec struct {
+	Labels  map[string]string
+	Network string
+	Limits  Limits
+}
+
+// logMaxSize and logMaxFiles bound what the engine keeps of a builder
+// container's output (the builder copies it out as it comes).
+const (
+	logMaxSize  = "10m"
+	logMaxFiles = "2"
+)
 
 // NewDocker connects to the local Docker engine from the environment
 // (DOCKER_HOST and friends) and negotiates the API version.
@@ -98,17 +155,129 @@ func NewDocker(ctx context.Context) (Docker, error) {
 type engine struct{ c *client.Client }
 
 func (e *engine) Create(ctx context.Context, s ContainerSpec) (string, error) {
+	hc := &container.HostConfig{
+		Binds:          s.Binds,
+		CapDrop:        []string{"ALL"},
+		SecurityOpt:    []string{"no-new-privileges"},
+		ReadonlyRootfs: s.ReadonlyRootfs,
+		Tmpfs:          s.Tmpfs,
+		Init:           &s.Init,
+		NetworkMode:    container.NetworkMode(s.Network),
+		LogConfig:      container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": logMaxSize, "max-file": logMaxFiles}},
+		Resources:      container.Resources{Memory: s.Limits.Memory, NanoCPUs: s.Limits.NanoCPUs},
+	}
+	if s.Limits.Memory > 0 {
+		hc.MemorySwap = s.Limits.Memory // no swap on top
+	}
+	if s.Limits.PidsLimit > 0 {
+		hc.PidsLimit = &s.Limits.PidsLimit
+	}
 	resp, err := e.c.ContainerCreate(ctx, &container.Config{
 		Image: s.Image, Entrypoint: s.Entrypoint, Cmd: s.Cmd, User: s.User, WorkingDir: s.WorkDir, Env: s.Env, Labels: s.Labels,
-	}, &container.HostConfig{Binds: s.Binds}, nil, nil, s.Name)
+	}, hc, nil, nil, s.Name)
 	if err != nil {
 		return "", err
 	}
 	return resp.ID, nil
 }
 
-func (e *engine) CopyTo(ctx context.Context, id, dir string, tar io.Reader) error {
-	return e.c.CopyToContainer(ctx, id, dir, tar, container.CopyToContainerOptions{})
+// execExitGrace is how long Exec keeps copying output after the command
+// exited: a process it left in the background may hold the stream open.
+const execExitGrace = 2 * time.Second
+
+func (e *engine) Exec(ctx context.Context, id string, x ExecSpec) (int, error) {
+	created, err := e.c.ContainerExecCreate(ctx, id, container.ExecOptions{
+		User: x.User, WorkingDir: x.WorkDir, Env: x.Env, Cmd: x.Cmd,
+		AttachStdin: x.Stdin != nil, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create exec: %w", err)
+	}
+	hj, err := e.c.ContainerExecAttach(ctx, created.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("attach exec: %w", err)
+	}
+	// The hijacked connection ignores ctx: close it when ctx ends, or when
+	// the command exited and its output did not end soon after.
+	var once sync.Once
+	cut := func() { once.Do(hj.Close) }
+	defer cut()
+	copied := make(chan error, 1)
+	if x.Stdin != nil {
+		go func() {
+			if _, err := io.Copy(hj.Conn, x.Stdin); err != nil {
+				cut()
+				return
+			}
+			_ = hj.CloseWrite()
+		}()
+	}
+	go func() {
+		stdout, stderr := x.Stdout, x.Stderr
+		if stdout == nil {
+			stdout = io.Discard
+		}
+		if stderr == nil {
+			stderr = io.Discard
+		}
+		_, err := stdcopy.StdCopy(stdout, stderr, hj.Reader)
+		copied <- err
+	}()
+
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var copyErr error
+	var exited <-chan time.Time
+wait:
+	for {
+		select {
+		case copyErr = <-copied:
+			break wait
+		case <-ctx.Done():
+			cut()
+			<-copied
+			return 0, ctx.Err()
+		case <-exited:
+			cut() // the command is gone; something it left holds the stream
+			copyErr = <-copied
+			break wait
+		case <-tick.C:
+			if exited != nil {
+				continue
+			}
+			if st, err := e.c.ContainerExecInspect(ctx, created.ID); err == nil && !st.Running && st.Pid != 0 {
+				exited = time.After(execExitGrace)
+			}
+		}
+	}
+	if copyErr != nil && ctx.Err() == nil && !isClosedConn(copyErr) {
+		return 0, copyErr
+	}
+	// The stream ended: wait (briefly, within ctx) for the engine to
+	// record the exit status.
+	for {
+		st, err := e.c.ContainerExecInspect(ctx, created.ID)
+		if err != nil {
+			return 0, fmt.Errorf("inspect exec: %w", err)
+		}
+		if !st.Running {
+			if copyErr != nil && !isClosedConn(copyErr) {
+				return st.ExitCode, copyErr
+			}
+			return st.ExitCode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// isClosedConn reports whether err comes from reading a connection Exec
+// closed itself.
+func isClosedConn(err error) bool {
+	return errors.Is(err, net.ErrClosed)
 }
 
 func (e *engine) Start(ctx context.Context, id string) error {
@@ -172,11 +341,20 @@ const (
 	imageFailedPrefix = "DEIS-IMAGE-FAILED "
 )
 
-func (e *engine) BuildImage(ctx context.Context, tarCtx io.Reader, labels map[string]string) (io.ReadCloser, error) {
-	resp, err := e.c.ImageBuild(ctx, tarCtx, build.ImageBuildOptions{
-		Dockerfile: "Dockerfile", Labels: labels, Remove: true, ForceRemove: true,
-		PullParent: false, Version: build.BuilderV1,
-	})
+func (e *engine) BuildImage(ctx context.Context, tarCtx io.Reader, spec ImageBuildSpec) (io.ReadCloser, error) {
+	opts := build.ImageBuildOptions{
+		Dockerfile: "Dockerfile", Labels: spec.Labels, Remove: true, ForceRemove: true,
+		PullParent: false, Version: build.BuilderV1, NetworkMode: spec.Network,
+		Memory: spec.Limits.Memory,
+	}
+	if spec.Limits.Memory > 0 {
+		opts.MemorySwap = spec.Limits.Memory
+	}
+	if spec.Limits.NanoCPUs > 0 {
+		opts.CPUPeriod = 100000
+		opts.CPUQuota = spec.Limits.NanoCPUs * opts.CPUPeriod / 1e9
+	}
+	resp, err := e.c.ImageBuild(ctx, tarCtx, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -44,7 +44,8 @@ func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Reques
 
 	var imageID, failure, step string
 	err := r.archive(bctx, req.SHA, "", func(tar io.Reader) error {
-		out, err := d.BuildImage(bctx, tar, labels)
+		out, err := d.BuildImage(bctx, tar, ImageBuildSpec{Labels: labels, Network: b.cfg.Network,
+			Limits: Limits{Memory: b.cfg.BuildMemory, NanoCPUs: int64(b.cfg.BuildCPUs * 1e9)}})
 		if err != nil {
 			return err
 		}

@@ -51,6 +51,12 @@ func (b *Builder) releasePhase(bctx, ctx context.Context, id string, build *stat
 		Name:   "deis-release-" + f + "-" + id,
 		Image:  build.Image,
 		Labels: map[string]string{labelRole: roleRelease, labelFormation: f, labelBuild: id, labelBuilder: b.instance},
+		// as hardened as a build: the command is the pusher's code
+		Tmpfs:          b.scratchTmpfs(),
+		ReadonlyRootfs: true,
+		Init:           true,
+		Network:        b.cfg.Network,
+		Limits:         b.limits(),
 	}
 	if build.Slug != nil {
 		app := filepath.Join(work, "app")
@@ -78,7 +84,7 @@ func (b *Builder) releasePhase(bctx, ctx context.Context, id string, build *stat
 
 	b.removeLeftovers(ctx, f)
 	out := &indenter{w: con}
-	code, err := b.runStreaming(bctx, ctx, spec, nil, out)
+	code, err := b.runStreaming(bctx, ctx, spec, out)
 	out.Flush()
 	if err != nil {
 		return fmt.Errorf("builder: the release command's container: %w", err)

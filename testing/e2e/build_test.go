@@ -17,7 +17,9 @@ import (
 // buildpack from a local git repository, a Dockerfile app and a failing
 // release phase with the real git client, and checks who may push.
 func TestBuildStage(t *testing.T) {
-	p := harness.NewPlatform(t)
+	// the operator allows local buildpacks (BUILDPACK_URL) under bpDir only
+	bpDir := t.TempDir()
+	p := harness.NewPlatformWith(t, harness.PlatformOptions{CoordinatorArgs: []string{"--buildpack-dir", bpDir}})
 	// registered before the agent, so it runs after the agent's cleanup has
 	// removed the containers
 	t.Cleanup(func() {
@@ -60,7 +62,7 @@ func TestBuildStage(t *testing.T) {
 	}
 
 	t.Run("custom buildpack from a local git repository", func(t *testing.T) {
-		bp := filepath.Join(p.Dir, "my-buildpack")
+		bp := filepath.Join(bpDir, "my-buildpack")
 		for name, body := range map[string]string{
 			"bin/detect":  "#!/bin/sh\necho Custom\n",
 			"bin/compile": "#!/bin/sh\necho '-----> custom buildpack compiling'\necho 'custom build' > \"$1/built.txt\"\n",

@@ -55,6 +55,11 @@ func main() {
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
 			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit"},
 			&cli.DurationFlag{Name: "boot-timeout", EnvVars: []string{"DEIS_BOOT_TIMEOUT"}, Value: 60 * time.Second, Usage: "how long a new release's web containers have to pass their health checks before it is marked failed"},
+			&cli.Int64Flag{Name: "build-disk", EnvVars: []string{"DEIS_BUILD_DISK"}, Value: builder.DefaultBuildDisk, Usage: "bytes of scratch space (a tmpfs: source, cache, outputs) per build; a build that fills it fails"},
+			&cli.Int64Flag{Name: "build-memory", EnvVars: []string{"DEIS_BUILD_MEMORY"}, Value: builder.DefaultBuildMemory, Usage: "memory limit of a build (and its release command), in bytes, on top of --build-disk"},
+			&cli.Float64Flag{Name: "build-cpus", EnvVars: []string{"DEIS_BUILD_CPUS"}, Value: builder.DefaultBuildCPUs, Usage: "CPUs a build may use"},
+			&cli.Int64Flag{Name: "build-pids", EnvVars: []string{"DEIS_BUILD_PIDS"}, Value: builder.DefaultBuildPids, Usage: "processes and threads a build may run"},
+			&cli.StringSliceFlag{Name: "buildpack-dir", EnvVars: []string{"DEIS_BUILDPACK_DIRS"}, Usage: "directory under which BUILDPACK_URL may name a local buildpack (repeatable; none by default)"},
 			&cli.IntFlag{Name: "max-builds", EnvVars: []string{"DEIS_MAX_BUILDS"}, Value: 2, Usage: "builds of different formations run in parallel up to this many"},
 			&cli.StringFlag{Name: "go-root", EnvVars: []string{"DEIS_GO_ROOT"}, Value: "auto", Usage: "Go installation mounted read-only into builds for the go buildpack (\"auto\": this host's go env GOROOT; \"\": none)"},
 			&cli.IntFlag{Name: "keep-releases", EnvVars: []string{"DEIS_KEEP_RELEASES"}, Value: builder.DefaultKeepReleases, Usage: "garbage collection keeps the slugs and images of each formation's newest N releases"},
@@ -141,6 +146,8 @@ func serve(c *cli.Context) error {
 		DataDir: dataDir, Store: store, Slugs: slugs, Docker: docker, StackImage: c.String("stack-image"),
 		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxParallel: c.Int("max-builds"),
 		GoRoot: goRoot, KeepReleases: c.Int("keep-releases"),
+		BuildDisk: c.Int64("build-disk"), BuildMemory: c.Int64("build-memory"), BuildCPUs: c.Float64("build-cpus"),
+		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
 		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
 	})
 	if err != nil {
