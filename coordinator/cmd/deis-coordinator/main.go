@@ -20,7 +20,9 @@ import (
 	"github.com/deis/deis/pkg/embedetcd"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
+	"github.com/deis/deis/pkg/netguard"
 	"github.com/deis/deis/pkg/state"
+	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -53,6 +55,8 @@ func main() {
 			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
 			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
+			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Builds, Usage: "the guarded Docker network builds join: they reach the outside world but not apps, this host's ports or each other (empty: the engine's default bridge, unguarded)"},
+			&cli.StringSliceFlag{Name: "deny-cidr", EnvVars: []string{"DEIS_DENY_CIDR"}, Usage: "IPv4 addresses or prefixes builds may not reach, such as the nodes' network and 169.254.169.254"},
 			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit"},
 			&cli.DurationFlag{Name: "boot-timeout", EnvVars: []string{"DEIS_BOOT_TIMEOUT"}, Value: 60 * time.Second, Usage: "how long a new release's web containers have to pass their health checks before it is marked failed"},
 			&cli.Int64Flag{Name: "build-disk", EnvVars: []string{"DEIS_BUILD_DISK"}, Value: builder.DefaultBuildDisk, Usage: "bytes of scratch space (a tmpfs: source, cache, outputs) per build; a build that fills it fails"},
@@ -134,6 +138,16 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if nw := c.String("network"); nw != "" {
+		dc, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err != nil {
+			return fmt.Errorf("docker client: %w", err)
+		}
+		defer dc.Close()
+		if err := netguard.Keep(ctx, dc, nw, netguard.Options{Deny: c.StringSlice("deny-cidr")}, time.Minute, log); err != nil {
+			return fmt.Errorf("guard the build network: %w", err)
+		}
+	}
 	appURL := func(f string) string { return appURL(f, c.String("base-domain"), c.Int("app-port")) }
 	goRoot := c.String("go-root")
 	if goRoot == "auto" {
@@ -145,7 +159,7 @@ func serve(c *cli.Context) error {
 	b, err := builder.New(builder.Config{
 		DataDir: dataDir, Store: store, Slugs: slugs, Docker: docker, StackImage: c.String("stack-image"),
 		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxParallel: c.Int("max-builds"),
-		GoRoot: goRoot, KeepReleases: c.Int("keep-releases"),
+		GoRoot: goRoot, KeepReleases: c.Int("keep-releases"), Network: c.String("network"),
 		BuildDisk: c.Int64("build-disk"), BuildMemory: c.Int64("build-memory"), BuildCPUs: c.Float64("build-cpus"),
 		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
 		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
