@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,7 +14,8 @@ import (
 )
 
 func testInput() renderInput {
-	return renderInput{Paths: layout{Prefix: "/var/lib/deis-agent/nginx"}, Listen: []string{"8080", "[::]:8080"}, BaseDomain: "example.com", Modules: "/usr/lib/nginx/modules"}
+	return renderInput{Paths: layout{Prefix: "/var/lib/deis-agent/nginx"}, Listen: []string{"8080", "[::]:8080"}, BaseDomain: "example.com", Modules: "/usr/lib/nginx/modules",
+		User: "www-data", Group: "www-data", MaxBody: 10 << 20}
 }
 
 func TestRenderRoutesDeterministic(t *testing.T) {
@@ -75,17 +77,28 @@ func TestRenderConfig(t *testing.T) {
 		"keepalive_requests 100000;",
 		"worker_shutdown_timeout 60s;",
 		"lua_shared_dict deis_routes",
-		`require("deis").init_worker("/var/lib/deis-agent/nginx/routes.txt")`,
+		`require("deis").init("/var/lib/deis-agent/nginx/routes.txt", 10485760)`,
+		"user www-data www-data;",
+		"client_max_body_size 1073741824;",
+		"location @body_1048576 {\n            client_max_body_size 1048576;",
+		"location @body_1073741824 {",
+		"error_page 413 @toolarge;",
 		"location @drain {\n            keepalive_timeout 0;",
 		`return 404 "no app is configured for this host; apps are served at APP.example.com\n";`,
-		`client_body_temp_path "/var/lib/deis-agent/nginx/temp/client_body";`,
+		`client_body_temp_path "/var/lib/deis-agent/nginx-temp/client_body";`,
+		"proxy_next_upstream error timeout http_502 http_503;",
 	} {
 		if !strings.Contains(string(c1), want) {
 			t.Errorf("config lacks %q:\n%s", want, c1)
 		}
 	}
-	if strings.Count(string(c1), "proxy_pass http://deis_apps;") != 2 {
-		t.Error("both app locations must proxy to deis_apps")
+	// main, @drain and the 11 chunked-body tiers from 1M to 1G
+	if n := strings.Count(string(c1), "proxy_pass http://$deis_pool;"); n != 13 {
+		t.Errorf("%d app locations proxy to $deis_pool, want 13", n)
+	}
+	// A POST is never sent to a second container once the first got it.
+	if regexp.MustCompile(`proxy_next_upstream[^;]*non_idempotent`).Match(c1) {
+		t.Error("the config lets nginx resend non-idempotent requests")
 	}
 	in := testInput()
 	in.Listen = []string{"8081"}
@@ -154,9 +167,13 @@ func TestRenderPassesNginxCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in := renderInput{Paths: layout{Prefix: prefix}, Listen: []string{"127.0.0.1:1", "[::1]:1"}, BaseDomain: "example.com", Modules: mods}
+	in := renderInput{Paths: layout{Prefix: prefix}, Listen: []string{"127.0.0.1:1", "[::1]:1"}, BaseDomain: "example.com", Modules: mods, MaxBody: 10 << 20}
 	if os.Geteuid() == 0 {
-		in.User = "root"
+		w, err := lookupWorker("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.User, in.Group = w.User, w.Group
 	}
 	conf, _ := render(in)
 	path := filepath.Join(prefix, "nginx.conf")

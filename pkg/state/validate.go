@@ -62,3 +62,24 @@ func ValidateHealthPath(p string) error {
 	}
 	return nil
 }
+
+// Bounds of a request body limit (Formation.MaxBodyBytes, deis-agent
+// --max-body). The proxies buffer each body on their disk before the app
+// sees it, so the limit has a ceiling; larger uploads belong in object
+// storage, uploaded directly by the client.
+const (
+	DefaultMaxBodyBytes int64 = 10 << 20 // 10M: the proxies' default
+	MaxMaxBodyBytes     int64 = 1 << 30  // 1G
+)
+
+// ValidateMaxBody checks a request body limit: more than zero, at most
+// MaxMaxBodyBytes.
+func ValidateMaxBody(n int64) error {
+	if n <= 0 {
+		return fmt.Errorf("invalid request body limit %d: it must be more than zero", n)
+	}
+	if n > MaxMaxBodyBytes {
+		return fmt.Errorf("request body limit %d is more than the most the proxies accept, 1G (%d bytes): the proxies buffer each body on disk; upload larger files straight to object storage", n, MaxMaxBodyBytes)
+	}
+	return nil
+}
