@@ -188,7 +188,7 @@ var sysName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 // (Debian's nginx user) and else nobody.
 func lookupWorker(name string) (*workerID, error) {
 	tries := []string{name}
-	if name == "" {
+	if name == "" || name == "www-data" {
 		tries = []string{"www-data", "nobody"}
 	}
 	var u *user.User

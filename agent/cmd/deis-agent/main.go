@@ -46,6 +46,8 @@ func main() {
 			&cli.DurationFlag{Name: "stop-grace", EnvVars: []string{"DEIS_STOP_GRACE"}, Value: 30 * time.Second, Usage: "time between SIGTERM and SIGKILL when stopping a container"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"DEIS_METRICS_ADDR"}, Value: "127.0.0.1:9102", Usage: "where /metrics is served (empty: off)"},
 			&cli.StringFlag{Name: "nginx", EnvVars: []string{"DEIS_NGINX"}, Value: "nginx", Usage: "nginx binary"},
+			&cli.StringFlag{Name: "nginx-user", EnvVars: []string{"DEIS_NGINX_USER"}, Value: "www-data", Usage: "unprivileged user the proxy's nginx workers run as when the agent runs as root (www-data: nobody where there is no www-data)"},
+			&cli.StringFlag{Name: "max-body", EnvVars: []string{"DEIS_MAX_BODY"}, Value: "10M", Usage: "request body limit (K, M, G; at most 1G) of formations that set none with deisctl limits:set --body; larger bodies get 413"},
 			&cli.StringFlag{Name: "api-addr", EnvVars: []string{"DEIS_API_ADDR"}, Value: "127.0.0.1:9103", Usage: "where the agent API (deisctl logs and run) listens, advertised to deisctl; no host: the node address; port 0: any free port (empty: off)"},
 		),
 		Action: run,
@@ -169,8 +171,16 @@ func run(c *cli.Context) error {
 		n++
 	}
 	if isProxy {
+		maxBody, err := state.ParseSize(c.String("max-body"))
+		if err == nil {
+			err = state.ValidateMaxBody(maxBody)
+		}
+		if err != nil {
+			return fmt.Errorf("--max-body: %w", err)
+		}
 		px, err := proxy.New(proxy.Config{
 			Node: name, StateDir: c.String("state-dir"), Listen: listen, NginxBinary: c.String("nginx"),
+			NginxUser: c.String("nginx-user"), MaxBodyBytes: maxBody,
 			Store: store, Watcher: cli, Logger: log.With("role", "proxy"), Registerer: reg,
 		})
 		if err != nil {
