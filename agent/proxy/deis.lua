@@ -32,6 +32,7 @@ local M = {}
 local dict = ngx.shared.deis_routes
 local balancer -- ngx.balancer, loaded on first use
 local default_body = 10485760 -- set by init
+local ceiling = 1073741824 -- the largest limit and the last @body_N; set by init
 
 -- Methods that may be sent again (RFC 9110, 9.2.2).
 local idempotent = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true, DELETE = true }
@@ -149,13 +150,14 @@ local function size(n)
 end
 
 -- tier is the @body_N location for a chunked body under limit: the limit
--- rounded up to a power of two, from 1M (the config has one for each).
+-- rounded up to a power of two from 1M, at most the ceiling (the config
+-- has a location for each).
 local function tier(limit)
     local n = 1048576
-    while n < limit and n < 1073741824 do
+    while n < limit and n < ceiling do
         n = n * 2
     end
-    return n
+    return math.min(n, ceiling)
 end
 
 -- bodysize measures the request body read so far.
@@ -329,12 +331,13 @@ function M.control_drain()
 end
 
 -- init runs in the master (as root) when it loads the config: it sets the
--- default body limit and, when the shared dict holds no routes (nginx was
+-- default body limit and the ceiling of all limits and, when the shared dict holds no routes (nginx was
 -- started, not reloaded), loads the routes file the agent wrote, so a new
 -- nginx routes from its first request. The workers, which run as an
 -- unprivileged user, never open it.
-function M.init(path, body)
+function M.init(path, body, max)
     default_body = body
+    ceiling = max
     if dict:get("version") then
         return
     end

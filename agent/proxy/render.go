@@ -233,7 +233,7 @@ func render(in renderInput) ([]byte, string) {
 	w("        package.loaded.deis = (function()")
 	b.WriteString(deisLua)
 	w("        end)()")
-	w("        require(\"deis\").init(%q, %d)", p.table(), in.MaxBody)
+	w("        require(\"deis\").init(%q, %d, %d)", p.table(), in.MaxBody, state.MaxMaxBodyBytes)
 	w("    }")
 	w("    # Idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) reuse")
 	w("    # upstream connections and may be retried on another container.")

@@ -22,13 +22,13 @@ func TestRenderRoutesDeterministic(t *testing.T) {
 	a := []*state.Routing{
 		{Formation: "web", Domains: []string{"web.example.com", "www.web.com", "web.example.com"}, Upstreams: []state.Upstream{
 			{Container: "web.v2.web.2", Addr: "10.0.0.2:49001"}, {Container: "web.v2.web.1", Addr: "10.0.0.1:49000"}}},
-		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}},
+		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}, MaxBodyBytes: 50 << 20},
 		{Formation: "idle", Domains: []string{"*.idle.example.com"}, Upstreams: []state.Upstream{}},
 	}
 	// Same content in another order.
 	b := []*state.Routing{
 		{Formation: "idle", Domains: []string{"*.idle.example.com"}},
-		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}},
+		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}, MaxBodyBytes: 50 << 20},
 		{Formation: "web", Domains: []string{"www.web.com", "web.example.com"}, Upstreams: []state.Upstream{
 			{Container: "web.v2.web.1", Addr: "10.0.0.1:49000"}, {Container: "web.v2.web.2", Addr: "10.0.0.2:49001"}}},
 	}
@@ -49,6 +49,7 @@ func TestRenderRoutesDeterministic(t *testing.T) {
 		"formation api 10.0.0.3:49002\n" +
 		"formation idle\n" +
 		"formation web 10.0.0.1:49000 10.0.0.2:49001\n" +
+		"body api 52428800\n" +
 		"domain api.example.com api\n" +
 		"domain *.idle.example.com idle\n" +
 		"domain web.example.com web\n" +
@@ -77,7 +78,7 @@ func TestRenderConfig(t *testing.T) {
 		"keepalive_requests 100000;",
 		"worker_shutdown_timeout 60s;",
 		"lua_shared_dict deis_routes",
-		`require("deis").init("/var/lib/deis-agent/nginx/routes.txt", 10485760)`,
+		`require("deis").init("/var/lib/deis-agent/nginx/routes.txt", 10485760, 1073741824)`,
 		"user www-data www-data;",
 		"client_max_body_size 1073741824;",
 		"location @body_1048576 {\n            client_max_body_size 1048576;",
@@ -126,6 +127,8 @@ func TestSiteForRefusesInjection(t *testing.T) {
 		{"upstream host name", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "node-1.internal:5001"}}}},
 		{"zoned upstream", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "[fe80::1%eth0]:5001"}}}},
 		{"routing names another formation", state.Routing{Formation: "other", Domains: []string{"ok.com"}}},
+		{"body limit over the ceiling", state.Routing{Domains: []string{"ok.com"}, MaxBodyBytes: state.MaxMaxBodyBytes + 1}},
+		{"negative body limit", state.Routing{Domains: []string{"ok.com"}, MaxBodyBytes: -1}},
 	} {
 		if s, err := siteFor("app", &tc.r); err == nil {
 			t.Errorf("%s: accepted as %+v", tc.name, s)
