@@ -33,23 +33,27 @@ func (b *builder) limitCommands() []*cli.Command {
 			Name:     "limits",
 			Aliases:  []string{"limits:list"},
 			Category: "limits",
-			Usage:    "show the memory and CPU limits of a formation's process types",
+			Usage:    "show the memory and CPU limits of a formation's process types and its request body limit",
 			Flags:    []cli.Flag{formationFlag(), jsonFlag()},
 		}, limitsList),
 		b.cmd(&cli.Command{
 			Name:     "limits:set",
 			Category: "limits",
 			Usage: "limit each container of a process type: memory by default (web=512M; units K, M, G or plain bytes), " +
-				"CPUs with --cpu (web=0.5)",
-			ArgsUsage: "TYPE=VALUE [TYPE=VALUE...]",
-			Flags:     append([]cli.Flag{formationFlag()}, kindFlags("set")...),
+				"CPUs with --cpu (web=0.5); or, with --body SIZE alone, the request body size the proxies accept for the formation (--body 50M)",
+			ArgsUsage: "TYPE=VALUE [TYPE=VALUE...] | --body SIZE",
+			Flags: append([]cli.Flag{formationFlag(),
+				&cli.StringFlag{Name: "body", Usage: "set the largest request body the proxies pass to the formation (K, M, G; at most 1G); larger ones get 413"},
+			}, kindFlags("set")...),
 		}, limitsSet),
 		b.cmd(&cli.Command{
 			Name:      "limits:unset",
 			Category:  "limits",
-			Usage:     "remove the limits of process types: memory and CPU, or only the one given by --memory or --cpu",
-			ArgsUsage: "TYPE [TYPE...]",
-			Flags:     append([]cli.Flag{formationFlag()}, kindFlags("remove only")...),
+			Usage:     "remove the limits of process types: memory and CPU, or only the one given by --memory or --cpu; or, with --body alone, the formation's request body limit",
+			ArgsUsage: "TYPE [TYPE...] | --body",
+			Flags: append([]cli.Flag{formationFlag(),
+				&cli.BoolFlag{Name: "body", Usage: "remove the request body limit: the proxies' default applies again", DisableDefaultText: true},
+			}, kindFlags("remove only")...),
 		}, limitsUnset),
 	}
 }
@@ -122,7 +126,7 @@ func (k limitKind) String() string {
 // CPU counts. A type given twice keeps its last value.
 func parseLimits(args []string, cpu bool) (map[string]state.ResourceLimits, error) {
 	if len(args) == 0 {
-		return nil, errors.New("no limits given: use deisctl limits:set TYPE=VALUE, like web=512M, or --cpu web=0.5")
+		return nil, errors.New("no limits given: use deisctl limits:set TYPE=VALUE, like web=512M, --cpu web=0.5, or --body 50M")
 	}
 	out := map[string]state.ResourceLimits{}
 	for _, a := range args {
@@ -194,6 +198,12 @@ func checkTypes(c *cli.Context, e *env, f string, types []string) error {
 }
 
 func limitsSet(c *cli.Context, e *env, args []string) error {
+	if c.IsSet("body") {
+		if len(args) > 0 || c.Bool("memory") || c.Bool("cpu") {
+			return errors.New("pass --body alone: set the request body limit and the memory or CPU limits in two commands")
+		}
+		return bodySet(c, e, c.String("body"))
+	}
 	if c.Bool("memory") && c.Bool("cpu") {
 		return errors.New("pass --memory or --cpu, not both: set memory and CPU limits in two commands")
 	}
@@ -258,8 +268,14 @@ func limitsSet(c *cli.Context, e *env, args []string) error {
 }
 
 func limitsUnset(c *cli.Context, e *env, args []string) error {
+	if c.Bool("body") {
+		if len(args) > 0 || c.Bool("memory") || c.Bool("cpu") {
+			return errors.New("pass --body alone: remove the request body limit and the memory or CPU limits in two commands")
+		}
+		return bodyUnset(c, e)
+	}
 	if len(args) == 0 {
-		return usageError(c, "TYPE [TYPE...] [--memory|--cpu] [-f NAME]")
+		return usageError(c, "TYPE [TYPE...] [--memory|--cpu] [-f NAME], or --body [-f NAME]")
 	}
 	for _, t := range args {
 		if err := state.ValidateProcessType(t); err != nil {
@@ -355,19 +371,128 @@ func limitsList(c *cli.Context, e *env, args []string) error {
 		ls = map[string]state.ResourceLimits{}
 	}
 	if c.Bool("json") {
-		return printJSON(c.App.Writer, ls)
+		return printJSON(c.App.Writer, limitsJSON{ProcessTypes: ls, MaxBodyBytes: form.MaxBodyBytes})
 	}
 	w := c.App.Writer
 	fmt.Fprintf(w, "=== %s Limits\n", form.Name)
 	if len(ls) == 0 {
 		fmt.Fprintf(w, "none: containers may use all of their node's memory and CPU; set one with deisctl limits:set web=512M -f %s\n", form.Name)
+	} else {
+		rows := make([][]string, 0, len(ls))
+		for _, t := range sortedKeys(ls) {
+			rows = append(rows, []string{t, fmtBytes(ls[t].MemoryBytes), fmtCPUs(ls[t].CPUs)})
+		}
+		if err := printTable(w, []string{"TYPE", "MEMORY", "CPUS"}, rows); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "Request body: %s\n", bodySummary(form.MaxBodyBytes))
+	return nil
+}
+
+// limitsJSON is what limits --json prints. MaxBodyBytes 0 means the
+// proxies' default.
+type limitsJSON struct {
+	ProcessTypes map[string]state.ResourceLimits `json:"processTypes"`
+	MaxBodyBytes int64                           `json:"maxBodyBytes"`
+}
+
+// defaultBody describes the proxies' default request body limit, which
+// deisctl cannot read: it is each proxy's deis-agent --max-body.
+var defaultBody = fmt.Sprintf("the proxies' default (%s unless the operator set deis-agent --max-body)", fmtBytes(state.DefaultMaxBodyBytes))
+
+// bodySummary renders a formation's request body limit.
+func bodySummary(n int64) string {
+	if n == 0 {
+		return "at most " + defaultBody
+	}
+	return "at most " + fmtBytes(n) + " (deisctl limits:unset --body goes back to the proxies' default)"
+}
+
+// parseBody parses the value of limits:set --body.
+func parseBody(s string) (int64, error) {
+	n, err := state.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid request body limit %q: use a size with the unit K, M or G, like --body 50M", s)
+	}
+	if n <= 0 {
+		return 0, fmt.Errorf("request body limit %q must be more than zero: to go back to the proxies' default use deisctl limits:unset --body", s)
+	}
+	if n > state.MaxMaxBodyBytes {
+		return 0, fmt.Errorf("request body limit %q is more than 1G, the most the proxies accept: they buffer each body on disk; upload larger files straight to object storage", s)
+	}
+	return n, nil
+}
+
+// bodySet sets the formation's request body limit. The proxies apply it
+// with the routing: no container restarts.
+func bodySet(c *cli.Context, e *env, value string) error {
+	n, err := parseBody(value)
+	if err != nil {
+		return err
+	}
+	form, err := requireFormation(c, e)
+	if err != nil {
+		return err
+	}
+	f := form.Name
+	changed := false
+	_, err = state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
+		changed = false
+		if cur == nil {
+			return nil, errFormationGone(f)
+		}
+		if cur.MaxBodyBytes == n {
+			return nil, nil
+		}
+		next := *cur
+		next.MaxBodyBytes = n
+		changed = true
+		return &next, nil
+	})
+	if err != nil {
+		return err
+	}
+	w := c.App.Writer
+	if !changed {
+		fmt.Fprintf(w, "Setting request body limit of %s: %s... already set, no change\n", f, fmtBytes(n))
 		return nil
 	}
-	rows := make([][]string, 0, len(ls))
-	for _, t := range sortedKeys(ls) {
-		rows = append(rows, []string{t, fmtBytes(ls[t].MemoryBytes), fmtCPUs(ls[t].CPUs)})
+	fmt.Fprintf(w, "Setting request body limit of %s: %s... done\n", f, fmtBytes(n))
+	fmt.Fprintln(w, "The proxies apply it without restarting any container; a larger request body gets 413 Request Entity Too Large.")
+	return nil
+}
+
+// bodyUnset removes the formation's request body limit.
+func bodyUnset(c *cli.Context, e *env) error {
+	form, err := requireFormation(c, e)
+	if err != nil {
+		return err
 	}
-	return printTable(w, []string{"TYPE", "MEMORY", "CPUS"}, rows)
+	f := form.Name
+	changed := false
+	_, err = state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
+		changed = false
+		if cur == nil {
+			return nil, errFormationGone(f)
+		}
+		if cur.MaxBodyBytes == 0 {
+			return nil, nil
+		}
+		next := *cur
+		next.MaxBodyBytes = 0
+		changed = true
+		return &next, nil
+	})
+	if err != nil {
+		return err
+	}
+	if !changed {
+		fmt.Fprintf(c.App.Writer, "Removing the request body limit of %s... none set, no change\n", f)
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "Removing the request body limit of %s... done\nRequest body: at most %s\n", f, defaultBody)
+	return nil
 }
 
 // bumpRestarts gives the containers of the types whose limits changed new

@@ -114,9 +114,9 @@ func TestLimits(t *testing.T) {
 
 	out := c.ok("limits", "-f", "hello")
 	contains(t, out, "=== hello Limits", "TYPE", "MEMORY", "CPUS", "512M", "0.5", "1G")
-	var lj map[string]state.ResourceLimits
-	if err := json.Unmarshal([]byte(c.ok("limits:list", "--json", "-f", "hello")), &lj); err != nil || !reflect.DeepEqual(lj, want) {
-		t.Fatalf("limits --json = %v, %v", lj, err)
+	var lj limitsJSON
+	if err := json.Unmarshal([]byte(c.ok("limits:list", "--json", "-f", "hello")), &lj); err != nil || !reflect.DeepEqual(lj.ProcessTypes, want) || lj.MaxBodyBytes != 0 {
+		t.Fatalf("limits --json = %+v, %v", lj, err)
 	}
 
 	contains(t, c.ok("limits:unset", "web", "--cpu", "-f", "hello"), "Removing CPU limit of web from hello... done")
@@ -142,6 +142,59 @@ func TestLimits(t *testing.T) {
 	if got := c.formation("fresh").Limits["web"].MemoryBytes; got != 256<<20 {
 		t.Fatalf("fresh web memory = %d", got)
 	}
+}
+
+// TestBodyLimit: limits:set --body sets the formation's request body limit
+// (the proxies answer 413 above it) without restarting anything;
+// limits:unset --body goes back to the proxies' default.
+func TestBodyLimit(t *testing.T) {
+	c := newCluster(t)
+	c.seedRelease("hello", nil)
+	contains(t, c.ok("limits", "-f", "hello"), "none: containers may use all", "Request body: at most the proxies' default (10M unless the operator set deis-agent --max-body)")
+
+	restarts := c.formation("hello").Restarts
+	contains(t, c.ok("limits:set", "--body", "50M", "-f", "hello"), "Setting request body limit of hello: 50M... done", "without restarting any container", "413")
+	if got := c.formation("hello"); got.MaxBodyBytes != 50<<20 || !reflect.DeepEqual(got.Restarts, restarts) {
+		t.Fatalf("after limits:set --body 50M: body %d, restarts %v (were %v)", got.MaxBodyBytes, got.Restarts, restarts)
+	}
+	c.unchanged("already set, no change", "limits:set", "-f", "hello", "--body", "50m")
+	c.ok("limits:set", "web=512M", "-f", "hello")
+	contains(t, c.ok("limits", "-f", "hello"), "512M", "Request body: at most 50M (deisctl limits:unset --body goes back to the proxies' default)")
+	var lj limitsJSON
+	if err := json.Unmarshal([]byte(c.ok("limits", "--json", "-f", "hello")), &lj); err != nil || lj.MaxBodyBytes != 50<<20 || lj.ProcessTypes["web"].MemoryBytes != 512<<20 {
+		t.Fatalf("limits --json = %+v, %v", lj, err)
+	}
+
+	for _, tc := range []struct{ want, arg string }{
+		{`invalid request body limit "lots": use a size with the unit K, M or G, like --body 50M`, "lots"},
+		{`invalid request body limit "5T"`, "5T"},
+		{`invalid request body limit "-1M"`, "-1M"},
+		{`invalid request body limit "1.5"`, "1.5"},
+		{`invalid request body limit ""`, ""},
+		{`request body limit "0" must be more than zero: to go back to the proxies' default use deisctl limits:unset --body`, "0"},
+		{`request body limit "2G" is more than 1G, the most the proxies accept`, "2G"},
+		{`request body limit "1025M" is more than 1G`, "1025M"},
+	} {
+		c.fails(tc.want, "limits:set", "--body", tc.arg, "-f", "hello")
+	}
+	c.fails("pass --body alone: set the request body limit and the memory or CPU limits in two commands", "limits:set", "--body", "1M", "web=512M", "-f", "hello")
+	c.fails("pass --body alone", "limits:set", "--body", "1M", "--cpu", "-f", "hello")
+	c.fails("-body", "limits:set", "-f", "hello", "--body") // urfave/cli: flag needs an argument
+	c.fails(`formation "nope" not found`, "limits:set", "--body", "1M", "-f", "nope")
+	if got := c.formation("hello").MaxBodyBytes; got != 50<<20 {
+		t.Fatalf("a refused limits:set --body changed the limit to %d", got)
+	}
+	// The bounds are inclusive.
+	c.ok("limits:set", "--body", "1G", "-f", "hello")
+	contains(t, c.ok("limits:set", "--body", "1", "-f", "hello"), "Setting request body limit of hello: 1... done")
+
+	c.fails("pass --body alone: remove the request body limit", "limits:unset", "--body", "web", "-f", "hello")
+	contains(t, c.ok("limits:unset", "--body", "-f", "hello"), "Removing the request body limit of hello... done", "Request body: at most the proxies' default")
+	if got := c.formation("hello"); got.MaxBodyBytes != 0 || got.Limits["web"].MemoryBytes != 512<<20 {
+		t.Fatalf("after limits:unset --body: %+v", got)
+	}
+	c.unchanged("none set, no change", "limits:unset", "--body", "-f", "hello")
+	c.fails("usage: deisctl limits:unset TYPE [TYPE...] [--memory|--cpu] [-f NAME], or --body", "limits:unset", "-f", "hello")
 }
 
 // seedNodes registers n1 (up, runtime+proxy, ssd), n2 (lost, runtime, ssd)

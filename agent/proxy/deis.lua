@@ -8,7 +8,21 @@
 --
 --   version <hash>
 --   formation <name> [<ip:port> ...]
+--   body <formation> <bytes>        (the formation's request body limit)
 --   domain <domain> <formation>
+--
+-- A formation without a body line has the default limit the agent passes
+-- to init. A request over the limit gets 413: at once when its
+-- Content-Length says so; a chunked body is read in a @body_N location,
+-- where nginx stops at N (the limit rounded up to a power of two), and is
+-- then measured.
+--
+-- Requests are never replayed on a second container once it may have
+-- seen them: idempotent methods go to the upstream deis_apps (keep-alive
+-- connections, retried on the next container); POST, PATCH and LOCK go
+-- to deis_apps_once (a new connection each time; nginx tries the next
+-- container only when nothing was sent: the config never lets nginx
+-- resend them); any other method goes there too and is tried once.
 --
 -- The agent validated every value; parse still refuses a text it does not
 -- understand, so a broken text never replaces a good one.
@@ -17,15 +31,22 @@ local M = {}
 
 local dict = ngx.shared.deis_routes
 local balancer -- ngx.balancer, loaded on first use
+local default_body = 10485760 -- set by init
+local ceiling = 1073741824 -- the largest limit and the last @body_N; set by init
+
+-- Methods that may be sent again (RFC 9110, 9.2.2).
+local idempotent = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT = true, DELETE = true }
+-- Non-idempotent methods that nginx itself never resends once sent.
+local guarded = { POST = true, PATCH = true, LOCK = true }
 
 -- Each worker keeps the parsed routes of the last version it saw.
-local cache = { version = nil, hosts = {}, forms = {} }
+local cache = { version = nil, hosts = {}, forms = {}, body = {} }
 -- Round-robin position per formation, per worker.
 local rr = {}
 
 -- parse turns a routes text into lookup tables, or returns nil and why.
 local function parse(text)
-    local t = { hosts = {}, forms = {} }
+    local t = { hosts = {}, forms = {}, body = {} }
     local n = 0
     for line in string.gmatch(text, "[^\n]+") do
         n = n + 1
@@ -49,6 +70,12 @@ local function parse(text)
                 peers[#peers + 1] = { host, port }
             end
             t.forms[f[2]] = peers
+        elseif kind == "body" and #f == 3 then
+            local v = tonumber(f[3])
+            if not v or v < 1 or v ~= math.floor(v) then
+                return nil, "line " .. n .. ": bad body limit " .. f[3]
+            end
+            t.body[f[2]] = v
         elseif kind == "domain" and #f == 3 then
             t.hosts[f[2]] = f[3]
         else
@@ -57,6 +84,11 @@ local function parse(text)
     end
     if not t.version then
         return nil, "no version line"
+    end
+    for form in pairs(t.body) do
+        if not t.forms[form] then
+            return nil, "body limit of formation " .. form .. ", which has no formation line"
+        end
     end
     for d, form in pairs(t.hosts) do
         if not t.forms[form] then
@@ -107,11 +139,53 @@ local function lookup(t, host)
     end
 end
 
--- route picks the formation of the request (rewrite phase). While the
--- agent drains connections before a reload, requests move to @drain, which
--- serves them the same way but closes the connection after the response.
-function M.route(drainable)
-    if drainable and dict:get("drain") then
+-- size renders a byte count as deisctl does: 10M, 1G, 1536K, 1000.
+local function size(n)
+    for _, u in ipairs({ { 1073741824, "G" }, { 1048576, "M" }, { 1024, "K" } }) do
+        if n % u[1] == 0 then
+            return string.format("%d%s", n / u[1], u[2])
+        end
+    end
+    return string.format("%d", n)
+end
+
+-- tier is the @body_N location for a chunked body under limit: the limit
+-- rounded up to a power of two from 1M, at most the ceiling (the config
+-- has a location for each).
+local function tier(limit)
+    local n = 1048576
+    while n < limit and n < ceiling do
+        n = n * 2
+    end
+    return math.min(n, ceiling)
+end
+
+-- bodysize measures the request body read so far.
+local function bodysize()
+    local data = ngx.req.get_body_data()
+    if data then
+        return #data
+    end
+    local name = ngx.req.get_body_file()
+    if not name then
+        return 0
+    end
+    local fh = io.open(name, "rb")
+    if not fh then
+        return 0
+    end
+    local n = fh:seek("end")
+    fh:close()
+    return n or 0
+end
+
+-- route picks the formation of the request (rewrite phase) and checks its
+-- body. mode is "main" (location /), "drain" (@drain) or "chunked"
+-- (@body_N). While the agent drains connections before a reload, requests
+-- move to @drain, which serves them the same way but closes the connection
+-- after the response.
+function M.route(mode)
+    if mode == "main" and dict:get("drain") then
         return ngx.exec("@drain")
     end
     local t = current()
@@ -123,6 +197,27 @@ function M.route(drainable)
     local peers = t.forms[f]
     if #peers == 0 then
         return ngx.exec("@unready")
+    end
+    local limit = t.body[f] or default_body
+    ngx.var.deis_max_body = size(limit)
+    local len = tonumber(ngx.var.content_length or "")
+    if len then
+        if len > limit then
+            return ngx.exec("@toolarge")
+        end
+    elseif ngx.var.http_transfer_encoding then
+        if mode ~= "chunked" then
+            return ngx.exec("@body_" .. tier(limit))
+        end
+        ngx.req.read_body() -- nginx answers 413 beyond the tier
+        if bodysize() > limit then
+            return ngx.exec("@toolarge")
+        end
+    end
+    local method = ngx.req.get_method()
+    if not idempotent[method] then
+        ngx.var.deis_pool = "deis_apps_once"
+        ngx.ctx.deis_once = not guarded[method]
     end
     ngx.ctx.deis_peers = peers
 end
@@ -146,7 +241,8 @@ function M.balance()
         local f = ngx.var.deis_formation
         i = (rr[f] or 0) + 1
         rr[f] = i
-        if n > 1 then
+        -- A method nginx would resend after sending it is tried once.
+        if n > 1 and not ctx.deis_once then
             balancer.set_more_tries(n - 1)
         end
     end
@@ -234,10 +330,14 @@ function M.control_drain()
     return reply(200, "")
 end
 
--- init_worker loads the routes file the agent wrote when the shared dict
--- holds none (nginx was started, not reloaded), so a new nginx routes from
--- its first request.
-function M.init_worker(path)
+-- init runs in the master (as root) when it loads the config: it sets the
+-- default body limit and the ceiling of all limits and, when the shared dict holds no routes (nginx was
+-- started, not reloaded), loads the routes file the agent wrote, so a new
+-- nginx routes from its first request. The workers, which run as an
+-- unprivileged user, never open it.
+function M.init(path, body, max)
+    default_body = body
+    ceiling = max
     if dict:get("version") then
         return
     end

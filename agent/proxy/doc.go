@@ -1,11 +1,11 @@
 // Package proxy is the agent's proxy role: it runs this node's own Nginx and
 // routes every formation whose proxy layer selects the node.
 //
-// The Nginx is independent of any system Nginx. All its files live under
+// The Nginx is independent of any system Nginx. Its files live under
 // StateDir/nginx (the prefix, private to the agent's user): nginx.conf,
-// nginx.pid, logs/, temp/, the control socket control.sock, routes.txt (the
+// nginx.pid, logs/, the control socket control.sock, routes.txt (the
 // routes nginx loads when it starts) and routes.json (the routing last
-// applied per formation). It runs with "daemon on", so it outlives the
+// applied per formation). Its temp directories live in StateDir/nginx-temp. It runs with "daemon on", so it outlives the
 // agent: stopping the agent (Run returning) leaves apps served. A new Proxy
 // on the same StateDir adopts the running master (pid file plus
 // /proc/PID/cmdline) and reloads it only if its config changed; it starts a
@@ -50,6 +50,30 @@
 // Pass runs one pass by hand (tests, debugging); Run calls it.
 //
 // Safety rules:
+//   - When the agent is root, the master is root but the workers, which
+//     parse every request, run as Config.NginxUser (www-data, else nobody;
+//     never uid or gid 0). The master opens the ports, the logs and the
+//     control socket and reads routes.txt (in init_by_lua); the workers
+//     write only their temp directories, StateDir/nginx-temp/*, which they
+//     own inside a directory they cannot write, so they cannot swap them
+//     for a symlink that the master's chown at a reload would follow. New
+//     refuses a user that does not exist, and each pass a state dir the
+//     workers cannot walk through.
+//   - A request body larger than its formation's limit (state.Routing
+//     MaxBodyBytes, else Config.MaxBodyBytes, 10M) gets 413 and never
+//     reaches the app: at once when its Content-Length says so; a chunked
+//     body is read in a location whose client_max_body_size is the limit
+//     rounded up to a power of two (nginx stops reading there) and then
+//     measured. Limits change with the routes, without a reload.
+//   - A request is never sent to a second container after any of it was
+//     sent to the first, unless its method is idempotent (GET, HEAD,
+//     OPTIONS, TRACE, PUT, DELETE). proxy_next_upstream has no
+//     non_idempotent, so nginx itself never resends POST, PATCH or LOCK;
+//     those and unknown methods use an upstream without keep-alive (so a
+//     connection the app closed while idle is never mistaken for a
+//     failure after sending), and unknown methods, which nginx would
+//     resend, get a single try. A container that refuses the connection is
+//     skipped for every method: nothing was sent.
 //   - A routing databag with a value that cannot be placed safely in the
 //     routes (a domain failing state.ValidateDomain, an upstream that is not
 //     ip:port) is refused as a whole; the formation keeps the routing last

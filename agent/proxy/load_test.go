@@ -207,7 +207,7 @@ func TestNoDropsUnderLoad(t *testing.T) {
 	k := store.Keys
 	var fxs []*fixture
 	for _, n := range []string{"n1", "n2"} {
-		fx := &fixture{t: t, cli: cli, store: store, dir: t.TempDir(), port: etcdtest.FreePort(t), node: n}
+		fx := &fixture{t: t, cli: cli, store: store, dir: stateDir(t), port: etcdtest.FreePort(t), node: n}
 		fx.put(k.Node(n), state.Node{Name: n, Addr: "127.0.0.1", Labels: map[string]string{"role": "proxy"}})
 		fxs = append(fxs, fx)
 	}

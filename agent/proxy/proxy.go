@@ -11,8 +11,11 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
@@ -39,6 +42,14 @@ type Config struct {
 	// "/usr/lib/nginx/modules", where Debian's libnginx-mod-http-lua puts
 	// them).
 	NginxModules string
+	// NginxUser is the user nginx's workers run as when the agent runs as
+	// root (default "www-data", or "nobody" where there is no www-data);
+	// its primary group is theirs. Not root: the workers parse every
+	// request. An agent that is not root runs them as itself.
+	NginxUser string
+	// MaxBodyBytes is the request body limit of formations that set none
+	// (deisctl limits:set --body); default state.DefaultMaxBodyBytes.
+	MaxBodyBytes int64
 	// BaseDomain is named on the page of the default server (optional).
 	BaseDomain string
 	Store      *state.Store
@@ -65,7 +76,7 @@ type Config struct {
 type Proxy struct {
 	cfg   Config
 	paths layout
-	user  string
+	work  *workerID // nil: workers run as the agent's user
 	ngx   *nginx
 	m     *metrics
 	log   *slog.Logger
@@ -148,17 +159,65 @@ func New(cfg Config) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Workers run as the invoking user. As root that must be said, or nginx
-	// runs them as nobody, who may not reach the temp paths under StateDir.
-	var usr string
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = state.DefaultMaxBodyBytes
+	}
+	if err := state.ValidateMaxBody(cfg.MaxBodyBytes); err != nil {
+		return nil, fmt.Errorf("proxy: --max-body: %w", err)
+	}
+	var work *workerID
 	if os.Geteuid() == 0 {
-		usr = "root"
-		if u, err := user.Current(); err == nil && state.ValidateName("user", u.Username) == nil {
-			usr = u.Username
+		if work, err = lookupWorker(cfg.NginxUser); err != nil {
+			return nil, err
 		}
 	}
-	return &Proxy{cfg: cfg, paths: paths, user: usr, ngx: newNginx(bin, paths), m: m, log: cfg.Logger,
+	return &Proxy{cfg: cfg, paths: paths, work: work, ngx: newNginx(bin, paths), m: m, log: cfg.Logger,
 		live: map[string]applied{}, lastErrs: map[string]string{}}, nil
+}
+
+// workerID is the user and group nginx's workers run as.
+type workerID struct {
+	User, Group string
+	UID, GID    int
+}
+
+// sysName is a user or group name that is safe in the user directive.
+var sysName = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
+
+// lookupWorker resolves the worker user: name, or by default www-data
+// (Debian's nginx user) and else nobody.
+func lookupWorker(name string) (*workerID, error) {
+	tries := []string{name}
+	if name == "" || name == "www-data" {
+		tries = []string{"www-data", "nobody"}
+	}
+	var u *user.User
+	var err error
+	for _, n := range tries {
+		if u, err = user.Lookup(n); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("proxy: nginx worker user %s not found: create it (useradd --system --no-create-home %s) or pass --nginx-user: %w",
+			strings.Join(tries, " or "), tries[0], err)
+	}
+	uid, err1 := strconv.Atoi(u.Uid)
+	gid, err2 := strconv.Atoi(u.Gid)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("proxy: nginx worker user %s has no numeric uid and gid", u.Username)
+	}
+	if uid == 0 || gid == 0 {
+		return nil, fmt.Errorf("proxy: nginx worker user %s has uid or gid 0: nginx workers parse every request from the internet; pass an unprivileged --nginx-user such as www-data", u.Username)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: group %s of nginx worker user %s: %w", u.Gid, u.Username, err)
+	}
+	if !sysName.MatchString(u.Username) || !sysName.MatchString(g.Name) {
+		return nil, fmt.Errorf("proxy: nginx worker user %q or group %q has characters nginx.conf cannot hold: pass another --nginx-user", u.Username, g.Name)
+	}
+	return &workerID{User: u.Username, Group: g.Name, UID: uid, GID: gid}, nil
 }
 
 // Run keeps nginx routing until ctx ends. It leaves nginx running when it
@@ -192,14 +251,11 @@ func (p *Proxy) prepare() error {
 	if err := os.Chmod(p.paths.Prefix, 0o700); err != nil {
 		return fmt.Errorf("proxy: make %s private: %w", p.paths.Prefix, err)
 	}
-	dirs := []string{p.paths.logs()}
-	for _, d := range tempDirs {
-		dirs = append(dirs, p.paths.temp(d))
+	if err := os.MkdirAll(p.paths.logs(), 0o755); err != nil {
+		return fmt.Errorf("proxy: create %s: %w", p.paths.logs(), err)
 	}
-	for _, d := range dirs {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return fmt.Errorf("proxy: create %s: %w", d, err)
-		}
+	if err := p.prepareTemp(); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -219,6 +275,83 @@ func (p *Proxy) prepare() error {
 		p.log.Warn("ignoring the routes last applied", "node", p.cfg.Node, "error", err)
 	}
 	return nil
+}
+
+// prepareTemp creates the temp directories, the only paths the workers
+// write. They live outside the private prefix, in StateDir/nginx-temp,
+// which the agent's user owns and nobody else may write: the workers own
+// each temp directory but cannot replace it (with a symlink, say) for the
+// master, which chowns it to them at every start and reload.
+func (p *Proxy) prepareTemp() error {
+	root := p.paths.tempRoot()
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return fmt.Errorf("proxy: create %s: %w", root, err)
+	}
+	if err := ownDir(root); err != nil {
+		return err
+	}
+	if err := os.Chmod(root, 0o755); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	if p.work != nil {
+		if err := reachable(root, p.work); err != nil {
+			return err
+		}
+	}
+	for _, d := range tempDirs {
+		path := p.paths.temp(d)
+		if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("proxy: create %s: %w", path, err)
+		}
+		fi, err := os.Lstat(path)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("proxy: %s is not a directory; remove it and restart the agent", path)
+		}
+		if p.work != nil {
+			if err := os.Lchown(path, p.work.UID, p.work.GID); err != nil {
+				return fmt.Errorf("proxy: give %s to the nginx workers: %w", path, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ownDir checks that dir is a directory (not a symlink) of the agent's
+// user that no one else may write.
+func ownDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("proxy: %s must be a directory owned by the agent's user (uid %d); remove it and restart the agent", dir, os.Geteuid())
+	}
+	return nil
+}
+
+// reachable checks that the workers may walk down to dir: every directory
+// above it must be searchable by their user.
+func reachable(dir string, w *workerID) error {
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("proxy: %w", err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		mode := fi.Mode().Perm()
+		ok = ok && (mode&0o001 != 0 || (int(st.Gid) == w.GID && mode&0o010 != 0) || (int(st.Uid) == w.UID && mode&0o100 != 0))
+		if !ok {
+			return fmt.Errorf("proxy: nginx workers run as %s and cannot reach %s: %s is mode %o; make it searchable (chmod o+x %s) or use another --state-dir",
+				w.User, dir, d, mode, d)
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
 }
 
 // Pass runs one reconcile pass: read the state, render, bring nginx to the
@@ -243,7 +376,11 @@ func (p *Proxy) Pass(ctx context.Context) error {
 		}
 	}
 	p.lastErrs = c.Errors
-	conf, hash := render(renderInput{Paths: p.paths, Listen: p.cfg.Listen, User: p.user, BaseDomain: p.cfg.BaseDomain, Modules: p.cfg.NginxModules})
+	in := renderInput{Paths: p.paths, Listen: p.cfg.Listen, BaseDomain: p.cfg.BaseDomain, Modules: p.cfg.NginxModules, MaxBody: p.cfg.MaxBodyBytes}
+	if p.work != nil {
+		in.User, in.Group = p.work.User, p.work.Group
+	}
+	conf, hash := render(in)
 	table, version := renderRoutes(c.Sites)
 	routed, applyErr := p.apply(ctx, conf, hash, table, version)
 	if routed {

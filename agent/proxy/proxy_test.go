@@ -43,6 +43,19 @@ func backend(t *testing.T, name string) *httptest.Server {
 	return srv
 }
 
+// stateDir is a state dir the nginx workers, which run as www-data when
+// the test runs as root, can walk through (t.TempDir is private).
+func stateDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
 type fixture struct {
 	t     *testing.T
 	cli   *clientv3.Client
@@ -53,6 +66,7 @@ type fixture struct {
 	base  string // BaseDomain; "" means localhost
 	drain time.Duration
 	mods  string // NginxModules; "" means the default
+	body  int64  // MaxBodyBytes; 0 means the default
 }
 
 func (fx *fixture) nodeName() string {
@@ -87,7 +101,7 @@ func (fx *fixture) run() (*Proxy, *prometheus.Registry, func()) {
 	}
 	p, err := New(Config{
 		Node: fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
-		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second, ReloadDrain: fx.drain, NginxModules: fx.mods,
+		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second, ReloadDrain: fx.drain, NginxModules: fx.mods, MaxBodyBytes: fx.body,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -190,7 +204,7 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 func TestProxyServesAcksAndSurvives(t *testing.T) {
 	needNginxLua(t)
 	_, cli := etcdtest.Start(t)
-	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
+	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: stateDir(t), port: etcdtest.FreePort(t)}
 	k := fx.store.Keys
 	one, two := backend(t, "backend-one"), backend(t, "backend-two")
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
@@ -333,7 +347,7 @@ func TestProxyServesAcksAndSurvives(t *testing.T) {
 func TestStartsAfterKill(t *testing.T) {
 	needNginxLua(t)
 	_, cli := etcdtest.Start(t)
-	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
+	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: stateDir(t), port: etcdtest.FreePort(t)}
 	k := fx.store.Keys
 	one := backend(t, "backend-one")
 	fx.put(k.Node("n1"), state.Node{Name: "n1", Labels: map[string]string{"role": "proxy"}})
@@ -379,7 +393,7 @@ func TestStartsAfterKill(t *testing.T) {
 func TestRoutingWithoutReload(t *testing.T) {
 	needNginxLua(t)
 	_, cli := etcdtest.Start(t)
-	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
+	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: stateDir(t), port: etcdtest.FreePort(t)}
 	k := fx.store.Keys
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 	live, exact := backend(t, "live"), backend(t, "exact")
@@ -488,7 +502,7 @@ func TestRoutingWithoutReload(t *testing.T) {
 func TestRejectedConfigKeepsServing(t *testing.T) {
 	_, mods := needNginxLua(t)
 	_, cli := etcdtest.Start(t)
-	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: t.TempDir(), port: etcdtest.FreePort(t)}
+	fx := &fixture{t: t, cli: cli, store: state.NewStore(cli, "/test"), dir: stateDir(t), port: etcdtest.FreePort(t)}
 	k := fx.store.Keys
 	addr := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 	one, two := backend(t, "backend-one"), backend(t, "backend-two")

@@ -27,7 +27,8 @@ func (l layout) table() string        { return filepath.Join(l.Prefix, "routes.t
 func (l layout) logs() string         { return filepath.Join(l.Prefix, "logs") }
 func (l layout) errorLog() string     { return filepath.Join(l.Prefix, "logs", "error.log") }
 func (l layout) accessLog() string    { return filepath.Join(l.Prefix, "logs", "access.log") }
-func (l layout) temp(n string) string { return filepath.Join(l.Prefix, "temp", n) }
+func (l layout) tempRoot() string     { return filepath.Join(filepath.Dir(l.Prefix), "nginx-temp") }
+func (l layout) temp(n string) string { return filepath.Join(l.tempRoot(), n) }
 
 var tempDirs = []string{"client_body", "proxy", "fastcgi", "uwsgi", "scgi"}
 
@@ -36,6 +37,7 @@ type site struct {
 	Formation string
 	Domains   []string // sorted, unique, valid
 	Upstreams []string // ip:port, sorted, unique
+	MaxBody   int64    // largest request body; 0: the proxy's default
 }
 
 // renderInput is everything the nginx.conf depends on. Routing is not part
@@ -45,8 +47,10 @@ type renderInput struct {
 	Paths      layout
 	Listen     []string
 	User       string // worker user; "" leaves the directive out
+	Group      string // worker group, with User
 	BaseDomain string
 	Modules    string // directory of nginx's dynamic modules
+	MaxBody    int64  // request body limit of formations without their own
 }
 
 // hashToken stands in for the config hash while the hash is computed; no
@@ -121,6 +125,12 @@ func siteFor(f string, r *state.Routing) (site, error) {
 			s.Upstreams = append(s.Upstreams, a)
 		}
 	}
+	if r.MaxBodyBytes != 0 {
+		if err := state.ValidateMaxBody(r.MaxBodyBytes); err != nil {
+			return site{}, err
+		}
+		s.MaxBody = r.MaxBodyBytes
+	}
 	sort.Strings(s.Domains)
 	sort.Strings(s.Upstreams)
 	return s, nil
@@ -137,6 +147,11 @@ func renderRoutes(sites []site) ([]byte, string) {
 			b.WriteString(" " + u)
 		}
 		b.WriteString("\n")
+	}
+	for _, s := range sites {
+		if s.MaxBody > 0 {
+			b.WriteString("body " + s.Formation + " " + strconv.FormatInt(s.MaxBody, 10) + "\n")
+		}
 	}
 	for _, s := range sites {
 		for _, d := range s.Domains {
@@ -174,7 +189,10 @@ func render(in renderInput) ([]byte, string) {
 	w("daemon on;")
 	w("master_process on;")
 	if in.User != "" {
-		w("user %s;", in.User)
+		// Workers parse every request from the internet: they run
+		// unprivileged. The master (root) opens the ports, the logs and
+		// the control socket, and reads routes.txt.
+		w("user %s %s;", in.User, in.Group)
 		w("worker_rlimit_nofile 16384;")
 	}
 	w("worker_processes 1;")
@@ -196,7 +214,8 @@ func render(in renderInput) ([]byte, string) {
 	w("    fastcgi_temp_path %q;", p.temp("fastcgi"))
 	w("    uwsgi_temp_path %q;", p.temp("uwsgi"))
 	w("    scgi_temp_path %q;", p.temp("scgi"))
-	w("    client_max_body_size 0;")
+	w("    # deis.lua enforces each formation's body limit; this is the ceiling.")
+	w("    client_max_body_size %d;", state.MaxMaxBodyBytes)
 	w("    # Longer than the idle timeout of common clients (Go's is 90s), so the")
 	w("    # client, not nginx, closes an idle connection: no request races a close.")
 	w("    keepalive_timeout 120s;")
@@ -214,16 +233,24 @@ func render(in renderInput) ([]byte, string) {
 	w("        package.loaded.deis = (function()")
 	b.WriteString(deisLua)
 	w("        end)()")
+	w("        require(\"deis\").init(%q, %d, %d)", p.table(), in.MaxBody, state.MaxMaxBodyBytes)
 	w("    }")
-	w("    init_worker_by_lua_block {")
-	w("        require(\"deis\").init_worker(%q)", p.table())
-	w("    }")
+	w("    # Idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) reuse")
+	w("    # upstream connections and may be retried on another container.")
 	w("    upstream deis_apps {")
 	w("        server 0.0.0.1; # never used: deis.lua picks each peer")
 	w("        balancer_by_lua_block {")
 	w("            require(\"deis\").balance()")
 	w("        }")
 	w("        keepalive 320;")
+	w("    }")
+	w("    # Every other request gets a new connection, and is tried on another")
+	w("    # container only when no byte of it was sent (see deis.lua).")
+	w("    upstream deis_apps_once {")
+	w("        server 0.0.0.1;")
+	w("        balancer_by_lua_block {")
+	w("            require(\"deis\").balance()")
+	w("        }")
 	w("    }")
 	w("")
 	w("    # Control server: the hash of this config, the routes, draining.")
@@ -256,9 +283,12 @@ func render(in renderInput) ([]byte, string) {
 	}
 	w("        server_name _;")
 	w("        set $deis_formation \"\";")
+	w("        set $deis_pool deis_apps;")
+	w("        set $deis_max_body %s;", fmtSize(state.MaxMaxBodyBytes))
+	w("        error_page 413 @toolarge;")
 	w("        location / {")
 	w("            rewrite_by_lua_block {")
-	w("                require(\"deis\").route(true)")
+	w("                require(\"deis\").route(\"main\")")
 	w("            }")
 	proxyTo(w)
 	w("        }")
@@ -267,9 +297,26 @@ func render(in renderInput) ([]byte, string) {
 	w("        location @drain {")
 	w("            keepalive_timeout 0;")
 	w("            rewrite_by_lua_block {")
-	w("                require(\"deis\").route(false)")
+	w("                require(\"deis\").route(\"drain\")")
 	w("            }")
 	proxyTo(w)
+	w("        }")
+	w("        # Chunked request bodies (no Content-Length) of a formation whose")
+	w("        # limit is at most the tier: nginx stops reading at the tier, and")
+	w("        # deis.lua checks the exact limit once the body is read.")
+	for _, t := range bodyTiers() {
+		w("        location @body_%d {", t)
+		w("            client_max_body_size %d;", t)
+		w("            keepalive_timeout 0;")
+		w("            rewrite_by_lua_block {")
+		w("                require(\"deis\").route(\"chunked\")")
+		w("            }")
+		proxyTo(w)
+		w("        }")
+	}
+	w("        location @toolarge {")
+	w("            keepalive_timeout 0;")
+	w("            return 413 \"request body too large: this app accepts request bodies of at most $deis_max_body\\n\";")
 	w("        }")
 	w("        location @notfound {")
 	msg := "no app is configured for this host"
@@ -293,7 +340,7 @@ func render(in renderInput) ([]byte, string) {
 // proxyTo writes the directives that pass a request to the formation's
 // upstreams.
 func proxyTo(w func(string, ...any)) {
-	w("            proxy_pass http://deis_apps;")
+	w("            proxy_pass http://$deis_pool;")
 	w("            proxy_http_version 1.1;")
 	w("            proxy_set_header Upgrade $http_upgrade;")
 	w("            proxy_set_header Connection $connection_upgrade;")
@@ -302,7 +349,35 @@ func proxyTo(w func(string, ...any)) {
 	w("            proxy_set_header X-Forwarded-Proto $scheme;")
 	w("            proxy_set_header X-Forwarded-Port $server_port;")
 	w("            proxy_set_header X-Request-Start \"t=${msec}\";")
-	w("            proxy_next_upstream error timeout http_502 http_503 non_idempotent;")
+	// No non_idempotent: nginx never sends a POST, PATCH or LOCK to a
+	// second container once it sent the first one any of it.
+	w("            proxy_next_upstream error timeout http_502 http_503;")
 	w("            proxy_connect_timeout 5s;")
 	w("            proxy_read_timeout 60s;")
+}
+
+// bodyTiers are the client_max_body_size values of the @body_N locations
+// for chunked request bodies: 1M, doubling up to state.MaxMaxBodyBytes.
+func bodyTiers() []int64 {
+	var out []int64
+	for t := int64(1 << 20); ; t *= 2 {
+		if t >= state.MaxMaxBodyBytes {
+			return append(out, state.MaxMaxBodyBytes)
+		}
+		out = append(out, t)
+	}
+}
+
+// fmtSize renders a byte count with the largest unit that divides it, as
+// deisctl and deis.lua do: 10M, 1G, 1536K, 1000.
+func fmtSize(n int64) string {
+	switch {
+	case n > 0 && n%(1<<30) == 0:
+		return strconv.FormatInt(n>>30, 10) + "G"
+	case n > 0 && n%(1<<20) == 0:
+		return strconv.FormatInt(n>>20, 10) + "M"
+	case n > 0 && n%(1<<10) == 0:
+		return strconv.FormatInt(n>>10, 10) + "K"
+	}
+	return strconv.FormatInt(n, 10)
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -13,20 +14,21 @@ import (
 )
 
 func testInput() renderInput {
-	return renderInput{Paths: layout{Prefix: "/var/lib/deis-agent/nginx"}, Listen: []string{"8080", "[::]:8080"}, BaseDomain: "example.com", Modules: "/usr/lib/nginx/modules"}
+	return renderInput{Paths: layout{Prefix: "/var/lib/deis-agent/nginx"}, Listen: []string{"8080", "[::]:8080"}, BaseDomain: "example.com", Modules: "/usr/lib/nginx/modules",
+		User: "www-data", Group: "www-data", MaxBody: 10 << 20}
 }
 
 func TestRenderRoutesDeterministic(t *testing.T) {
 	a := []*state.Routing{
 		{Formation: "web", Domains: []string{"web.example.com", "www.web.com", "web.example.com"}, Upstreams: []state.Upstream{
 			{Container: "web.v2.web.2", Addr: "10.0.0.2:49001"}, {Container: "web.v2.web.1", Addr: "10.0.0.1:49000"}}},
-		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}},
+		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}, MaxBodyBytes: 50 << 20},
 		{Formation: "idle", Domains: []string{"*.idle.example.com"}, Upstreams: []state.Upstream{}},
 	}
 	// Same content in another order.
 	b := []*state.Routing{
 		{Formation: "idle", Domains: []string{"*.idle.example.com"}},
-		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}},
+		{Formation: "api", Domains: []string{"api.example.com"}, Upstreams: []state.Upstream{{Container: "api.v1.web.1", Addr: "10.0.0.3:49002"}}, MaxBodyBytes: 50 << 20},
 		{Formation: "web", Domains: []string{"www.web.com", "web.example.com"}, Upstreams: []state.Upstream{
 			{Container: "web.v2.web.1", Addr: "10.0.0.1:49000"}, {Container: "web.v2.web.2", Addr: "10.0.0.2:49001"}}},
 	}
@@ -47,6 +49,7 @@ func TestRenderRoutesDeterministic(t *testing.T) {
 		"formation api 10.0.0.3:49002\n" +
 		"formation idle\n" +
 		"formation web 10.0.0.1:49000 10.0.0.2:49001\n" +
+		"body api 52428800\n" +
 		"domain api.example.com api\n" +
 		"domain *.idle.example.com idle\n" +
 		"domain web.example.com web\n" +
@@ -75,17 +78,28 @@ func TestRenderConfig(t *testing.T) {
 		"keepalive_requests 100000;",
 		"worker_shutdown_timeout 60s;",
 		"lua_shared_dict deis_routes",
-		`require("deis").init_worker("/var/lib/deis-agent/nginx/routes.txt")`,
+		`require("deis").init("/var/lib/deis-agent/nginx/routes.txt", 10485760, 1073741824)`,
+		"user www-data www-data;",
+		"client_max_body_size 1073741824;",
+		"location @body_1048576 {\n            client_max_body_size 1048576;",
+		"location @body_1073741824 {",
+		"error_page 413 @toolarge;",
 		"location @drain {\n            keepalive_timeout 0;",
 		`return 404 "no app is configured for this host; apps are served at APP.example.com\n";`,
-		`client_body_temp_path "/var/lib/deis-agent/nginx/temp/client_body";`,
+		`client_body_temp_path "/var/lib/deis-agent/nginx-temp/client_body";`,
+		"proxy_next_upstream error timeout http_502 http_503;",
 	} {
 		if !strings.Contains(string(c1), want) {
 			t.Errorf("config lacks %q:\n%s", want, c1)
 		}
 	}
-	if strings.Count(string(c1), "proxy_pass http://deis_apps;") != 2 {
-		t.Error("both app locations must proxy to deis_apps")
+	// main, @drain and the 11 chunked-body tiers from 1M to 1G
+	if n := strings.Count(string(c1), "proxy_pass http://$deis_pool;"); n != 13 {
+		t.Errorf("%d app locations proxy to $deis_pool, want 13", n)
+	}
+	// A POST is never sent to a second container once the first got it.
+	if regexp.MustCompile(`proxy_next_upstream[^;]*non_idempotent`).Match(c1) {
+		t.Error("the config lets nginx resend non-idempotent requests")
 	}
 	in := testInput()
 	in.Listen = []string{"8081"}
@@ -113,6 +127,8 @@ func TestSiteForRefusesInjection(t *testing.T) {
 		{"upstream host name", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "node-1.internal:5001"}}}},
 		{"zoned upstream", state.Routing{Domains: []string{"ok.com"}, Upstreams: []state.Upstream{{Addr: "[fe80::1%eth0]:5001"}}}},
 		{"routing names another formation", state.Routing{Formation: "other", Domains: []string{"ok.com"}}},
+		{"body limit over the ceiling", state.Routing{Domains: []string{"ok.com"}, MaxBodyBytes: state.MaxMaxBodyBytes + 1}},
+		{"negative body limit", state.Routing{Domains: []string{"ok.com"}, MaxBodyBytes: -1}},
 	} {
 		if s, err := siteFor("app", &tc.r); err == nil {
 			t.Errorf("%s: accepted as %+v", tc.name, s)
@@ -154,9 +170,13 @@ func TestRenderPassesNginxCheck(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	in := renderInput{Paths: layout{Prefix: prefix}, Listen: []string{"127.0.0.1:1", "[::1]:1"}, BaseDomain: "example.com", Modules: mods}
+	in := renderInput{Paths: layout{Prefix: prefix}, Listen: []string{"127.0.0.1:1", "[::1]:1"}, BaseDomain: "example.com", Modules: mods, MaxBody: 10 << 20}
 	if os.Geteuid() == 0 {
-		in.User = "root"
+		w, err := lookupWorker("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.User, in.Group = w.User, w.Group
 	}
 	conf, _ := render(in)
 	path := filepath.Join(prefix, "nginx.conf")

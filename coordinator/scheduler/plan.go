@@ -338,6 +338,9 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 	// Routing.
 	prev := w.Routing[f]
 	route := &state.Routing{Formation: f, Domains: domains(w, form), Upstreams: []state.Upstream{}}
+	if state.ValidateMaxBody(form.MaxBodyBytes) == nil {
+		route.MaxBodyBytes = form.MaxBodyBytes // else the proxies' default
+	}
 	var webDesired []string
 	readyCount := 0
 	for _, name := range order {

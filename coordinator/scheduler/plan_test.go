@@ -332,3 +332,39 @@ func TestPlanScaleDownFromMostLoaded(t *testing.T) {
 		t.Fatalf("web.3 on n2 should stay: %v", names(d))
 	}
 }
+
+// TestPlanRoutingCarriesBodyLimit: the formation's request body limit
+// reaches the routing databag (a change rewrites it, nothing restarts); a
+// value the proxies would refuse is left out, so they apply their default.
+func TestPlanRoutingCarriesBodyLimit(t *testing.T) {
+	w := world("n1")
+	w.Releases["hello"] = release(1)
+	d := Plan(w)
+	apply(w, d, 10)
+	ready(w)
+	d = Plan(w)
+	apply(w, d, 11)
+	if got := d.Routing["hello"].MaxBodyBytes; got != 0 {
+		t.Fatalf("routing body limit %d without a formation limit, want 0 (the proxies' default)", got)
+	}
+	before := names(d)
+	for _, tc := range []struct{ set, want int64 }{
+		{50 << 20, 50 << 20},                           // limits:set --body 50M
+		{state.MaxMaxBodyBytes, state.MaxMaxBodyBytes}, // the ceiling itself
+		{state.MaxMaxBodyBytes + 1, 0},                 // over the ceiling: left out
+		{-1, 0},                                        // nonsense: left out
+		{0, 0},                                         // limits:unset --body
+	} {
+		w.Formations["hello"].MaxBodyBytes = tc.set
+		d = Plan(w)
+		if got := d.Routing["hello"].MaxBodyBytes; got != tc.want {
+			t.Errorf("formation body limit %d: routing has %d, want %d", tc.set, got, tc.want)
+		}
+		if got := names(d); strings.Join(got, " ") != strings.Join(before, " ") {
+			t.Errorf("a body limit change replaced containers: %v -> %v", before, got)
+		}
+		if len(d.Routing["hello"].Upstreams) != 1 {
+			t.Errorf("routing lost its upstream: %+v", d.Routing["hello"])
+		}
+	}
+}

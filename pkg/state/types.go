@@ -27,6 +27,10 @@ type Formation struct {
 	// scaled": the first release with a web type then runs web=1, as on Heroku.
 	Scale  map[string]int            `json:"scale,omitempty"`
 	Limits map[string]ResourceLimits `json:"limits,omitempty"`
+	// MaxBodyBytes is the largest request body the proxies pass to the
+	// formation (deisctl limits:set --body); 0 means the proxies' default
+	// (deis-agent --max-body).
+	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
 	// Restarts counts `deisctl ps:restart` per process type; a new count
 	// gives the type's containers new names, so they are replaced with the
 	// same handoff as a release.
@@ -239,6 +243,9 @@ type Routing struct {
 	Release   int        `json:"release"`
 	Domains   []string   `json:"domains"`
 	Upstreams []Upstream `json:"upstreams"`
+	// MaxBodyBytes is Formation.MaxBodyBytes: the largest request body the
+	// proxies accept for the formation (413 above it); 0 means their default.
+	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
 }
 
 // Container states reported by agents.

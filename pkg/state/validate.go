@@ -2,7 +2,9 @@ package state
 
 import (
 	"fmt"
+	"math"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -72,4 +74,42 @@ func ValidateHealthPath(p string) error {
 		return fmt.Errorf("invalid HEALTHCHECK_PATH %q: use a URL path starting with /, like /healthz", p)
 	}
 	return nil
+}
+
+// Bounds of a request body limit (Formation.MaxBodyBytes, deis-agent
+// --max-body). The proxies buffer each body on their disk before the app
+// sees it, so the limit has a ceiling; larger uploads belong in object
+// storage, uploaded directly by the client.
+const (
+	DefaultMaxBodyBytes int64 = 10 << 20 // 10M: the proxies' default
+	MaxMaxBodyBytes     int64 = 1 << 30  // 1G
+)
+
+// ValidateMaxBody checks a request body limit: more than zero, at most
+// MaxMaxBodyBytes.
+func ValidateMaxBody(n int64) error {
+	if n <= 0 {
+		return fmt.Errorf("invalid request body limit %d: it must be more than zero", n)
+	}
+	if n > MaxMaxBodyBytes {
+		return fmt.Errorf("request body limit %d is more than the most the proxies accept, 1G (%d bytes): the proxies buffer each body on disk; upload larger files straight to object storage", n, MaxMaxBodyBytes)
+	}
+	return nil
+}
+
+// ParseSize reads a byte count: a whole number of bytes, or a number with
+// the unit K, M or G (powers of 1024; KB, MB, GB and lower case read the
+// same), like 512K, 10M or 1.5G.
+func ParseSize(s string) (int64, error) {
+	i := strings.IndexFunc(s, func(r rune) bool { return !strings.ContainsRune("0123456789.", r) })
+	if i < 0 {
+		i = len(s)
+	}
+	num, unit := s[:i], strings.ToUpper(s[i:])
+	v, err := strconv.ParseFloat(num, 64)
+	mult := map[string]float64{"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "M": 1 << 20, "MB": 1 << 20, "G": 1 << 30, "GB": 1 << 30}[unit]
+	if num == "" || err != nil || mult == 0 || (mult == 1 && v != math.Trunc(v)) || v*mult > math.MaxInt64/2 {
+		return 0, fmt.Errorf("invalid size %q: use a whole number of bytes or a number with the unit K, M or G, like 512K, 10M or 1G", s)
+	}
+	return int64(v * mult), nil
 }

@@ -245,6 +245,11 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 	need.Binary(t, "ssh")
 	Binaries(t)
 	dir, err := os.MkdirTemp("", "deis-e2e-")
+	if err == nil {
+		// The proxies' nginx workers (www-data) walk through it to their
+		// temp directories under each agent's state dir.
+		err = os.Chmod(dir, 0o755)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

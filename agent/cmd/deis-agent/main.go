@@ -54,6 +54,8 @@ func main() {
 			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Apps, Usage: "the guarded Docker network app containers join: they reach the outside world but not each other, this host's ports or builds (empty: the engine's default bridge, unguarded)"},
 			&cli.StringSliceFlag{Name: "deny-cidr", EnvVars: []string{"DEIS_DENY_CIDR"}, Usage: "IPv4 addresses or prefixes app containers may not reach, such as the other nodes' network and 169.254.169.254"},
 			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug"},
+			&cli.StringFlag{Name: "nginx-user", EnvVars: []string{"DEIS_NGINX_USER"}, Value: "www-data", Usage: "unprivileged user the proxy's nginx workers run as when the agent runs as root (www-data: nobody where there is no www-data)"},
+			&cli.StringFlag{Name: "max-body", EnvVars: []string{"DEIS_MAX_BODY"}, Value: "10M", Usage: "request body limit (K, M, G; at most 1G) of formations that set none with deisctl limits:set --body; larger bodies get 413"},
 			&cli.StringFlag{Name: "api-addr", EnvVars: []string{"DEIS_API_ADDR"}, Value: "127.0.0.1:9103", Usage: "where the agent API (deisctl logs and run) listens, advertised to deisctl; no host: the node address; port 0: any free port (empty: off)"},
 		),
 		Action: run,
@@ -205,8 +207,16 @@ func run(c *cli.Context) error {
 		n++
 	}
 	if isProxy {
+		maxBody, err := state.ParseSize(c.String("max-body"))
+		if err == nil {
+			err = state.ValidateMaxBody(maxBody)
+		}
+		if err != nil {
+			return fmt.Errorf("--max-body: %w", err)
+		}
 		px, err := proxy.New(proxy.Config{
 			Node: name, StateDir: c.String("state-dir"), Listen: listen, NginxBinary: c.String("nginx"),
+			NginxUser: c.String("nginx-user"), MaxBodyBytes: maxBody,
 			Store: store, Watcher: cli, Logger: log.With("role", "proxy"), Registerer: reg,
 		})
 		if err != nil {

@@ -3,10 +3,32 @@ import http.server
 import os
 import signal
 import sys
+import threading
+import time
+
+# Requests being answered; on SIGTERM the app finishes them before it exits,
+# as a Heroku app should: the platform stops routing to a container before
+# it stops it, but requests already sent to it are still in flight.
+busy = 0
+lock = threading.Lock()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+
+    def handle_one_request(self):
+        global busy
+        # Counted from the first byte of the request line on.
+        if not self.rfile.peek(1):
+            self.close_connection = True
+            return
+        with lock:
+            busy += 1
+        try:
+            super().handle_one_request()
+        finally:
+            with lock:
+                busy -= 1
 
     def do_GET(self):
         if self.path.startswith("/status/"):
@@ -40,7 +62,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 def main():
     server = http.server.ThreadingHTTPServer(("", int(os.environ.get("PORT", "5000"))), Handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    def drain():
+        # Exit once no request has been in flight for a moment (idle
+        # keep-alive connections do not count). It keeps accepting until
+        # then: the platform sends no new request after SIGTERM, but a
+        # connection still in the listen backlog must be served, not reset.
+        quiet = 0
+        while quiet < 5:
+            time.sleep(0.1)
+            with lock:
+                quiet = quiet + 1 if busy == 0 else 0
+        sys.stdout.flush()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=drain, daemon=True).start())
     print("listening on", server.server_address, flush=True)
     server.serve_forever()
 
