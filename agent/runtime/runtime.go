@@ -48,6 +48,10 @@ type Config struct {
 	// StopGrace is the time between SIGTERM and SIGKILL when a container
 	// is stopped (default 30s).
 	StopGrace time.Duration
+	// DrainDelay is how long a retired container keeps running before its
+	// SIGTERM, so requests the proxies sent it before they switched away
+	// finish even when the app exits at once on SIGTERM (0: none).
+	DrainDelay time.Duration
 	// Network is the Docker network app containers (and one-off
 	// containers) join; "" means the engine's default bridge. Their ports
 	// are published on Addr either way.
@@ -445,7 +449,16 @@ type stopJob struct {
 func (r *Runtime) stop(ctx context.Context, j *stopJob) {
 	defer r.wg.Done()
 	log := r.log.With("container", j.c.specName(), "id", shortID(j.c.ID))
-	log.Info("stopping container", "reason", j.reason, "grace", r.cfg.StopGrace)
+	log.Info("stopping container", "reason", j.reason, "grace", r.cfg.StopGrace, "drain", r.cfg.DrainDelay)
+	if d := r.cfg.DrainDelay; d > 0 && j.c.State == "running" {
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return // Run is ending; a later Runtime stops it
+		case <-t.C:
+		}
+	}
 	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
 		err := r.stopAndRemove(ctx, j.c.ID)
