@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,10 +40,12 @@ import (
 
 const (
 	hostileBuildTimeout = 60 * time.Second
-	// slugExpandLimit is the agent's extraction limit in this suite; the
-	// tar bomb expands to bombMB, far beyond it.
-	slugExpandLimit = 64 << 20
+	// slugExpandLimit is the agents' extraction limit in this suite (8
+	// times the slug limit); the tar bomb expands to bombMB, beyond it.
+	slugExpandLimit = 8 * maxSlugBytes
 	bombMB          = 400
+	maxSlugBytes    = 32 << 20
+	maxPushBytes    = 2 << 20
 	// sshAuthTimeout is the unauthenticated-connection deadline asked of
 	// the SSH server, when it has the flag.
 	sshAuthTimeout = 5 * time.Second
@@ -54,9 +57,12 @@ const (
 
 func TestHostile(t *testing.T) {
 	addr := hostAddr(t)
-	coordArgs := []string{"--build-timeout", hostileBuildTimeout.String()}
+	// A small slug limit (the apps here are tiny): the agents' default
+	// extraction limit is a multiple of it.
+	coordArgs := []string{"--build-timeout", hostileBuildTimeout.String(), "--max-slug-bytes", strconv.Itoa(maxSlugBytes)}
+	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--max-push-bytes", strconv.Itoa(maxPushBytes))...)
 	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--ssh-auth-timeout", sshAuthTimeout.String())...)
-	agentArgs := ifFlag(t, "deis-agent", "--max-slug-expand-bytes", strconv.Itoa(slugExpandLimit))
+	agentArgs := ifFlag(t, "deis-agent", "--max-slug-bytes", strconv.Itoa(maxSlugBytes))
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{Addr: addr, CoordinatorArgs: coordArgs})
 	a := p.StartAgent("hostile", harness.AgentOptions{Addr: addr, ExtraArgs: agentArgs})
 	key := p.NewKey("admin")
@@ -213,7 +219,7 @@ func (h *hostile) tarBomb(t *testing.T) {
 			return limitSays(st) && strings.Contains(strings.ToLower(st), "slug"), st
 		})
 	}
-	if n := dirSize(a.StateDir); n > 2*slugExpandLimit {
+	if n := dirSize(a.StateDir); n > slugExpandLimit+32<<20 {
 		t.Errorf("the agent's state directory holds %d MiB: the slug was extracted past the %d MiB limit", n>>20, slugExpandLimit>>20)
 	}
 	if code, body, _ := get(a.Addr, a.HTTPPort, "evil-bomb.localhost", "/"); code == 200 && strings.Contains(body, "built") {
@@ -299,8 +305,8 @@ func (h *hostile) appContainers(t *testing.T) {
 			if uid, _ := pr["uid"].(float64); uid == 0 || uid == 1000 {
 				t.Errorf("%s runs as uid %v: root, or the uid a host account has", f, uid)
 			}
-			if pr["root_writable"] != false {
-				t.Errorf("%s may write to /: the root filesystem should be read-only", f)
+			if pr["root_writable"] != false || pr["root_readonly"] != true {
+				t.Errorf("%s: the root filesystem should be mounted read-only (read-only %v, writable %v)", f, pr["root_readonly"], pr["root_writable"])
 			}
 			if pr["tmp_writable"] != true {
 				t.Errorf("%s may not write to /tmp", f)
@@ -317,16 +323,16 @@ func (h *hostile) appContainers(t *testing.T) {
 		}
 
 		// A one-off container gets the same treatment.
-		out, _ := p.Ctl("", "run", "-f", "net-a", "--", "sh", "-c",
-			"grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; echo uid=$(id -u); touch /rootfs-probe 2>/dev/null && echo ROOT-WRITABLE; touch /tmp/x && echo tmp-ok")
-		t.Logf("deisctl run:\n%s", out)
-		for _, want := range []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "tmp-ok"} {
+		out, err := p.Ctl("", "run", "-f", "net-a", "--", "sh", "-c",
+			"grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; echo uid=$(id -u); awk '$2==\"/\"{print \"rootfs:\" $4}' /proc/self/mounts; touch /tmp/x && echo tmp-ok")
+		t.Logf("deisctl run: %v\n%s", err, out)
+		for _, want := range []string{"CapEff:\t0000000000000000", "CapBnd:\t0000000000000000", "NoNewPrivs:\t1", "rootfs:ro", "tmp-ok"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("deisctl run: the one-off container lacks %q", want)
 			}
 		}
-		if strings.Contains(out, "ROOT-WRITABLE") || strings.Contains(out, "uid=0\n") || strings.Contains(out, "uid=1000\n") {
-			t.Errorf("deisctl run: the one-off container may write / or runs as uid 0 or 1000")
+		if strings.Contains(out, "uid=0\n") || strings.Contains(out, "uid=1000\n") {
+			t.Errorf("deisctl run: the one-off container runs as uid 0 or 1000")
 		}
 	})
 
@@ -452,6 +458,24 @@ func (h *hostile) policy(t *testing.T) {
 		}
 		if rel, _ := p.Ctl("", "releases", "-f", "branchy"); strings.Contains(rel, "v1") {
 			t.Errorf("the refused push released:\n%s", rel)
+		}
+	})
+	t.Run("a push larger than --max-push-bytes", func(t *testing.T) {
+		p.MustCtl("", "formations:create", "bulky")
+		repo := p.AppRepo("hello", "bulky")
+		junk := make([]byte, 2*maxPushBytes) // random: git cannot compress it
+		if _, err := rand.Read(junk); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(repo, "junk.bin"), junk, 0o644)
+		p.Git(repo, h.key, "add", ".")
+		p.Git(repo, h.key, "commit", "-qm", "junk")
+		out, err := gitWithin(2*time.Minute, repo, h.key, "push", "deis", "main")
+		if err == nil {
+			t.Fatalf("a push of %d MiB should be refused (limit %d MiB):\n%s", len(junk)>>20, maxPushBytes>>20, out)
+		}
+		if !strings.Contains(strings.ToLower(out), "limit") && !strings.Contains(out, "--max-push-bytes") {
+			t.Errorf("the refusal should give the size limit:\n%s", out)
 		}
 	})
 	t.Run("a local BUILDPACK_URL", func(t *testing.T) {

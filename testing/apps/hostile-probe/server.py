@@ -80,6 +80,7 @@ def privileges():
         "pids.max": cgroup("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"),
         "memory.max": cgroup("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"),
         "root_writable": writable("/"),
+        "root_readonly": bool(os.statvfs("/").f_flag & os.ST_RDONLY),
         "tmp_writable": writable("/tmp"),
         "app_writable": writable("/app") if os.path.isdir("/app") else False,
     }

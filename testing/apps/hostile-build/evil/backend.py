@@ -12,7 +12,9 @@ import os
 import sys
 import zipfile
 
-OUT = "/out"
+# Where build.sh collects the build's outputs (/tmp/out since builds write
+# only their tmpfs; /out before).
+OUT = "/tmp/out" if os.path.isdir("/tmp/out") else "/out"
 APP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
