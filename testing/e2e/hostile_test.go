@@ -344,8 +344,13 @@ func (h *hostile) appContainers(t *testing.T) {
 			Started int    `json:"started"`
 			Error   string `json:"error"`
 		}
-		if err == nil && json.Unmarshal([]byte(body), &r) == nil && r.Started >= most {
+		switch {
+		case err != nil || json.Unmarshal([]byte(body), &r) != nil:
+			t.Errorf("the fork bomb got no answer (%v): a pids limit makes starting a process fail at once", err)
+		case r.Started >= most:
 			t.Errorf("net-a started %d processes unhindered: no pids limit", r.Started)
+		case r.Error == "":
+			t.Errorf("the fork bomb stopped without an error: %s", body)
 		}
 		p.WaitApp(a, "net-a.localhost", "probe net-a", 2*time.Minute)
 		p.WaitApp(a, "net-b.localhost", "probe net-b", 10*time.Second)
