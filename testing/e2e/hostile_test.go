@@ -59,7 +59,9 @@ func TestHostile(t *testing.T) {
 	addr := hostAddr(t)
 	// A small slug limit (the apps here are tiny): the agents' default
 	// extraction limit is a multiple of it.
-	coordArgs := []string{"--build-timeout", hostileBuildTimeout.String(), "--max-slug-bytes", strconv.Itoa(maxSlugBytes)}
+	// A short boot timeout: the tar bomb's release fails (and says why in
+	// deisctl status) sooner.
+	coordArgs := []string{"--build-timeout", hostileBuildTimeout.String(), "--max-slug-bytes", strconv.Itoa(maxSlugBytes), "--boot-timeout", "30s"}
 	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--max-push-bytes", strconv.Itoa(maxPushBytes))...)
 	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--ssh-auth-timeout", sshAuthTimeout.String())...)
 	agentArgs := ifFlag(t, "deis-agent", "--max-slug-bytes", strconv.Itoa(maxSlugBytes))
@@ -81,6 +83,7 @@ func TestHostile(t *testing.T) {
 	t.Run("build outputs", h.buildOutputs)
 	t.Run("tar bomb slug", h.tarBomb)
 	t.Run("app containers", h.appContainers)
+	t.Run("build network", h.buildNetwork)
 	t.Run("destroy then re-create then clone", h.destroyRecreate)
 	t.Run("silent SSH connections", h.silentSSH)
 	t.Run("push and buildpack policy", h.policy)
@@ -243,25 +246,7 @@ func (h *hostile) appContainers(t *testing.T) {
 	}
 
 	t.Run("network", func(t *testing.T) {
-		targets := map[string]string{} // target -> what it is
-		bIP, bPort, bPublished := containerAddrs(t, a.Name, "net-b")
-		for _, ip := range bIP {
-			targets[net.JoinHostPort(ip, bPort)] = "net-b's container"
-		}
-		targets[net.JoinHostPort(h.addr, bPublished)] = "net-b's published port on the node address"
-		targets[net.JoinHostPort(h.addr, strconv.Itoa(p.SSHPort))] = "the coordinator's SSH server"
-		targets[net.JoinHostPort(h.addr, strconv.Itoa(p.HTTPPort))] = "the coordinator's slug server and metrics"
-		if u, err := url.Parse(p.EtcdURL); err == nil {
-			targets[u.Host] = "etcd's client port"
-		}
-		targets[a.MetricsAddr] = "the agent's metrics"
-		if api := agentAPI(t, p, a.Name); api != "" {
-			targets[api] = "the agent API"
-		}
-		vIP, vPort, _ := containerAddrs(t, a.Name, "victim")
-		for _, ip := range vIP {
-			targets[net.JoinHostPort(ip, vPort)] = "the victim's container"
-		}
+		targets := h.platformTargets(t)
 		// The container's gateway is the host too: the same ports there.
 		for _, gw := range gateways(t, a.Name, "net-a") {
 			for _, port := range []int{p.SSHPort, p.HTTPPort} {
@@ -357,6 +342,67 @@ func (h *hostile) appContainers(t *testing.T) {
 		p.WaitApp(a, "net-a.localhost", "probe net-a", 2*time.Minute)
 		p.WaitApp(a, "net-b.localhost", "probe net-b", 10*time.Second)
 	})
+}
+
+// platformTargets are the host's platform ports and the app containers
+// that no untrusted container may connect to, with what each is.
+func (h *hostile) platformTargets(t *testing.T) map[string]string {
+	p, a := h.p, h.a
+	targets := map[string]string{
+		net.JoinHostPort(h.addr, strconv.Itoa(p.SSHPort)):  "the coordinator's SSH server",
+		net.JoinHostPort(h.addr, strconv.Itoa(p.HTTPPort)): "the coordinator's slug server and metrics",
+		a.MetricsAddr: "the agent's metrics",
+	}
+	if u, err := url.Parse(p.EtcdURL); err == nil {
+		targets[u.Host] = "etcd's client port"
+	}
+	if api := agentAPI(t, p, a.Name); api != "" {
+		targets[api] = "the agent API"
+	}
+	for _, f := range []string{"victim", "net-b"} {
+		ips, port, published := containerAddrs(t, a.Name, f)
+		for _, ip := range ips {
+			targets[net.JoinHostPort(ip, port)] = f + "'s container"
+		}
+		if published != "" {
+			targets[net.JoinHostPort(h.addr, published)] = f + "'s published port on the node address"
+		}
+	}
+	return targets
+}
+
+// buildNetwork: build code tries the same connections as the apps did; it
+// may reach the outside world (buildpacks download) and nothing else.
+func (h *hostile) buildNetwork(t *testing.T) {
+	targets := h.platformTargets(t)
+	const outside = "deb.debian.org:80"
+	probes := append([]string{outside}, keys(targets)...)
+	out, err := h.push(t, "hostile-build", "evil-probe", 2*time.Minute, "ATTACK=probe", "TARGETS="+strings.Join(probes, ","))
+	if err == nil {
+		t.Fatalf("the probe build should fail (it fails on purpose to show its results):\n%s", out)
+	}
+	res := map[string]string{}
+	for _, m := range regexp.MustCompile(`evil: probe (\S+) (\S+)`).FindAllStringSubmatch(out, -1) {
+		res[m[1]] = m[2]
+	}
+	if len(res) == 0 {
+		t.Fatalf("the build printed no probe results:\n%s", out)
+	}
+	for target, what := range targets {
+		if res[target] == "connected" {
+			t.Errorf("a build connected to %s (%s)", target, what)
+		} else {
+			t.Logf("build -> %s (%s): %s", target, what, res[target])
+		}
+	}
+	if res[outside] != "connected" {
+		if c, err := net.DialTimeout("tcp", outside, 3*time.Second); err != nil {
+			t.Logf("no outbound check: this machine cannot reach %s either (%v)", outside, err)
+		} else {
+			c.Close()
+			t.Errorf("a build cannot reach %s, which the host reaches: %s", outside, res[outside])
+		}
+	}
 }
 
 // destroyRecreate: a destroyed formation leaves nothing to whoever takes

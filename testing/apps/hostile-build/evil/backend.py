@@ -9,7 +9,9 @@ build sees as files in its ENV_DIR (/env). See ../README.md.
 import base64
 import hashlib
 import os
+import socket
 import sys
+import threading
 import zipfile
 
 # Where build.sh collects the build's outputs (/tmp/out since builds write
@@ -85,6 +87,34 @@ def bomb():
     say("wrote %d MiB of zeros to %s" % (mb, path))
 
 
+def probe():
+    """Tries a TCP connection to each of TARGETS (host:port, comma-separated)
+    and fails the build with the results, which pip then shows."""
+    results = {}
+
+    def one(target):
+        host, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=3):
+                results[target] = "connected"
+        except ConnectionRefusedError:
+            results[target] = "refused"
+        except socket.timeout:
+            results[target] = "timeout"
+        except OSError as e:
+            results[target] = "error:%s" % e.__class__.__name__
+
+    targets = [t for t in config("TARGETS").split(",") if t]
+    threads = [threading.Thread(target=one, args=(t,)) for t in targets]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for t in targets:
+        say("probe %s %s" % (t, results.get(t, "error:none")))
+    raise SystemExit("evil: probe done")
+
+
 def attack():
     what = config("ATTACK")
     if what == "link-failure":
@@ -98,6 +128,8 @@ def attack():
         plant_fifo("slug.tgz")
     elif what == "bomb":
         bomb()
+    elif what == "probe":
+        probe()
 
 
 def get_requires_for_build_wheel(config_settings=None):
