@@ -45,7 +45,11 @@ const (
 	slugExpandLimit = 8 * maxSlugBytes
 	bombMB          = 400
 	maxSlugBytes    = 32 << 20
-	maxPushBytes    = 2 << 20
+	maxSlugEntries  = 5000
+	// dockerProbe is the formation that runs the probe app built from a
+	// Dockerfile.
+	dockerProbe  = "net-docker"
+	maxPushBytes = 2 << 20
 	// sshAuthTimeout is the unauthenticated-connection deadline asked of
 	// the SSH server, when it has the flag.
 	sshAuthTimeout = 5 * time.Second
@@ -65,7 +69,16 @@ func TestHostile(t *testing.T) {
 	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--max-push-bytes", strconv.Itoa(maxPushBytes))...)
 	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--ssh-auth-timeout", sshAuthTimeout.String())...)
 	agentArgs := ifFlag(t, "deis-agent", "--max-slug-bytes", strconv.Itoa(maxSlugBytes))
+	agentArgs = append(agentArgs, ifFlag(t, "deis-agent", "--max-slug-entries", strconv.Itoa(maxSlugEntries))...)
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{Addr: addr, CoordinatorArgs: coordArgs})
+	// Registered before the agent, so it runs after the agent's cleanup
+	// has removed the containers: the Dockerfile app's images.
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "images", "-q", "deis/app-"+dockerProbe).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rmi", "-f"}, ids...)...).Run()
+		}
+	})
 	a := p.StartAgent("hostile", harness.AgentOptions{Addr: addr, ExtraArgs: agentArgs})
 	key := p.NewKey("admin")
 	p.MustCtl("", "keys:add", key+".pub")
@@ -116,11 +129,28 @@ type hostile struct {
 // push may take at most limit.
 func (h *hostile) push(t *testing.T, app, f string, limit time.Duration, config ...string) (string, error) {
 	t.Helper()
+	return h.pushWith(t, app, f, limit, nil, config...)
+}
+
+// pushWith is push with files added to the app in a second commit.
+func (h *hostile) pushWith(t *testing.T, app, f string, limit time.Duration, files map[string]string, config ...string) (string, error) {
+	t.Helper()
 	h.p.MustCtl("", "formations:create", f)
 	if len(config) > 0 {
 		h.p.MustCtl("", append([]string{"config:set", "-f", f}, config...)...)
 	}
 	repo := h.p.AppRepo(app, f)
+	if len(files) > 0 {
+		for name, body := range files {
+			if err := os.WriteFile(filepath.Join(repo, name), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h.p.Git(repo, h.key, "add", ".")
+		if out, err := h.p.Git(repo, h.key, "commit", "-qm", "more files"); err != nil {
+			t.Fatalf("git commit: %v\n%s", err, out)
+		}
+	}
 	start := time.Now()
 	out, err := gitWithin(limit, repo, h.key, "push", "deis", "main")
 	t.Logf("push of %s to %s took %s: err=%v\n%s", app, f, time.Since(start).Round(time.Second), err, redact(out))
@@ -199,36 +229,55 @@ func (h *hostile) buildOutputs(t *testing.T) {
 	}
 }
 
-// tarBomb: a build makes a slug of a few hundred KiB that expands to
-// hundreds of MiB. The agent must refuse to extract it, with the reason
-// visible, and the node's disk must not fill.
+// tarBomb: builds make slugs of a few hundred KiB that expand to hundreds
+// of MiB, or hold more entries than the limit. The agent must refuse to
+// extract them, with the reason visible, and the node's disk must not fill.
 func (h *hostile) tarBomb(t *testing.T) {
 	p, a := h.p, h.a
-	out, err := h.push(t, "hostile-build", "evil-bomb", 3*time.Minute, "ATTACK=bomb", fmt.Sprintf("BOMB_MB=%d", bombMB))
-	limitSays := func(s string) bool {
-		s = strings.ToLower(s)
-		return strings.Contains(s, "limit") || strings.Contains(s, "too large") || strings.Contains(s, "expands")
+	bombs := []struct{ formation, reason string }{
+		{"evil-bomb", "expands past"},
+		{"evil-entries", "entries"},
 	}
-	if err != nil {
-		if !limitSays(out) {
-			t.Errorf("the push was refused, but not with the expansion limit:\n%s", out)
-		}
-	} else {
-		start := time.Now()
-		harness.Eventually(t, 2*time.Minute, "deisctl status to give the slug's expansion limit as the reason", func() (bool, string) {
-			st, _ := p.Ctl("", "status", "-f", "evil-bomb")
-			ok := limitSays(st) && strings.Contains(strings.ToLower(st), "slug")
-			if ok {
-				t.Logf("deisctl status after %s:\n%s", time.Since(start).Round(time.Second), st)
+	pushed := map[string]bool{}
+	for i, config := range [][]string{
+		{"ATTACK=bomb", fmt.Sprintf("BOMB_MB=%d", bombMB)},
+		{"ATTACK=entries", fmt.Sprintf("ENTRIES=%d", 2*maxSlugEntries)},
+	} {
+		f, reason := bombs[i].formation, bombs[i].reason
+		out, err := h.push(t, "hostile-build", f, 3*time.Minute, config...)
+		if err != nil {
+			if !strings.Contains(out, reason) {
+				t.Errorf("the push to %s was refused, but not because the slug %s the limit:\n%s", f, reason, out)
 			}
-			return ok, st
-		})
+			continue
+		}
+		pushed[f] = true
 	}
+	// Both releases fail together: wait for their reasons at once.
+	start := time.Now()
+	harness.Eventually(t, 2*time.Minute, "deisctl status to give each slug's extraction limit as the reason", func() (bool, string) {
+		var missing []string
+		for _, b := range bombs {
+			if !pushed[b.formation] {
+				continue
+			}
+			st, _ := p.Ctl("", "status", "-f", b.formation)
+			if !strings.Contains(st, b.reason) || !strings.Contains(st, "refusing it") {
+				missing = append(missing, st)
+			} else if pushed[b.formation] {
+				t.Logf("deisctl status after %s:\n%s", time.Since(start).Round(time.Second), st)
+				pushed[b.formation] = false
+			}
+		}
+		return len(missing) == 0, strings.Join(missing, "\n")
+	})
 	if n := dirSize(a.StateDir); n > slugExpandLimit+32<<20 {
 		t.Errorf("the agent's state directory holds %d MiB: the slug was extracted past the %d MiB limit", n>>20, slugExpandLimit>>20)
 	}
-	if code, body, _ := get(a.Addr, a.HTTPPort, "evil-bomb.localhost", "/"); code == 200 && strings.Contains(body, "built") {
-		t.Errorf("the tar bomb's release runs and serves")
+	for _, b := range bombs {
+		if code, body, _ := get(a.Addr, a.HTTPPort, b.formation+".localhost", "/"); code == 200 && strings.Contains(body, "built") {
+			t.Errorf("the release of %s runs and serves", b.formation)
+		}
 	}
 }
 
@@ -241,7 +290,13 @@ func (h *hostile) appContainers(t *testing.T) {
 			t.Fatalf("push of the probe app to %s: %v\n%s", f, err, out)
 		}
 	}
-	for _, f := range []string{"net-a", "net-b"} {
+	// The same app built from a Dockerfile: an image container, not a slug.
+	if out, err := h.pushWith(t, "hostile-probe", dockerProbe, 3*time.Minute, map[string]string{
+		"Dockerfile": "FROM deis/stack:bookworm\nCOPY . /app\nWORKDIR /app\nCMD [\"python3\", \"server.py\"]\n",
+	}); err != nil {
+		t.Fatalf("push of the probe app with a Dockerfile: %v\n%s", err, out)
+	}
+	for _, f := range []string{"net-a", "net-b", dockerProbe} {
 		p.WaitApp(a, f+".localhost", "probe "+f, 3*time.Minute)
 	}
 
@@ -275,7 +330,7 @@ func (h *hostile) appContainers(t *testing.T) {
 
 	t.Run("privileges", func(t *testing.T) {
 		privs := map[string]map[string]any{}
-		for _, f := range []string{"net-a", "net-b"} {
+		for _, f := range []string{"net-a", "net-b", dockerProbe} {
 			var pr map[string]any
 			_, body, err := get(a.Addr, a.HTTPPort, f+".localhost", "/priv")
 			if err != nil || json.Unmarshal([]byte(body), &pr) != nil {
@@ -289,7 +344,8 @@ func (h *hostile) appContainers(t *testing.T) {
 			if pr["NoNewPrivs"] != "1" {
 				t.Errorf("%s may gain privileges (NoNewPrivs %v)", f, pr["NoNewPrivs"])
 			}
-			if uid, _ := pr["uid"].(float64); uid == 0 || uid == 1000 {
+			// A Dockerfile app runs as its image's USER (root here), confined.
+			if uid, _ := pr["uid"].(float64); f != dockerProbe && (uid == 0 || uid == 1000) {
 				t.Errorf("%s runs as uid %v: root, or the uid a host account has", f, uid)
 			}
 			if pr["root_writable"] != false || pr["root_readonly"] != true {

@@ -115,6 +115,15 @@ def probe():
     raise SystemExit("evil: probe done")
 
 
+def many():
+    n = int(config("ENTRIES", "10000") or 10000)
+    d = os.path.join(APP, "many")
+    os.makedirs(d, exist_ok=True)
+    for i in range(n):
+        open(os.path.join(d, str(i)), "w").close()
+    say("made %d empty files in %s" % (n, d))
+
+
 def attack():
     what = config("ATTACK")
     if what == "link-failure":
@@ -128,6 +137,8 @@ def attack():
         plant_fifo("slug.tgz")
     elif what == "bomb":
         bomb()
+    elif what == "entries":
+        many()
     elif what == "probe":
         probe()
 
