@@ -38,17 +38,21 @@ import (
 // loopback), as on a real node, so that a container could route to them
 // and only the platform's rules keep it out.
 
+// The suite's limits: small, so that each attack crosses them quickly. The
+// flags that set them are passed only when the binaries have them.
 const (
 	hostileBuildTimeout = 60 * time.Second
-	// slugExpandLimit is the agents' extraction limit in this suite (8
-	// times the slug limit); the tar bomb expands to bombMB, beyond it.
+	// maxSlugBytes is the coordinator's and the agent's --max-slug-bytes
+	// (the apps here are tiny).
+	maxSlugBytes = 32 << 20
+	// slugExpandLimit is the agents' extraction limit (8 times the slug
+	// limit); the tar bomb expands to bombMB, beyond it.
 	slugExpandLimit = 8 * maxSlugBytes
 	bombMB          = 400
-	maxSlugBytes    = 32 << 20
-	maxSlugEntries  = 5000
-	// dockerProbe is the formation that runs the probe app built from a
-	// Dockerfile.
-	dockerProbe  = "net-docker"
+	// maxSlugEntries is the agent's --max-slug-entries; the entries bomb
+	// has twice as many.
+	maxSlugEntries = 5000
+	// maxPushBytes is the coordinator's --max-push-bytes.
 	maxPushBytes = 2 << 20
 	// sshAuthTimeout is the unauthenticated-connection deadline asked of
 	// the SSH server, when it has the flag.
@@ -57,13 +61,14 @@ const (
 	// this during the build-output attacks (a /dev/zero slug that is
 	// read would otherwise fill the disk of the machine running the test).
 	diskGuard = 1 << 30
+	// dockerProbe is the formation that runs the probe app built from a
+	// Dockerfile.
+	dockerProbe = "net-docker"
 )
 
 func TestHostile(t *testing.T) {
 	addr := hostAddr(t)
-	// A small slug limit (the apps here are tiny): the agents' default
-	// extraction limit is a multiple of it.
-	// A short boot timeout: the tar bomb's release fails (and says why in
+	// A short boot timeout: the tar bombs' releases fail (and say why in
 	// deisctl status) sooner.
 	coordArgs := []string{"--build-timeout", hostileBuildTimeout.String(), "--max-slug-bytes", strconv.Itoa(maxSlugBytes), "--boot-timeout", "30s"}
 	coordArgs = append(coordArgs, ifFlag(t, "deis-coordinator", "--max-push-bytes", strconv.Itoa(maxPushBytes))...)
@@ -91,8 +96,9 @@ func TestHostile(t *testing.T) {
 	}
 	p.WaitApp(a, "victim.localhost", "hello from victim (v1)", 3*time.Minute)
 	watch := watchVictim(a, "victim.localhost")
+	t.Cleanup(func() { watch.stop() })
 
-	h := &hostile{t: t, p: p, a: a, key: key, addr: addr}
+	h := &hostile{p: p, a: a, key: key, addr: addr}
 	t.Run("build outputs", h.buildOutputs)
 	t.Run("tar bomb slug", h.tarBomb)
 	t.Run("app containers", h.appContainers)
@@ -118,7 +124,6 @@ func TestHostile(t *testing.T) {
 }
 
 type hostile struct {
-	t    *testing.T
 	p    *harness.Platform
 	a    *harness.Agent
 	key  string
@@ -916,6 +921,7 @@ func (g *diskGuardian) stop() {
 // three or more failed requests.
 type victimWatch struct {
 	done    chan struct{}
+	once    sync.Once
 	wg      sync.WaitGroup
 	outages []string
 }
@@ -948,8 +954,9 @@ func watchVictim(a *harness.Agent, host string) *victimWatch {
 	return w
 }
 
+// stop ends the watch (once) and returns the outages it saw.
 func (w *victimWatch) stop() []string {
-	close(w.done)
+	w.once.Do(func() { close(w.done) })
 	w.wg.Wait()
 	return w.outages
 }
