@@ -205,6 +205,7 @@ type Platform struct {
 	coordPorts   [][2]int // ssh, http
 	external     bool
 	coordArgs    []string
+	addr         string // where coordinators and the embedded etcd listen
 	// id makes node names unique to this platform: agents label their
 	// containers with their node name, and two test runs on one machine
 	// must never see each other's containers.
@@ -234,6 +235,11 @@ type PlatformOptions struct {
 	ExternalEtcd bool
 	// CoordinatorArgs are added to every coordinator's flags.
 	CoordinatorArgs []string
+	// Addr is the address the coordinators' SSH and HTTP servers and the
+	// embedded etcd listen on (default 127.0.0.1). The hostile suite uses
+	// the host's own address, which containers can route to, so that only
+	// the platform's network rules keep them out.
+	Addr string
 }
 
 // NewPlatformWith starts a platform as the options say.
@@ -254,15 +260,18 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd, coordArgs: o.CoordinatorArgs, id: filepath.Base(dir)[len("deis-e2e-"):]}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1"
+	}
+	p := &Platform{t: t, Dir: dir, external: o.ExternalEtcd, coordArgs: o.CoordinatorArgs, addr: o.Addr, id: filepath.Base(dir)[len("deis-e2e-"):]}
 	if len(p.id) > 6 {
 		p.id = p.id[len(p.id)-6:]
 	}
-	p.AppPort = FreePort(t, "127.0.0.1")
+	p.AppPort = FreePort(t, o.Addr)
 	if o.ExternalEtcd {
 		p.EtcdURL, _ = etcdtest.Start(t)
 	} else {
-		p.EtcdURL = fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+		p.EtcdURL = fmt.Sprintf("http://%s:%d", o.Addr, FreePort(t, o.Addr))
 	}
 	p.Coordinator = p.AddCoordinator()
 	p.SSHPort, p.HTTPPort = p.coordPorts[0][0], p.coordPorts[0][1]
@@ -275,24 +284,24 @@ func (p *Platform) AddCoordinator() *Proc {
 	t := p.t
 	t.Helper()
 	n := len(p.Coordinators)
-	ssh, web := FreePort(t, "127.0.0.1"), FreePort(t, "127.0.0.1")
+	ssh, web := FreePort(t, p.addr), FreePort(t, p.addr)
 	args := []string{
 		"--data-dir", filepath.Join(p.Dir, fmt.Sprintf("coordinator%d", n)),
-		"--ssh-addr", fmt.Sprintf("127.0.0.1:%d", ssh), "--ssh-host", "127.0.0.1",
-		"--http-addr", fmt.Sprintf("127.0.0.1:%d", web),
-		"--slug-url", fmt.Sprintf("http://127.0.0.1:%d", web),
+		"--ssh-addr", fmt.Sprintf("%s:%d", p.addr, ssh), "--ssh-host", p.addr,
+		"--http-addr", fmt.Sprintf("%s:%d", p.addr, web),
+		"--slug-url", fmt.Sprintf("http://%s:%d", p.addr, web),
 		"--app-port", fmt.Sprint(p.AppPort), "--log-level", "debug",
 	}
 	if p.external || n > 0 {
 		args = append(args, "--etcd-endpoints", p.EtcdURL)
 	} else {
-		peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+		peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1")) // peers stay on loopback
 		args = append(args, "--etcd-listen-client", p.EtcdURL, "--etcd-listen-peer", peer)
 	}
 	c := Start(t, "deis-coordinator", append(args, p.coordArgs...)...)
 	p.Coordinators = append(p.Coordinators, c)
 	p.coordPorts = append(p.coordPorts, [2]int{ssh, web})
-	p.WaitHTTP(fmt.Sprintf("http://127.0.0.1:%d/healthz", web), "", 90*time.Second)
+	p.WaitHTTP(fmt.Sprintf("http://%s:%d/healthz", p.addr, web), "", 90*time.Second)
 	return c
 }
 
@@ -416,12 +425,12 @@ func (p *Platform) AppRepo(app, formation string) string {
 
 // RemoteVia is the git remote of a formation on the i-th coordinator.
 func (p *Platform) RemoteVia(i int, formation string) string {
-	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s.git", p.coordPorts[i][0], formation)
+	return fmt.Sprintf("ssh://git@%s:%d/%s.git", p.addr, p.coordPorts[i][0], formation)
 }
 
 // Remote is the git remote of a formation.
 func (p *Platform) Remote(formation string) string {
-	return fmt.Sprintf("ssh://git@127.0.0.1:%d/%s.git", p.SSHPort, formation)
+	return fmt.Sprintf("ssh://git@%s:%d/%s.git", p.addr, p.SSHPort, formation)
 }
 
 // Get sends GET / for host to the proxy at addr:port and returns status and body.
