@@ -1,8 +1,10 @@
 package gitserver
 
 import (
+	"context"
 	"testing"
 
+	"github.com/deis/deis/coordinator/builder"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/need"
 )
@@ -11,7 +13,7 @@ import (
 func TestReposDirIsWhereTheServerKeepsRepositories(t *testing.T) {
 	need.Git(t)
 	dir := t.TempDir()
-	s, err := New(Config{DataDir: dir, Store: &state.Store{}, HookCommand: []string{"true"}})
+	s, err := New(Config{DataDir: dir, Store: &state.Store{}, HookCommand: []string{"true"}, Claimer: claimNothing{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,3 +21,9 @@ func TestReposDirIsWhereTheServerKeepsRepositories(t *testing.T) {
 		t.Fatalf("server keeps repositories in %s, ReposDir says %s", s.repos, ReposDir(dir))
 	}
 }
+
+// claimNothing stands in for the builder in tests whose formations are
+// never destroyed, so no repository is ever left by an older incarnation.
+type claimNothing struct{}
+
+func (claimNothing) Claim(context.Context, string, int64, ...builder.FormationDir) error { return nil }
