@@ -20,6 +20,9 @@ func TestReposDirIsWhereTheServerKeepsRepositories(t *testing.T) {
 	if s.repos != ReposDir(dir) {
 		t.Fatalf("server keeps repositories in %s, ReposDir says %s", s.repos, ReposDir(dir))
 	}
+	if d := ReposFormationDir(dir); d.Root != s.repos || d.Suffix != ".git" {
+		t.Fatalf("ReposFormationDir = %+v, the server keeps NAME.git in %s", d, s.repos)
+	}
 }
 
 // claimNothing stands in for the builder in tests whose formations are
