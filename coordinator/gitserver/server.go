@@ -347,8 +347,8 @@ func (s *Server) handle(sess ssh.Session) {
 	}
 	log = log.With("incarnation", inc)
 	dir, err := s.prepareRepo(ctx, name, inc)
-	if err != nil {
-		log.Error("cannot prepare repository", "error", err)
+	if err != nil { // prepareRepo logged the cause
+		log.Info("ssh session refused", "error", err)
 		fail(sess, err)
 		return
 	}
