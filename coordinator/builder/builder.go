@@ -276,6 +276,11 @@ func (b *Builder) build(ctx context.Context, req Request, out io.Writer) (*state
 		return nil, fmt.Errorf("builder: gave up waiting for the running build of %s: %w", f, err)
 	}
 	defer unlock()
+	// Under the lock, which Purge and Claim take too: a push accepted for an
+	// incarnation of f that was destroyed since builds nothing here.
+	if err := b.cfg.Store.CheckIncarnation(ctx, f); err != nil {
+		return nil, err
+	}
 	select {
 	case b.slots <- struct{}{}:
 	default:
@@ -333,10 +338,14 @@ func (b *Builder) recordFailure(ctx context.Context, build state.Build, log *slo
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	fkey, bkey := s.Keys.Formation(build.Formation), s.Keys.Build(build.Formation, build.ID)
-	ok, err := s.Commit(wctx, []clientv3.Cmp{
+	guards := []clientv3.Cmp{
 		clientv3.Compare(clientv3.CreateRevision(fkey), ">", 0),
 		clientv3.Compare(clientv3.CreateRevision(bkey), "=", 0),
-	}, clientv3.OpPut(bkey, state.Marshal(build)))
+	}
+	if inc := state.IncarnationOf(ctx, build.Formation); inc != 0 {
+		guards = append(guards, s.SameIncarnation(build.Formation, inc)) // not into a formation created since
+	}
+	ok, err := s.Commit(wctx, guards, clientv3.OpPut(bkey, state.Marshal(build)))
 	switch {
 	case err != nil:
 		log.Warn("cannot record the failed build", "error", err)

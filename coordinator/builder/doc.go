@@ -77,7 +77,16 @@
 // following no symlink; the etcd keys written about it after the destroy
 // (state.Store.PurgeFormationKeys); then, through GC, its slugs and images.
 // Purge and GC remove nothing when the data directory was used with another
-// installation (ErrOtherInstallation).
+// installation (ErrOtherInstallation). Claim does a purge's work for one
+// formation at once, for the incarnation a caller has just read: the git
+// server calls it before every session, so that the new owner of a name
+// never clones what the previous one left, even before the next pass.
+//
+// A build request carries the incarnation its push was accepted for
+// (Request.Incarnation); the build checks it under the formation's lock
+// and releases and records nothing into a formation destroyed and created
+// again meanwhile ("formation F was destroyed and created again meanwhile:
+// nothing released into the new formation").
 //
 // Handler serves builds as a plain-text streaming HTTP API for the git
 // pre-receive hook (see RequestBuild and ListenUnix).

@@ -21,6 +21,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -189,6 +190,53 @@ func (b *Builder) purgeFormation(ctx context.Context, f string, rev int64, exist
 		return removed, fmt.Errorf("builder: purge: %w", err)
 	}
 	return removed, nil
+}
+
+// ErrIncarnationChanged is Claim's answer when the formation is no longer
+// the incarnation the caller read: it was destroyed (and perhaps created
+// again) since.
+var ErrIncarnationChanged = errors.New("builder: the formation was destroyed or created again meanwhile")
+
+// Claim makes formation f's directories belong to incarnation rev, which
+// the caller has just read (state.Store.Incarnation): if an older
+// incarnation of the name made them (the formation was destroyed and
+// created again, and no purge pass has run since), Claim removes them, the
+// builder's own and extra (the git repositories), and records rev as their
+// owner, as a purge pass would. It does so under f's build lock, waiting
+// for a running build of f while ctx allows, and after the same
+// installation check as Purge (ErrOtherInstallation). When the directories
+// already belong to rev it returns at once, without a lock or a read of
+// etcd. Otherwise it returns an error wrapping ErrIncarnationChanged when
+// f is no longer incarnation rev, and then it changed nothing.
+//
+// The git server claims a formation's directories before every session, so
+// that a clone never serves, and a push never builds on, what the previous
+// owner of the name left.
+func (b *Builder) Claim(ctx context.Context, f string, rev int64, extra ...FormationDir) error {
+	if err := state.ValidateName("formation", f); err != nil {
+		return fmt.Errorf("builder: %w", err)
+	}
+	if rev <= 0 {
+		return fmt.Errorf("builder: claim %s: %w", f, ErrIncarnationChanged)
+	}
+	if b.readIncarnation(f) == rev {
+		return nil
+	}
+	if err := b.checkInstallation(ctx); err != nil {
+		return err
+	}
+	unlock, err := b.lock(ctx, f, newConsole(io.Discard, nil))
+	if err != nil {
+		return fmt.Errorf("builder: claim %s: gave up waiting for its running build: %w", f, err)
+	}
+	defer unlock()
+	if _, err := b.purgeFormation(ctx, f, rev, true, b.readIncarnation(f), b.formationDirs(extra)); err != nil {
+		return err
+	}
+	if b.readIncarnation(f) != rev { // purgeFormation found another incarnation
+		return fmt.Errorf("builder: claim %s: %w", f, ErrIncarnationChanged)
+	}
+	return nil
 }
 
 // ErrOtherInstallation is Purge's answer when the data directory was last

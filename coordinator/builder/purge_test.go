@@ -257,3 +257,119 @@ func TestBuildRequestPinsIncarnation(t *testing.T) {
 		}
 	}
 }
+
+// Claim removes, at once and without a purge pass, what an older
+// incarnation of a name left, and records the new one; a stale incarnation
+// claims nothing, and a running build of the old one is waited for.
+func TestClaimIncarnation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := e.store
+	repos := FormationDir{Root: filepath.Join(e.dataDir, "repos"), Suffix: ".git", Kind: "repository"}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	exists := func(p string) bool {
+		_, err := os.Lstat(p)
+		return err == nil
+	}
+	paths := []string{
+		filepath.Join(repos.Root, "re.git", "HEAD"),
+		filepath.Join(e.dataDir, "builds", "re", "b1.log"),
+		filepath.Join(e.dataDir, "cache", "re", "pip", "wheel"),
+	}
+	leave := func() {
+		t.Helper()
+		for _, p := range paths {
+			must(os.MkdirAll(filepath.Dir(p), 0o755))
+			must(os.WriteFile(p, []byte("x"), 0o644))
+		}
+	}
+
+	e.createFormation("re")
+	first, err := s.Incarnation(ctx, "re")
+	must(err)
+	must(e.b.Claim(ctx, "re", first, repos)) // nothing there yet: recorded
+	leave()
+	must(e.b.Claim(ctx, "re", first, repos)) // its own: kept
+	for _, p := range paths {
+		if !exists(p) {
+			t.Fatalf("claim by the incarnation that made it removed %s", p)
+		}
+	}
+
+	must(s.DestroyFormation(ctx, "re"))
+	e.createFormation("re")
+	second, err := s.Incarnation(ctx, "re")
+	must(err)
+	// an incarnation that is not the current one claims nothing
+	if err := e.b.Claim(ctx, "re", second+1, repos); !errors.Is(err, ErrIncarnationChanged) {
+		t.Fatalf("claim by an incarnation that does not exist: %v, want ErrIncarnationChanged", err)
+	}
+	if !exists(paths[0]) || e.b.readIncarnation("re") != first {
+		t.Fatal("a claim by another incarnation changed something")
+	}
+	// while a build of the old incarnation holds the lock, a claim waits
+	unlock, ok := e.b.tryLock("re")
+	if !ok {
+		t.Fatal("cannot take the build lock")
+	}
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = e.b.Claim(short, "re", second, repos)
+	cancelShort()
+	unlock()
+	if !errors.Is(err, context.DeadlineExceeded) || !exists(paths[0]) {
+		t.Fatalf("claim during a build: %v (files kept: %v), want it to wait", err, exists(paths[0]))
+	}
+	must(e.b.Claim(ctx, "re", second, repos))
+	for _, p := range paths {
+		if exists(p) {
+			t.Errorf("%s of the destroyed incarnation survived the new one's claim", p)
+		}
+	}
+	if got := e.b.readIncarnation("re"); got != second {
+		t.Errorf("recorded incarnation %d, want %d", got, second)
+	}
+	// a purge pass agrees: nothing more to remove
+	if res, err := e.b.Purge(ctx, repos); err != nil || len(res.Removed) != 0 {
+		t.Errorf("purge after the claim: %+v, %v", res, err)
+	}
+}
+
+// A build for an incarnation that was destroyed and created again before
+// the build got its lock builds nothing and records nothing in the new one.
+func TestBuildOfStaleIncarnationRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	e.createFormation("stale")
+	pinned, err := e.b.pinIncarnation(ctx, Request{Formation: "stale"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.DestroyFormation(ctx, "stale"); err != nil {
+		t.Fatal(err)
+	}
+	e.createFormation("stale")
+	repo := filepath.Join(e.dataDir, "repos", "stale.git")
+	if err := os.MkdirAll(repo, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_, err = e.b.build(pinned, Request{Formation: "stale", Repo: repo, SHA: strings.Repeat("a", 40)}, &out)
+	want := `formation "stale" was destroyed and created again meanwhile: nothing released into the new formation`
+	if err == nil || err.Error() != want {
+		t.Fatalf("build of a stale incarnation: %v, want %q", err, want)
+	}
+	if builds, _, err := state.List[state.Build](ctx, e.store.KV, e.store.Keys.Builds("stale")); err != nil || len(builds) != 0 {
+		t.Errorf("builds recorded in the new formation: %v, %v", builds, err)
+	}
+	if _, err := os.Stat(filepath.Join(e.dataDir, "builds", "stale")); err == nil {
+		t.Error("a build log was written for the stale incarnation")
+	}
+}

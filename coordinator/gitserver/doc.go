@@ -22,6 +22,26 @@
 // exist. Anything else, including a shell, is refused with a message on
 // stderr and exit status 1; there are no PTYs, subsystems or forwarding.
 //
+// A session is for one incarnation of its formation (the CreateRevision of
+// its key, state.Store.Incarnation), read before and after the permission
+// check; a session whose formation was destroyed or created in between is
+// refused ("formation F was destroyed or created again while your session
+// started: try again"). Before git runs, Config.Claimer (builder.Claim)
+// makes the formation's directories belong to that incarnation: a
+// repository, build logs and cache left by an older incarnation of the name
+// are removed, under the formation's build lock, and an empty repository
+// takes the repository's place, so a clone right after formations:destroy
+// and formations:create never shows the old owner's history (not even
+// before the coordinator's purge pass). While a build of the old incarnation
+// still holds the lock, the session waits for it up to a minute, then is
+// refused with "formation F was destroyed and created again, and a build of
+// the old one is still running: its files are removed when it ends; try
+// again in a few minutes". The hook gets the incarnation as
+// DEIS_INCARNATION and passes it to the builder (builder.Request), so a push
+// that was under way when its formation was destroyed and created again
+// releases nothing into the new one: "formation F was destroyed and created
+// again meanwhile: nothing released into the new formation".
+//
 // Repositories are bare, at DataDir/repos/NAME.git, created on first use.
 // Before every session the pre-receive hook is rewritten to exec
 // Config.HookCommand, which in the coordinator is `deis-coordinator hook`:

@@ -86,7 +86,7 @@ func start(t *testing.T, opts ...func(*Config)) *platform {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Addr: "127.0.0.1:0", DataDir: dataDir, Store: store, HookCommand: []string{self, hookArg, sock}}
+	cfg := Config{Addr: "127.0.0.1:0", DataDir: dataDir, Store: store, HookCommand: []string{self, hookArg, sock}, Claimer: b}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -367,7 +367,7 @@ func TestHostKeyIsKept(t *testing.T) {
 	need.Git(t)
 	_, cli := etcdtest.Start(t)
 	dir := t.TempDir()
-	cfg := Config{DataDir: dir, Store: state.NewStore(cli, "/test"), HookCommand: []string{"/bin/true"}}
+	cfg := Config{DataDir: dir, Store: state.NewStore(cli, "/test"), HookCommand: []string{"/bin/true"}, Claimer: claimNothing{}}
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/deis/deis/coordinator/builder"
@@ -29,15 +30,33 @@ var deployBranches = map[string]bool{"refs/heads/main": true, "refs/heads/master
 //
 // The repository is the hook's GIT_DIR (or its working directory, where git
 // runs hooks of a bare repository); its name minus ".git" is the formation.
+// DEIS_INCARNATION, set by the server, is the incarnation of the formation
+// the push was accepted for; the build releases only into it (a formation
+// destroyed and created again meanwhile gets nothing: "formation F was
+// destroyed and created again meanwhile: nothing released into the new
+// formation").
 func RunHook(ctx context.Context, socket string, stdin io.Reader, stdout io.Writer) error {
 	gitDir := os.Getenv("GIT_DIR")
 	if gitDir == "" {
 		gitDir = "."
 	}
-	return runHook(ctx, socket, gitDir, os.Getenv("GIT_QUARANTINE_PATH"), stdin, stdout)
+	var inc int64
+	if v := os.Getenv(incarnationEnv); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			fmt.Fprintf(stdout, " !     invalid %s %q: push through the platform's git server\n", incarnationEnv, v)
+			return fmt.Errorf("push rejected: invalid %s %q", incarnationEnv, v)
+		}
+		inc = n
+	}
+	return runHook(ctx, socket, gitDir, os.Getenv("GIT_QUARANTINE_PATH"), inc, stdin, stdout)
 }
 
-func runHook(ctx context.Context, socket, gitDir, quarantine string, stdin io.Reader, stdout io.Writer) error {
+// incarnationEnv carries the session's incarnation of the formation from
+// the server to the hook.
+const incarnationEnv = "DEIS_INCARNATION"
+
+func runHook(ctx context.Context, socket, gitDir, quarantine string, inc int64, stdin io.Reader, stdout io.Writer) error {
 	repo, err := filepath.Abs(gitDir)
 	if err != nil {
 		return fmt.Errorf("gitserver: hook: %w", err)
@@ -77,7 +96,7 @@ func runHook(ctx context.Context, socket, gitDir, quarantine string, stdin io.Re
 	}
 	for _, u := range builds {
 		_, err := builder.RequestBuild(ctx, socket, builder.Request{
-			Formation: formation, Repo: repo, SHA: u.newSHA, Quarantine: quarantine,
+			Formation: formation, Repo: repo, SHA: u.newSHA, Quarantine: quarantine, Incarnation: inc,
 		}, stdout)
 		if err != nil {
 			fmt.Fprintf(stdout, " !     %v\n", err)

@@ -26,13 +26,14 @@ import (
 )
 
 // startSSH runs a git server without a builder: enough for connections and
-// for what is refused before a build.
+// for what is refused before a build. Its formations are never destroyed,
+// so nothing needs claiming (claimNothing).
 func startSSH(t *testing.T, opts ...func(*Config)) *platform {
 	t.Helper()
 	need.Git(t)
 	_, cli := etcdtest.Start(t)
 	cfg := Config{Addr: "127.0.0.1:0", DataDir: t.TempDir(), Store: state.NewStore(cli, "/test"),
-		HookCommand: []string{"/bin/false"}, Registerer: prometheus.NewRegistry()}
+		HookCommand: []string{"/bin/false"}, Claimer: claimNothing{}, Registerer: prometheus.NewRegistry()}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -343,7 +344,7 @@ func TestHookRefusesBeforeBuilding(t *testing.T) {
 	lines := "0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/main\n" +
 		"0000000000000000000000000000000000000000 1111111111111111111111111111111111111111 refs/heads/feature\n"
 	// the socket does not exist: a build request would fail differently
-	err := runHook(context.Background(), filepath.Join(t.TempDir(), "none.sock"), filepath.Join(t.TempDir(), "hello.git"), "", strings.NewReader(lines), &out)
+	err := runHook(context.Background(), filepath.Join(t.TempDir(), "none.sock"), filepath.Join(t.TempDir(), "hello.git"), "", 0, strings.NewReader(lines), &out)
 	if err == nil || !strings.Contains(out.String(), "pushed branch feature") || strings.Contains(out.String(), "build") {
 		t.Fatalf("hook: %v\n%s", err, out.String())
 	}

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deis/deis/coordinator/builder"
 	"github.com/deis/deis/pkg/state"
 	"github.com/gliderlabs/ssh"
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,10 @@ type Config struct {
 	// HookCommand is the argv the pre-receive hook of every repository
 	// execs, e.g. [/usr/bin/deis-coordinator hook --socket DATADIR/builder.sock].
 	HookCommand []string
+	// Claimer keeps each repository to the incarnation of its formation
+	// (builder.Builder): before every session, what an older incarnation of
+	// the name left is removed. Required.
+	Claimer Claimer
 	// GitBinary is the git program (default "git").
 	GitBinary string
 	Logger    *slog.Logger
@@ -57,6 +62,15 @@ type Config struct {
 	// SessionTimeout bounds a git command (default DefaultSessionTimeout);
 	// a push's includes its build, so it must exceed the build time limit.
 	SessionTimeout time.Duration
+}
+
+// Claimer makes a formation's directories (the builder's and the ones
+// given, here the repository) belong to incarnation rev of formation f,
+// removing what an older incarnation of the name left; it fails with
+// builder.ErrIncarnationChanged when f is no longer incarnation rev.
+// builder.Builder.Claim is the one the coordinator uses.
+type Claimer interface {
+	Claim(ctx context.Context, f string, rev int64, extra ...builder.FormationDir) error
 }
 
 // Defaults of the limits in Config.
@@ -102,6 +116,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("gitserver: no state store")
 	case len(cfg.HookCommand) == 0:
 		return nil, errors.New("gitserver: no hook command: pushes could not be built")
+	case cfg.Claimer == nil:
+		return nil, errors.New("gitserver: no claimer: repositories of destroyed formations could be served to the next owner of the name")
 	case cfg.AuthTimeout < 0, cfg.MaxConns < 0, cfg.MaxConnsPerIP < 0, cfg.MaxPushBytes < 0, cfg.SessionTimeout < 0:
 		return nil, errors.New("gitserver: the SSH and push limits must not be negative (0 picks the default)")
 	}
@@ -298,6 +314,16 @@ func (s *Server) handle(sess ssh.Session) {
 		return
 	}
 	log = log.With("formation", name, "command", sub)
+	// The session is for one incarnation of the formation (its key's
+	// CreateRevision), read before and after the permission check: a user
+	// allowed on a formation destroyed meanwhile never reaches the one
+	// created since with the same name.
+	inc, err := s.incarnation(ctx, name)
+	if err != nil {
+		log.Warn("cannot read formation", "error", err)
+		fail(sess, err)
+		return
+	}
 	// Permission first, so that a user who may not access a formation does
 	// not learn whether it exists.
 	if err := s.authorize(ctx, user, name, sub); err != nil {
@@ -305,31 +331,54 @@ func (s *Server) handle(sess ssh.Session) {
 		fail(sess, err)
 		return
 	}
-	if _, _, err := s.cfg.Store.GetFormation(ctx, name); err != nil {
-		if errors.Is(err, state.ErrNotFound) {
-			err = fmt.Errorf("formation %q not found: create it with deisctl formations:create %s", name, name)
-		} else {
-			log.Warn("cannot read formation", "error", err)
-			err = errors.New("cannot read the formation now (the platform's state store does not answer); try again later")
-		}
+	again, err := s.incarnation(ctx, name)
+	switch {
+	case err != nil:
+		log.Warn("cannot read formation", "error", err)
 		fail(sess, err)
 		return
+	case again != inc:
+		log.Info("ssh session refused: formation destroyed or created meanwhile", "incarnation", inc, "now", again)
+		fail(sess, errRecreated(name))
+		return
+	case inc == 0:
+		fail(sess, fmt.Errorf("formation %q not found: create it with deisctl formations:create %s", name, name))
+		return
 	}
-	dir, err := s.prepareRepo(ctx, name)
-	if err != nil {
-		log.Error("cannot prepare repository", "error", err)
-		fail(sess, errors.New("the server could not prepare the repository; the operator can find why in the coordinator's log"))
+	log = log.With("incarnation", inc)
+	dir, err := s.prepareRepo(ctx, name, inc)
+	if err != nil { // prepareRepo logged the cause
+		log.Info("ssh session refused", "error", err)
+		fail(sess, err)
 		return
 	}
 	gctx, cancel := context.WithTimeout(ctx, s.cfg.SessionTimeout)
 	defer cancel()
-	code := s.runGit(gctx, sess, sub, dir)
+	code := s.runGit(gctx, sess, sub, dir, inc)
 	if errors.Is(gctx.Err(), context.DeadlineExceeded) {
 		fmt.Fprintf(sess.Stderr(), "deis: the session exceeded its %s time limit and was ended\n", s.cfg.SessionTimeout)
 		code = 1
 	}
 	log.Info("git session", "status", code, "duration", time.Since(start).Round(time.Millisecond).String())
 	sess.Exit(code)
+}
+
+// incarnation reads formation f's incarnation (0: it does not exist), with
+// an error for the user when it cannot.
+func (s *Server) incarnation(ctx context.Context, f string) (int64, error) {
+	lctx, cancel := context.WithTimeout(ctx, keyLookupTimeout)
+	defer cancel()
+	rev, err := s.cfg.Store.Incarnation(lctx, f)
+	if err != nil {
+		return 0, errors.New("cannot read the formation now (the platform's state store does not answer); try again later")
+	}
+	return rev, nil
+}
+
+// errRecreated is the answer to a session whose formation was destroyed or
+// created while it started.
+func errRecreated(f string) error {
+	return fmt.Errorf("formation %q was destroyed or created again while your session started: try again", f)
 }
 
 // authorize lets user run git subcommand sub on formation f's repository
@@ -366,7 +415,11 @@ var gitProtocol = regexp.MustCompile(`^[a-z0-9=:.]{1,64}$`)
 // Config.MaxPushBytes: the copy into git's stdin stops before the first byte
 // over, and git, at the end of its input, discards what it received (its
 // quarantine); receive.maxInputSize holds the same limit inside git.
-func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) int {
+//
+// The hook learns the incarnation the session is for from DEIS_INCARNATION
+// (RunHook), so that the build releases nothing if the formation is
+// destroyed and created again before the push is built.
+func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string, inc int64) int {
 	args := []string{sub, dir}
 	var limit int64
 	if sub == "receive-pack" {
@@ -382,10 +435,11 @@ func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string) 
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	env := []string{}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GIT_") {
+		if !strings.HasPrefix(kv, "GIT_") && !strings.HasPrefix(kv, incarnationEnv+"=") {
 			env = append(env, kv)
 		}
 	}
+	env = append(env, fmt.Sprintf("%s=%d", incarnationEnv, inc))
 	for _, kv := range sess.Environ() { // the client may ask for protocol v2
 		if v, ok := strings.CutPrefix(kv, "GIT_PROTOCOL="); ok && gitProtocol.MatchString(v) {
 			env = append(env, kv)
@@ -468,9 +522,41 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "KMGTP"[exp])
 }
 
-// prepareRepo creates the bare repository of a formation on first use and
+// claimWait bounds how long a session waits for a build of a formation's
+// previous incarnation to end before its repository can be replaced.
+const claimWait = time.Minute
+
+// prepareRepo makes sure the repository of formation name belongs to its
+// incarnation inc (Config.Claimer removes one an older incarnation of the
+// name left, so a clone right after a formation was destroyed and created
+// again is empty, even before the coordinator's purge pass), creates it on
+// first use and (re)writes its pre-receive hook. Its errors are for the
+// user.
+func (s *Server) prepareRepo(ctx context.Context, name string, inc int64) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, claimWait)
+	defer cancel()
+	if err := s.cfg.Claimer.Claim(cctx, name, inc, ReposFormationDir(s.cfg.DataDir)); err != nil {
+		switch {
+		case errors.Is(err, builder.ErrIncarnationChanged):
+			return "", errRecreated(name)
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			s.cfg.Logger.Warn("cannot claim the repository: a build of the formation's previous incarnation is running", "formation", name, "error", err)
+			return "", fmt.Errorf("formation %q was destroyed and created again, and a build of the old one is still running: its files are removed when it ends; try again in a few minutes", name)
+		}
+		s.cfg.Logger.Error("cannot claim the repository", "formation", name, "error", err)
+		return "", errors.New("the server could not prepare the repository; the operator can find why in the coordinator's log")
+	}
+	dir, err := s.initRepo(ctx, name)
+	if err != nil {
+		s.cfg.Logger.Error("cannot prepare repository", "formation", name, "error", err)
+		return "", errors.New("the server could not prepare the repository; the operator can find why in the coordinator's log")
+	}
+	return dir, nil
+}
+
+// initRepo creates the bare repository of a formation on first use and
 // (re)writes its pre-receive hook.
-func (s *Server) prepareRepo(ctx context.Context, name string) (string, error) {
+func (s *Server) initRepo(ctx context.Context, name string) (string, error) {
 	s.repoMu.Lock()
 	defer s.repoMu.Unlock()
 	dir := filepath.Join(s.repos, name+".git")

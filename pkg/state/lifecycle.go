@@ -157,8 +157,45 @@ func WithIncarnation(ctx context.Context, f string, rev int64) context.Context {
 	return context.WithValue(ctx, incarnationKey{f}, rev)
 }
 
-// incarnationOf is the incarnation ctx requires of f, 0 for none.
-func incarnationOf(ctx context.Context, f string) int64 {
+// IncarnationOf is the incarnation ctx requires of f (WithIncarnation), 0
+// for none; -1 requires that f does not exist.
+func IncarnationOf(ctx context.Context, f string) int64 {
 	rev, _ := ctx.Value(incarnationKey{f}).(int64)
 	return rev
 }
+
+// CheckIncarnation tells whether formation f is still the incarnation ctx
+// requires (WithIncarnation); it is nil when ctx requires none. A build
+// checks it before it starts, so that a push accepted for one incarnation
+// builds nothing, and releases nothing, for another created since.
+func (s *Store) CheckIncarnation(ctx context.Context, f string) error {
+	want := IncarnationOf(ctx, f)
+	if want == 0 {
+		return nil
+	}
+	now, err := s.Incarnation(ctx, f)
+	switch {
+	case err != nil:
+		return err
+	case now == want:
+		return nil
+	case now == 0 && want < 0:
+		return notFound(fmt.Sprintf("formation %q not found: create it with deisctl formations:create %s", f, f))
+	case now == 0:
+		return notFound(fmt.Sprintf("formation %q was destroyed meanwhile: nothing released", f))
+	}
+	return recreatedError(f)
+}
+
+// recreatedError is the answer to a write meant for an incarnation of f
+// that was destroyed, when f has been created again since.
+func recreatedError(f string) error {
+	return notFound(fmt.Sprintf("formation %q was destroyed and created again meanwhile: nothing released into the new formation", f))
+}
+
+// notFound is an error that reads msg (which the pusher sees as it is) and
+// wraps ErrNotFound.
+type notFound string
+
+func (e notFound) Error() string { return string(e) }
+func (e notFound) Unwrap() error { return ErrNotFound }

@@ -222,7 +222,7 @@ func (s *Store) AppendRelease(ctx context.Context, f string, next func(prev *Rel
 		guards = append(guards,
 			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.Keys.Formation(f)), ">", 0))
-		inc := incarnationOf(ctx, f)
+		inc := IncarnationOf(ctx, f)
 		if inc != 0 {
 			guards = append(guards, s.SameIncarnation(f, inc))
 		}
@@ -240,7 +240,7 @@ func (s *Store) AppendRelease(ctx context.Context, f string, next func(prev *Rel
 			if now, err := s.Incarnation(ctx, f); err != nil {
 				return nil, err
 			} else if now != inc {
-				return nil, fmt.Errorf("formation %q was destroyed and created again meanwhile: nothing released into the new formation: %w", f, ErrNotFound)
+				return nil, recreatedError(f)
 			}
 		}
 	}

@@ -174,7 +174,7 @@ func serve(c *cli.Context) error {
 	sock := filepath.Join(dataDir, "builder.sock")
 	git, err := gitserver.New(gitserver.Config{
 		Addr: c.String("ssh-addr"), DataDir: dataDir, Store: store,
-		HookCommand: []string{self, "hook", "--socket", sock}, Logger: log.With("part", "git"),
+		HookCommand: []string{self, "hook", "--socket", sock}, Claimer: b, Logger: log.With("part", "git"),
 		AuthTimeout: c.Duration("ssh-auth-timeout"), MaxConns: c.Int("ssh-max-conns"), MaxConnsPerIP: c.Int("ssh-max-conns-per-ip"),
 		// a push's session covers its upload, a wait for the build ahead of it and its own build
 		MaxPushBytes: c.Int64("max-push-bytes"), SessionTimeout: 2*c.Duration("build-timeout") + 30*time.Minute, Registerer: reg,
@@ -218,7 +218,7 @@ func serve(c *cli.Context) error {
 	// What destroyed formations left here: repositories, build logs and
 	// caches, keys written after the destroy, then their slugs and images.
 	start("purge", func() error {
-		return b.RunPurge(ctx, cli, time.Minute, builder.FormationDir{Root: gitserver.ReposDir(dataDir), Suffix: ".git", Kind: "repository"})
+		return b.RunPurge(ctx, cli, time.Minute, gitserver.ReposFormationDir(dataDir))
 	})
 
 	mux := http.NewServeMux()
