@@ -20,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/deis/deis/coordinator/slugstore"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -88,7 +89,12 @@ type Config struct {
 	// Timeout is the build time limit (default DefaultTimeout).
 	Timeout time.Duration
 	// MaxSlugBytes is the largest slug accepted (default DefaultMaxSlugBytes).
+	// A slug may expand to slugtar.ExpandFactor times it.
 	MaxSlugBytes int64
+	// MaxSlugEntries is the most entries (files, directories, links) a slug
+	// may have (default slugtar.DefaultMaxEntries), as on the agents
+	// (--max-slug-entries).
+	MaxSlugEntries int
 	// MaxParallel is how many builds, of different formations, run at once
 	// (default DefaultMaxParallel). Builds of one formation always queue.
 	MaxParallel int
@@ -176,6 +182,9 @@ func New(cfg Config) (*Builder, error) {
 	}
 	if cfg.MaxSlugBytes <= 0 {
 		cfg.MaxSlugBytes = DefaultMaxSlugBytes
+	}
+	if cfg.MaxSlugEntries <= 0 {
+		cfg.MaxSlugEntries = slugtar.DefaultMaxEntries
 	}
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = DefaultMaxParallel
@@ -535,15 +544,18 @@ func (b *Builder) collect(bctx context.Context, s *sandbox, id string, req Reque
 		return nil, err
 	}
 
-	// The slug streams into the store, which keeps it only if it is whole
-	// and within the limit.
+	// The slug streams into the store, which keeps it only if it is whole,
+	// within the limit and one the nodes will extract (checkSlug).
 	var ref state.SlugRef
 	err = s.readOutput(bctx, "slug.tgz", b.cfg.MaxSlugBytes, func(r io.Reader) error {
 		var err error
-		ref, err = b.cfg.Slugs.Put(r)
+		ref, err = b.putChecked(bctx, r)
 		return err
 	})
+	var refused *slugError
 	switch {
+	case errors.As(err, &refused):
+		return nil, refused
 	case errors.Is(err, errNoOutput):
 		return nil, errors.New("builder: the build made no slug")
 	case errors.Is(err, errTooLarge):

@@ -35,7 +35,12 @@
 //     out as tar streams made inside the container: only regular files are
 //     accepted (a symlink, FIFO, device or directory fails the build), the
 //     small ones within 64 KiB, the slug within MaxSlugBytes while it
-//     streams into the slug store; then /tmp/cache goes back into the
+//     streams into the slug store. On the way, in the same pass,
+//     slugtar.Check reads the slug as the nodes will extract it: a slug
+//     that expands past slugtar.ExpandFactor times MaxSlugBytes, has more
+//     than MaxSlugEntries entries, or holds a device, FIFO or a path
+//     outside the slug fails the build with the reason the nodes would
+//     give, and the store keeps nothing of it; then /tmp/cache goes back into the
 //     cache tarball (dropped, with a warning, past BuildDisk). Every step
 //     runs under the build's time limit;
 //  3. for a Dockerfile: builds the commit as the build context (never
@@ -89,7 +94,10 @@
 // disk (--build-disk)"), a failed compile (with the
 // buildpack's reason, e.g. "pip install failed: no network?"), a failed
 // docker build, a failed release command ("release command failed (exit
-// N)"), the time limit (TimeLimitError), the slug size limit, or a
+// N)"), the time limit (TimeLimitError), the slug size limit, a slug the
+// nodes would refuse to extract ("the slug expands past 8.0GB (8x
+// --max-slug-bytes): refusing it", "the slug has more than 200000 entries
+// (--max-slug-entries): refusing it"), or a
 // formation that does not exist. A failed build releases nothing: it is
 // recorded at Keys.Build(formation, id) as a state.Build with Failed set,
 // Error giving the reason and no slug, image or process types, so that

@@ -160,6 +160,37 @@ func TestHostileSlugSize(t *testing.T) {
 	}
 }
 
+// A slug the nodes would refuse to extract (a tar bomb, too many entries)
+// fails the push while it streams into the store: nothing is stored and
+// nothing released.
+func TestHostileSlugBomb(t *testing.T) {
+	t.Parallel()
+	e, bp := attackEnv(t, func(c *Config) {
+		c.MaxSlugBytes = 16 << 20 // expands to at most 128MB
+		c.MaxSlugEntries = 2000
+	})
+	t.Run("expands past 8x --max-slug-bytes", func(t *testing.T) {
+		// 300MB of zeros gzip to a few hundred KB: under --max-slug-bytes
+		_, out, err := attack(t, e, bp, "bomb", "head -c 300000000 /dev/zero >\"$1/zeros\"\n")
+		wantRefused(t, e, "bomb", err, "builder: the slug expands past 128.0MB (8x --max-slug-bytes): refusing it")
+		if strings.Contains(out, "Launching") {
+			t.Errorf("the bomb was released:\n%s", out)
+		}
+	})
+	t.Run("more than --max-slug-entries", func(t *testing.T) {
+		_, _, err := attack(t, e, bp, "entries", "mkdir \"$1/many\" && cd \"$1/many\" && seq 3000 | xargs touch\n")
+		wantRefused(t, e, "entries", err, "builder: the slug has more than 2000 entries (--max-slug-entries): refusing it")
+	})
+	entries, _ := os.ReadDir(e.slugs.Dir)
+	if len(entries) != 0 {
+		t.Errorf("the slug store holds %v after refused slugs", entries)
+	}
+	// a slug within the limits still builds
+	if rel, _, err := attack(t, e, bp, "fine", "head -c 1000000 /dev/zero >\"$1/zeros\"\n"); err != nil || rel == nil {
+		t.Fatalf("a slug within the limits: %v", err)
+	}
+}
+
 // A build that fills its scratch space fails with that reason.
 func TestHostileBuildDisk(t *testing.T) {
 	t.Parallel()

@@ -64,7 +64,7 @@ func (b *Builder) releasePhase(bctx, ctx context.Context, id string, build *stat
 		if err != nil {
 			return fmt.Errorf("builder: %w", err)
 		}
-		if err := slugtar.Extract(bctx, slugPath, app); err != nil {
+		if err := slugtar.ExtractLimited(bctx, slugPath, app, b.slugLimits()); err != nil {
 			return fmt.Errorf("builder: extract the slug for the release command: %w", err)
 		}
 		env["HOME"] = "/app"
