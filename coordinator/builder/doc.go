@@ -20,8 +20,10 @@
 //     it is mounted read-only). .buildpacks, which the pusher writes, never
 //     names a path;
 //  2. for buildpacks: starts a container of the stack image that idles as
-//     the unprivileged user 1000 (Docker.Exec runs everything in it): no
-//     capabilities, no-new-privileges, a read-only root file system, pids,
+//     the formation's own uid and gid (state.Formation.AppUID, the uid its
+//     apps run as; it has no passwd entry, so HOME=/tmp, USER and LOGNAME
+//     u<uid> stand in for one), and Docker.Exec runs everything in it as
+//     that uid too: no capabilities, no-new-privileges, a read-only root file system, pids,
 //     memory and CPU limits, Config.Network, and as its only writable space
 //     a tmpfs at /tmp of Config.BuildDisk bytes. `git archive` of the
 //     commit is streamed into /tmp/build and the formation's cache tarball
@@ -40,9 +42,9 @@
 //     that expands past slugtar.ExpandFactor times MaxSlugBytes, has more
 //     than MaxSlugEntries entries, or holds a device, FIFO or a path
 //     outside the slug fails the build with the reason the nodes would
-//     give, and the store keeps nothing of it; then /tmp/cache goes back into the
-//     cache tarball (dropped, with a warning, past BuildDisk). Every step
-//     runs under the build's time limit;
+//     give, and the store keeps nothing of it. Then /tmp/cache goes back
+//     into the cache tarball (dropped, with a warning, past BuildDisk).
+//     Every step runs under the build's time limit;
 //  3. for a Dockerfile: builds the commit as the build context (never
 //     pulling: FROM must name an image the engine has; on Config.Network,
 //     with the build's memory and CPU limits, the only ones the engine's
@@ -57,7 +59,7 @@
 //  5. runs the release phase: a "release" process type runs once, in a
 //     container of the new build with the formation's config, the way the
 //     agent runs processes (slug read-only at /app, .profile.d sourced, PORT
-//     set), hardened and limited like a build container (writable /tmp
+//     set, as the formation's uid), hardened and limited like a build container (writable /tmp
 //     only); if it exits non-zero the push fails and nothing is released.
 //     The "release" type stays in Build.ProcessTypes; the scheduler must
 //     never run it as a process;
