@@ -38,6 +38,10 @@ type Request struct {
 	// The build releases only into that incarnation, never into a
 	// formation destroyed and created again with the same name meanwhile.
 	Incarnation int64 `json:"incarnation,omitempty"`
+
+	// uid is the formation's uid (state.Formation.AppUID), which the
+	// build runs as; the builder reads it from the formation record.
+	uid int
 }
 
 // Handler serves the build API: POST /build.

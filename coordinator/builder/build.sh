@@ -1,6 +1,7 @@
 #!/bin/bash
 # The builder runs this script in an ephemeral container of the stack image,
-# as the unprivileged user "app", with a read-only root file system and no
+# as the formation's own uid (which has no passwd entry: HOME, USER and
+# LOGNAME stand in for one), with a read-only root file system and no
 # capabilities. /tmp is the build's only writable space (a tmpfs of
 # --build-disk bytes): the builder copies the pushed commit into /tmp/build
 # and the formation's build cache into /tmp/cache, and after the build

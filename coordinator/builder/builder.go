@@ -14,12 +14,14 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/deis/deis/coordinator/slugstore"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,10 +49,6 @@ const (
 )
 
 const (
-	// buildUser is the stack image's unprivileged user, uid buildUID: builds
-	// run as it.
-	buildUser = "app"
-	buildUID  = 1000
 	// dockerCallTimeout bounds each short Docker call.
 	dockerCallTimeout = 30 * time.Second
 	// copyTimeout bounds copying the source into the build container.
@@ -88,7 +86,12 @@ type Config struct {
 	// Timeout is the build time limit (default DefaultTimeout).
 	Timeout time.Duration
 	// MaxSlugBytes is the largest slug accepted (default DefaultMaxSlugBytes).
+	// A slug may expand to slugtar.ExpandFactor times it.
 	MaxSlugBytes int64
+	// MaxSlugEntries is the most entries (files, directories, links) a slug
+	// may have (default slugtar.DefaultMaxEntries), as on the agents
+	// (--max-slug-entries).
+	MaxSlugEntries int
 	// MaxParallel is how many builds, of different formations, run at once
 	// (default DefaultMaxParallel). Builds of one formation always queue.
 	MaxParallel int
@@ -176,6 +179,9 @@ func New(cfg Config) (*Builder, error) {
 	}
 	if cfg.MaxSlugBytes <= 0 {
 		cfg.MaxSlugBytes = DefaultMaxSlugBytes
+	}
+	if cfg.MaxSlugEntries <= 0 {
+		cfg.MaxSlugEntries = slugtar.DefaultMaxEntries
 	}
 	if cfg.MaxParallel <= 0 {
 		cfg.MaxParallel = DefaultMaxParallel
@@ -411,9 +417,13 @@ func (b *Builder) openLog(f, id string) (*os.File, error) {
 // run does the build proper, under the formation lock and a build slot.
 func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *console) (*state.Release, error) {
 	f, sha7 := req.Formation, req.SHA[:7]
-	if _, _, err := b.cfg.Store.GetFormation(ctx, f); err != nil {
+	form, _, err := b.cfg.Store.GetFormation(ctx, f)
+	if err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
 	}
+	// Builds and the release phase run as the formation's own uid, as its
+	// apps do.
+	req.uid = form.AppUID()
 	bctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
 	overTime := func(err error) error {
@@ -472,7 +482,7 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 	build.SlugServer = b.cfg.SlugServer
 
 	if cmd, ok := build.ProcessTypes[releaseType]; ok {
-		if err := b.releasePhase(bctx, ctx, id, build, cmd, work, con); err != nil {
+		if err := b.releasePhase(bctx, ctx, id, req.uid, build, cmd, work, con); err != nil {
 			return nil, overTime(err)
 		}
 	}
@@ -544,15 +554,18 @@ func (b *Builder) collect(bctx context.Context, s *sandbox, id string, req Reque
 		return nil, err
 	}
 
-	// The slug streams into the store, which keeps it only if it is whole
-	// and within the limit.
+	// The slug streams into the store, which keeps it only if it is whole,
+	// within the limit and one the nodes will extract (checkSlug).
 	var ref state.SlugRef
 	err = s.readOutput(bctx, "slug.tgz", b.cfg.MaxSlugBytes, func(r io.Reader) error {
 		var err error
-		ref, err = b.cfg.Slugs.Put(r)
+		ref, err = b.putChecked(bctx, r)
 		return err
 	})
+	var refused *slugError
 	switch {
+	case errors.As(err, &refused):
+		return nil, refused
 	case errors.Is(err, errNoOutput):
 		return nil, errors.New("builder: the build made no slug")
 	case errors.Is(err, errTooLarge):
@@ -689,10 +702,13 @@ func (b *Builder) inBuildContainer(bctx, ctx context.Context, id string, req Req
 		Image: b.cfg.StackImage,
 		// The container idles while the builder runs the build and the
 		// copies in it: its /tmp lives as long as it does.
-		Cmd:            []string{"sleep", "infinity"},
-		User:           buildUser,
-		WorkDir:        scratchDir,
-		Env:            []string{"STACK=" + b.cfg.StackImage, "SOURCE_VERSION=" + req.SHA, "HOME=" + scratchDir},
+		Cmd:     []string{"sleep", "infinity"},
+		User:    userSpec(req.uid),
+		WorkDir: scratchDir,
+		// The uid has no entry in the stack's /etc/passwd: HOME, USER and
+		// LOGNAME say what tools would look up there (Python's
+		// getpass.getuser reads LOGNAME, pip and go keep caches in HOME).
+		Env:            append([]string{"STACK=" + b.cfg.StackImage, "SOURCE_VERSION=" + req.SHA}, userEnv(req.uid, scratchDir)...),
 		Binds:          binds,
 		Labels:         map[string]string{labelRole: roleBuild, labelFormation: req.Formation, labelBuild: id, labelBuilder: b.instance},
 		Tmpfs:          b.scratchTmpfs(),
@@ -716,7 +732,7 @@ func (b *Builder) inBuildContainer(bctx, ctx context.Context, id string, req Req
 		}
 		return fmt.Errorf("builder: start the build container: %w", err)
 	}
-	return fn(&sandbox{d: d, cid: cid})
+	return fn(&sandbox{d: d, cid: cid, user: userSpec(req.uid)})
 }
 
 // runBuild copies the source and the cache into the build container and
@@ -866,6 +882,22 @@ func (b *Builder) removeLeftovers(ctx context.Context, f string) {
 			}
 		}
 	}
+}
+
+// userSpec is the container user of a build or release phase of a
+// formation whose apps run as uid (state.Formation.AppUID): that uid and
+// gid, numeric, never the stack's app user (1000), which a host account may
+// have.
+func userSpec(uid int) string {
+	u := strconv.Itoa(uid)
+	return u + ":" + u
+}
+
+// userEnv are the variables that stand in for the passwd entry a
+// formation's uid does not have.
+func userEnv(uid int, home string) []string {
+	name := "u" + strconv.Itoa(uid)
+	return []string{"HOME=" + home, "USER=" + name, "LOGNAME=" + name}
 }
 
 // humanBytes formats n like Heroku does: 1.2MB.

@@ -83,10 +83,20 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 
 func (e *env) createFormation(name string) {
 	e.t.Helper()
-	err := e.store.Create(context.Background(), e.store.Keys.Formation(name), state.Formation{Name: name, Created: time.Now().UTC()})
+	err := e.store.CreateFormation(context.Background(), &state.Formation{Name: name, Created: time.Now().UTC()})
 	if err != nil {
 		e.t.Fatal(err)
 	}
+}
+
+// appUID is formation f's uid, which its builds run as.
+func (e *env) appUID(f string) int {
+	e.t.Helper()
+	form, _, err := e.store.GetFormation(context.Background(), f)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return form.AppUID()
 }
 
 // gitRepo makes a work tree with files committed and a bare clone of it, and
@@ -147,8 +157,9 @@ var helloApp = map[string]string{
 	"server.py": "print('hello')\n",
 }
 
-// slugFiles lists the slug's files and checks they belong to the build user.
-func slugFiles(t *testing.T, path string) map[string]bool {
+// slugFiles lists the slug's files and checks they belong to uid, the
+// build's.
+func slugFiles(t *testing.T, path string, uid int) map[string]bool {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -170,8 +181,8 @@ func slugFiles(t *testing.T, path string) map[string]bool {
 			t.Fatalf("slug is not a tar: %v", err)
 		}
 		names[strings.TrimPrefix(h.Name, "./")] = true
-		if h.Uid != buildUID {
-			t.Errorf("slug entry %s belongs to uid %d, want the build user %d", h.Name, h.Uid, buildUID)
+		if h.Uid != uid || h.Gid != uid {
+			t.Errorf("slug entry %s belongs to %d:%d, want the formation's uid %d", h.Name, h.Uid, h.Gid, uid)
 		}
 	}
 	return names
@@ -221,7 +232,7 @@ func TestBuildReleasesAndRejectsBrokenProcfile(t *testing.T) {
 	}
 	// the slug, stored under its hash, with the app in it
 	path, _ := e.slugs.Path(got.Build.Slug.SHA256)
-	files := slugFiles(t, path)
+	files := slugFiles(t, path, e.appUID("hello"))
 	if !files["server.py"] || !files["Procfile"] {
 		t.Errorf("slug holds %v, want server.py and Procfile", files)
 	}

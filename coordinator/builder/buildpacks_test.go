@@ -103,7 +103,8 @@ func docker(t *testing.T, args ...string) string {
 }
 
 // runWeb runs a release's web process the way the agent does (the slug
-// extracted read-only at /app and run by the launcher as the app user, or
+// extracted read-only at /app and run by the launcher as the formation's
+// uid, or
 // the image with /bin/sh -c) and returns its base URL.
 func runWeb(t *testing.T, e *env, rel *state.Release) string {
 	t.Helper()
@@ -118,7 +119,8 @@ func runWeb(t *testing.T, e *env, rel *state.Release) string {
 		if err := slugtar.Extract(context.Background(), path, app); err != nil {
 			t.Fatal(err)
 		}
-		args = append(args, "-v", app+":/app:ro", "-u", "1000:1000", "-w", "/app", "-e", "HOME=/app",
+		uid := userSpec(e.appUID(rel.Build.Formation))
+		args = append(args, "-v", app+":/app:ro", "-u", uid, "-w", "/app", "-e", "HOME=/app",
 			"-e", "DEIS_COMMAND="+cmd, "--entrypoint", "/bin/bash", rel.Build.Image, "-c", launcher.Slug)
 	} else {
 		args = append(args, "--entrypoint", "/bin/sh", rel.Build.Image, "-c", cmd)

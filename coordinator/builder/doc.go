@@ -20,8 +20,10 @@
 //     it is mounted read-only). .buildpacks, which the pusher writes, never
 //     names a path;
 //  2. for buildpacks: starts a container of the stack image that idles as
-//     the unprivileged user 1000 (Docker.Exec runs everything in it): no
-//     capabilities, no-new-privileges, a read-only root file system, pids,
+//     the formation's own uid and gid (state.Formation.AppUID, the uid its
+//     apps run as; it has no passwd entry, so HOME=/tmp, USER and LOGNAME
+//     u<uid> stand in for one), and Docker.Exec runs everything in it as
+//     that uid too: no capabilities, no-new-privileges, a read-only root file system, pids,
 //     memory and CPU limits, Config.Network, and as its only writable space
 //     a tmpfs at /tmp of Config.BuildDisk bytes. `git archive` of the
 //     commit is streamed into /tmp/build and the formation's cache tarball
@@ -35,9 +37,14 @@
 //     out as tar streams made inside the container: only regular files are
 //     accepted (a symlink, FIFO, device or directory fails the build), the
 //     small ones within 64 KiB, the slug within MaxSlugBytes while it
-//     streams into the slug store; then /tmp/cache goes back into the
-//     cache tarball (dropped, with a warning, past BuildDisk). Every step
-//     runs under the build's time limit;
+//     streams into the slug store. On the way, in the same pass,
+//     slugtar.Check reads the slug as the nodes will extract it: a slug
+//     that expands past slugtar.ExpandFactor times MaxSlugBytes, has more
+//     than MaxSlugEntries entries, or holds a device, FIFO or a path
+//     outside the slug fails the build with the reason the nodes would
+//     give, and the store keeps nothing of it. Then /tmp/cache goes back
+//     into the cache tarball (dropped, with a warning, past BuildDisk).
+//     Every step runs under the build's time limit;
 //  3. for a Dockerfile: builds the commit as the build context (never
 //     pulling: FROM must name an image the engine has; on Config.Network,
 //     with the build's memory and CPU limits, the only ones the engine's
@@ -52,7 +59,7 @@
 //  5. runs the release phase: a "release" process type runs once, in a
 //     container of the new build with the formation's config, the way the
 //     agent runs processes (slug read-only at /app, .profile.d sourced, PORT
-//     set), hardened and limited like a build container (writable /tmp
+//     set, as the formation's uid), hardened and limited like a build container (writable /tmp
 //     only); if it exits non-zero the push fails and nothing is released.
 //     The "release" type stays in Build.ProcessTypes; the scheduler must
 //     never run it as a process;
@@ -98,7 +105,10 @@
 // disk (--build-disk)"), a failed compile (with the
 // buildpack's reason, e.g. "pip install failed: no network?"), a failed
 // docker build, a failed release command ("release command failed (exit
-// N)"), the time limit (TimeLimitError), the slug size limit, or a
+// N)"), the time limit (TimeLimitError), the slug size limit, a slug the
+// nodes would refuse to extract ("the slug expands past 8.0GB (8x
+// --max-slug-bytes): refusing it", "the slug has more than 200000 entries
+// (--max-slug-entries): refusing it"), or a
 // formation that does not exist. A failed build releases nothing: it is
 // recorded at Keys.Build(formation, id) as a state.Build with Failed set,
 // Error giving the reason and no slug, image or process types, so that

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -160,6 +161,37 @@ func TestHostileSlugSize(t *testing.T) {
 	}
 }
 
+// A slug the nodes would refuse to extract (a tar bomb, too many entries)
+// fails the push while it streams into the store: nothing is stored and
+// nothing released.
+func TestHostileSlugBomb(t *testing.T) {
+	t.Parallel()
+	e, bp := attackEnv(t, func(c *Config) {
+		c.MaxSlugBytes = 16 << 20 // expands to at most 128MB
+		c.MaxSlugEntries = 2000
+	})
+	t.Run("expands past 8x --max-slug-bytes", func(t *testing.T) {
+		// 300MB of zeros gzip to a few hundred KB: under --max-slug-bytes
+		_, out, err := attack(t, e, bp, "bomb", "head -c 300000000 /dev/zero >\"$1/zeros\"\n")
+		wantRefused(t, e, "bomb", err, "builder: the slug expands past 128.0MB (8x --max-slug-bytes): refusing it")
+		if strings.Contains(out, "Launching") {
+			t.Errorf("the bomb was released:\n%s", out)
+		}
+	})
+	t.Run("more than --max-slug-entries", func(t *testing.T) {
+		_, _, err := attack(t, e, bp, "entries", "mkdir \"$1/many\" && cd \"$1/many\" && seq 3000 | xargs touch\n")
+		wantRefused(t, e, "entries", err, "builder: the slug has more than 2000 entries (--max-slug-entries): refusing it")
+	})
+	entries, _ := os.ReadDir(e.slugs.Dir)
+	if len(entries) != 0 {
+		t.Errorf("the slug store holds %v after refused slugs", entries)
+	}
+	// a slug within the limits still builds
+	if rel, _, err := attack(t, e, bp, "fine", "head -c 1000000 /dev/zero >\"$1/zeros\"\n"); err != nil || rel == nil {
+		t.Fatalf("a slug within the limits: %v", err)
+	}
+}
+
 // A build that fills its scratch space fails with that reason.
 func TestHostileBuildDisk(t *testing.T) {
 	t.Parallel()
@@ -176,7 +208,8 @@ func TestBuildPrivilegesAndCache(t *testing.T) {
 	probe := `grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status >"$1/status.txt"
 cat /sys/fs/cgroup/pids/pids.max >"$1/pids.txt" || cat /sys/fs/cgroup/pids.max >"$1/pids.txt"
 cat /sys/fs/cgroup/memory/memory.limit_in_bytes >"$1/memory.txt" || cat /sys/fs/cgroup/memory.max >"$1/memory.txt"
-id -u >"$1/uid.txt"
+echo $(id -u) $(id -g) >"$1/uid.txt"
+echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME >"$1/env.txt"
 awk '$2 == "/" {print $4}' /proc/mounts >"$1/rootfs.txt"
 n=$(cat "$2/count" 2>/dev/null || echo 0)
 echo $((n + 1)) >"$2/count"
@@ -206,8 +239,15 @@ cp "$2/count" "$1/count.txt"
 	if got, want := file("memory.txt"), strconv.FormatInt(DefaultBuildMemory+DefaultBuildDisk, 10); got != want {
 		t.Errorf("memory limit = %s, want %s (--build-memory plus --build-disk)", got, want)
 	}
-	if got := file("uid.txt"); got != strconv.Itoa(buildUID) {
-		t.Errorf("the build ran as uid %s", got)
+	uid := e.appUID("probe")
+	if uid < state.FirstAppUID {
+		t.Fatalf("formation uid %d", uid)
+	}
+	if got, want := file("uid.txt"), fmt.Sprintf("%d %d", uid, uid); got != want {
+		t.Errorf("the build ran as uid and gid %s, want the formation's %s", got, want)
+	}
+	if got, want := file("env.txt"), fmt.Sprintf("HOME=/tmp USER=u%d LOGNAME=u%d", uid, uid); got != want {
+		t.Errorf("the build's environment: %s, want %s", got, want)
 	}
 	if got := file("rootfs.txt"); !strings.HasPrefix(got, "ro,") {
 		t.Errorf("the root file system is mounted %q, want read-only", got)
@@ -226,6 +266,19 @@ cp "$2/count" "$1/count.txt"
 	rel, _ = mustBuild(t, e, "probe", bare, sha)
 	if got := file("count.txt"); got != "2" {
 		t.Errorf("second build's cache count = %s, want 2", got)
+	}
+
+	// another formation builds as another uid
+	rel, _, err = attack(t, e, bp, "probe2", probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid2 := e.appUID("probe2")
+	if uid2 == uid {
+		t.Fatalf("two formations have uid %d", uid)
+	}
+	if got, want := file("uid.txt"), fmt.Sprintf("%d %d", uid2, uid2); got != want {
+		t.Errorf("the second formation's build ran as %s, want %s", got, want)
 	}
 }
 

@@ -23,9 +23,9 @@ const releaseType = "release"
 // releasePhase runs the build's release command once in a container of the
 // new build, with the formation's config, and fails unless it exits 0. A
 // slug is extracted and mounted read-only at /app and run by the launcher as
-// the app user, as the agent does; an image runs the command with its
+// the formation's uid, as the agent does; an image runs the command with its
 // /bin/sh as its own user, as the agent does too.
-func (b *Builder) releasePhase(bctx, ctx context.Context, id string, build *state.Build, cmd, work string, con *console) error {
+func (b *Builder) releasePhase(bctx, ctx context.Context, id string, uid int, build *state.Build, cmd, work string, con *console) error {
 	f := build.Formation
 	con.Printf("-----> Running release command...")
 	vars, _, err := b.readConfig(bctx, f)
@@ -64,12 +64,15 @@ func (b *Builder) releasePhase(bctx, ctx context.Context, id string, build *stat
 		if err != nil {
 			return fmt.Errorf("builder: %w", err)
 		}
-		if err := slugtar.Extract(bctx, slugPath, app); err != nil {
+		if err := slugtar.ExtractLimited(bctx, slugPath, app, b.slugLimits()); err != nil {
 			return fmt.Errorf("builder: extract the slug for the release command: %w", err)
 		}
-		env["HOME"] = "/app"
+		for _, kv := range userEnv(uid, "/app") {
+			k, v, _ := strings.Cut(kv, "=")
+			env[k] = v
+		}
 		env["DEIS_COMMAND"] = cmd
-		spec.User = buildUser
+		spec.User = userSpec(uid)
 		spec.WorkDir = "/app"
 		spec.Entrypoint = []string{"/bin/bash", "-c"}
 		spec.Cmd = []string{launcher.Slug}

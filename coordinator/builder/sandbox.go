@@ -44,14 +44,15 @@ var errTooLarge = errors.New("over the size limit")
 var errNoOutput = errors.New("no such file")
 
 // sandbox is a running build container: the build and every copy in or out
-// run in it as the build user.
+// run in it as the build user, user ("UID:GID", the formation's).
 type sandbox struct {
-	d   Docker
-	cid string
+	d    Docker
+	cid  string
+	user string
 }
 
 func (s *sandbox) exec(ctx context.Context, cmd []string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	return s.d.Exec(ctx, s.cid, ExecSpec{Cmd: cmd, User: buildUser, WorkDir: scratchDir, Stdin: stdin, Stdout: stdout, Stderr: stderr})
+	return s.d.Exec(ctx, s.cid, ExecSpec{Cmd: cmd, User: s.user, WorkDir: scratchDir, Stdin: stdin, Stdout: stdout, Stderr: stderr})
 }
 
 // copyIn extracts the tar stream into dir of the container.

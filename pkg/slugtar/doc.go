@@ -13,6 +13,11 @@
 // entry of the same name replaces an earlier one. Devices, fifos and other
 // special files are refused.
 //
+// Check(ctx, r, limits) reads a slug from a stream and refuses it for the
+// same reasons ExtractLimited would, writing nothing: the builder checks
+// each slug while it streams into the slug store, so that a slug the nodes
+// would refuse fails the push instead.
+//
 // The extracted files belong to the caller (root, on a node) and are
 // readable by everyone but writable by the owner only: directories 0755,
 // files 0644, or 0755 when the tarball gave them any execute bit. Apps run
@@ -24,8 +29,8 @@
 // A slug is a small compressed file that may expand to anything (a tar
 // bomb). Limits bounds the total size of its files and its number of
 // entries; LimitsFor derives them from the platform's slug size limit:
-// ExpandFactor (8) times --max-slug-bytes, and DefaultMaxEntries (200,000)
-// entries. Sizes are checked from each entry's header before anything of it
+// ExpandFactor (8) times --max-slug-bytes, and --max-slug-entries
+// (DefaultMaxEntries, 200,000) entries. Sizes are checked from each entry's header before anything of it
 // is written, so a refused slug never writes more than the limit.
 //
 // Errors start with "slugtar: ". A refused entry names it and says to rebuild

@@ -41,9 +41,10 @@ func LimitsFor(maxSlugBytes int64, maxEntries int) Limits {
 		maxEntries = DefaultMaxEntries
 	}
 	return Limits{
-		MaxBytes:   ExpandFactor * maxSlugBytes,
-		MaxEntries: maxEntries,
-		BytesHint:  fmt.Sprintf("%dx --max-slug-bytes", ExpandFactor),
+		MaxBytes:    ExpandFactor * maxSlugBytes,
+		MaxEntries:  maxEntries,
+		BytesHint:   fmt.Sprintf("%dx --max-slug-bytes", ExpandFactor),
+		EntriesHint: "--max-slug-entries",
 	}
 }
 

@@ -73,15 +73,39 @@ func untar(ctx context.Context, tgzPath, dir string, lim Limits) error {
 		return err
 	}
 	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("not a gzipped tarball: %w", err)
-	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return err
 	}
 	defer root.Close()
+	return walk(ctx, f, lim, func(hdr *tar.Header, r io.Reader) error {
+		return entry(root, hdr, r)
+	})
+}
+
+// Check reads the gzipped tarball r to its end and returns the error
+// ExtractLimited would return for it, writing nothing: a slug beyond lim
+// (matching ErrTooLarge), an entry that leaves the slug, a device, fifo or
+// other special file, or a stream that is not a gzipped tarball. It reads
+// headers and skips contents, in one pass, so a slug can be checked while
+// it streams elsewhere. A cancelled ctx returns ctx.Err().
+func Check(ctx context.Context, r io.Reader, lim Limits) error {
+	if err := walk(ctx, r, lim, func(hdr *tar.Header, _ io.Reader) error {
+		_, err := checkEntry(hdr)
+		return err
+	}); err != nil {
+		return fmt.Errorf("slugtar: %w", err)
+	}
+	return nil
+}
+
+// walk reads the gzipped tarball r and calls fn with each entry, counting
+// entries and file sizes against lim before fn sees the entry.
+func walk(ctx context.Context, r io.Reader, lim Limits, fn func(*tar.Header, io.Reader) error) error {
+	zr, err := gzip.NewReader(r)
+	if err != nil {
+		return fmt.Errorf("not a gzipped tarball: %w", err)
+	}
 	tr := tar.NewReader(zr)
 	var entries int
 	var bytes int64
@@ -106,23 +130,42 @@ func untar(ctx context.Context, tgzPath, dir string, lim Limits) error {
 			}
 			bytes += hdr.Size
 		}
-		if err := entry(root, hdr, tr); err != nil {
+		if err := fn(hdr, tr); err != nil {
 			return err
 		}
 	}
 }
 
+// checkEntry returns the clean name of a tarball entry (see entryName), or
+// the reason the slug may not hold it.
+func checkEntry(hdr *tar.Header) (string, error) {
+	name, err := entryName(hdr.Name)
+	if err != nil {
+		return "", err
+	}
+	if name == "." && hdr.Typeflag != tar.TypeDir {
+		return "", fmt.Errorf("tarball entry %q is not a directory: rebuild the slug", hdr.Name)
+	}
+	switch {
+	case hdr.Typeflag == tar.TypeDir, isRegular(hdr.Typeflag), hdr.Typeflag == tar.TypeSymlink, hdr.Typeflag == tar.TypeXGlobalHeader:
+	case hdr.Typeflag == tar.TypeLink:
+		if _, err := entryName(hdr.Linkname); err != nil {
+			return "", err
+		}
+	default:
+		return "", fmt.Errorf("tarball entry %q is %s: a slug holds only files, directories and links; remove it from the app and push again", hdr.Name, kind(hdr.Typeflag))
+	}
+	return name, nil
+}
+
 // entry writes one tarball entry under root.
 func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
-	name, err := entryName(hdr.Name)
+	name, err := checkEntry(hdr)
 	if err != nil {
 		return err
 	}
 	if name == "." {
-		if hdr.Typeflag == tar.TypeDir {
-			return nil
-		}
-		return fmt.Errorf("tarball entry %q is not a directory: rebuild the slug", hdr.Name)
+		return nil
 	}
 	fail := func(err error) error { return fmt.Errorf("tarball entry %q: %w", hdr.Name, err) }
 	if d := path.Dir(name); d != "." {
@@ -175,10 +218,7 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		// GNU tar records files with several links as hard links (uv and
 		// pip caches make them). os.Root keeps both names inside the slug,
 		// and a link adds no bytes.
-		target, err := entryName(hdr.Linkname)
-		if err != nil {
-			return err
-		}
+		target, _ := entryName(hdr.Linkname) // checked by checkEntry
 		if err := removeExisting(root, name); err != nil {
 			return fail(err)
 		}
@@ -187,8 +227,6 @@ func entry(root *os.Root, hdr *tar.Header, r io.Reader) error {
 		}
 	case hdr.Typeflag == tar.TypeXGlobalHeader:
 		// pax metadata for the entries that follow, not a file.
-	default:
-		return fmt.Errorf("tarball entry %q is %s: a slug holds only files, directories and links; remove it from the app and push again", hdr.Name, kind(hdr.Typeflag))
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
 	"github.com/deis/deis/pkg/netguard"
+	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,7 +58,8 @@ func main() {
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
 			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Builds, Usage: "the guarded Docker network builds join: they reach the outside world but not apps, this host's ports or each other (empty: the engine's default bridge, unguarded)"},
 			&cli.StringSliceFlag{Name: "deny-cidr", EnvVars: []string{"DEIS_DENY_CIDR"}, Usage: "IPv4 addresses or prefixes builds may not reach, such as the nodes' network and 169.254.169.254"},
-			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit"},
+			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit (a slug may expand to 8 times it; give the agents the same)"},
+			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug (give the agents the same)"},
 			&cli.DurationFlag{Name: "boot-timeout", EnvVars: []string{"DEIS_BOOT_TIMEOUT"}, Value: 60 * time.Second, Usage: "how long a new release's web containers have to pass their health checks before it is marked failed"},
 			&cli.Int64Flag{Name: "build-disk", EnvVars: []string{"DEIS_BUILD_DISK"}, Value: builder.DefaultBuildDisk, Usage: "bytes of scratch space (a tmpfs: source, cache, outputs) per build; a build that fills it fails"},
 			&cli.Int64Flag{Name: "build-memory", EnvVars: []string{"DEIS_BUILD_MEMORY"}, Value: builder.DefaultBuildMemory, Usage: "memory limit of a build (and its release command), in bytes, on top of --build-disk"},
@@ -158,7 +160,7 @@ func serve(c *cli.Context) error {
 	}
 	b, err := builder.New(builder.Config{
 		DataDir: dataDir, Store: store, Slugs: slugs, Docker: docker, StackImage: c.String("stack-image"),
-		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxParallel: c.Int("max-builds"),
+		Timeout: c.Duration("build-timeout"), MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"), MaxParallel: c.Int("max-builds"),
 		GoRoot: goRoot, KeepReleases: c.Int("keep-releases"), Network: c.String("network"),
 		BuildDisk: c.Int64("build-disk"), BuildMemory: c.Int64("build-memory"), BuildCPUs: c.Float64("build-cpus"),
 		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
