@@ -570,7 +570,7 @@ func (b *Builder) collect(bctx context.Context, s *sandbox, id string, req Reque
 		return nil, errors.New("builder: the build made no slug")
 	case errors.Is(err, errTooLarge):
 		return nil, fmt.Errorf("builder: the slug is more than the %s limit: remove large files from the repository or the build (or raise --max-slug-bytes)",
-			humanBytes(b.cfg.MaxSlugBytes))
+			state.HumanBytes(b.cfg.MaxSlugBytes))
 	case err != nil && bctx.Err() != nil:
 		return nil, bctx.Err()
 	case err != nil && strings.HasPrefix(err.Error(), "builder:"):
@@ -578,7 +578,7 @@ func (b *Builder) collect(bctx context.Context, s *sandbox, id string, req Reque
 	case err != nil:
 		return nil, fmt.Errorf("builder: store the slug: %w", err)
 	}
-	con.Printf("-----> Compressing... done, %s", humanBytes(ref.Size))
+	con.Printf("-----> Compressing... done, %s", state.HumanBytes(ref.Size))
 	b.m.slugSize.Observe(float64(ref.Size))
 	return &state.Build{
 		ID: id, Formation: req.Formation, GitSHA: req.SHA, Slug: &ref, Image: b.cfg.StackImage,
@@ -778,7 +778,7 @@ func (b *Builder) runBuild(bctx context.Context, s *sandbox, r repo, req Request
 		return fmt.Errorf("builder: %s", why)
 	}
 	if code == 137 {
-		return fmt.Errorf("builder: the build was killed (exit 137): it may have run out of its %s of memory (--build-memory)", humanBytes(b.cfg.BuildMemory))
+		return fmt.Errorf("builder: the build was killed (exit 137): it may have run out of its %s of memory (--build-memory)", state.HumanBytes(b.cfg.BuildMemory))
 	}
 	return fmt.Errorf("builder: the build exited with status %d: see the output above", code)
 }
@@ -790,7 +790,7 @@ func (b *Builder) diskError(why string) error {
 		why = " (" + why + ")"
 	}
 	return fmt.Errorf("builder: the build ran out of its %s of disk (--build-disk)%s: make the app, its dependencies and its cache smaller, or raise --build-disk",
-		humanBytes(b.cfg.BuildDisk), why)
+		state.HumanBytes(b.cfg.BuildDisk), why)
 }
 
 // create makes a container from spec within bctx.
@@ -898,18 +898,4 @@ func userSpec(uid int) string {
 func userEnv(uid int, home string) []string {
 	name := "u" + strconv.Itoa(uid)
 	return []string{"HOME=" + home, "USER=" + name, "LOGNAME=" + name}
-}
-
-// humanBytes formats n like Heroku does: 1.2MB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "KMGTP"[exp])
 }

@@ -94,7 +94,7 @@ func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Reques
 	if err != nil {
 		return nil, fmt.Errorf("builder: inspect the image %s: %w", tag, err)
 	}
-	con.Printf("-----> Built image %s (%s)", tag, humanBytes(info.Size))
+	con.Printf("-----> Built image %s (%s)", tag, state.HumanBytes(info.Size))
 
 	con.Printf("-----> Discovering process types")
 	if hasProcfile {
@@ -114,7 +114,7 @@ func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Reques
 	if err != nil {
 		return nil, err
 	}
-	con.Printf("-----> Saving the image for other nodes... done, %s", humanBytes(archive.Size))
+	con.Printf("-----> Saving the image for other nodes... done, %s", state.HumanBytes(archive.Size))
 	return &state.Build{
 		ID: id, Formation: f, GitSHA: req.SHA, Image: tag, ImageArchive: archive, ProcessTypes: types,
 		Buildpack: "Dockerfile", Created: time.Now().UTC(),

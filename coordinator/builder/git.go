@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/deis/deis/pkg/procfile"
+	"github.com/deis/deis/pkg/state"
 )
 
 // repo runs git against one bare repository. During a pre-receive hook the
@@ -110,7 +111,7 @@ func (r repo) readFile(ctx context.Context, sha, path string, max int64) (data [
 		return nil, true, fmt.Errorf("builder: %s is not a regular file: make it one, commit and push again", path)
 	}
 	if size, err := strconv.ParseInt(fields[3], 10, 64); err == nil && size > max {
-		return nil, true, fmt.Errorf("builder: %s is larger than %s: shorten it, commit and push again", path, humanBytes(max))
+		return nil, true, fmt.Errorf("builder: %s is larger than %s: shorten it, commit and push again", path, state.HumanBytes(max))
 	}
 	blob, err := r.output(ctx, "cat-file", "blob", fields[2])
 	if err != nil {

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/deis/deis/pkg/state"
 )
 
 // Paths inside a build container. The container's root file system is
@@ -142,7 +144,7 @@ func (s *sandbox) readSmall(ctx context.Context, name string) (string, error) {
 	case errors.Is(err, errNoOutput):
 		return "", nil
 	case errors.Is(err, errTooLarge):
-		return "", fmt.Errorf("builder: the build left %s/%s larger than %s: it must be a few lines", outDir, name, humanBytes(maxSmallOutput))
+		return "", fmt.Errorf("builder: the build left %s/%s larger than %s: it must be a few lines", outDir, name, state.HumanBytes(maxSmallOutput))
 	case err != nil:
 		return "", err
 	}
@@ -328,7 +330,7 @@ func (b *Builder) saveCache(ctx context.Context, s *sandbox, f string, con *cons
 	}
 	switch {
 	case errors.Is(err, errTooLarge):
-		drop(fmt.Sprintf("it is larger than the %s of --build-disk", humanBytes(b.cfg.BuildDisk)))
+		drop(fmt.Sprintf("it is larger than the %s of --build-disk", state.HumanBytes(b.cfg.BuildDisk)))
 	case err != nil:
 		drop(err.Error())
 	case code != 0:

@@ -372,8 +372,8 @@ func TestCopyLimited(t *testing.T) {
 
 func TestHumanBytes(t *testing.T) {
 	for n, want := range map[int64]string{512: "512B", 256 << 10: "256.0KB", DefaultMaxPushBytes: "512.0MB", 3 << 29: "1.5GB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		if got := state.HumanBytes(n); got != want {
+			t.Errorf("state.HumanBytes(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

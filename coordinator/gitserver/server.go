@@ -467,7 +467,7 @@ func (s *Server) runGit(ctx context.Context, sess ssh.Session, sub, dir string, 
 			tooLarge.Store(true)
 			s.m.pushRefused.WithLabelValues("too_large").Inc()
 			s.cfg.Logger.Info("push refused: too large", "repo", dir, "limit", limit)
-			fmt.Fprintf(sess.Stderr(), "deis: push is larger than the %s limit (--max-push-bytes): nothing was stored; make the repository smaller (large files belong in object storage, not in git)\n", humanBytes(limit))
+			fmt.Fprintf(sess.Stderr(), "deis: push is larger than the %s limit (--max-push-bytes): nothing was stored; make the repository smaller (large files belong in object storage, not in git)\n", state.HumanBytes(limit))
 		}
 	}()
 	err = cmd.Wait()
@@ -508,19 +508,6 @@ func copyLimited(dst io.Writer, src io.Reader, limit int64) (over bool) {
 	}
 }
 
-// humanBytes formats n as 1.2MB (units of 1024, as the builder does).
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%dB", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f%cB", float64(n)/float64(div), "KMGTP"[exp])
-}
 
 // claimWait bounds how long a session waits for a build of a formation's
 // previous incarnation to end before its repository can be replaced.
