@@ -436,20 +436,7 @@ func bodySet(c *cli.Context, e *env, value string) error {
 		return err
 	}
 	f := form.Name
-	changed := false
-	_, err = state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
-		changed = false
-		if cur == nil {
-			return nil, errFormationGone(f)
-		}
-		if cur.MaxBodyBytes == n {
-			return nil, nil
-		}
-		next := *cur
-		next.MaxBodyBytes = n
-		changed = true
-		return &next, nil
-	})
+	changed, err := setMaxBody(c, e, f, n)
 	if err != nil {
 		return err
 	}
@@ -470,20 +457,7 @@ func bodyUnset(c *cli.Context, e *env) error {
 		return err
 	}
 	f := form.Name
-	changed := false
-	_, err = state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
-		changed = false
-		if cur == nil {
-			return nil, errFormationGone(f)
-		}
-		if cur.MaxBodyBytes == 0 {
-			return nil, nil
-		}
-		next := *cur
-		next.MaxBodyBytes = 0
-		changed = true
-		return &next, nil
-	})
+	changed, err := setMaxBody(c, e, f, 0)
 	if err != nil {
 		return err
 	}
@@ -493,6 +467,26 @@ func bodyUnset(c *cli.Context, e *env) error {
 	}
 	fmt.Fprintf(c.App.Writer, "Removing the request body limit of %s... done\nRequest body: at most %s\n", f, defaultBody)
 	return nil
+}
+
+// setMaxBody stores n (0: the proxies' default) as formation f's request
+// body limit and says whether that changed anything.
+func setMaxBody(c *cli.Context, e *env, f string, n int64) (bool, error) {
+	changed := false
+	_, err := state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
+		changed = false
+		if cur == nil {
+			return nil, errFormationGone(f)
+		}
+		if cur.MaxBodyBytes == n {
+			return nil, nil
+		}
+		next := *cur
+		next.MaxBodyBytes = n
+		changed = true
+		return &next, nil
+	})
+	return changed, err
 }
 
 // bumpRestarts gives the containers of the types whose limits changed new
