@@ -167,6 +167,9 @@ type formationStatus struct {
 	// what it cannot do (no node matches a layer, no capacity).
 	Scheduler      []string `json:"scheduler,omitempty"`
 	SchedulerError string   `json:"schedulerError,omitempty"`
+	// AutoRollback says that the desired release is an automatic rollback
+	// and why, or that automatic rollback is off for the formation.
+	AutoRollback string `json:"autoRollback,omitempty"`
 }
 
 type proxyStatus struct {
@@ -363,6 +366,7 @@ func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formatio
 		in.Acks = append(in.Acks, a.Value)
 	}
 	st := summarize(in)
+	st.AutoRollback = autoRollbackStatus(w, f, in.Latest, failed)
 	// What the scheduler itself says it is doing, or cannot do.
 	var fs state.FormationStatus
 	if _, err := s.Get(ctx, s.Keys.FormationStatus(f), &fs); err == nil {
@@ -377,6 +381,21 @@ func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formatio
 		return formationStatus{}, err
 	}
 	return st, nil
+}
+
+// autoRollbackStatus says whether the latest release is an automatic
+// rollback (from which release, when and why) or automatic rollback is off.
+func autoRollbackStatus(w *world, f string, latest *state.Release, statuses map[int]state.ReleaseStatus) string {
+	for _, form := range w.formations {
+		if form.Name == f && form.AutoRollbackOff {
+			return "off (turn it on with deisctl autorollback on -f " + f + ")"
+		}
+	}
+	if latest == nil || latest.AutoRollbackFrom == 0 {
+		return ""
+	}
+	bad := statuses[latest.AutoRollbackFrom]
+	return fmt.Sprintf("v%d was rolled back automatically at %s: %s", latest.AutoRollbackFrom, fmtTime(latest.Created), bad.Reason)
 }
 
 // renderStatus writes one formation's status for people.
@@ -397,6 +416,9 @@ func renderStatus(b *strings.Builder, st formationStatus) {
 		fmt.Fprintf(b, "Desired release: v%d (%s)\n", st.DesiredRelease, st.DesiredDescription)
 	} else {
 		b.WriteString("Desired release: none\n")
+	}
+	if st.AutoRollback != "" {
+		fmt.Fprintf(b, "Auto-rollback:   %s\n", st.AutoRollback)
 	}
 	if st.RoutingRelease > 0 {
 		fmt.Fprintf(b, "Routing:         v%d (revision %d)\n", st.RoutingRelease, st.RoutingRevision)
