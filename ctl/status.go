@@ -20,6 +20,8 @@ type psRow struct {
 	State   string `json:"state"`
 	Addr    string `json:"addr,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// Restarts is how often Docker restarted the container.
+	Restarts int `json:"restarts,omitempty"`
 	// Desired is false for containers an agent still reports but no runtime
 	// databag asks for any more (being stopped).
 	Desired bool `json:"desired"`
@@ -48,7 +50,7 @@ func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []p
 			}
 			r := psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: rt.Node, State: statePending, Desired: true}
 			if st, ok := reported[rt.Node][cs.Name]; ok {
-				r.State, r.Addr, r.Reason = st.State, st.Addr, st.Reason
+				r.State, r.Addr, r.Reason, r.Restarts = st.State, st.Addr, st.Reason, st.Restarts
 			}
 			seen[rt.Node+"/"+cs.Name] = true
 			rows = append(rows, r)
@@ -60,7 +62,7 @@ func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []p
 				continue
 			}
 			rows = append(rows, psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: ns.Node,
-				State: cs.State, Addr: cs.Addr, Reason: cs.Reason})
+				State: cs.State, Addr: cs.Addr, Reason: cs.Reason, Restarts: cs.Restarts})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool {
