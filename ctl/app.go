@@ -43,6 +43,7 @@ func NewApp() *cli.App {
 	cmds = append(cmds, b.formationCommands()...)
 	cmds = append(cmds, b.configCommands()...)
 	cmds = append(cmds, b.releaseCommands()...)
+	cmds = append(cmds, b.autoRollbackCommands()...)
 	cmds = append(cmds, b.buildCommands()...)
 	cmds = append(cmds, b.scaleCommands()...)
 	cmds = append(cmds, b.statusCommands()...)

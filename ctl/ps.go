@@ -68,6 +68,9 @@ func ps(c *cli.Context, e *env, args []string) error {
 		if r.Reason != "" {
 			st += ": " + r.Reason
 		}
+		if r.Restarts > 0 {
+			st += fmt.Sprintf(" (restarted %d times)", r.Restarts)
+		}
 		table = append(table, []string{r.Name, r.Type, fmt.Sprintf("v%d", r.Release), r.Node, st, orDash(r.Addr)})
 	}
 	return printTable(c.App.Writer, []string{"NAME", "TYPE", "RELEASE", "NODE", "STATE", "ADDR"}, table)

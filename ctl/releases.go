@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"strconv"
 	"strings"
 
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func (b *builder) releaseCommands() []*cli.Command {
@@ -225,38 +223,11 @@ func rollback(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	k := e.keys()
-	target := 0
-	var oldBuild *state.Build
-	rel, err := e.store.AppendRelease(c.Context, f, func(prev *state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
-		if prev == nil {
-			return nil, nil, nil, fmt.Errorf("%s has no releases yet, so nothing to roll back to: deploy with git push deis main", f)
-		}
-		target = want
-		if target == 0 {
-			target = prev.Version - 1
-			if target < 1 {
-				return nil, nil, nil, fmt.Errorf("%s has only release v1, so nothing to roll back to", f)
-			}
-		}
-		if target == prev.Version {
-			return nil, nil, nil, fmt.Errorf("v%d is already the current release of %s: pick an earlier one from deisctl releases -f %s", target, f, f)
-		}
-		old, err := getRelease(c.Context, e.store, f, target)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		oldBuild = old.Build
-		cfg := maps.Clone(old.Config)
-		if cfg == nil {
-			cfg = map[string]string{}
-		}
-		return &state.Release{Build: old.Build, Config: cfg, Description: fmt.Sprintf("Rollback to v%d", target)},
-			nil, []clientv3.Op{clientv3.OpPut(k.Config(f), state.Marshal(state.Config{Vars: cfg}))}, nil
-	})
+	rel, target, err := e.store.Rollback(c.Context, f, state.Rollback{Target: want})
 	if err != nil {
 		return err
 	}
+	oldBuild := rel.Build
 	if oldBuild != nil && rollbackMayLackArtifacts(target, rel.Version-1) {
 		fmt.Fprintf(c.App.ErrWriter, "deisctl: warning: v%d is older than the newest %d releases of %s: its slug may have been collected; the coordinator keeps the last --keep-releases releases (default %d), and a release whose slug or image is gone cannot start: deploy again with git push if it does not\n",
 			target, keptReleases, f, keptReleases)

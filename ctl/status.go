@@ -20,6 +20,8 @@ type psRow struct {
 	State   string `json:"state"`
 	Addr    string `json:"addr,omitempty"`
 	Reason  string `json:"reason,omitempty"`
+	// Restarts is how often Docker restarted the container.
+	Restarts int `json:"restarts,omitempty"`
 	// Desired is false for containers an agent still reports but no runtime
 	// databag asks for any more (being stopped).
 	Desired bool `json:"desired"`
@@ -48,7 +50,7 @@ func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []p
 			}
 			r := psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: rt.Node, State: statePending, Desired: true}
 			if st, ok := reported[rt.Node][cs.Name]; ok {
-				r.State, r.Addr, r.Reason = st.State, st.Addr, st.Reason
+				r.State, r.Addr, r.Reason, r.Restarts = st.State, st.Addr, st.Reason, st.Restarts
 			}
 			seen[rt.Node+"/"+cs.Name] = true
 			rows = append(rows, r)
@@ -60,7 +62,7 @@ func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []p
 				continue
 			}
 			rows = append(rows, psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: ns.Node,
-				State: cs.State, Addr: cs.Addr, Reason: cs.Reason})
+				State: cs.State, Addr: cs.Addr, Reason: cs.Reason, Restarts: cs.Restarts})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool {
@@ -167,6 +169,9 @@ type formationStatus struct {
 	// what it cannot do (no node matches a layer, no capacity).
 	Scheduler      []string `json:"scheduler,omitempty"`
 	SchedulerError string   `json:"schedulerError,omitempty"`
+	// AutoRollback says that the desired release is an automatic rollback
+	// and why, or that automatic rollback is off for the formation.
+	AutoRollback string `json:"autoRollback,omitempty"`
 }
 
 type proxyStatus struct {
@@ -363,6 +368,7 @@ func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formatio
 		in.Acks = append(in.Acks, a.Value)
 	}
 	st := summarize(in)
+	st.AutoRollback = autoRollbackStatus(w, f, in.Latest, failed)
 	// What the scheduler itself says it is doing, or cannot do.
 	var fs state.FormationStatus
 	if _, err := s.Get(ctx, s.Keys.FormationStatus(f), &fs); err == nil {
@@ -377,6 +383,21 @@ func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formatio
 		return formationStatus{}, err
 	}
 	return st, nil
+}
+
+// autoRollbackStatus says whether the latest release is an automatic
+// rollback (from which release, when and why) or automatic rollback is off.
+func autoRollbackStatus(w *world, f string, latest *state.Release, statuses map[int]state.ReleaseStatus) string {
+	for _, form := range w.formations {
+		if form.Name == f && form.AutoRollbackOff {
+			return "off (turn it on with deisctl autorollback on -f " + f + ")"
+		}
+	}
+	if latest == nil || latest.AutoRollbackFrom == 0 {
+		return ""
+	}
+	bad := statuses[latest.AutoRollbackFrom]
+	return fmt.Sprintf("v%d was rolled back automatically at %s: %s", latest.AutoRollbackFrom, fmtTime(latest.Created), bad.Reason)
 }
 
 // renderStatus writes one formation's status for people.
@@ -397,6 +418,9 @@ func renderStatus(b *strings.Builder, st formationStatus) {
 		fmt.Fprintf(b, "Desired release: v%d (%s)\n", st.DesiredRelease, st.DesiredDescription)
 	} else {
 		b.WriteString("Desired release: none\n")
+	}
+	if st.AutoRollback != "" {
+		fmt.Fprintf(b, "Auto-rollback:   %s\n", st.AutoRollback)
 	}
 	if st.RoutingRelease > 0 {
 		fmt.Fprintf(b, "Routing:         v%d (revision %d)\n", st.RoutingRelease, st.RoutingRevision)

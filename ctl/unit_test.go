@@ -160,7 +160,7 @@ func TestPsRows(t *testing.T) {
 	}
 	sts := []state.NodeStatus{
 		{Node: "n1", Containers: []state.ContainerStatus{
-			{Name: "hello-v2-web-1", Formation: "hello", Release: 2, Type: "web", State: "ready", Addr: "10.0.0.1:5000"},
+			{Name: "hello-v2-web-1", Formation: "hello", Release: 2, Type: "web", State: "ready", Addr: "10.0.0.1:5000", Restarts: 2},
 			{Name: "hello-v1-web-1", Formation: "hello", Release: 1, Type: "web", State: "stopping"},
 			{Name: "other-v1-web-1", Formation: "other", Release: 1, Type: "web", State: "ready"},
 		}},
@@ -170,7 +170,7 @@ func TestPsRows(t *testing.T) {
 		// Reported by an agent but no longer desired: still shown.
 		{Name: "hello-v1-web-1", Type: "web", Release: 1, Node: "n1", State: "stopping"},
 		// Desired and reported.
-		{Name: "hello-v2-web-1", Type: "web", Release: 2, Node: "n1", State: "ready", Addr: "10.0.0.1:5000", Desired: true},
+		{Name: "hello-v2-web-1", Type: "web", Release: 2, Node: "n1", State: "ready", Addr: "10.0.0.1:5000", Restarts: 2, Desired: true},
 		// Desired, not reported yet.
 		{Name: "hello-v2-web-2", Type: "web", Release: 2, Node: "n2", State: "pending", Desired: true},
 		{Name: "hello-v2-worker-1", Type: "worker", Release: 2, Node: "n1", State: "pending", Desired: true},

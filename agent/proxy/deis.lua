@@ -10,6 +10,7 @@
 --   formation <name> [<ip:port> ...]
 --   body <formation> <bytes>        (the formation's request body limit)
 --   domain <domain> <formation>
+--   release <formation> <version>   (the release its upstreams run)
 --
 -- A formation without a body line has the default limit the agent passes
 -- to init. A request over the limit gets 413: at once when its
@@ -40,13 +41,13 @@ local idempotent = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT 
 local guarded = { POST = true, PATCH = true, LOCK = true }
 
 -- Each worker keeps the parsed routes of the last version it saw.
-local cache = { version = nil, hosts = {}, forms = {}, body = {} }
+local cache = { version = nil, hosts = {}, forms = {}, body = {}, release = {} }
 -- Round-robin position per formation, per worker.
 local rr = {}
 
 -- parse turns a routes text into lookup tables, or returns nil and why.
 local function parse(text)
-    local t = { hosts = {}, forms = {}, body = {} }
+    local t = { hosts = {}, forms = {}, body = {}, release = {} }
     local n = 0
     for line in string.gmatch(text, "[^\n]+") do
         n = n + 1
@@ -78,6 +79,8 @@ local function parse(text)
             t.body[f[2]] = v
         elseif kind == "domain" and #f == 3 then
             t.hosts[f[2]] = f[3]
+        elseif kind == "release" and #f == 3 and string.match(f[3], "^%d+$") then
+            t.release[f[2]] = f[3]
         else
             return nil, "line " .. n .. ": cannot read " .. line
         end
@@ -220,6 +223,7 @@ function M.route(mode)
         ngx.ctx.deis_once = not guarded[method]
     end
     ngx.ctx.deis_peers = peers
+    ngx.ctx.deis_release = t.release[f]
 end
 
 -- balance sets the upstream peer (balancer phase); a retry takes the next.
@@ -351,6 +355,48 @@ function M.init(path, body, max)
     if err then
         ngx.log(ngx.ERR, "deis: ignoring the routes file ", path, ": ", err)
     end
+end
+
+-- Answer counts for automatic rollback: the log phase counts each answer
+-- a formation's upstreams were chosen for in the shared dict deis_traffic,
+-- keyed "<formation> <release> <class>" (class 2xx..5xx). A counter lives
+-- an hour from its first answer, so old releases' counters go away; the
+-- agent, which reads them every few seconds, takes a smaller count for a
+-- new counter.
+local traffic = ngx.shared.deis_traffic
+
+function M.count()
+    local v = ngx.ctx.deis_release
+    local f = ngx.var.deis_formation
+    if not traffic or not v or not f or f == "" then
+        return
+    end
+    local status = tonumber(ngx.var.status) or 0
+    if status < 100 then
+        return -- the client went away before an answer
+    end
+    local key = f .. " " .. v .. " " .. math.floor(status / 100) .. "xx"
+    local _, err = traffic:incr(key, 1, 0, 3600)
+    if err then
+        ngx.log(ngx.WARN, "deis: cannot count an answer: ", err)
+    end
+end
+
+-- control_traffic serves /traffic on the control socket: GET answers every
+-- counter, one "<formation> <release> <class> <count>" a line.
+function M.control_traffic()
+    if not traffic then
+        return reply(200, "")
+    end
+    local out = {}
+    for _, k in ipairs(traffic:get_keys(0)) do
+        local n = traffic:get(k)
+        if n then
+            out[#out + 1] = k .. " " .. n
+        end
+    end
+    table.sort(out)
+    return reply(200, table.concat(out, "\n"))
 end
 
 return M

@@ -47,6 +47,13 @@
 // holding the ports; they are found by their open error log and told to
 // quit before a new master starts.
 //
+// Beside the loop, Run reads nginx's answer counters (deis.lua counts each
+// answer per formation, release and status class in the shared dict
+// deis_traffic; GET /traffic on the control socket lists them) every
+// TrafficInterval and writes each formation's answers of the last
+// TrafficWindow to Keys.TrafficOf, only when they change, for the
+// coordinator's automatic rollback.
+//
 // Pass runs one pass by hand (tests, debugging); Run calls it.
 //
 // Safety rules:

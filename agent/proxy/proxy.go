@@ -69,6 +69,11 @@ type Config struct {
 	// the config itself (listen addresses, base domain, an agent upgrade)
 	// does.
 	ReloadDrain time.Duration
+	// TrafficInterval is how often the agent reads nginx's answer counts
+	// per formation and release (default 5s); TrafficWindow is how far
+	// back the counts it reports reach (default 1m). See traffic.go.
+	TrafficInterval time.Duration
+	TrafficWindow   time.Duration
 }
 
 // Proxy runs this node's nginx and keeps it routing the formations whose
@@ -235,6 +240,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watch.Prefixes(wctx, p.cfg.Watcher, rev, wake, k.Routings(), k.AllLayers(), k.Nodes())
+	counted := make(chan struct{})
+	go func() { defer close(counted); p.reportTraffic(wctx) }()
+	defer func() { cancel(); <-counted }()
 	watch.Loop(ctx, wake, p.cfg.Resync, backoff.Backoff{}, p.Pass, func(err error) {
 		p.log.Warn("proxy pass failed", "node", p.cfg.Node, "error", err)
 	})

@@ -67,6 +67,8 @@ type fixture struct {
 	drain time.Duration
 	mods  string // NginxModules; "" means the default
 	body  int64  // MaxBodyBytes; 0 means the default
+	// traffic is TrafficInterval; 0 means the default.
+	traffic time.Duration
 }
 
 func (fx *fixture) nodeName() string {
@@ -102,7 +104,8 @@ func (fx *fixture) run() (*Proxy, *prometheus.Registry, func()) {
 	p, err := New(Config{
 		Node: fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
 		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second, ReloadDrain: fx.drain, NginxModules: fx.mods, MaxBodyBytes: fx.body,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		TrafficInterval: fx.traffic,
+		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		fx.t.Fatal(err)

@@ -38,6 +38,7 @@ type site struct {
 	Domains   []string // sorted, unique, valid
 	Upstreams []string // ip:port, sorted, unique
 	MaxBody   int64    // largest request body; 0: the proxy's default
+	Release   int      // the release its upstreams run (answer counts)
 }
 
 // renderInput is everything the nginx.conf depends on. Routing is not part
@@ -100,7 +101,7 @@ func siteFor(f string, r *state.Routing) (site, error) {
 	if r.Formation != "" && r.Formation != f {
 		return site{}, fmt.Errorf("routing databag of %q names formation %q", f, r.Formation)
 	}
-	s := site{Formation: f}
+	s := site{Formation: f, Release: r.Release}
 	seen := map[string]bool{}
 	for _, d := range r.Domains {
 		if err := state.ValidateDomain(d); err != nil {
@@ -151,6 +152,11 @@ func renderRoutes(sites []site) ([]byte, string) {
 	for _, s := range sites {
 		if s.MaxBody > 0 {
 			b.WriteString("body " + s.Formation + " " + strconv.FormatInt(s.MaxBody, 10) + "\n")
+		}
+	}
+	for _, s := range sites {
+		if s.Release > 0 {
+			b.WriteString("release " + s.Formation + " " + strconv.Itoa(s.Release) + "\n")
 		}
 	}
 	for _, s := range sites {
@@ -229,6 +235,8 @@ func render(in renderInput) ([]byte, string) {
 	w("")
 	w("    # Routing lives here, not in this file; it survives reloads.")
 	w("    lua_shared_dict deis_routes 32m;")
+	w("    # Answer counts per formation, release and class (automatic rollback).")
+	w("    lua_shared_dict deis_traffic 4m;")
 	w("    init_by_lua_block {")
 	w("        package.loaded.deis = (function()")
 	b.WriteString(deisLua)
@@ -267,6 +275,11 @@ func render(in renderInput) ([]byte, string) {
 	w("                require(\"deis\").control_routes()")
 	w("            }")
 	w("        }")
+	w("        location = /traffic {")
+	w("            content_by_lua_block {")
+	w("                require(\"deis\").control_traffic()")
+	w("            }")
+	w("        }")
 	w("        location = /drain {")
 	w("            content_by_lua_block {")
 	w("                require(\"deis\").control_drain()")
@@ -285,6 +298,9 @@ func render(in renderInput) ([]byte, string) {
 	w("        set $deis_formation \"\";")
 	w("        set $deis_pool deis_apps;")
 	w("        set $deis_max_body %s;", fmtSize(state.MaxMaxBodyBytes))
+	w("        log_by_lua_block {")
+	w("            require(\"deis\").count()")
+	w("        }")
 	w("        error_page 413 @toolarge;")
 	w("        location / {")
 	w("            rewrite_by_lua_block {")

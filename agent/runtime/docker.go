@@ -285,6 +285,7 @@ func fromInspect(c container.InspectResponse) actual {
 	if c.ContainerJSONBase != nil {
 		a.ID = c.ID
 		a.Name = strings.TrimPrefix(c.Name, "/")
+		a.Restarts = c.RestartCount
 		if st := c.State; st != nil {
 			a.State = string(st.Status)
 			a.Status = describeState(st)

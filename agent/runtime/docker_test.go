@@ -242,3 +242,33 @@ func TestRuntimeDockerImage(t *testing.T) {
 		}
 	}
 }
+
+// A container that keeps exiting is restarted by Docker, and the runtime
+// reports how often: the coordinator's crash-loop rollback reads it.
+func TestRuntimeDockerReportsRestarts(t *testing.T) {
+	need.Stack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	docker, err := runtime.NewDocker(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, docker)
+	t.Cleanup(func() {
+		if ids := nodeContainers(t, e.node); len(ids) > 0 {
+			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
+		}
+	})
+	e.assign(state.ContainerSpec{
+		Name: "crash.v1.worker.1", Formation: "crash", Release: 1, Type: "worker", Index: 1,
+		Image: need.StackImage, Command: "sleep 0.3; exit 3",
+		Env: map[string]string{"DEIS_FORMATION": "crash"},
+	})
+	e.start()
+	st := e.waitStatus("restarts reported", func(st state.NodeStatus) bool {
+		c, ok := find(st, "crash.v1.worker.1")
+		return ok && c.Restarts >= 2
+	})
+	c, _ := find(st, "crash.v1.worker.1")
+	t.Logf("reported %+v", c)
+}

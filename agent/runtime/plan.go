@@ -19,8 +19,10 @@ type actual struct {
 	State  string
 	Status string      // Docker's words, like "Exited (1) 3 seconds ago"
 	Ports  map[int]int // container port -> published host port (tcp)
-	// Started is known only from an inspect.
-	Started time.Time
+	// Started and Restarts (how often Docker's restart policy restarted
+	// it) are known only from an inspect.
+	Started  time.Time
+	Restarts int
 	// Stopping is set when the runtime is already stopping the container.
 	Stopping bool
 }

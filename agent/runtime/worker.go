@@ -211,7 +211,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		w.ready, w.fails = false, 0
 		w.probeBo.Reset()
 	} else if c.Started.IsZero() {
-		c.Started = w.cur.Started
+		c.Started, c.Restarts = w.cur.Started, w.cur.Restarts
 	}
 	w.cur, w.u.cur = c, c
 
@@ -265,7 +265,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	}
 	w.setStatus(func(cs *state.ContainerStatus, _ *string) {
 		w.describe(cs, spec)
-		cs.ID, cs.State, cs.Addr, cs.Reason, cs.Started = c.ID, st, addr, reason, c.Started
+		cs.ID, cs.State, cs.Addr, cs.Reason, cs.Started, cs.Restarts = c.ID, st, addr, reason, c.Started, c.Restarts
 	})
 	return delay
 }

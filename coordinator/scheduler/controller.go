@@ -28,6 +28,9 @@ type Config struct {
 	BaseDomain string
 	// BootTimeout is how long a new release has to become ready (default 60s).
 	BootTimeout time.Duration
+	// Rollback is the automatic rollback policy (rollback.go); a zero
+	// Window turns it off.
+	Rollback RollbackPolicy
 	// Resync is the longest the loop sleeps without a watch event.
 	Resync     time.Duration
 	Logger     *slog.Logger
@@ -43,6 +46,9 @@ type Controller struct {
 	rolled  map[string]int // formation -> release whose rollout was observed
 	lastErr map[string]string
 	primed  bool
+	// noTarget remembers, per formation, the bad release already logged
+	// as having nothing to roll back to.
+	noTarget map[string]int
 }
 
 // New returns a controller.
@@ -61,7 +67,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	return &Controller{cfg: cfg, store: state.NewStore(cfg.Etcd, cfg.Prefix), m: m, log: cfg.Logger,
-		rolled: map[string]int{}, lastErr: map[string]string{}}, nil
+		rolled: map[string]int{}, lastErr: map[string]string{}, noTarget: map[string]int{}}, nil
 }
 
 // Run reconciles until ctx ends.
@@ -149,7 +155,7 @@ func (c *Controller) Reconcile(ctx context.Context) (err error) {
 	}
 	c.lastErr = d.Errors
 	c.observe(w, d)
-	return nil
+	return c.autoRollback(ctx, w, d)
 }
 
 // observe records rollout durations: from a release's creation until every

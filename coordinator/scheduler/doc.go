@@ -15,6 +15,10 @@
 //     revision that no longer sends them traffic.
 //   - A node whose heartbeat expired is lost: its containers are dropped from
 //     its databag and placed again on the live nodes of the layer.
+//   - Automatic rollback (rollback.go): DecideRollback, another pure
+//     function, rolls back a release that crash-loops, fails its health
+//     checks or answers mostly 5xx at the proxies within the
+//     RollbackPolicy's window after it went live.
 //
 // Controller runs Plan in a level-triggered loop: any change under the key
 // prefix wakes it, and it also resyncs on a timer. Only the leading

@@ -16,6 +16,9 @@ type metrics struct {
 	rollout  prometheus.Histogram
 	failed   prometheus.Counter
 	placed   prometheus.Counter
+	// rollbacks counts automatic rollbacks by reason (crash_loop,
+	// health_checks, errors).
+	rollbacks *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -30,9 +33,14 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
 		placed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_placements_total", Help: "Containers placed on nodes by the scheduler."}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_releases_failed_total", Help: "Releases marked failed because they did not become ready."}),
+		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_coordinator_auto_rollbacks_total",
+			Help: "Releases rolled back automatically, by reason (crash_loop, health_checks, errors)."}, []string{"reason"}),
+	}
+	for _, reason := range []string{ReasonCrashLoop, ReasonHealth, ReasonErrors} {
+		m.rollbacks.WithLabelValues(reason)
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed, m.placed} {
+		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed, m.placed, m.rollbacks} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}

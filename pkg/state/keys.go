@@ -91,6 +91,13 @@ func (k Keys) AllProxyAcks() string        { return k.join("status", "proxies") 
 func (k Keys) ProxyAcks(f string) string   { return k.join("status", "proxies", f) + "/" }
 func (k Keys) ProxyAck(f, n string) string { return k.join("status", "proxies", f, n) }
 
+// Traffic holds each proxy's recent answer counts per release of a
+// formation (writer: that proxy agent; watched by the coordinator, which
+// rolls back a release answering mostly 5xx).
+func (k Keys) AllTraffic() string           { return k.join("status", "traffic") + "/" }
+func (k Keys) Traffic(f string) string      { return k.join("status", "traffic", f) + "/" }
+func (k Keys) TrafficOf(f, n string) string { return k.join("status", "traffic", f, n) }
+
 // FormationStatus is the scheduler's account of each formation: what is in
 // progress and why, and what it cannot do (writer: coordinator).
 func (k Keys) FormationStatuses() string       { return k.join("status", "formations") + "/" }

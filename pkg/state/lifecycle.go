@@ -42,6 +42,7 @@ func (k Keys) FormationFamilies(f string) []Family {
 		{Key: k.FormationStatus(f)},
 		{Key: k.ReleaseStatuses(f), Prefix: true},
 		{Key: k.ProxyAcks(f), Prefix: true},
+		{Key: k.Traffic(f), Prefix: true},
 	}
 }
 

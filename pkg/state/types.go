@@ -40,6 +40,9 @@ type Formation struct {
 	// the formation, allocated by Store.CreateFormation; 0 for formations
 	// created before uids were allocated (see AppUID).
 	UID int `json:"uid,omitempty"`
+	// AutoRollbackOff turns the coordinator's automatic rollback off for
+	// the formation (deisctl autorollback off).
+	AutoRollbackOff bool `json:"autoRollbackOff,omitempty"`
 }
 
 // ResourceLimits are applied to each container of one process type.
@@ -178,15 +181,26 @@ type Release struct {
 	Config      map[string]string `json:"config"`
 	Description string            `json:"description"`
 	Created     time.Time         `json:"created"`
+	// AutoRollbackFrom is the release the coordinator rolled back from
+	// when it wrote this one automatically (0: not an auto-rollback).
+	AutoRollbackFrom int `json:"autoRollbackFrom,omitempty"`
 }
 
-// ReleaseStatus records a release that could not be rolled out. Written by
-// the coordinator.
+// ReleaseStatus records what happened to a release's rollout: that it
+// went live (LiveAt), or that it failed, with the reason. Written by the
+// coordinator.
 type ReleaseStatus struct {
 	Version int       `json:"version"`
 	Failed  bool      `json:"failed"`
 	Reason  string    `json:"reason"`
 	At      time.Time `json:"at"`
+	// LiveAt is when every proxy of the formation first routed the
+	// release; only a release that went live and did not fail is a
+	// target of an automatic rollback.
+	LiveAt time.Time `json:"liveAt,omitempty"`
+	// RolledBack marks a failed release the coordinator rolled back
+	// automatically (Reason says why).
+	RolledBack bool `json:"rolledBack,omitempty"`
 }
 
 // ContainerSpec is one container a node must run.
@@ -268,6 +282,9 @@ type ContainerStatus struct {
 	Addr      string    `json:"addr,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 	Started   time.Time `json:"started,omitempty"`
+	// Restarts is how often Docker restarted the container after it
+	// exited (its restart policy): a crash loop shows here.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // NodeStatus is what an agent reports. Written by that agent.

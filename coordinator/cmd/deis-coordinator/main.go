@@ -61,6 +61,11 @@ func main() {
 			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit (a slug may expand to 8 times it; give the agents the same)"},
 			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug (give the agents the same)"},
 			&cli.DurationFlag{Name: "boot-timeout", EnvVars: []string{"DEIS_BOOT_TIMEOUT"}, Value: 60 * time.Second, Usage: "how long a new release's web containers have to pass their health checks before it is marked failed"},
+			&cli.DurationFlag{Name: "rollback-window", EnvVars: []string{"DEIS_ROLLBACK_WINDOW"}, Value: scheduler.DefaultRollbackPolicy.Window, Usage: "how long after a release went live it is rolled back automatically if it crash-loops, fails its health checks or answers mostly 5xx (0: never; deisctl autorollback off turns it off per formation)"},
+			&cli.IntFlag{Name: "rollback-restarts", EnvVars: []string{"DEIS_ROLLBACK_RESTARTS"}, Value: scheduler.DefaultRollbackPolicy.Restarts, Usage: "a release crash-loops once one of its containers was restarted this often"},
+			&cli.Float64Flag{Name: "rollback-unhealthy-share", EnvVars: []string{"DEIS_ROLLBACK_UNHEALTHY_SHARE"}, Value: scheduler.DefaultRollbackPolicy.UnhealthyShare, Usage: "a release is rolled back when more than this share of its web containers fail their health checks"},
+			&cli.Float64Flag{Name: "rollback-error-share", EnvVars: []string{"DEIS_ROLLBACK_ERROR_SHARE"}, Value: scheduler.DefaultRollbackPolicy.ErrorShare, Usage: "a release is rolled back when at least this share of its answers at the proxies in the last minute are 5xx"},
+			&cli.Int64Flag{Name: "rollback-min-requests", EnvVars: []string{"DEIS_ROLLBACK_MIN_REQUESTS"}, Value: scheduler.DefaultRollbackPolicy.MinRequests, Usage: "the 5xx share counts only over at least this many requests in the last minute"},
 			&cli.Int64Flag{Name: "build-disk", EnvVars: []string{"DEIS_BUILD_DISK"}, Value: builder.DefaultBuildDisk, Usage: "bytes of scratch space (a tmpfs: source, cache, outputs) per build; a build that fills it fails"},
 			&cli.Int64Flag{Name: "build-memory", EnvVars: []string{"DEIS_BUILD_MEMORY"}, Value: builder.DefaultBuildMemory, Usage: "memory limit of a build (and its release command), in bytes, on top of --build-disk"},
 			&cli.Float64Flag{Name: "build-cpus", EnvVars: []string{"DEIS_BUILD_CPUS"}, Value: builder.DefaultBuildCPUs, Usage: "CPUs a build may use"},
@@ -93,6 +98,11 @@ func main() {
 }
 
 func serve(c *cli.Context) error {
+	rollback := scheduler.RollbackPolicy{Window: c.Duration("rollback-window"), Restarts: c.Int("rollback-restarts"),
+		UnhealthyShare: c.Float64("rollback-unhealthy-share"), ErrorShare: c.Float64("rollback-error-share"), MinRequests: c.Int64("rollback-min-requests")}
+	if err := rollback.Validate(); err != nil {
+		return err
+	}
 	log := logging.New(c, "coordinator")
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -241,7 +251,7 @@ func serve(c *cli.Context) error {
 	start("scheduler", func() error {
 		return lead(ctx, cli, store, info, reg, log, scheduler.Config{
 			Etcd: cli, Prefix: ec.Prefix, SlugURL: info.SlugURL, BaseDomain: info.BaseDomain, BootTimeout: c.Duration("boot-timeout"),
-			Logger: log.With("part", "scheduler"), Registerer: reg,
+			Rollback: rollback, Logger: log.With("part", "scheduler"), Registerer: reg,
 		})
 	})
 	log.Info("coordinator started", "ssh", c.String("ssh-addr"), "http", c.String("http-addr"), "data", dataDir)

@@ -38,6 +38,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        fail = os.environ.get("FAIL_STATUS")
+        if fail:
+            # FAIL_STATUS=500 makes every answer but /status/N fail: a bad release
+            # that still passes a TCP health check.
+            body = b"failing on purpose\n"
+            self.send_response(int(fail))
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         body = "{} from {} ({})\n".format(
             os.environ.get("GREETING", "hello"),
             os.environ.get("DEIS_FORMATION", "an app"),
