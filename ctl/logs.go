@@ -47,7 +47,7 @@ func (b *builder) logCommands() []*cli.Command {
 // logEntry is one line of deisctl logs.
 type logEntry struct {
 	time   time.Time
-	source string // hello.v3.web.1[node], deis[release], deis[build]
+	source string // hello.v3.web.1[node], hello.v2.web.1 (retired)[node], deis[release], deis[build]
 	line   string
 }
 
@@ -56,7 +56,11 @@ func (e logEntry) String() string {
 }
 
 func fromLogLine(l api.LogLine) logEntry {
-	return logEntry{time: l.Time, source: l.Container + "[" + l.Node + "]", line: l.Line}
+	name := l.Container
+	if l.Retired {
+		name += " (retired)" // removed by a rollout, a scale-down or after it exited
+	}
+	return logEntry{time: l.Time, source: name + "[" + l.Node + "]", line: l.Line}
 }
 
 // mergeLast merges entries by time (entries of one time keep their order)

@@ -229,7 +229,11 @@ func (d *Docker) ContainerStart(ctx context.Context, id string, _ container.Star
 		if len(bs) > 0 && bs[0].HostIP != "" {
 			ip = bs[0].HostIP
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		hp := "0"
+		if len(bs) > 0 && bs[0].HostPort != "" {
+			hp = bs[0].HostPort // an explicit port, like Docker binds it
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, hp))
 		if err != nil {
 			d.exit(c, 128)
 			return fmt.Errorf("fake docker: publish %s: %w", p, err)
