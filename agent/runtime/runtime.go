@@ -181,11 +181,11 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	log := cfg.Logger.With("node", cfg.Node)
 	return &Runtime{
-		cfg:   cfg,
-		log:   log,
-		m:     m,
-		slugs: newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log),
-		ports: newPorts(cfg.PortRange, cfg.Addr),
+		cfg:     cfg,
+		log:     log,
+		m:       m,
+		slugs:   newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log),
+		ports:   newPorts(cfg.PortRange, cfg.Addr),
 		retired: newRetiredLogs(cfg.RetiredLines, cfg.RetiredBytes),
 		probe: &http.Client{
 			Timeout:       probeTimeout,
