@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -80,8 +81,9 @@ type logNode struct {
 }
 
 // logNodes returns the nodes that run containers of formation f (of type
-// typ, if set): those its runtime databags assign them to, and those that
-// still report some (being stopped).
+// typ, if set): those its runtime databags assign them to, those that
+// still report some (being stopped), and those that keep the last lines of
+// removed ones.
 func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, error) {
 	has := map[string]bool{}
 	match := func(formation, t string) bool { return formation == f && (typ == "" || t == typ) }
@@ -105,6 +107,9 @@ func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, er
 			if match(c.Formation, c.Type) {
 				has[state.Base(st.Key)] = true
 			}
+		}
+		if slices.Contains(st.Value.RetiredLogs, f) { // the last lines of removed containers
+			has[state.Base(st.Key)] = true
 		}
 	}
 	var out []logNode

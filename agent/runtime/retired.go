@@ -116,6 +116,14 @@ func (k *retiredLogs) add(formation, id string, lines []RetiredLine) {
 	b.lines = append([]RetiredLine(nil), b.lines[drop:]...)
 }
 
+// wake asks for a status write when the formations with kept lines
+// changed (NodeStatus.RetiredLogs).
+func (r *Runtime) wakeRetired(before int) {
+	if len(r.retired.formations()) != before && r.wakeStatus != nil {
+		r.wakeStatus.Wake()
+	}
+}
+
 // lines returns a copy of a formation's kept lines, oldest first.
 func (k *retiredLogs) lines(formation string) []RetiredLine {
 	k.mu.Lock()
@@ -197,7 +205,9 @@ func (r *Runtime) keepRetired(ctx context.Context, c actual) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		r.log.Warn("read the last lines of a retired container", "container", c.specName(), "id", shortID(c.ID), "error", err)
 	}
+	before := len(r.retired.formations())
 	r.retired.add(formation, c.ID, lines)
+	r.wakeRetired(before)
 }
 
 // pruneRetired drops the kept lines of formations that no longer exist:
@@ -216,7 +226,9 @@ func (r *Runtime) pruneRetired(ctx context.Context, desired []state.ContainerSpe
 		_, err := r.cfg.Store.Get(gctx, r.cfg.Store.Keys.Formation(f), &rec)
 		cancel()
 		if errors.Is(err, state.ErrNotFound) {
+			before := len(r.retired.formations())
 			r.retired.drop(f)
+			r.wakeRetired(before)
 		}
 	}
 }

@@ -571,6 +571,8 @@ func (r *Runtime) snapshot() state.NodeStatus {
 		return a.ID < b.ID
 	})
 	sort.Strings(st.Pending)
+	st.RetiredLogs = r.retired.formations()
+	sort.Strings(st.RetiredLogs)
 	counts := map[string]int{"desired": r.desired}
 	for _, c := range st.Containers {
 		counts[c.State]++
