@@ -145,7 +145,7 @@ func (p *ports) choose(used map[int]bool) (int, error) {
 		return !bindable(p.addr, port)
 	})
 	if !ok {
-		return 0, fmt.Errorf("runtime: no free host port in --port-range %s on %s (%d ports held by containers, the rest bound by other processes): widen --port-range or free ports", p.rng, p.addr, len(used))
+		return 0, fmt.Errorf("runtime: no free host port in --port-range %s on %s: every one is held by a container or bound by another process: widen --port-range or free ports", p.rng, p.addr)
 	}
 	p.reserved[port] = now.Add(reserveFor)
 	p.next = port + 1

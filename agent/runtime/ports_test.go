@@ -80,7 +80,7 @@ func TestPortsChoose(t *testing.T) {
 	if err == nil {
 		t.Fatal("choose found a port in a full range")
 	}
-	want := "runtime: no free host port in --port-range " + strconv.Itoa(bound-1) + "-" + strconv.Itoa(bound+2) + " on 127.0.0.1 (1 ports held by containers, the rest bound by other processes): widen --port-range or free ports"
+	want := "runtime: no free host port in --port-range " + strconv.Itoa(bound-1) + "-" + strconv.Itoa(bound+2) + " on 127.0.0.1: every one is held by a container or bound by another process: widen --port-range or free ports"
 	if err.Error() != want {
 		t.Errorf("error %q, want %q", err, want)
 	}
