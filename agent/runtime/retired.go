@@ -27,6 +27,9 @@ const (
 	retiredLineMax = 16 << 10
 	// retiredReadTimeout bounds reading one container's last lines.
 	retiredReadTimeout = 5 * time.Second
+	// pruneEvery is how often formations with kept lines but no container
+	// on the node are looked up in etcd.
+	pruneEvery = resyncEvery
 )
 
 // logReader reads a container's output. The Docker client implements it;
@@ -59,8 +62,9 @@ func (l RetiredLine) size() int { return len(l.Line) + len(l.Container) + len(l.
 type retiredLogs struct {
 	maxLines, maxBytes int
 
-	mu    sync.Mutex
-	byFor map[string]*retiredBuf
+	mu     sync.Mutex
+	byFor  map[string]*retiredBuf
+	pruned time.Time // the last pruneRetired that looked formations up
 }
 
 type retiredBuf struct {
@@ -205,6 +209,9 @@ func (r *Runtime) keepRetired(ctx context.Context, c actual) {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		r.log.Warn("read the last lines of a retired container", "container", c.specName(), "id", shortID(c.ID), "error", err)
 	}
+	if len(lines) == 0 {
+		return // never started, or silent
+	}
 	before := len(r.retired.formations())
 	r.retired.add(formation, c.ID, lines)
 	r.wakeRetired(before)
@@ -213,6 +220,14 @@ func (r *Runtime) keepRetired(ctx context.Context, c actual) {
 // pruneRetired drops the kept lines of formations that no longer exist:
 // those with no container in the databag whose formation record is gone.
 func (r *Runtime) pruneRetired(ctx context.Context, desired []state.ContainerSpec) {
+	k := r.retired
+	k.mu.Lock()
+	if time.Since(k.pruned) < pruneEvery {
+		k.mu.Unlock()
+		return
+	}
+	k.pruned = time.Now()
+	k.mu.Unlock()
 	assigned := map[string]bool{}
 	for _, s := range desired {
 		assigned[s.Formation] = true
