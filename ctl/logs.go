@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -47,7 +48,7 @@ func (b *builder) logCommands() []*cli.Command {
 // logEntry is one line of deisctl logs.
 type logEntry struct {
 	time   time.Time
-	source string // hello.v3.web.1[node], deis[release], deis[build]
+	source string // hello.v3.web.1[node], hello.v2.web.1 (retired)[node], deis[release], deis[build]
 	line   string
 }
 
@@ -56,7 +57,11 @@ func (e logEntry) String() string {
 }
 
 func fromLogLine(l api.LogLine) logEntry {
-	return logEntry{time: l.Time, source: l.Container + "[" + l.Node + "]", line: l.Line}
+	name := l.Container
+	if l.Retired {
+		name += " (retired)" // removed by a rollout, a scale-down or after it exited
+	}
+	return logEntry{time: l.Time, source: name + "[" + l.Node + "]", line: l.Line}
 }
 
 // mergeLast merges entries by time (entries of one time keep their order)
@@ -76,8 +81,9 @@ type logNode struct {
 }
 
 // logNodes returns the nodes that run containers of formation f (of type
-// typ, if set): those its runtime databags assign them to, and those that
-// still report some (being stopped).
+// typ, if set): those its runtime databags assign them to, those that
+// still report some (being stopped), and those that keep the last lines of
+// removed ones.
 func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, error) {
 	has := map[string]bool{}
 	match := func(formation, t string) bool { return formation == f && (typ == "" || t == typ) }
@@ -101,6 +107,9 @@ func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, er
 			if match(c.Formation, c.Type) {
 				has[state.Base(st.Key)] = true
 			}
+		}
+		if slices.Contains(st.Value.RetiredLogs, f) { // the last lines of removed containers
+			has[state.Base(st.Key)] = true
 		}
 	}
 	var out []logNode

@@ -72,7 +72,7 @@ func (c *cluster) startAgent(prefix string, labels map[string]string) *testAgent
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Node: a.name, Token: token, Store: c.store, Docker: docker, Runtime: rt, Logger: log, Registerer: reg})
+	srv, err := api.New(api.Config{Node: a.name, Token: token, Store: c.store, Docker: docker, Runtime: rt, Retired: rt, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,6 +220,19 @@ func TestLogs(t *testing.T) {
 	c.fails("formation hello has no db containers running: scale it with deisctl scale db=1 -f hello", "logs", "-f", "hello", "-p", "db")
 	c.fails(`formation "nope" not found`, "logs", "-f", "nope")
 	c.fails("invalid --num", "logs", "-f", "hello", "-n", "-1")
+
+	// The node removes every container of hello (as after a bad deploy moved
+	// them elsewhere): it keeps their last lines, and deisctl still asks it
+	// (NodeStatus.RetiredLogs), marking them retired.
+	a.assign()
+	retired := func(container string) string { return container + " (retired)[" + a.name + "]: " }
+	out = c.eventually([]string{retired("hello.v1.web.1") + "web says hi web.1", retired("hello.v1.worker.1") + "tick"},
+		"logs", "-f", "hello", "-n", "1000")
+	out = c.ok("logs", "-f", "hello", "-p", "web", "-n", "1000")
+	contains(t, out, retired("hello.v1.web.1")+"web complains")
+	if strings.Contains(out, "worker") {
+		t.Errorf("-p web shows the retired worker's lines:\n%s", out)
+	}
 }
 
 // lineCollector is deisctl's stdout while following: it hands over every

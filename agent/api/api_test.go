@@ -181,7 +181,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Node: f.node, Token: tok, Store: f.store, Docker: docker, Runtime: rt,
+	srv, err := api.New(api.Config{Node: f.node, Token: tok, Store: f.store, Docker: docker, Runtime: rt, Retired: rt,
 		Logger: log.With("role", "api"), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -389,6 +389,70 @@ func TestLogs(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("follow after cancel: %v", err)
 	}
+}
+
+// A container the runtime retired (a rollout to v2 removed v1's) keeps its
+// last lines in the node's logs, marked with its release; a destroyed
+// formation's are dropped.
+func TestLogsKeepRetiredContainers(t *testing.T) {
+	f := newFixture(t)
+	f.release("hello", nil)
+	f.assign(f.web("hello", 1, 1))
+	addr := f.ready("hello.v1.web.1")
+	get(t, "http://"+addr+"/before-the-rollout")
+	waitFor(t, "the request in v1's logs", func() bool {
+		return hasLine(f.logs(api.LogsQuery{Formation: "hello", Tail: 100}), "hello.v1.web.1", "stdout", "got /before-the-rollout")
+	})
+	f.release("hello", nil)
+	f.assign(f.web("hello", 2, 1))
+	f.ready("hello.v2.web.1")
+	waitFor(t, "v1's container removed", func() bool {
+		return dockerCLI(t, "ps", "-aq", "--filter", "label=deis.node="+f.node, "--filter", "label=deis.release=1") == ""
+	})
+
+	lines := f.logs(api.LogsQuery{Formation: "hello", Tail: 100})
+	var retired []api.LogLine
+	for _, l := range lines {
+		if l.Retired {
+			retired = append(retired, l)
+		}
+	}
+	for _, want := range []struct{ stream, line string }{
+		{"stdout", "listening on 5000 dyno web.1"}, {"stdout", "got /before-the-rollout"}, {"stderr", "warning /before-the-rollout"},
+	} {
+		if !hasLine(retired, "hello.v1.web.1", want.stream, want.line) {
+			t.Errorf("retired line %q on %s missing: %+v", want.line, want.stream, lines)
+		}
+	}
+	for _, l := range retired {
+		if l.Container != "hello.v1.web.1" || l.Release != 1 || l.Node != f.node || l.Time.IsZero() {
+			t.Errorf("retired line %+v: want container hello.v1.web.1 of release 1 on %s", l, f.node)
+		}
+	}
+	if !hasLine(lines, "hello.v2.web.1", "stdout", "listening on 5000 dyno web.1") {
+		t.Errorf("the live container's lines missing beside the retired ones: %+v", lines)
+	}
+	for i := 1; i < len(lines); i++ {
+		if lines[i].Time.Before(lines[i-1].Time) {
+			t.Errorf("lines out of order at %d: %+v", i, lines)
+		}
+	}
+	if got := f.logs(api.LogsQuery{Formation: "hello", Type: "worker", Tail: 100}); len(got) != 0 {
+		t.Errorf("type=worker shows retired web lines: %+v", got)
+	}
+	if got := f.logs(api.LogsQuery{Formation: "hello", Tail: 1}); len(got) != 1 {
+		t.Errorf("tail=1 with retired lines: %+v", got)
+	}
+
+	// The formation is destroyed: its containers go, and so do its kept lines.
+	ctx := ctxT(t, 10*time.Second)
+	if err := f.store.DestroyFormation(ctx, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	f.assign()
+	waitFor(t, "the destroyed formation's lines dropped", func() bool {
+		return len(f.logs(api.LogsQuery{Formation: "hello", Tail: 100})) == 0
+	})
 }
 
 func TestLogsRefusals(t *testing.T) {

@@ -22,8 +22,10 @@
 // backlog ends with {"mark":"live"} and new lines follow as they are
 // written, of the containers running and of those that start later, until
 // the client goes away. since keeps only the lines after that time (for a
-// client that reconnects). The endpoint talks to Docker only and takes no
-// lock of the runtime's reconcile loop.
+// client that reconnects). The backlog includes the last lines the runtime
+// kept of the containers it removed (Config.Retired), with "retired": true
+// and their release. The endpoint talks to Docker (and that buffer) only
+// and takes no lock of the runtime's reconcile loop.
 //
 // # POST /run?formation=F
 //

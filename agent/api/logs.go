@@ -150,6 +150,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	if ctx.Err() != nil {
 		return
 	}
+	backlog = append(backlog, s.retired(q, cs, t0)...)
 	sort.SliceStable(backlog, func(i, j int) bool { return backlog[i].Time.Before(backlog[j].Time) })
 	if len(backlog) > q.tail {
 		backlog = backlog[len(backlog)-q.tail:]
@@ -176,6 +177,31 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		since = q.since
 	}
 	s.follow(ctx, q, args, cs, since, evs, evErrs, func(l LogLine) error { return enc.Encode(l) }, func() error { return flush(rc) })
+}
+
+// retired returns the kept lines of the formation's removed containers
+// that match q, up to t0, leaving out containers still listed (cs): their
+// lines are read from Docker.
+func (s *Server) retired(q logsQuery, cs []container.Summary, t0 time.Time) []LogLine {
+	if s.cfg.Retired == nil {
+		return nil
+	}
+	listed := map[string]bool{}
+	for _, c := range cs {
+		listed[c.ID] = true
+	}
+	var out []LogLine
+	for _, l := range s.cfg.Retired.RetiredLines(q.formation) {
+		if listed[l.ID] || (q.typ != "" && l.Type != q.typ) || !l.Time.After(q.since) || l.Time.After(t0) {
+			continue
+		}
+		out = append(out, LogLine{Time: l.Time, Container: l.Container, Node: s.cfg.Node, Stream: l.Stream,
+			Line: l.Line, Release: l.Release, Retired: true})
+	}
+	if len(out) > q.tail {
+		out = out[len(out)-q.tail:]
+	}
+	return out
 }
 
 func flush(rc *http.ResponseController) error {

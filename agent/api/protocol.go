@@ -22,6 +22,13 @@ type LogLine struct {
 	// Stream is "stdout" or "stderr".
 	Stream string `json:"stream"`
 	Line   string `json:"line"`
+	// Release is the container's release, set on the lines of retired
+	// containers.
+	Release int `json:"release,omitempty"`
+	// Retired is set on the lines of a container the agent has removed
+	// (retired by a rollout, scaled down, or replaced after it exited),
+	// kept in a bounded buffer per formation.
+	Retired bool `json:"retired,omitempty"`
 	// Mark, set only on an object of its own, is MarkLive: with follow=1,
 	// the backlog ends there and the lines after it are new.
 	Mark string `json:"mark,omitempty"`

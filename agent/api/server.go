@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/deis/deis/agent/runtime"
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
@@ -43,6 +44,12 @@ type OneOffs interface {
 	OneOffConfig(ctx context.Context, spec state.ContainerSpec) (*container.Config, *container.HostConfig, error)
 }
 
+// Retired gives the last lines of the containers the runtime removed;
+// *runtime.Runtime implements it.
+type Retired interface {
+	RetiredLines(formation string) []runtime.RetiredLine
+}
+
 // Config is what a Server needs.
 type Config struct {
 	// Node is this node's name; only containers labelled for it are served.
@@ -56,6 +63,9 @@ type Config struct {
 	Docker Docker
 	// Runtime configures one-off containers (the node's *runtime.Runtime).
 	Runtime OneOffs
+	// Retired, when set, adds the last lines of removed containers to
+	// GET /logs (the node's *runtime.Runtime).
+	Retired Retired
 	// Logger gets the server's logs (default: none).
 	Logger *slog.Logger
 	// Registerer gets the server's metrics (nil: not registered).

@@ -24,6 +24,12 @@
 // it, so a slow start of one formation never blocks another. Unassigned
 // containers are stopped in the background (SIGTERM, then SIGKILL after
 // Config.StopGrace) and removed; they are reported as "stopping" meanwhile.
+// Before a container is removed (stopped, or replaced after it exited) its
+// last lines are kept in memory per formation (Config.RetiredLines and
+// RetiredBytes: 1,000 lines, 256 KiB); RetiredLines returns them to the
+// agent API, the node status lists the formations that have some
+// (NodeStatus.RetiredLogs), and a formation that no longer exists loses
+// them.
 //
 // Containers labelled deis.oneoff (deisctl run's, which agent/api starts
 // with OneOffConfig) are not the loop's: it neither adopts nor stops them,
@@ -77,7 +83,12 @@
 // rotated at 3 files of 10MB, and a read-only root file system with a
 // 256MB tmpfs at /tmp (HOME=/app is read-only too, as on Heroku). It joins
 // Config.Network (the engine's default bridge when ""), and its port is
-// published on Config.Addr either way. The label deis.confinement hashes
+// published on Config.Addr either way, at an explicit host port chosen from
+// Config.PortRange (DefaultPortRange, 20000-29999) that no container of the
+// platform holds and that can be bound now, recorded in the label
+// deis.hostport: Docker binds the same port whenever it starts the
+// container again, after a dockerd restart too. A port Docker finds taken
+// is given up for another; none left is a start error. The label deis.confinement hashes
 // the network, the default limits, the uid and the confinement's version.
 // A running container created under other settings (an upgraded agent, a
 // new flag) is adopted, not replaced, since that would interrupt the app;

@@ -70,6 +70,14 @@ type Config struct {
 	// MaxSlugEntries is the most entries of a slug (0:
 	// slugtar.DefaultMaxEntries).
 	MaxSlugEntries int
+	// PortRange is where containers' host ports are chosen (zero:
+	// DefaultPortRange). Each container gets an explicit port, so it keeps
+	// it when Docker restarts it.
+	PortRange PortRange
+	// RetiredLines and RetiredBytes bound the last lines kept per
+	// formation of the containers the runtime removed (0:
+	// DefaultRetiredLines, DefaultRetiredBytes; < 0: none kept).
+	RetiredLines, RetiredBytes int
 	// Logger gets the role's logs (default: none).
 	Logger *slog.Logger
 	// Registerer gets the role's metrics (nil: not registered).
@@ -94,6 +102,9 @@ type Runtime struct {
 	m     *metrics
 	slugs *slugs
 	probe *http.Client
+	ports *ports
+	// retired keeps the last lines of removed containers (RetiredLines).
+	retired *retiredLogs
 
 	wakePass   watch.Waker
 	wakeStatus watch.Waker
@@ -147,6 +158,18 @@ func New(cfg Config) (*Runtime, error) {
 	if cfg.MaxSlugBytes < 0 || cfg.MaxSlugEntries < 0 {
 		return nil, errors.New("runtime: negative slug limits: set --max-slug-bytes and --max-slug-entries to positive numbers (0: the defaults)")
 	}
+	if cfg.PortRange == (PortRange{}) {
+		cfg.PortRange = DefaultPortRange
+	}
+	if err := cfg.PortRange.validate(); err != nil {
+		return nil, fmt.Errorf("runtime: --port-range: %w", err)
+	}
+	if cfg.RetiredLines == 0 {
+		cfg.RetiredLines = DefaultRetiredLines
+	}
+	if cfg.RetiredBytes == 0 {
+		cfg.RetiredBytes = DefaultRetiredBytes
+	}
 	lim := slugtar.LimitsFor(cfg.MaxSlugBytes, cfg.MaxSlugEntries)
 	lim.EntriesHint = "--max-slug-entries"
 	if cfg.Logger == nil {
@@ -158,10 +181,12 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	log := cfg.Logger.With("node", cfg.Node)
 	return &Runtime{
-		cfg:   cfg,
-		log:   log,
-		m:     m,
-		slugs: newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log),
+		cfg:     cfg,
+		log:     log,
+		m:       m,
+		slugs:   newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log),
+		ports:   newPorts(cfg.PortRange, cfg.Addr),
+		retired: newRetiredLogs(cfg.RetiredLines, cfg.RetiredBytes),
 		probe: &http.Client{
 			Timeout:       probeTimeout,
 			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
@@ -260,6 +285,7 @@ func (r *Runtime) pass(ctx context.Context) (err error) {
 	if err := r.resolveUIDs(ctx, rt.Containers); err != nil {
 		return err
 	}
+	r.pruneRetired(ctx, rt.Containers)
 
 	// Which containers are being stopped is read before listing, so a stop
 	// that ends in between leaves a container that is gone or still marked.
@@ -461,7 +487,7 @@ func (r *Runtime) stop(ctx context.Context, j *stopJob) {
 	}
 	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	for {
-		err := r.stopAndRemove(ctx, j.c.ID)
+		err := r.stopAndRemove(ctx, j.c)
 		if err == nil {
 			break
 		}
@@ -485,7 +511,8 @@ func (r *Runtime) stop(ctx context.Context, j *stopJob) {
 	r.wakePass.Wake()
 }
 
-func (r *Runtime) stopAndRemove(ctx context.Context, id string) error {
+func (r *Runtime) stopAndRemove(ctx context.Context, c actual) error {
+	id := c.ID
 	secs := int((r.cfg.StopGrace + time.Second - 1) / time.Second)
 	sctx, cancel := context.WithTimeout(ctx, r.cfg.StopGrace+dockerTimeout)
 	err := r.cfg.Docker.ContainerStop(sctx, id, container.StopOptions{Timeout: &secs})
@@ -496,6 +523,7 @@ func (r *Runtime) stopAndRemove(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("runtime: stop container %s: %w", shortID(id), err)
 	}
+	r.keepRetired(ctx, c)
 	rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
 	err = r.cfg.Docker.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true})
@@ -543,6 +571,8 @@ func (r *Runtime) snapshot() state.NodeStatus {
 		return a.ID < b.ID
 	})
 	sort.Strings(st.Pending)
+	st.RetiredLogs = r.retired.formations()
+	sort.Strings(st.RetiredLogs)
 	counts := map[string]int{"desired": r.desired}
 	for _, c := range st.Containers {
 		counts[c.State]++

@@ -322,6 +322,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 	}
 	if fresh != nil {
 		w.log.Info("removing container", "id", shortID(fresh.ID), "reason", t.Reason)
+		r.keepRetired(ctx, *fresh)
 		rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 		err := r.cfg.Docker.ContainerRemove(rctx, fresh.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		cancel()
@@ -335,20 +336,11 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		}
 	}
 	cfg, hc := containerConfig(r.profile(), spec, slug)
-	cctx, cancel := context.WithTimeout(ctx, createTimeout)
-	created, err := r.cfg.Docker.ContainerCreate(cctx, cfg, hc, nil, nil, w.dname)
-	cancel()
+	id, err := r.createAndStart(ctx, spec, cfg, hc, w.dname)
 	if err != nil {
-		return nil, fmt.Errorf("runtime: create container %s: %w", w.dname, dockerHint(err, spec))
+		return nil, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, dockerTimeout)
-	err = r.cfg.Docker.ContainerStart(sctx, created.ID, container.StartOptions{})
-	cancel()
-	if err != nil {
-		// The container stays "created"; the next attempt replaces it.
-		return nil, fmt.Errorf("runtime: start container %s: %w", w.dname, dockerHint(err, spec))
-	}
-	c, err := w.inspect(ctx, created.ID)
+	c, err := w.inspect(ctx, id)
 	if err != nil {
 		return nil, err
 	}

@@ -295,6 +295,9 @@ type NodeStatus struct {
 	// Pending lists the reconcile tasks still in progress, with reasons.
 	Pending []string `json:"pending,omitempty"`
 	Error   string   `json:"error,omitempty"`
+	// RetiredLogs lists, sorted, the formations of which the node keeps the
+	// last lines of removed containers (deisctl logs asks it for them).
+	RetiredLogs []string `json:"retired_logs,omitempty"`
 }
 
 // FormationStatus is the scheduler's view of a formation's convergence.

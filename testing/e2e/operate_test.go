@@ -69,4 +69,15 @@ func TestOperateRunningApp(t *testing.T) {
 		return strings.TrimSpace(string(mem)) == "268435456", string(mem)
 	})
 	p.WaitApp(a, host, "hello from ops (v1)", 30*time.Second)
+
+	// logs: the replaced container's last lines stay, marked retired
+	harness.Eventually(t, time.Minute, "logs to keep the replaced container's lines", func() (bool, string) {
+		out, _ := p.Ctl(repo, "logs", "-n", "200")
+		for _, l := range strings.Split(out, "\n") {
+			if strings.Contains(l, " (retired)["+a.Name+"]: ") && strings.Contains(l, "GET /") {
+				return true, out
+			}
+		}
+		return false, out
+	})
 }

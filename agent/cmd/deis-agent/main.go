@@ -47,6 +47,7 @@ func main() {
 			&cli.DurationFlag{Name: "heartbeat-ttl", EnvVars: []string{"DEIS_HEARTBEAT_TTL"}, Value: 10 * time.Second, Usage: "lease TTL after which a silent node is lost"},
 			&cli.DurationFlag{Name: "stop-grace", EnvVars: []string{"DEIS_STOP_GRACE"}, Value: 30 * time.Second, Usage: "time between SIGTERM and SIGKILL when stopping a container"},
 			&cli.DurationFlag{Name: "drain-delay", EnvVars: []string{"DEIS_DRAIN_DELAY"}, Value: 2 * time.Second, Usage: "time a retired container keeps running after the proxies stopped sending it requests, before its SIGTERM, so requests in flight finish"},
+			&cli.StringFlag{Name: "port-range", EnvVars: []string{"DEIS_PORT_RANGE"}, Value: runtime.DefaultPortRange.String(), Usage: "host ports app containers are published on (MIN-MAX); each container keeps its port when Docker restarts it"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"DEIS_METRICS_ADDR"}, Value: "127.0.0.1:9102", Usage: "where /metrics is served (empty: off)"},
 			&cli.StringFlag{Name: "nginx", EnvVars: []string{"DEIS_NGINX"}, Value: "nginx", Usage: "nginx binary"},
 			&cli.Int64Flag{Name: "default-memory", EnvVars: []string{"DEIS_DEFAULT_MEMORY_BYTES"}, Value: runtime.DefaultMemoryBytes, Usage: "memory limit in bytes of app containers whose process type has none (deisctl limits:set overrides it; 0: none)"},
@@ -167,6 +168,10 @@ func run(c *cli.Context) error {
 			return fmt.Errorf("guard the app network: %w", err)
 		}
 	}
+	portRange, err := runtime.ParsePortRange(c.String("port-range"))
+	if err != nil {
+		return fmt.Errorf("--port-range: %w", err)
+	}
 	rt, err := runtime.New(runtime.Config{
 		Node: name, Addr: c.String("addr"), StateDir: c.String("state-dir"),
 		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
@@ -174,7 +179,7 @@ func run(c *cli.Context) error {
 		StopGrace: c.Duration("stop-grace"), DrainDelay: c.Duration("drain-delay"), Logger: log.With("role", "runtime"), Registerer: reg,
 		DefaultMemory: orNone(c.Int64("default-memory")), PidsLimit: orNone(c.Int64("container-pids")),
 		MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"),
-		Network: c.String("network"),
+		Network: c.String("network"), PortRange: portRange,
 	})
 	if err != nil {
 		return err
@@ -192,7 +197,7 @@ func run(c *cli.Context) error {
 		}
 		defer apiListener.Close()
 		me.APIURL = api.URL(apiListener.Addr(), me.Addr)
-		apiSrv, err = api.New(api.Config{Node: name, Token: token, Store: store, Docker: docker, Runtime: rt,
+		apiSrv, err = api.New(api.Config{Node: name, Token: token, Store: store, Docker: docker, Runtime: rt, Retired: rt,
 			Logger: log.With("role", "api"), Registerer: reg})
 		if err != nil {
 			return err

@@ -50,6 +50,9 @@ type Docker struct {
 	StopDelay time.Duration
 	// Calls counts the calls by method name ("ContainerStop", ...).
 	Calls map[string]int
+	// TakenPorts are host ports ContainerStart refuses as Docker does
+	// when another container holds them (set before use).
+	TakenPorts map[int]bool
 
 	mu         sync.Mutex
 	containers map[string]*Container
@@ -229,7 +232,15 @@ func (d *Docker) ContainerStart(ctx context.Context, id string, _ container.Star
 		if len(bs) > 0 && bs[0].HostIP != "" {
 			ip = bs[0].HostIP
 		}
-		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		hp := "0"
+		if len(bs) > 0 && bs[0].HostPort != "" {
+			hp = bs[0].HostPort // an explicit port, like Docker binds it
+			if n, _ := strconv.Atoi(hp); d.TakenPorts[n] {
+				d.exit(c, 128)
+				return fmt.Errorf("driver failed programming external connectivity on endpoint %s: Bind for %s:%s failed: port is already allocated", c.Name, ip, hp)
+			}
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, hp))
 		if err != nil {
 			d.exit(c, 128)
 			return fmt.Errorf("fake docker: publish %s: %w", p, err)
