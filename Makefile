@@ -30,7 +30,8 @@ systemd-image:
 run: prereqs build
 	@testing/local/run.sh
 
-# Unit, integration and end-to-end tests against real etcd, Docker, Nginx and git.
+# Unit, integration and end-to-end tests against real etcd, Docker, Nginx, git
+# and systemd (testing/systemd boots the units in the systemd image).
 test: prereqs systemd-image build
 	$(GO) test -count=1 -timeout 45m ./...
 

@@ -53,10 +53,14 @@ done
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 : >"$root/etc/machine-id"
 
+old=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
 echo "systemd-test: importing into docker as $image"
 tar -C "$root" -c . | docker import \
 	--change 'ENV container=docker' \
 	--change "LABEL deis.packages=$pkgs" \
 	--change 'CMD ["/sbin/init"]' \
 	- "$image" >/dev/null
+# The image this one replaces, unless a container still uses it.
+new=$(docker image inspect --format '{{.Id}}' "$image")
+[ -z "$old" ] || [ "$old" = "$new" ] || docker rmi "$old" >/dev/null 2>&1 || true
 echo "systemd-test: $image ready"

@@ -267,25 +267,45 @@ func TestUnitsUnderSystemd(t *testing.T) {
 		j := m.journal("deis-agent")
 		return strings.Count(j, "agent started") == 2 && strings.Contains(j, "adopting running container"), j
 	})
+	untouched := func(after string) {
+		t.Helper()
+		if now := harness.Containers(t, node, "deis.formation=sd"); len(now) != 1 || now[0] != app {
+			t.Errorf("app containers after %s: %v, want only %s", after, now, app)
+		} else if s := inspect(t, app, "{{.State.StartedAt}} {{.RestartCount}}"); s != started+" 0" {
+			t.Errorf("the app container restarted with %s: started/restarts %q, was %q", after, s, started+" 0")
+		}
+		// The pid file holds a pid of the container's namespace.
+		if pid := readPID(t, filepath.Join(stateDir, "nginx", "nginx.pid")); pid != nginxPID {
+			t.Errorf("the proxy's nginx master changed from %d to %d with %s: KillMode=process should keep it", nginxPID, pid, after)
+		} else if out, err := m.exec("kill", "-0", strconv.Itoa(pid)); err != nil {
+			t.Errorf("the proxy's nginx master %d is gone after %s: %v %s", pid, after, err, out)
+		}
+	}
+	p.WaitApp(proxy, "sd.localhost", "hello from sd (v1)", 30*time.Second)
+	untouched("the kill -9")
+
+	// systemctl restart, as an upgrade does (docs/operations.md): a clean
+	// stop on SIGTERM, and again nothing of the app's is touched.
+	killedPID := m.show("deis-agent", "MainPID")
+	m.must("systemctl", "restart", "deis-agent")
+	harness.Eventually(t, time.Minute, "the agent to start again after systemctl restart", func() (bool, string) {
+		pid, st := m.show("deis-agent", "MainPID"), m.show("deis-agent", "ActiveState")
+		j := m.journal("deis-agent")
+		return pid != "0" && pid != killedPID && st == "active" && strings.Count(j, "agent started") == 3,
+			"MainPID " + pid + ", " + st
+	})
+	if j := m.journal("deis-agent"); !strings.Contains(j, "deis-agent.service: Deactivated successfully") {
+		t.Errorf("the agent did not exit cleanly on systemctl restart's SIGTERM:\n%s", j)
+	}
 	p.WaitApp(proxy, "sd.localhost", "hello from sd (v1)", 30*time.Second)
 	stop()
 	<-done
 	if failed.Load() > 0 {
 		t.Errorf("%d of %d requests failed while the agent was killed and restarted", failed.Load(), asked.Load())
 	}
-	if now := harness.Containers(t, node, "deis.formation=sd"); len(now) != 1 || now[0] != app {
-		t.Errorf("app containers after the restart: %v, want only %s", now, app)
-	} else if s := inspect(t, app, "{{.State.StartedAt}} {{.RestartCount}}"); s != started+" 0" {
-		t.Errorf("the app container restarted: started/restarts %q, was %q", s, started+" 0")
-	}
-	// The pid file holds a pid of the container's namespace.
-	if pid := readPID(t, filepath.Join(stateDir, "nginx", "nginx.pid")); pid != nginxPID {
-		t.Errorf("the proxy's nginx master changed from %d to %d: KillMode=process should keep it", nginxPID, pid)
-	} else if out, err := m.exec("kill", "-0", strconv.Itoa(pid)); err != nil {
-		t.Errorf("the proxy's nginx master %d is gone: %v %s", pid, err, out)
-	}
+	untouched("systemctl restart")
 	j := m.journal("deis-agent")
-	for _, want := range []string{"agent started", "runtime started", "container ready"} {
+	for _, want := range []string{"agent started", "runtime started", "container ready", "agent stopped; containers and nginx keep serving"} {
 		if !strings.Contains(j, want) {
 			t.Errorf("journalctl -u deis-agent lacks %q:\n%s", want, j)
 		}
@@ -314,6 +334,9 @@ func TestUnitsUnderSystemd(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, resp.Status
 	})
+	if j := m.journal("deis-coordinator"); !strings.Contains(j, "coordinator started") {
+		t.Errorf("journalctl -u deis-coordinator lacks \"coordinator started\":\n%s", j)
+	}
 	m.must("systemctl", "stop", "deis-coordinator")
 	if s := m.show("deis-coordinator", "ActiveState"); s != "inactive" {
 		t.Errorf("deis-coordinator is %s after systemctl stop, want inactive (a clean exit on SIGTERM)", s)
