@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -229,6 +230,17 @@ func TestUnitsUnderSystemd(t *testing.T) {
 		t.Fatalf("the agent runs %d containers of sd, want 1", len(ids))
 	}
 	app := ids[0]
+	// The unit's LimitNOFILE reaches the process, unless systemd itself
+	// may not raise it (a container without CAP_SYS_RESOURCE, whose hard
+	// limit is lower: then the agent gets that).
+	want := 65536
+	if hard := openFiles(t, m.must("cat", "/proc/1/limits")); hard < want {
+		t.Logf("systemd's own open files limit is %d here: LimitNOFILE=%d is checked as %d", hard, want, hard)
+		want = hard
+	}
+	if got := openFiles(t, m.must("cat", "/proc/"+m.show("deis-agent", "MainPID")+"/limits")); got != want {
+		t.Errorf("the agent may open %d files, want %d (LimitNOFILE)", got, want)
+	}
 	started := inspect(t, app, "{{.State.StartedAt}}")
 	nginxPID := readPID(t, filepath.Join(stateDir, "nginx", "nginx.pid"))
 	oldPID := m.show("deis-agent", "MainPID")
@@ -355,4 +367,15 @@ func readPID(t *testing.T, path string) int {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return pid
+}
+
+// openFiles reads the hard limit of open files from a /proc/PID/limits.
+func openFiles(t *testing.T, limits string) int {
+	t.Helper()
+	m := regexp.MustCompile(`Max open files\s+\S+\s+(\d+)`).FindStringSubmatch(limits)
+	if m == nil {
+		t.Fatalf("no open files limit in:\n%s", limits)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
 }
