@@ -59,10 +59,9 @@ func boot(t *testing.T, name string, mounts ...string) *machine {
 		args = append(args, "-v", m)
 	}
 	args = append(args, Image, "/sbin/init")
-	if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
-		t.Fatalf("docker run: %v\n%s", err, out)
-	}
 	m := &machine{t: t, name: name}
+	// Before the run: a container that was created but failed to start
+	// is removed too.
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := exec.Command("docker", "exec", name, "journalctl", "--no-pager", "-n", "300").CombinedOutput()
@@ -70,6 +69,9 @@ func boot(t *testing.T, name string, mounts ...string) *machine {
 		}
 		exec.Command("docker", "rm", "-f", name).Run()
 	})
+	if out, err := exec.Command("docker", args...).CombinedOutput(); err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
 	// systemctl fails until systemd has made its bus socket.
 	var state string
 	harness.Eventually(t, time.Minute, "systemd to finish booting", func() (bool, string) {
@@ -213,6 +215,14 @@ func TestUnitsUnderSystemd(t *testing.T) {
 		out, _ := p.Ctl("", "nodes:list")
 		return strings.Contains(out, node), out
 	})
+	if resp, err := http.Get("http://" + metrics + "/metrics"); err != nil {
+		t.Errorf("the agent's /metrics: %v", err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the agent's /metrics answers %s", resp.Status)
+		}
+	}
 
 	// A real push: built by the harness's coordinator, run by the agent
 	// under systemd, served by its proxy.
@@ -249,6 +259,7 @@ func TestUnitsUnderSystemd(t *testing.T) {
 	var asked, failed atomic.Int64
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	t.Cleanup(func() { stop(); <-done })
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(20 * time.Millisecond)
