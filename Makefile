@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build prereqs stack run test test-unit bench systemd-verify clean
+.PHONY: all build prereqs stack systemd-image run test test-unit bench systemd-verify clean
 
 all: build
 
@@ -22,11 +22,17 @@ prereqs:
 stack:
 	@coordinator/stack/mkimage.sh
 
+# The Debian image with systemd that testing/systemd boots the units in
+# (once, about a minute).
+systemd-image:
+	@testing/systemd/mkimage.sh
+
 run: prereqs build
 	@testing/local/run.sh
 
-# Unit, integration and end-to-end tests against real etcd, Docker, Nginx and git.
-test: prereqs build
+# Unit, integration and end-to-end tests against real etcd, Docker, Nginx, git
+# and systemd (testing/systemd boots the units in the systemd image).
+test: prereqs systemd-image build
 	$(GO) test -count=1 -timeout 45m ./...
 
 test-unit:
