@@ -61,6 +61,7 @@ func main() {
 			&cli.Int64Flag{Name: "max-slug-bytes", EnvVars: []string{"DEIS_MAX_SLUG_BYTES"}, Value: 1 << 30, Usage: "slug size limit (a slug may expand to 8 times it; give the agents the same)"},
 			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug (give the agents the same)"},
 			&cli.DurationFlag{Name: "boot-timeout", EnvVars: []string{"DEIS_BOOT_TIMEOUT"}, Value: 60 * time.Second, Usage: "how long a new release's web containers have to pass their health checks before it is marked failed"},
+			&cli.BoolFlag{Name: "push-wait", EnvVars: []string{"DEIS_PUSH_WAIT"}, Value: true, Usage: "a git push waits for its release to go live, prints the rollout, and is refused with the reason (the branch not updated) when the release fails; a formation turns it off with DEPLOY_WAIT=false"},
 			&cli.Int64Flag{Name: "build-disk", EnvVars: []string{"DEIS_BUILD_DISK"}, Value: builder.DefaultBuildDisk, Usage: "bytes of scratch space (a tmpfs: source, cache, outputs) per build; a build that fills it fails"},
 			&cli.Int64Flag{Name: "build-memory", EnvVars: []string{"DEIS_BUILD_MEMORY"}, Value: builder.DefaultBuildMemory, Usage: "memory limit of a build (and its release command), in bytes, on top of --build-disk"},
 			&cli.Float64Flag{Name: "build-cpus", EnvVars: []string{"DEIS_BUILD_CPUS"}, Value: builder.DefaultBuildCPUs, Usage: "CPUs a build may use"},
@@ -165,6 +166,7 @@ func serve(c *cli.Context) error {
 		BuildDisk: c.Int64("build-disk"), BuildMemory: c.Int64("build-memory"), BuildCPUs: c.Float64("build-cpus"),
 		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
 		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
+		Watcher: cli, NoPushWait: !c.Bool("push-wait"), BootTimeout: c.Duration("boot-timeout"),
 	})
 	if err != nil {
 		return err
