@@ -159,6 +159,9 @@ type Builder struct {
 	slots                             chan struct{}
 	buildpacks, builds, caches, works string
 	instance                          string // labelBuilder value
+	// margin is how long a push waits for its rollout beyond BootTimeout
+	// (rolloutMargin).
+	margin time.Duration
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // one-slot channel per formation
@@ -247,6 +250,7 @@ func New(cfg Config) (*Builder, error) {
 		caches:     filepath.Join(cfg.DataDir, "cache"),
 		works:      filepath.Join(cfg.DataDir, "work"),
 		instance:   instanceID(cfg.DataDir),
+		margin:     rolloutMargin,
 	}
 	for _, d := range []string{b.builds, b.caches} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -257,7 +257,7 @@ func (b *Builder) awaitRollout(ctx context.Context, rel *state.Release, con *con
 		con.Printf("-----> Not waiting for v%d to roll out (%s): deisctl status -f %s follows it", v, why, f)
 		return nil
 	}
-	limit := b.cfg.BootTimeout + rolloutMargin
+	limit := b.cfg.BootTimeout + b.margin
 	wctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	// Read once for the revision to watch from, so that no change between
