@@ -332,7 +332,7 @@ func (b *Builder) awaitRollout(ctx context.Context, rel *state.Release, con *con
 			return &RolloutError{Version: v, Reason: fmt.Sprintf("v%d (%s) replaced v%d before it went live, so the pushed build does not run", n.Version, n.Description, v)}
 		}
 		r := assess(v, view)
-		if r.routed && r.total > 0 && r.switched != lastSwitched {
+		if r.routed && r.switched > 0 && r.switched != lastSwitched {
 			lastSwitched = r.switched
 			con.Printf("       proxies switched: %d/%d", r.switched, r.total)
 		}
