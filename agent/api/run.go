@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/pkg/launcher"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -283,6 +284,11 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 	spec := state.SpecFromRelease(rel, info.SlugURL)
 	spec.SetFormation(form) // a slug runs as the formation's uid
 	spec.Type, spec.Command, spec.Port = "run", req.Command, 0
+	spec.Exec = state.ExecMode(rel.Build, spec.Type)
+	if construct, ok := launcher.NeedsShell(req.Command); ok && spec.Exec == state.ExecDirect {
+		return state.ContainerSpec{}, withStatus(http.StatusBadRequest,
+			fmt.Errorf("the image of %s v%d has no /bin/sh, so the command cannot use shell syntax (%s): give the program and its arguments as plain words", f, rel.Version, construct))
+	}
 	for k, v := range req.Env {
 		spec.Env[k] = v
 	}

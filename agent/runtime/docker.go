@@ -243,12 +243,15 @@ func containerConfig(p profile, s state.ContainerSpec, slug string) (*container.
 		cfg.Entrypoint = []string{"/bin/bash", "-c"}
 		cfg.Cmd = []string{launcher.Slug}
 		hc.Mounts = []mount.Mount{{Type: mount.TypeBind, Source: slug, Target: "/app", ReadOnly: true}}
-	} else if s.Command != "" {
-		// The command replaces the image's ENTRYPOINT and CMD: the builder
-		// made it from them when the app has no Procfile.
+	} else if argv := launcher.Split(s.Command); s.Exec == state.ExecDirect && argv != nil {
+		// An image without /bin/sh: the command's words, run directly
+		// (the builder refused commands that need a shell).
+		cfg.Entrypoint, cfg.Cmd = argv[:1], argv[1:]
+	} else if s.Command != "" && s.Exec != state.ExecImage {
+		// The command replaces the image's ENTRYPOINT and CMD.
 		env["DEIS_COMMAND"] = s.Command
 		cfg.Entrypoint = []string{"/bin/sh", "-c", launcher.Image}
-	} // else: the image's own ENTRYPOINT and CMD
+	} // else: the image's own ENTRYPOINT and CMD, unwrapped
 	if s.Port > 0 {
 		port := containerPort(s)
 		cfg.ExposedPorts = nat.PortSet{port: struct{}{}}

@@ -129,9 +129,20 @@ type Config struct {
 	SlugServer string
 	// AppURL returns the URL a formation answers on, for the last line of a
 	// successful build.
-	AppURL     func(formation string) string
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	AppURL func(formation string) string
+	// Watcher, when set, makes a push wait for its release to go live,
+	// printing the rollout as it happens, and fail with the reason when
+	// it does not (see awaitRollout); nil: a push ends once its release
+	// is written.
+	Watcher clientv3.Watcher
+	// NoPushWait turns that wait off (deis-coordinator --push-wait=false);
+	// a formation turns it off with the config var DEPLOY_WAIT=false.
+	NoPushWait bool
+	// BootTimeout is the scheduler's boot timeout (--boot-timeout,
+	// default DefaultBootTimeout); a push waits at most this and a margin.
+	BootTimeout time.Duration
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 }
 
 // TimeLimitError is the error of a build that ran out of time.
@@ -148,6 +159,9 @@ type Builder struct {
 	slots                             chan struct{}
 	buildpacks, builds, caches, works string
 	instance                          string // labelBuilder value
+	// margin is how long a push waits for its rollout beyond BootTimeout
+	// (rolloutMargin).
+	margin time.Duration
 
 	mu    sync.Mutex
 	locks map[string]chan struct{} // one-slot channel per formation
@@ -216,6 +230,9 @@ func New(cfg Config) (*Builder, error) {
 		}
 		cfg.GoRoot = real
 	}
+	if cfg.BootTimeout <= 0 {
+		cfg.BootTimeout = DefaultBootTimeout
+	}
 	if cfg.AppURL == nil {
 		cfg.AppURL = func(string) string { return "" }
 	}
@@ -233,6 +250,7 @@ func New(cfg Config) (*Builder, error) {
 		caches:     filepath.Join(cfg.DataDir, "cache"),
 		works:      filepath.Join(cfg.DataDir, "work"),
 		instance:   instanceID(cfg.DataDir),
+		margin:     rolloutMargin,
 	}
 	for _, d := range []string{b.builds, b.caches} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -263,7 +281,35 @@ func (b *Builder) Build(ctx context.Context, f, repoDir, sha string, out io.Writ
 	return b.build(ctx, Request{Formation: f, Repo: repoDir, SHA: sha}, out)
 }
 
+// build builds and releases, and then, with a Watcher, waits for the
+// release to go live (awaitRollout). A release that does not go live
+// returns the release and a *RolloutError.
 func (b *Builder) build(ctx context.Context, req Request, out io.Writer) (*state.Release, error) {
+	con := newConsole(out, nil)
+	rel, err := b.buildRelease(ctx, req, con)
+	con.log = nil // the build log is closed
+	if err != nil {
+		return nil, err
+	}
+	// The build lock, the build slot and GC's lock are free again: the
+	// wait holds nothing another push or GC needs.
+	if b.cfg.Watcher != nil {
+		if err := b.awaitRollout(ctx, rel, con); err != nil {
+			con.Flush()
+			b.cfg.Logger.Warn("release did not go live", "formation", req.Formation, "release", rel.Version, "error", err)
+			return rel, err
+		}
+	}
+	if url := b.cfg.AppURL(req.Formation); url != "" {
+		con.Printf("       %s deployed to Deis", url)
+	}
+	con.Flush()
+	return rel, nil
+}
+
+// buildRelease builds the pushed commit under the formation's build lock
+// and a build slot, and appends its release.
+func (b *Builder) buildRelease(ctx context.Context, req Request, con *console) (*state.Release, error) {
 	f := req.Formation
 	if err := state.ValidateName("formation", f); err != nil {
 		return nil, fmt.Errorf("builder: %w", err)
@@ -275,7 +321,6 @@ func (b *Builder) build(ctx context.Context, req Request, out io.Writer) (*state
 	if err != nil {
 		return nil, err
 	}
-	con := newConsole(out, nil)
 
 	unlock, err := b.lock(ctx, f, con)
 	if err != nil {
@@ -492,9 +537,6 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 		return nil, overTime(err)
 	}
 	con.Printf("-----> Launching... done, v%d", rel.Version)
-	if url := b.cfg.AppURL(f); url != "" {
-		con.Printf("       %s deployed to Deis", url)
-	}
 	return rel, nil
 }
 

@@ -52,7 +52,15 @@
 //     deis/app-<formation>:<image id>, takes the process types from the
 //     Procfile or else "web" from the image's ENTRYPOINT and CMD, and stores
 //     `docker save` of the image, gzipped, in the slug store
-//     (Build.ImageArchive), for nodes whose engine lacks the image;
+//     (Build.ImageArchive), for nodes whose engine lacks the image. It
+//     looks for an executable /bin/sh in the image (the engine's stat of
+//     the path, through its symlinks, in a container of the image that is
+//     never started) and records its absence (Build.NoShell): such an
+//     image's Procfile commands run directly, split into words, and one
+//     that needs a shell (launcher.NeedsShell) fails the build ("the image
+//     has no /bin/sh, so the Procfile's web command cannot use shell
+//     syntax (&&): use the exec form ..."). Without a Procfile, web runs
+//     the image's own ENTRYPOINT and CMD, unwrapped (Build.ImageCommand);
 //  4. streams all output line by line to the pusher and to
 //     DataDir/builds/<formation>/<build id>.log, enforcing Timeout, and
 //     always removes its containers;
@@ -64,7 +72,16 @@
 //     The "release" type stays in Build.ProcessTypes; the scheduler must
 //     never run it as a process;
 //  6. writes the build and release N+1 in one transaction guarded by the
-//     config key, so a concurrent config:set is never lost.
+//     config key, so a concurrent config:set is never lost;
+//  7. with Config.Watcher, after releasing the lock and the build slot,
+//     waits for release N+1 to go live, woken by etcd watches only
+//     (awaitRollout): it prints each container that becomes ready and the
+//     proxies that switched, then "vN is live (1.4s)". When the scheduler
+//     marks the release failed, or it is not live within BootTimeout and a
+//     margin, the build answers with a *RolloutError ("v3 failed: web
+//     containers not ready within 1m0s: ...: the push is refused and the
+//     branch not updated ..."), so the hook fails and git keeps the branch.
+//     NoPushWait, or DEPLOY_WAIT=false in the release's config, skips it.
 //
 // The bundled buildpacks live in buildpacks/NN-name (python, go, static,
 // procfile; see each README) and are embedded in the binary; New extracts

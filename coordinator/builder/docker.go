@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -58,6 +59,11 @@ type Docker interface {
 	// RemoveImage removes the name ref, and the image with its untagged
 	// parents once no name is left.
 	RemoveImage(ctx context.Context, ref string) error
+	// StatPath describes path in container id's file system (which may
+	// be created and not started), as lstat does; for a symlink, Link is
+	// the absolute path it resolves to. Errors satisfy errdefs.IsNotFound
+	// when the path does not exist.
+	StatPath(ctx context.Context, id, path string) (PathInfo, error)
 	// SaveImage streams `docker save` of ref: a tar of the image with its
 	// layers and its name, which `docker load` (ImageLoad) takes back.
 	SaveImage(ctx context.Context, ref string) (io.ReadCloser, error)
@@ -71,6 +77,12 @@ type ImageInfo struct {
 	Entrypoint []string
 	Size       int64
 	Labels     map[string]string
+}
+
+// PathInfo is what StatPath tells of a path in a container.
+type PathInfo struct {
+	Mode os.FileMode
+	Link string
 }
 
 // ContainerSpec is one build (or release phase) container.
@@ -436,6 +448,14 @@ func (e *engine) ListImages(ctx context.Context, labels map[string]string) ([]Im
 		out = append(out, ImageInfo{ID: img.ID, Tags: img.RepoTags, Size: img.Size, Labels: img.Labels})
 	}
 	return out, nil
+}
+
+func (e *engine) StatPath(ctx context.Context, id, path string) (PathInfo, error) {
+	st, err := e.c.ContainerStatPath(ctx, id, path)
+	if err != nil {
+		return PathInfo{}, err
+	}
+	return PathInfo{Mode: st.Mode, Link: st.LinkTarget}, nil
 }
 
 func (e *engine) SaveImage(ctx context.Context, ref string) (io.ReadCloser, error) {

@@ -8,10 +8,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/deis/deis/pkg/launcher"
 	"github.com/deis/deis/pkg/state"
 )
 
@@ -96,9 +99,22 @@ func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Reques
 	}
 	con.Printf("-----> Built image %s (%s)", tag, state.HumanBytes(info.Size))
 
+	hasShell, err := b.imageHasShell(bctx, tag, f, id)
+	if err != nil {
+		return nil, err
+	}
+	if !hasShell {
+		con.Printf("       The image has no /bin/sh: its processes run directly, without a shell")
+	}
+
 	con.Printf("-----> Discovering process types")
 	if hasProcfile {
 		con.Printf("       Procfile declares types -> %s", strings.Join(slices.Sorted(maps.Keys(types)), ", "))
+		if !hasShell {
+			if err := checkNoShell(types); err != nil {
+				return nil, err
+			}
+		}
 	} else {
 		cmd := imageCommand(info.Entrypoint, info.Cmd)
 		if cmd == "" {
@@ -117,8 +133,63 @@ func (b *Builder) buildImage(bctx context.Context, id string, r repo, req Reques
 	con.Printf("-----> Saving the image for other nodes... done, %s", state.HumanBytes(archive.Size))
 	return &state.Build{
 		ID: id, Formation: f, GitSHA: req.SHA, Image: tag, ImageArchive: archive, ProcessTypes: types,
-		Buildpack: "Dockerfile", Created: time.Now().UTC(),
+		NoShell: !hasShell, ImageCommand: !hasProcfile, Buildpack: "Dockerfile", Created: time.Now().UTC(),
 	}, nil
+}
+
+// checkNoShell refuses the Procfile commands of an image without /bin/sh
+// that need a shell, naming the first construct that does.
+func checkNoShell(types map[string]string) error {
+	for _, t := range slices.Sorted(maps.Keys(types)) {
+		if construct, ok := launcher.NeedsShell(types[t]); ok {
+			return fmt.Errorf("builder: the image has no /bin/sh, so the Procfile's %s command cannot use shell syntax (%s): "+
+				"use the exec form, the program and its arguments as plain words (%s: /app --flag value; the app reads PORT and config vars from its environment), "+
+				"or add a shell to the image", t, construct, t)
+		}
+	}
+	return nil
+}
+
+// maxShellLinks is how many symlinks imageHasShell follows from /bin/sh.
+const maxShellLinks = 8
+
+// imageHasShell reports whether the image ref has an executable /bin/sh.
+// It creates a container of the image (with the confinement of every
+// builder container; it is never started, so nothing of the image runs)
+// and follows /bin/sh through its symlinks with the engine's stat of paths
+// in the container's file system, which sees every layer and whiteout.
+func (b *Builder) imageHasShell(bctx context.Context, ref, f, id string) (bool, error) {
+	spec := ContainerSpec{
+		Name:           "deis-build-" + f + "-" + id + "-shellcheck",
+		Image:          ref,
+		Entrypoint:     []string{"/bin/sh"}, // never run: an image may have no command at all
+		Labels:         map[string]string{labelRole: roleBuild, labelFormation: f, labelBuild: id, labelBuilder: b.instance},
+		ReadonlyRootfs: true,
+		Network:        b.cfg.Network,
+		Limits:         b.limits(),
+	}
+	cid, err := b.create(bctx, bctx, spec)
+	if err != nil {
+		return false, fmt.Errorf("builder: look for /bin/sh in the image: %w", err)
+	}
+	defer b.remove(bctx, cid, f)
+	cctx, cancel := context.WithTimeout(bctx, dockerCallTimeout)
+	defer cancel()
+	p := "/bin/sh"
+	for range maxShellLinks {
+		st, err := b.cfg.Docker.StatPath(cctx, cid, p)
+		switch {
+		case cerrdefs.IsNotFound(err):
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("builder: look for /bin/sh in the image: %w", err)
+		case st.Mode&os.ModeSymlink != 0 && st.Link != "" && st.Link != p:
+			p = st.Link
+		default:
+			return st.Mode.IsRegular() && st.Mode.Perm()&0o111 != 0, nil
+		}
+	}
+	return false, nil // a loop of links is no shell
 }
 
 // saveTimeout bounds `docker save` of one app image into the slug store.

@@ -77,6 +77,9 @@ func (b *Builder) releasePhase(bctx, ctx context.Context, id string, uid int, bu
 		spec.Entrypoint = []string{"/bin/bash", "-c"}
 		spec.Cmd = []string{launcher.Slug}
 		spec.Binds = []string{app + ":/app:ro"}
+	} else if argv := launcher.Split(cmd); build.NoShell && argv != nil {
+		// No /bin/sh in the image: the command's words, run directly.
+		spec.Entrypoint, spec.Cmd = argv[:1], argv[1:]
 	} else {
 		env["DEIS_COMMAND"] = cmd
 		spec.Entrypoint = []string{"/bin/sh", "-c", launcher.Image}

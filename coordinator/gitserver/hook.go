@@ -25,8 +25,10 @@ var deployBranches = map[string]bool{"refs/heads/main": true, "refs/heads/master
 // (one left from before this rule) is allowed. For each pushed main or
 // master, it asks the builder listening on socket to build the new commit
 // and copies the build output to stdout (which git shows the pusher as
-// "remote:" lines). An error rejects the whole push; the reason has then
-// already been printed.
+// "remote:" lines); the builder answers once the release is live (or has
+// failed: its health checks, the boot timeout), unless the wait is off. An
+// error rejects the whole push, so the branch is not updated and keeps
+// naming what runs; the reason has then already been printed.
 //
 // The repository is the hook's GIT_DIR (or its working directory, where git
 // runs hooks of a bare repository); its name minus ".git" is the formation.
@@ -100,7 +102,7 @@ func runHook(ctx context.Context, socket, gitDir, quarantine string, inc int64, 
 		}, stdout)
 		if err != nil {
 			fmt.Fprintf(stdout, " !     %v\n", err)
-			return fmt.Errorf("push rejected: the build of %s failed", formation)
+			return fmt.Errorf("push rejected: %s was not deployed (the build or its rollout failed)", formation)
 		}
 	}
 	return nil

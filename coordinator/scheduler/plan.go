@@ -627,6 +627,7 @@ func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) 
 	s.Type = typ
 	s.Index = i
 	s.Command = r.Build.ProcessTypes[typ]
+	s.Exec = state.ExecMode(r.Build, typ)
 	s.Limits = f.Limits[typ]
 	s.HealthPath = r.Config[HealthPathKey]
 	return s

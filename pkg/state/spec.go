@@ -49,3 +49,28 @@ func (s *ContainerSpec) SetFormation(f *Formation) {
 	s.Formation = f.Name
 	s.UID = f.AppUID()
 }
+
+// How a process of an image built from a Dockerfile runs (ContainerSpec.Exec).
+const (
+	// ExecImage runs the image's own ENTRYPOINT and CMD, unwrapped.
+	ExecImage = "image"
+	// ExecDirect runs the command split into words, without a shell: the
+	// image has no /bin/sh (Build.NoShell).
+	ExecDirect = "direct"
+)
+
+// ExecMode is how a process of type typ of build b runs (ContainerSpec.Exec):
+// a Dockerfile build without a Procfile runs web as the image's own
+// ENTRYPOINT and CMD; an image without /bin/sh runs every other command
+// directly; everything else runs through the launcher's shell ("").
+func ExecMode(b *Build, typ string) string {
+	switch {
+	case b == nil || b.Slug != nil:
+		return ""
+	case b.ImageCommand && typ == "web":
+		return ExecImage
+	case b.NoShell:
+		return ExecDirect
+	}
+	return ""
+}

@@ -166,6 +166,13 @@ type Build struct {
 	// ImageArchive is `docker save` of Image, stored in the slug store, for
 	// nodes whose engine lacks the image (Dockerfile builds).
 	ImageArchive *SlugRef `json:"imageArchive,omitempty"`
+	// NoShell marks a Dockerfile image without /bin/sh: its processes run
+	// directly (ExecDirect), never through a shell.
+	NoShell bool `json:"noShell,omitempty"`
+	// ImageCommand marks a Dockerfile build without a Procfile: its web
+	// process runs the image's own ENTRYPOINT and CMD unchanged
+	// (ExecImage); ProcessTypes["web"] only shows them.
+	ImageCommand bool `json:"imageCommand,omitempty"`
 	// Failed marks a build that produced no release; Error says why. Its
 	// log is kept like any other build's.
 	Failed  bool      `json:"failed,omitempty"`
@@ -206,15 +213,21 @@ type ReleaseStatus struct {
 // ContainerSpec is one container a node must run.
 type ContainerSpec struct {
 	// Name is unique across the platform: formation, release, type and index.
-	Name      string            `json:"name"`
-	Formation string            `json:"formation"`
-	Release   int               `json:"release"`
-	Type      string            `json:"type"`
-	Index     int               `json:"index"`
-	Image     string            `json:"image"`
-	Command   string            `json:"command"`
-	Env       map[string]string `json:"env"`
-	Slug      *SlugRef          `json:"slug,omitempty"`
+	Name      string `json:"name"`
+	Formation string `json:"formation"`
+	Release   int    `json:"release"`
+	Type      string `json:"type"`
+	Index     int    `json:"index"`
+	Image     string `json:"image"`
+	Command   string `json:"command"`
+	// Exec says how Command runs in a container of an image built from a
+	// Dockerfile (a slug's always runs through the launcher): "" through
+	// the image's /bin/sh and launcher.Image, ExecImage as the image's own
+	// ENTRYPOINT and CMD, ExecDirect as Command split into words
+	// (launcher.Split) with no shell at all.
+	Exec string            `json:"exec,omitempty"`
+	Env  map[string]string `json:"env"`
+	Slug *SlugRef          `json:"slug,omitempty"`
 	// SlugURL is where the agent downloads the slug from.
 	SlugURL string `json:"slugURL,omitempty"`
 	// ImageArchive and ImageArchiveURL name a `docker save` of Image that an

@@ -66,6 +66,7 @@ func main() {
 			&cli.Float64Flag{Name: "rollback-unhealthy-share", EnvVars: []string{"DEIS_ROLLBACK_UNHEALTHY_SHARE"}, Value: scheduler.DefaultRollbackPolicy.UnhealthyShare, Usage: "a release is rolled back when more than this share of its web containers fail their health checks"},
 			&cli.Float64Flag{Name: "rollback-error-share", EnvVars: []string{"DEIS_ROLLBACK_ERROR_SHARE"}, Value: scheduler.DefaultRollbackPolicy.ErrorShare, Usage: "a release is rolled back when at least this share of its answers at the proxies in the last minute are 5xx"},
 			&cli.Int64Flag{Name: "rollback-min-requests", EnvVars: []string{"DEIS_ROLLBACK_MIN_REQUESTS"}, Value: scheduler.DefaultRollbackPolicy.MinRequests, Usage: "the 5xx share counts only over at least this many requests in the last minute"},
+			&cli.BoolFlag{Name: "push-wait", EnvVars: []string{"DEIS_PUSH_WAIT"}, Value: true, Usage: "a git push waits for its release to go live, prints the rollout, and is refused with the reason (the branch not updated) when the release fails; a formation turns it off with DEPLOY_WAIT=false"},
 			&cli.Int64Flag{Name: "build-disk", EnvVars: []string{"DEIS_BUILD_DISK"}, Value: builder.DefaultBuildDisk, Usage: "bytes of scratch space (a tmpfs: source, cache, outputs) per build; a build that fills it fails"},
 			&cli.Int64Flag{Name: "build-memory", EnvVars: []string{"DEIS_BUILD_MEMORY"}, Value: builder.DefaultBuildMemory, Usage: "memory limit of a build (and its release command), in bytes, on top of --build-disk"},
 			&cli.Float64Flag{Name: "build-cpus", EnvVars: []string{"DEIS_BUILD_CPUS"}, Value: builder.DefaultBuildCPUs, Usage: "CPUs a build may use"},
@@ -175,6 +176,7 @@ func serve(c *cli.Context) error {
 		BuildDisk: c.Int64("build-disk"), BuildMemory: c.Int64("build-memory"), BuildCPUs: c.Float64("build-cpus"),
 		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
 		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
+		Watcher: cli, NoPushWait: !c.Bool("push-wait"), BootTimeout: c.Duration("boot-timeout"),
 	})
 	if err != nil {
 		return err

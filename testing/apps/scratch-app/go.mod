@@ -1,0 +1,3 @@
+module example.com/scratchapp
+
+go 1.22
