@@ -42,6 +42,8 @@ func (k Keys) FormationFamilies(f string) []Family {
 		{Key: k.FormationStatus(f)},
 		{Key: k.ReleaseStatuses(f), Prefix: true},
 		{Key: k.ProxyAcks(f), Prefix: true},
+		{Key: k.Certs(f), Prefix: true},
+		{Key: k.ACMEChallenges(f), Prefix: true},
 	}
 }
 
