@@ -67,6 +67,7 @@ type fixture struct {
 	drain time.Duration
 	mods  string // NginxModules; "" means the default
 	body  int64  // MaxBodyBytes; 0 means the default
+	https int    // HTTPS port; 0: no HTTPS
 }
 
 func (fx *fixture) nodeName() string {
@@ -99,8 +100,13 @@ func (fx *fixture) run() (*Proxy, *prometheus.Registry, func()) {
 	if base == "" {
 		base = "localhost"
 	}
+	var httpsListen []string
+	if fx.https != 0 {
+		httpsListen = []string{"127.0.0.1:" + strconv.Itoa(fx.https)}
+	}
 	p, err := New(Config{
-		Node: fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
+		HTTPSListen: httpsListen,
+		Node:        fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
 		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second, ReloadDrain: fx.drain, NginxModules: fx.mods, MaxBodyBytes: fx.body,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

@@ -38,6 +38,11 @@ type site struct {
 	Domains   []string // sorted, unique, valid
 	Upstreams []string // ip:port, sorted, unique
 	MaxBody   int64    // largest request body; 0: the proxy's default
+	// HTTPS (tls.go): redirect HTTP to HTTPS, HSTS max-age (0: none), and
+	// the ACME HTTP-01 answers (token, key authorization), sorted.
+	Redirect   bool
+	HSTS       int64
+	Challenges [][2]string
 }
 
 // renderInput is everything the nginx.conf depends on. Routing is not part
@@ -51,6 +56,8 @@ type renderInput struct {
 	BaseDomain string
 	Modules    string // directory of nginx's dynamic modules
 	MaxBody    int64  // request body limit of formations without their own
+	// HTTPSListen are the listen specs served over TLS; none: no HTTPS.
+	HTTPSListen []string
 }
 
 // hashToken stands in for the config hash while the hash is computed; no
@@ -131,6 +138,9 @@ func siteFor(f string, r *state.Routing) (site, error) {
 		}
 		s.MaxBody = r.MaxBodyBytes
 	}
+	if err := httpsFor(&s, r); err != nil {
+		return site{}, err
+	}
 	sort.Strings(s.Domains)
 	sort.Strings(s.Upstreams)
 	return s, nil
@@ -158,6 +168,7 @@ func renderRoutes(sites []site) ([]byte, string) {
 			b.WriteString("domain " + d + " " + s.Formation + "\n")
 		}
 	}
+	renderHTTPS(&b, sites)
 	sum := sha256.Sum256([]byte(b.String()))
 	version := hex.EncodeToString(sum[:])
 	return []byte("# Written by deis-agent (proxy role); nginx loads it at start, the agent pushes it on the control socket.\n" +
@@ -229,11 +240,14 @@ func render(in renderInput) ([]byte, string) {
 	w("")
 	w("    # Routing lives here, not in this file; it survives reloads.")
 	w("    lua_shared_dict deis_routes 32m;")
+	w("    # Certificates and keys by SNI, pushed like the routes; memory only.")
+	w("    lua_shared_dict deis_certs 32m;")
 	w("    init_by_lua_block {")
 	w("        package.loaded.deis = (function()")
 	b.WriteString(deisLua)
 	w("        end)()")
 	w("        require(\"deis\").init(%q, %d, %d)", p.table(), in.MaxBody, state.MaxMaxBodyBytes)
+	w("        require(\"deis\").init_https(%q, %d)", p.certsTable(), httpsPort(in.HTTPSListen))
 	w("    }")
 	w("    # Idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) reuse")
 	w("    # upstream connections and may be retried on another container.")
@@ -272,6 +286,11 @@ func render(in renderInput) ([]byte, string) {
 	w("                require(\"deis\").control_drain()")
 	w("            }")
 	w("        }")
+	w("        location = /certs {")
+	w("            content_by_lua_block {")
+	w("                require(\"deis\").control_certs()")
+	w("            }")
+	w("        }")
 	w("        location / {")
 	w("            return 404;")
 	w("        }")
@@ -281,6 +300,7 @@ func render(in renderInput) ([]byte, string) {
 	for _, l := range in.Listen {
 		w("        listen %s default_server;", l)
 	}
+	renderTLS(w, in)
 	w("        server_name _;")
 	w("        set $deis_formation \"\";")
 	w("        set $deis_pool deis_apps;")
