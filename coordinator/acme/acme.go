@@ -213,7 +213,7 @@ func (m *Manager) Pass(ctx context.Context) error {
 		if err := m.issue(ctx, form.Name, domains); err != nil {
 			f := m.failed[form.Name]
 			f.n++
-			f.until = now.Add(min(time.Duration(1<<min(f.n, 12))*30*time.Second, time.Hour))
+			f.until = now.Add(min(time.Duration(1<<min(f.n-1, 12))*15*time.Second, time.Hour))
 			m.failed[form.Name] = f
 			// Retried on its own schedule, not by the loop's backoff.
 			m.log.Warn("certificate order failed", "formation", form.Name, "error", err, "retry", f.until)
@@ -301,11 +301,19 @@ func (m *Manager) issue(ctx context.Context, f string, domains []string) error {
 	if err != nil {
 		return fmt.Errorf("acme: CSR: %w", err)
 	}
-	order, err = c.WaitOrder(ctx, order.URI)
+	ready, err := c.WaitOrder(ctx, order.URI)
 	if err != nil {
 		return fmt.Errorf("acme: order: %w", err)
 	}
-	ders, _, err := c.CreateOrderCert(ctx, order.FinalizeURL, csr, true)
+	if ready.URI == "" {
+		ready.URI = order.URI
+	}
+	if ready.FinalizeURL == "" {
+		ready.FinalizeURL = order.FinalizeURL
+	}
+	// With the order's URL: a server need not name it when it answers
+	// the finalize request (pebble does not).
+	ders, _, err := c.CreateCertFromOrder(ctx, ready, csr, true)
 	if err != nil {
 		return fmt.Errorf("acme: finalize: %w", err)
 	}
