@@ -113,6 +113,9 @@ func certsAdd(c *cli.Context, e *env, args []string) error {
 	if err := state.ValidateCertName(name); err != nil {
 		return err
 	}
+	if name == state.AutoCertName {
+		return fmt.Errorf("the name %s is kept for the certificate deisctl certs:auto obtains: pass another --name", name)
+	}
 	form, err := requireFormation(c, e)
 	if err != nil {
 		return err

@@ -43,6 +43,7 @@ func TestCertsAddValidates(t *testing.T) {
 	c.fails("the certificate covers none of hello's domains (it names other.org; hello serves hello.localhost, www.example.com)", "certs:add", otherCrt, otherKey, "-f", "hello")
 	c.fails("cannot read the certificate", "certs:add", filepath.Join(dir, "missing"), goodKey, "-f", "hello")
 	c.fails("invalid certificate name", "certs:add", goodCrt, goodKey, "--name", "../x", "-f", "hello")
+	c.fails("the name auto is kept for the certificate deisctl certs:auto obtains", "certs:add", goodCrt, goodKey, "--name", "auto", "-f", "hello")
 	c.fails("formation \"nope\" not found", "certs:add", goodCrt, goodKey, "-f", "nope")
 
 	out := c.ok("certs:add", goodCrt, goodKey, "-f", "hello")

@@ -25,7 +25,7 @@ import (
 )
 
 // AutoName is the name of a formation's automatic certificate.
-const AutoName = "auto"
+const AutoName = state.AutoCertName
 
 // Config configures a Manager.
 type Config struct {

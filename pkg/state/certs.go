@@ -58,6 +58,9 @@ type HTTPS struct {
 	Auto bool `json:"auto,omitempty"`
 }
 
+// AutoCertName is the name of a formation's automatic (ACME) certificate.
+const AutoCertName = "auto"
+
 // MaxHSTSMaxAge is the largest HSTS max-age accepted: two years.
 const MaxHSTSMaxAge = 2 * 365 * 24 * 3600
 
