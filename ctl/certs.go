@@ -185,6 +185,8 @@ type certsListJSON struct {
 	Formation string      `json:"formation"`
 	HTTPS     state.HTTPS `json:"https"`
 	Certs     []certJSON  `json:"certs"`
+	// ACME is how the coordinator's last order for certs:auto went.
+	ACME *state.ACMEStatus `json:"acme,omitempty"`
 }
 
 func certsList(c *cli.Context, e *env, args []string) error {
@@ -210,6 +212,12 @@ func certsList(c *cli.Context, e *env, args []string) error {
 	for _, ce := range certs {
 		out.Certs = append(out.Certs, toCertJSON(ce.Value, domains))
 	}
+	var st state.ACMEStatus
+	if _, err := e.store.Get(c.Context, e.keys().ACMEStatus(form.Name), &st); err == nil {
+		out.ACME = &st
+	} else if !errors.Is(err, state.ErrNotFound) {
+		return err
+	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, out)
 	}
@@ -228,6 +236,10 @@ func certsList(c *cli.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(w, "Redirect HTTP to HTTPS: %s; HSTS: %s; automatic certificates: %s\n",
 		onOff(out.HTTPS.Redirect), hstsText(out.HTTPS.HSTSMaxAge), onOff(out.HTTPS.Auto))
+	if out.ACME != nil && out.ACME.Error != "" && out.HTTPS.Auto {
+		fmt.Fprintf(w, "The last certificate order failed at %s: %s; the coordinator retries at %s\n",
+			fmtTime(out.ACME.At), out.ACME.Error, fmtTime(out.ACME.Retry))
+	}
 	return nil
 }
 

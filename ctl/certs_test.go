@@ -81,6 +81,8 @@ func TestCertsAddValidates(t *testing.T) {
 		t.Fatalf("formation https = %+v, %v", f.HTTPS, err)
 	}
 	contains(t, c.ok("certs:auto", "on", "-f", "hello"), "Automatic certificates (ACME) on for hello... done")
+	c.put(c.store.Keys.ACMEStatus("hello"), state.ACMEStatus{Error: "acme: validation: 403 unauthorized", At: time.Now(), Retry: time.Now().Add(time.Minute)})
+	contains(t, c.ok("certs", "-f", "hello"), "automatic certificates: on", "The last certificate order failed at", "acme: validation: 403 unauthorized; the coordinator retries at")
 
 	contains(t, c.ok("certs:remove", "api.example.com", "-f", "hello"), "Removing certificate api.example.com from hello... done")
 	c.fails("certificate api.example.com of hello not found", "certs:remove", "api.example.com", "-f", "hello")

@@ -217,9 +217,11 @@ func (m *Manager) Pass(ctx context.Context) error {
 			m.failed[form.Name] = f
 			// Retried on its own schedule, not by the loop's backoff.
 			m.log.Warn("certificate order failed", "formation", form.Name, "error", err, "retry", f.until)
+			m.report(ctx, form.Name, state.ACMEStatus{Error: err.Error(), Retry: f.until.UTC(), At: now.UTC()})
 			continue
 		}
 		delete(m.failed, form.Name)
+		m.report(ctx, form.Name, state.ACMEStatus{At: now.UTC()})
 	}
 	return nil
 }
@@ -337,4 +339,14 @@ func (m *Manager) issue(ctx context.Context, f string, domains []string) error {
 	}
 	m.log.Info("certificate issued", "formation", f, "domains", cert.Domains, "expires", cert.NotAfter)
 	return nil
+}
+
+// report records how formation f's last order went, while f exists.
+func (m *Manager) report(ctx context.Context, f string, st state.ACMEStatus) {
+	s := m.cfg.Store
+	_, err := s.Commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.Keys.Formation(f)), ">", 0)},
+		clientv3.OpPut(s.Keys.ACMEStatus(f), state.Marshal(st)))
+	if err != nil {
+		m.log.Warn("cannot record the certificate order status", "formation", f, "error", err)
+	}
 }

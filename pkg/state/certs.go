@@ -77,6 +77,19 @@ func (k Keys) AllACMEChallenges() string          { return k.join("acme", "chall
 func (k Keys) ACMEChallenges(f string) string     { return k.join("acme", "challenges", f) + "/" }
 func (k Keys) ACMEChallenge(f, tok string) string { return k.join("acme", "challenges", f, tok) }
 
+// ACMEStatus is the leading coordinator's account of a formation's
+// automatic certificate: the last order's error and when it retries
+// (writer: the leading coordinator; reader: deisctl certs).
+func (k Keys) ACMEStatus(f string) string { return k.join("status", "acme", f) }
+
+// ACMEStatus says how the last certificate order of a formation went.
+type ACMEStatus struct {
+	// Error is why the last order failed; "" when it succeeded.
+	Error string    `json:"error,omitempty"`
+	Retry time.Time `json:"retry,omitempty"`
+	At    time.Time `json:"at"`
+}
+
 // ACMEAccount is the coordinators' ACME account key and URL (writer: the
 // leading coordinator).
 func (k Keys) ACMEAccount() string { return k.join("acme", "account") }

@@ -44,6 +44,7 @@ func (k Keys) FormationFamilies(f string) []Family {
 		{Key: k.ProxyAcks(f), Prefix: true},
 		{Key: k.Certs(f), Prefix: true},
 		{Key: k.ACMEChallenges(f), Prefix: true},
+		{Key: k.ACMEStatus(f)},
 	}
 }
 
