@@ -11,9 +11,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,8 +46,9 @@ type Config struct {
 	// Resync is the longest the loop sleeps without a watch event
 	// (default 10m): renewals are due by time, not by events.
 	Resync time.Duration
-	// Publish is how long the proxies get to serve new challenges before
-	// the ACME server is asked to validate them (default 2s).
+	// Publish is the longest the manager waits for every live proxy of
+	// the formation to serve new challenges before it asks the ACME server
+	// to validate them (default 30s); it asks anyway after it.
 	Publish time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -81,7 +85,7 @@ func New(cfg Config) (*Manager, error) {
 		cfg.Resync = 10 * time.Minute
 	}
 	if cfg.Publish <= 0 {
-		cfg.Publish = 2 * time.Second
+		cfg.Publish = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -243,6 +247,7 @@ func (m *Manager) issue(ctx context.Context, f string, domains []string) error {
 		}
 	}()
 	var accept []*xacme.Challenge
+	var served []state.ACMEChallenge
 	for _, u := range order.AuthzURLs {
 		z, err := c.GetAuthorization(ctx, u)
 		if err != nil {
@@ -278,9 +283,10 @@ func (m *Manager) issue(ctx context.Context, f string, domains []string) error {
 		}
 		published = append(published, key)
 		accept = append(accept, ch)
+		served = append(served, state.ACMEChallenge{Domain: z.Identifier.Value, Token: ch.Token, KeyAuth: ka})
 	}
 	if len(accept) > 0 {
-		if err := backoff.Sleep(ctx, m.cfg.Publish); err != nil {
+		if err := m.waitServed(ctx, f, served); err != nil {
 			return err
 		}
 	}
@@ -348,5 +354,73 @@ func (m *Manager) report(ctx context.Context, f string, st state.ACMEStatus) {
 		clientv3.OpPut(s.Keys.ACMEStatus(f), state.Marshal(st)))
 	if err != nil {
 		m.log.Warn("cannot record the certificate order status", "formation", f, "error", err)
+	}
+}
+
+// waitServed waits until every live proxy node of formation f answers each
+// challenge, or Publish passes (then the ACME server is asked anyway: a
+// proxy this coordinator cannot reach may still be reachable from it).
+func (m *Manager) waitServed(ctx context.Context, f string, chs []state.ACMEChallenge) error {
+	s := m.cfg.Store
+	k := s.Keys
+	nodes, _, err := state.List[state.Node](ctx, s.KV, k.Nodes())
+	if err != nil {
+		return err
+	}
+	layers, _, err := state.List[state.Layer](ctx, s.KV, k.Layers(f))
+	if err != nil {
+		return err
+	}
+	var proxies []string
+	for _, n := range nodes {
+		node := n.Value
+		if node.HTTPPort == 0 || node.Addr == "" {
+			continue
+		}
+		if resp, err := s.KV.Get(ctx, k.Heartbeat(node.Name), clientv3.WithCountOnly()); err != nil || resp.Count == 0 {
+			continue // not live
+		}
+		for i := range layers {
+			if l := &layers[i].Value; l.Type == state.LayerProxy && l.Matches(&node) {
+				proxies = append(proxies, net.JoinHostPort(node.Addr, strconv.Itoa(node.HTTPPort)))
+				break
+			}
+		}
+	}
+	hc := &http.Client{Timeout: 3 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	answers := func(addr string, ch state.ACMEChallenge) bool {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/.well-known/acme-challenge/"+ch.Token, nil)
+		if err != nil {
+			return false
+		}
+		req.Host = ch.Domain
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return resp.StatusCode == http.StatusOK && strings.TrimSpace(string(b)) == ch.KeyAuth
+	}
+	deadline := time.Now().Add(m.cfg.Publish)
+	for {
+		missing := ""
+		for _, p := range proxies {
+			for _, ch := range chs {
+				if missing == "" && !answers(p, ch) {
+					missing = p + " for " + ch.Domain
+				}
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			m.log.Warn("a proxy does not answer the ACME challenge; asking for validation anyway", "formation", f, "proxy", missing)
+			return nil
+		}
+		if err := backoff.Sleep(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
 	}
 }

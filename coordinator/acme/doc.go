@@ -9,8 +9,10 @@
 // order with the ACME server (--acme-directory). HTTP-01 challenges are
 // answered by the proxies: the manager writes each token and key
 // authorization under Keys.ACMEChallenge, the proxies serve them at
-// /.well-known/acme-challenge/<token> for the formation's domains, and the
-// manager deletes them when the order ends. The issued certificate is
+// /.well-known/acme-challenge/<token> for the formation's domains; the
+// manager asks the ACME server to validate once every live proxy node of
+// the formation answers them (at most Config.Publish, 30s, later), and
+// deletes them when the order ends. The issued certificate is
 // stored as a Cert named "auto" with Auto set, which the proxies serve like
 // one added with deisctl certs:add.
 //
