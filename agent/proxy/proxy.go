@@ -408,6 +408,11 @@ func (p *Proxy) Pass(ctx context.Context) error {
 		text, version := renderCerts(used, sni)
 		// Routing is served either way; the pass retries the certificates.
 		certErr = p.applyCerts(ctx, text, version)
+	} else if len(p.cfg.HTTPSListen) == 0 {
+		// HTTPS is off: keep no keys on disk.
+		if err := os.Remove(p.paths.certsTable()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p.log.Warn("cannot remove the certificates file", "node", p.cfg.Node, "error", err)
+		}
 	}
 	if routed {
 		p.m.formations.Set(float64(len(c.Sites)))
