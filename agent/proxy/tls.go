@@ -238,11 +238,14 @@ func (p *Proxy) applyCerts(ctx context.Context, text []byte, version string) err
 	if code == http.StatusOK && live == version {
 		return nil
 	}
+	p.m.certUpdates.Inc()
 	code, body, err := p.ngx.call(ctx, http.MethodPut, "/certs", text)
 	if err != nil {
+		p.m.certFailures.Inc()
 		return fmt.Errorf("proxy: push certificates to nginx: %w; see %s", err, p.paths.errorLog())
 	}
 	if code != http.StatusOK || body != version {
+		p.m.certFailures.Inc()
 		return fmt.Errorf("proxy: nginx refused the certificates (%d %q); see %s", code, clip([]byte(body), nil), p.paths.errorLog())
 	}
 	p.log.Info("nginx serves the new certificates", "node", p.cfg.Node, "version", version[:12], "certificates", strings.Count(string(text), "\ncert "))

@@ -120,6 +120,9 @@ func TestHTTPSBySNI(t *testing.T) {
 	if n := metric(t, reg, "deis_proxy_reloads_total"); n != 1 {
 		t.Errorf("deis_proxy_reloads_total = %v, want 1 (the start)", n)
 	}
+	if n := metric(t, reg, "deis_proxy_certificate_updates_total"); n < 3 {
+		t.Errorf("deis_proxy_certificate_updates_total = %v, want at least 3 (first, added, removed)", n)
+	}
 
 	// Redirect and HSTS, carried in the routing databag.
 	r := routing("web", []string{"web.localhost", "www.example.com", "*.apps.example.com"}, up)

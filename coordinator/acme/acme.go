@@ -23,6 +23,7 @@ import (
 	"github.com/deis/deis/pkg/backoff"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/pkg/watch"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	xacme "golang.org/x/crypto/acme"
 )
@@ -52,6 +53,8 @@ type Config struct {
 	Publish time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Registerer takes the manager's metrics (optional).
+	Registerer prometheus.Registerer
 }
 
 // Manager keeps automatic certificates issued and renewed.
@@ -60,6 +63,7 @@ type Manager struct {
 	log    *slog.Logger
 	client *xacme.Client
 	failed map[string]failure // per formation
+	orders *prometheus.CounterVec
 }
 
 type failure struct {
@@ -90,7 +94,14 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, failed: map[string]failure{}}, nil
+	orders := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_acme_orders_total",
+		Help: "Certificate orders for deisctl certs:auto, by result (issued, failed)."}, []string{"result"})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(orders); err != nil {
+			return nil, fmt.Errorf("acme: register metrics: %w", err)
+		}
+	}
+	return &Manager{cfg: cfg, log: cfg.Logger, failed: map[string]failure{}, orders: orders}, nil
 }
 
 // Run keeps certificates issued until ctx ends.
@@ -221,10 +232,12 @@ func (m *Manager) Pass(ctx context.Context) error {
 			m.failed[form.Name] = f
 			// Retried on its own schedule, not by the loop's backoff.
 			m.log.Warn("certificate order failed", "formation", form.Name, "error", err, "retry", f.until)
+			m.orders.WithLabelValues("failed").Inc()
 			m.report(ctx, form.Name, state.ACMEStatus{Error: err.Error(), Retry: f.until.UTC(), At: now.UTC()})
 			continue
 		}
 		delete(m.failed, form.Name)
+		m.orders.WithLabelValues("issued").Inc()
 		m.report(ctx, form.Name, state.ACMEStatus{At: now.UTC()})
 	}
 	return nil

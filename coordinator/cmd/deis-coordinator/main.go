@@ -244,7 +244,7 @@ func serve(c *cli.Context) error {
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
 		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
-	acmeMgr, err := newACME(c, cli, store, info.BaseDomain, log)
+	acmeMgr, err := newACME(c, cli, store, info.BaseDomain, log, reg)
 	if err != nil {
 		return err
 	}
@@ -355,7 +355,7 @@ func appURL(f, base string, port int) string {
 
 // newACME returns the ACME manager the leader runs, or nil without
 // --acme-directory.
-func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger) (*acme.Manager, error) {
+func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
 	dir := c.String("acme-directory")
 	if dir == "" {
 		return nil, nil
@@ -373,5 +373,5 @@ func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base stri
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
 	return acme.New(acme.Config{Store: store, Watcher: cli, Directory: dir, Email: c.String("acme-email"), HTTPClient: hc,
-		BaseDomain: base, Logger: log.With("part", "acme")})
+		BaseDomain: base, Logger: log.With("part", "acme"), Registerer: reg})
 }
