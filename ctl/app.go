@@ -48,6 +48,7 @@ func NewApp() *cli.App {
 	cmds = append(cmds, b.scaleCommands()...)
 	cmds = append(cmds, b.statusCommands()...)
 	cmds = append(cmds, b.domainCommands()...)
+	cmds = append(cmds, b.certCommands()...)
 	cmds = append(cmds, b.limitCommands()...)
 	cmds = append(cmds, b.layerCommands()...)
 	cmds = append(cmds, b.nodeCommands()...)

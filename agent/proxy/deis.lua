@@ -11,6 +11,11 @@
 --   body <formation> <bytes>        (the formation's request body limit)
 --   domain <domain> <formation>
 --   release <formation> <version>   (the release its upstreams run)
+--   https <formation> <redirect 0|1> <hsts max-age, 0: none>
+--   acme <formation> <token> <key authorization>
+--
+-- The https and acme lines are read by parse_https (the HTTPS block at the
+-- end of this file), which also serves certificates by SNI.
 --
 -- A formation without a body line has the default limit the agent passes
 -- to init. A request over the limit gets 413: at once when its
@@ -41,13 +46,15 @@ local idempotent = { GET = true, HEAD = true, OPTIONS = true, TRACE = true, PUT 
 local guarded = { POST = true, PATCH = true, LOCK = true }
 
 -- Each worker keeps the parsed routes of the last version it saw.
-local cache = { version = nil, hosts = {}, forms = {}, body = {}, release = {} }
+local cache = { version = nil, hosts = {}, forms = {}, body = {}, release = {}, https = {}, acme = {} }
 -- Round-robin position per formation, per worker.
 local rr = {}
 
 -- parse turns a routes text into lookup tables, or returns nil and why.
+local parse_https -- the HTTPS block, below
+
 local function parse(text)
-    local t = { hosts = {}, forms = {}, body = {}, release = {} }
+    local t = { hosts = {}, forms = {}, body = {}, release = {}, https = {}, acme = {} }
     local n = 0
     for line in string.gmatch(text, "[^\n]+") do
         n = n + 1
@@ -81,6 +88,11 @@ local function parse(text)
             t.hosts[f[2]] = f[3]
         elseif kind == "release" and #f == 3 and string.match(f[3], "^%d+$") then
             t.release[f[2]] = f[3]
+        elseif kind == "https" or kind == "acme" then
+            local err = parse_https(t, f)
+            if err then
+                return nil, "line " .. n .. ": " .. err
+            end
         else
             return nil, "line " .. n .. ": cannot read " .. line
         end
@@ -197,6 +209,9 @@ function M.route(mode)
         return ngx.exec("@notfound")
     end
     ngx.var.deis_formation = f
+    if M.https_route(t, f) then
+        return
+    end
     local peers = t.forms[f]
     if #peers == 0 then
         return ngx.exec("@unready")
@@ -397,6 +412,271 @@ function M.control_traffic()
     end
     table.sort(out)
     return reply(200, table.concat(out, "\n"))
+end
+
+-- ===== HTTPS: certificates by SNI, redirect, HSTS, ACME HTTP-01 =====
+--
+-- The agent PUTs the certs text on /certs; it lands in the shared dict
+-- deis_certs (memory only: workers never read a key file). One record a
+-- line:
+--
+--   version <hash>
+--   cert <id> <base64 PEM chain> <base64 PEM key>
+--   sni <domain> <id>
+--
+-- A name without an sni line (or no SNI at all) gets the default
+-- certificate of the config (ssl_certificate), which the master read.
+
+local certs_dict = ngx.shared.deis_certs
+local ssl -- ngx.ssl, loaded on first use
+local https_port = 0 -- the port redirects go to; 0: no HTTPS
+-- Each worker keeps the parsed certs of the last version it saw; parsed
+-- chains and keys (cdata) per id are kept while the id is served.
+local certs_cache = { version = nil, sni = {}, certs = {} }
+
+-- parse_https reads an https or acme line of the routes text into t.
+parse_https = function(t, f)
+    if f[1] == "https" and #f == 4 then
+        local age = tonumber(f[4])
+        if (f[3] ~= "0" and f[3] ~= "1") or not age or age < 0 or age ~= math.floor(age) then
+            return "bad https line"
+        end
+        t.https[f[2]] = { redirect = f[3] == "1", hsts = age }
+        return nil
+    end
+    if f[1] == "acme" and #f == 4 then
+        if not string.match(f[3], "^[%w_-]+$") or not string.match(f[4], "^[%w_-]+%.[%w_-]+$") then
+            return "bad acme line"
+        end
+        t.acme[f[2]] = t.acme[f[2]] or {}
+        t.acme[f[2]][f[3]] = f[4]
+        return nil
+    end
+    return "cannot read " .. f[1] .. " line"
+end
+
+-- https_route runs in route, once the formation f of the request is known:
+-- it answers ACME challenges, redirects plain HTTP when the formation asks
+-- for it, and marks HTTPS requests for HSTS. It returns true when it
+-- answered the request.
+function M.https_route(t, f)
+    local uri = ngx.var.uri
+    local token = string.match(uri, "^/%.well%-known/acme%-challenge/([%w_-]+)$")
+    if token then
+        local ka = t.acme[f] and t.acme[f][token]
+        if ka then
+            ngx.header["Content-Type"] = "text/plain"
+            ngx.print(ka)
+            ngx.exit(ngx.HTTP_OK)
+            return true
+        end
+    end
+    local h = t.https[f]
+    if not h then
+        return false
+    end
+    if ngx.var.https == "on" then
+        if h.hsts > 0 then
+            ngx.ctx.deis_hsts = h.hsts
+        end
+        return false
+    end
+    if h.redirect and https_port > 0 then
+        local port = ""
+        if https_port ~= 443 then
+            port = ":" .. https_port
+        end
+        ngx.redirect("https://" .. ngx.var.host .. port .. ngx.var.request_uri, 308)
+        return true
+    end
+    return false
+end
+
+-- https_headers (header filter) adds Strict-Transport-Security to the
+-- HTTPS responses of formations that asked for it.
+function M.https_headers()
+    local age = ngx.ctx.deis_hsts
+    if age then
+        ngx.header["Strict-Transport-Security"] = "max-age=" .. age
+    end
+end
+
+local function parse_certs(text)
+    local t = { sni = {}, certs = {} }
+    local n = 0
+    for line in string.gmatch(text, "[^\n]+") do
+        n = n + 1
+        local f = {}
+        for w in string.gmatch(line, "%S+") do
+            f[#f + 1] = w
+        end
+        if f[1] == "version" and #f == 2 then
+            t.version = f[2]
+        elseif f[1] == "cert" and #f == 4 then
+            local chain, key = ngx.decode_base64(f[3]), ngx.decode_base64(f[4])
+            if not chain or not key then
+                return nil, "line " .. n .. ": bad base64"
+            end
+            t.certs[f[2]] = { chain = chain, key = key }
+        elseif f[1] == "sni" and #f == 3 then
+            t.sni[f[2]] = f[3]
+        else
+            return nil, "line " .. n .. ": cannot read " .. (f[1] or "")
+        end
+    end
+    if not t.version then
+        return nil, "no version line"
+    end
+    for d, id in pairs(t.sni) do
+        if not t.certs[id] then
+            return nil, "domain " .. d .. " names certificate " .. id .. ", which has no cert line"
+        end
+    end
+    return t
+end
+
+local function current_certs()
+    local v = certs_dict:get("version")
+    if v == certs_cache.version then
+        return certs_cache
+    end
+    local text = certs_dict:get("certs")
+    if not text then
+        return certs_cache
+    end
+    local t, err = parse_certs(text)
+    if not t then
+        ngx.log(ngx.ERR, "deis: ignoring unreadable certificates: ", err)
+        return certs_cache
+    end
+    -- Keep what this worker parsed of the certificates still served.
+    for id, c in pairs(t.certs) do
+        local old = certs_cache.certs[id]
+        if old and old.der_chain then
+            c.der_chain, c.der_key = old.der_chain, old.der_key
+        end
+    end
+    certs_cache = t
+    return t
+end
+
+-- ssl_certificate (ssl_certificate_by_lua) serves the certificate of the
+-- name the client asked for: exact, then a one-label wildcard.
+function M.ssl_certificate()
+    if not ssl then
+        ssl = require("ngx.ssl")
+    end
+    local name = ssl.server_name()
+    if not name then
+        return
+    end
+    name = string.lower(name)
+    local t = current_certs()
+    local id = t.sni[name]
+    if not id then
+        local i = string.find(name, ".", 1, true)
+        if i then
+            id = t.sni["*" .. string.sub(name, i)]
+        end
+    end
+    if not id then
+        return -- the default certificate
+    end
+    local c = t.certs[id]
+    if not c.der_chain then
+        local chain, err = ssl.parse_pem_cert(c.chain)
+        if not chain then
+            ngx.log(ngx.ERR, "deis: cannot parse certificate ", id, ": ", err)
+            return
+        end
+        local key
+        key, err = ssl.parse_pem_priv_key(c.key)
+        if not key then
+            ngx.log(ngx.ERR, "deis: cannot parse the key of certificate ", id, ": ", err)
+            return
+        end
+        c.der_chain, c.der_key = chain, key
+    end
+    local ok, err = ssl.clear_certs()
+    if ok then
+        ok, err = ssl.set_cert(c.der_chain)
+    end
+    if ok then
+        ok, err = ssl.set_priv_key(c.der_key)
+    end
+    if not ok then
+        ngx.log(ngx.ERR, "deis: cannot serve certificate ", id, " for ", name, ": ", err)
+        return ngx.exit(ngx.ERROR)
+    end
+end
+
+local function store_certs(text)
+    local t, err = parse_certs(text)
+    if not t then
+        return nil, err
+    end
+    local ok
+    ok, err = certs_dict:safe_set("certs", text)
+    if not ok then
+        return nil, "cannot store the certificates: " .. tostring(err)
+    end
+    ok, err = certs_dict:safe_set("version", t.version)
+    if not ok then
+        return nil, "cannot store the certificates version: " .. tostring(err)
+    end
+    return t.version
+end
+
+-- control_certs serves /certs on the control socket: GET answers the
+-- version served, PUT replaces the certificates with the body.
+function M.control_certs()
+    local method = ngx.req.get_method()
+    if method == "GET" then
+        return reply(200, certs_dict:get("version") or "")
+    end
+    if method ~= "PUT" then
+        return reply(405, "use GET or PUT\n")
+    end
+    ngx.req.read_body()
+    local text = ngx.req.get_body_data()
+    if not text then
+        local name = ngx.req.get_body_file()
+        if name then
+            local fh = io.open(name, "rb")
+            if fh then
+                text = fh:read("*a")
+                fh:close()
+            end
+        end
+    end
+    if not text then
+        return reply(400, "no certificates in the request body\n")
+    end
+    local v, err = store_certs(text)
+    if not v then
+        return reply(400, err .. "\n")
+    end
+    return reply(200, v)
+end
+
+-- init_https runs in the master (as root) after init: it sets the HTTPS
+-- port (0: no HTTPS) and, when nginx was started rather than reloaded,
+-- loads the certs file the agent wrote (0600, root).
+function M.init_https(path, port)
+    https_port = port
+    if certs_dict:get("version") then
+        return
+    end
+    local fh = io.open(path, "rb")
+    if not fh then
+        return
+    end
+    local text = fh:read("*a")
+    fh:close()
+    local _, err = store_certs(text)
+    if err then
+        ngx.log(ngx.ERR, "deis: ignoring the certificates file ", path, ": ", err)
+    end
 end
 
 return M

@@ -27,6 +27,20 @@
 // reloads; routes.txt seeds it when nginx starts. Formations, domains and
 // upstreams all change this way.
 //
+// HTTPS (tls.go) works the same way. With Config.HTTPSListen the server
+// also listens with ssl; its ssl_certificate is a self-signed default the
+// proxy makes once (default.crt and default.key in the prefix), and
+// ssl_certificate_by_lua (ngx.ssl from lua-resty-core) serves the
+// certificate of the SNI name instead, from the shared dict deis_certs:
+// the agent picks, for each routed domain, the valid certificate of its
+// formation (Keys.Certs) that covers it and expires last, and PUTs the
+// certs text (chains and keys, base64) on /certs of the control socket;
+// certs.txt (0600) seeds it when nginx starts. The routing databag's
+// redirect and HSTS and the formation's ACME HTTP-01 challenges
+// (Keys.ACMEChallenges) travel in the routes text; deis.lua answers
+// /.well-known/acme-challenge/<token> before it redirects plain HTTP with
+// 308. Certificates never reload nginx.
+//
 // Run is a level-triggered loop. Watches on the routing, layer and node key
 // families, and a periodic resync, only wake it; each pass reads this node's
 // registration, every layer and every routing databag, and renders nginx.conf
@@ -92,6 +106,9 @@
 //     carry nginx's message.
 //   - Whoever can connect to the control socket can change the routing, so
 //     the prefix is made mode 0700.
+//   - Private keys are on disk only in certs.txt and default.key, mode
+//     0600 in the private prefix, read by the root master at start; the
+//     workers take them from shared memory and never open a key file.
 //
 // Acknowledgements: for each proxied formation the proxy writes
 // state.ProxyAck at Keys.ProxyAck(formation, node) whose Revision is the

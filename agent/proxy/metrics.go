@@ -14,6 +14,8 @@ type metrics struct {
 	checkFailures  prometheus.Counter
 	routeUpdates   prometheus.Counter
 	routeFailures  prometheus.Counter
+	certUpdates    prometheus.Counter
+	certFailures   prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -33,9 +35,13 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Routing changes pushed to the running nginx, which takes them without a reload."}),
 		routeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_route_update_failures_total",
 			Help: "Routing changes the running nginx did not take."}),
+		certUpdates: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_certificate_updates_total",
+			Help: "Certificate changes pushed to the running nginx, which takes them without a reload."}),
+		certFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_certificate_update_failures_total",
+			Help: "Certificate changes the running nginx did not take."}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures} {
+		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures, m.certUpdates, m.certFailures} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: register metrics: %w", err)
 			}

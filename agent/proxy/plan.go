@@ -29,6 +29,10 @@ type world struct {
 	Proxied  map[string]bool // formations with a proxy layer selecting the node
 	Routings map[string]routingAt
 	Acks     map[string]state.ProxyAck // this node's acks by formation
+	// Certs and Challenges are each formation's certificates and ACME
+	// HTTP-01 challenges (tls.go).
+	Certs      map[string][]state.Cert
+	Challenges map[string][]state.ACMEChallenge
 }
 
 // proxiedBy returns the formations whose proxy layer selects node. layers

@@ -35,6 +35,10 @@ type Config struct {
 	// Listen are nginx listen specs for app traffic: "8080", "[::]:8080",
 	// "127.0.0.1:8080". Default ["8080"].
 	Listen []string
+	// HTTPSListen are nginx listen specs served over TLS, with each
+	// formation's certificates chosen by SNI and a self-signed default
+	// certificate for other names; none: no HTTPS.
+	HTTPSListen []string
 	// NginxBinary is the nginx executable (default "nginx").
 	NginxBinary string
 	// NginxModules is the directory of nginx's dynamic modules, which must
@@ -91,6 +95,8 @@ type Proxy struct {
 	loaded     bool               // live was read from routes.json
 	lastFailed string             // hash of the last config nginx -t rejected
 	lastErrs   map[string]string  // per formation, to log refusals once
+	// lastSkipped is why certificates were last not served, to log it once.
+	lastSkipped string
 }
 
 // New checks cfg and returns a proxy. It does not touch nginx.
@@ -118,7 +124,7 @@ func New(cfg Config) (*Proxy, error) {
 	if len(cfg.Listen) == 0 {
 		cfg.Listen = []string{"8080"}
 	}
-	for _, l := range cfg.Listen {
+	for _, l := range append(append([]string{}, cfg.Listen...), cfg.HTTPSListen...) {
 		if err := validateListen(l); err != nil {
 			return nil, err
 		}
@@ -239,7 +245,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	wake := watch.NewWaker()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	watch.Prefixes(wctx, p.cfg.Watcher, rev, wake, k.Routings(), k.AllLayers(), k.Nodes())
+	watch.Prefixes(wctx, p.cfg.Watcher, rev, wake, k.Routings(), k.AllLayers(), k.Nodes(), k.AllCerts(), k.AllACMEChallenges())
 	counted := make(chan struct{})
 	go func() { defer close(counted); p.reportTraffic(wctx) }()
 	defer func() { cancel(); <-counted }()
@@ -263,6 +269,9 @@ func (p *Proxy) prepare() error {
 		return fmt.Errorf("proxy: create %s: %w", p.paths.logs(), err)
 	}
 	if err := p.prepareTemp(); err != nil {
+		return err
+	}
+	if err := ensureDefaultCert(p.paths); err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -384,13 +393,35 @@ func (p *Proxy) Pass(ctx context.Context) error {
 		}
 	}
 	p.lastErrs = c.Errors
-	in := renderInput{Paths: p.paths, Listen: p.cfg.Listen, BaseDomain: p.cfg.BaseDomain, Modules: p.cfg.NginxModules, MaxBody: p.cfg.MaxBodyBytes}
+	for i := range c.Sites {
+		c.Sites[i].Challenges = challengesFor(w.Challenges[c.Sites[i].Formation])
+	}
+	in := renderInput{Paths: p.paths, Listen: p.cfg.Listen, BaseDomain: p.cfg.BaseDomain, Modules: p.cfg.NginxModules, MaxBody: p.cfg.MaxBodyBytes,
+		HTTPSListen: p.cfg.HTTPSListen}
 	if p.work != nil {
 		in.User, in.Group = p.work.User, p.work.Group
 	}
 	conf, hash := render(in)
 	table, version := renderRoutes(c.Sites)
 	routed, applyErr := p.apply(ctx, conf, hash, table, version)
+	var certErr error
+	if routed && len(p.cfg.HTTPSListen) > 0 {
+		used, sni, skipped := pickCerts(c.Sites, w.Certs, time.Now())
+		if s := strings.Join(skipped, "; "); s != p.lastSkipped {
+			if s != "" {
+				p.log.Warn("certificates not served", "node", p.cfg.Node, "error", s)
+			}
+			p.lastSkipped = s
+		}
+		text, version := renderCerts(used, sni)
+		// Routing is served either way; the pass retries the certificates.
+		certErr = p.applyCerts(ctx, text, version)
+	} else if len(p.cfg.HTTPSListen) == 0 {
+		// HTTPS is off: keep no keys on disk.
+		if err := os.Remove(p.paths.certsTable()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			p.log.Warn("cannot remove the certificates file", "node", p.cfg.Node, "error", err)
+		}
+	}
 	if routed {
 		p.m.formations.Set(float64(len(c.Sites)))
 		if err := p.setLive(c.Want); err != nil {
@@ -407,7 +438,7 @@ func (p *Proxy) Pass(ctx context.Context) error {
 	if err := p.writeAcks(ctx, w, c, applyErr); err != nil {
 		return err
 	}
-	return nil
+	return certErr
 }
 
 // checkError is a config that nginx -t rejected.
@@ -650,6 +681,10 @@ func (p *Proxy) read(ctx context.Context) (*world, error) {
 		w.Routings[f] = routingAt{Revision: rev, Doc: &r}
 	})
 	if err != nil {
+		return nil, err
+	}
+
+	if err := p.readHTTPS(ctx, w); err != nil {
 		return nil, err
 	}
 

@@ -69,6 +69,7 @@ type fixture struct {
 	body  int64  // MaxBodyBytes; 0 means the default
 	// traffic is TrafficInterval; 0 means the default.
 	traffic time.Duration
+	https   int // HTTPS port; 0: no HTTPS
 }
 
 func (fx *fixture) nodeName() string {
@@ -101,8 +102,13 @@ func (fx *fixture) run() (*Proxy, *prometheus.Registry, func()) {
 	if base == "" {
 		base = "localhost"
 	}
+	var httpsListen []string
+	if fx.https != 0 {
+		httpsListen = []string{"127.0.0.1:" + strconv.Itoa(fx.https)}
+	}
 	p, err := New(Config{
-		Node: fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
+		HTTPSListen: httpsListen,
+		Node:        fx.nodeName(), StateDir: fx.dir, Listen: []string{"127.0.0.1:" + strconv.Itoa(fx.port)}, BaseDomain: base,
 		Store: fx.store, Watcher: fx.cli, Registerer: reg, Resync: time.Second, ReloadDrain: fx.drain, NginxModules: fx.mods, MaxBodyBytes: fx.body,
 		TrafficInterval: fx.traffic,
 		Logger:          slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),

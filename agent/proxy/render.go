@@ -39,6 +39,11 @@ type site struct {
 	Upstreams []string // ip:port, sorted, unique
 	MaxBody   int64    // largest request body; 0: the proxy's default
 	Release   int      // the release its upstreams run (answer counts)
+	// HTTPS (tls.go): redirect HTTP to HTTPS, HSTS max-age (0: none), and
+	// the ACME HTTP-01 answers (token, key authorization), sorted.
+	Redirect   bool
+	HSTS       int64
+	Challenges [][2]string
 }
 
 // renderInput is everything the nginx.conf depends on. Routing is not part
@@ -52,6 +57,8 @@ type renderInput struct {
 	BaseDomain string
 	Modules    string // directory of nginx's dynamic modules
 	MaxBody    int64  // request body limit of formations without their own
+	// HTTPSListen are the listen specs served over TLS; none: no HTTPS.
+	HTTPSListen []string
 }
 
 // hashToken stands in for the config hash while the hash is computed; no
@@ -132,6 +139,9 @@ func siteFor(f string, r *state.Routing) (site, error) {
 		}
 		s.MaxBody = r.MaxBodyBytes
 	}
+	if err := httpsFor(&s, r); err != nil {
+		return site{}, err
+	}
 	sort.Strings(s.Domains)
 	sort.Strings(s.Upstreams)
 	return s, nil
@@ -164,6 +174,7 @@ func renderRoutes(sites []site) ([]byte, string) {
 			b.WriteString("domain " + d + " " + s.Formation + "\n")
 		}
 	}
+	renderHTTPS(&b, sites)
 	sum := sha256.Sum256([]byte(b.String()))
 	version := hex.EncodeToString(sum[:])
 	return []byte("# Written by deis-agent (proxy role); nginx loads it at start, the agent pushes it on the control socket.\n" +
@@ -237,11 +248,14 @@ func render(in renderInput) ([]byte, string) {
 	w("    lua_shared_dict deis_routes 32m;")
 	w("    # Answer counts per formation, release and class (automatic rollback).")
 	w("    lua_shared_dict deis_traffic 4m;")
+	w("    # Certificates and keys by SNI, pushed like the routes; memory only.")
+	w("    lua_shared_dict deis_certs 32m;")
 	w("    init_by_lua_block {")
 	w("        package.loaded.deis = (function()")
 	b.WriteString(deisLua)
 	w("        end)()")
 	w("        require(\"deis\").init(%q, %d, %d)", p.table(), in.MaxBody, state.MaxMaxBodyBytes)
+	w("        require(\"deis\").init_https(%q, %d)", p.certsTable(), httpsPort(in.HTTPSListen))
 	w("    }")
 	w("    # Idempotent requests (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) reuse")
 	w("    # upstream connections and may be retried on another container.")
@@ -285,6 +299,11 @@ func render(in renderInput) ([]byte, string) {
 	w("                require(\"deis\").control_drain()")
 	w("            }")
 	w("        }")
+	w("        location = /certs {")
+	w("            content_by_lua_block {")
+	w("                require(\"deis\").control_certs()")
+	w("            }")
+	w("        }")
 	w("        location / {")
 	w("            return 404;")
 	w("        }")
@@ -294,6 +313,7 @@ func render(in renderInput) ([]byte, string) {
 	for _, l := range in.Listen {
 		w("        listen %s default_server;", l)
 	}
+	renderTLS(w, in)
 	w("        server_name _;")
 	w("        set $deis_formation \"\";")
 	w("        set $deis_pool deis_apps;")

@@ -341,6 +341,9 @@ func planFormation(w *World, d *Decision, f string, current []placed, load map[s
 	if state.ValidateMaxBody(form.MaxBodyBytes) == nil {
 		route.MaxBodyBytes = form.MaxBodyBytes // else the proxies' default
 	}
+	if h := form.HTTPS; h != nil && (h.Redirect || h.HSTSMaxAge > 0) {
+		route.HTTPS = &state.HTTPS{Redirect: h.Redirect, HSTSMaxAge: h.HSTSMaxAge}
+	}
 	var webDesired []string
 	readyCount := 0
 	for _, name := range order {

@@ -43,6 +43,9 @@ type Formation struct {
 	// AutoRollbackOff turns the coordinator's automatic rollback off for
 	// the formation (deisctl autorollback off).
 	AutoRollbackOff bool `json:"autoRollbackOff,omitempty"`
+	// HTTPS holds the formation's HTTPS settings (deisctl certs:redirect,
+	// certs:hsts, certs:auto); nil: none. See certs.go.
+	HTTPS *HTTPS `json:"https,omitempty"`
 }
 
 // ResourceLimits are applied to each container of one process type.
@@ -273,6 +276,9 @@ type Routing struct {
 	// MaxBodyBytes is Formation.MaxBodyBytes: the largest request body the
 	// proxies accept for the formation (413 above it); 0 means their default.
 	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
+	// HTTPS is Formation.HTTPS without Auto: redirect and HSTS, applied by
+	// the proxies.
+	HTTPS *HTTPS `json:"https,omitempty"`
 }
 
 // Container states reported by agents.

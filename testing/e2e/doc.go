@@ -5,4 +5,10 @@
 // TestHostile (hostile_test.go) plays an attacker with push rights to some
 // formations and runs the attacks of docs/security.md through the whole
 // platform; each must fail while another formation keeps serving.
+//
+// TestHTTPS (https_test.go) adds a certificate, redirects, and has the
+// coordinator obtain one from a real ACME server, pebble, which it builds
+// once from the Go module proxy into the user's cache directory
+// (deis-test/pebble-VERSION) and whose HTTP-01 validation reaches the
+// proxy through a DNS server (pebble-challtestsrv) that answers 127.0.0.1.
 package e2e

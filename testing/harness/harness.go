@@ -220,6 +220,8 @@ type Agent struct {
 	Addr     string
 	StateDir string
 	HTTPPort int
+	// HTTPSPort is the proxy's HTTPS port (--https-listen).
+	HTTPSPort int
 	// MetricsAddr is where the agent serves /metrics.
 	MetricsAddr string
 }
@@ -333,14 +335,16 @@ func (p *Platform) StartAgent(name string, o AgentOptions) *Agent {
 		}
 	}
 	stateDir := filepath.Join(p.Dir, "agent-"+name)
+	httpsPort := FreePort(t, o.Addr)
 	metrics := fmt.Sprintf("%s:%d", o.Addr, FreePort(t, o.Addr))
 	args := append([]string{
 		"--etcd-endpoints", p.EtcdURL, "--name", name, "--addr", o.Addr, "--labels", o.Labels,
 		"--state-dir", stateDir, "--http-listen", fmt.Sprintf("%s:%d", o.Addr, o.HTTPPort),
+		"--https-listen", fmt.Sprintf("%s:%d", o.Addr, httpsPort),
 		"--metrics-addr", metrics,
 		"--stop-grace", "5s", "--log-level", "debug", "--api-addr", o.Addr + ":0",
 	}, o.ExtraArgs...)
-	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort, MetricsAddr: metrics}
+	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort, HTTPSPort: httpsPort, MetricsAddr: metrics}
 	p.Agents = append(p.Agents, a)
 	t.Cleanup(func() { cleanupAgent(a) })
 	return a

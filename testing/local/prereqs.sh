@@ -9,6 +9,8 @@ need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nginx >/dev/null || need+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+# ngx.ssl (certificates by SNI) and ngx.balancer come with lua-resty-core.
+[ -e /usr/share/lua/5.1/ngx/ssl.lua ] || need+=(lua-resty-core)
 command -v git >/dev/null || need+=(git)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v ssh >/dev/null || need+=(openssh-client)

@@ -42,6 +42,7 @@ func main() {
 			&cli.StringFlag{Name: "labels", EnvVars: []string{"DEIS_NODE_LABELS"}, Value: "role=runtime,role=proxy", Usage: "node labels as k=v pairs, comma-separated; a key may repeat"},
 			&cli.StringFlag{Name: "state-dir", EnvVars: []string{"DEIS_STATE_DIR"}, Value: "/var/lib/deis-agent", Usage: "where slugs and the proxy's nginx files live"},
 			&cli.StringSliceFlag{Name: "http-listen", EnvVars: []string{"DEIS_HTTP_LISTEN"}, Value: cli.NewStringSlice("8080"), Usage: "nginx listen specs for app traffic (proxy role)"},
+			&cli.StringSliceFlag{Name: "https-listen", EnvVars: []string{"DEIS_HTTPS_LISTEN"}, Value: cli.NewStringSlice("8443"), Usage: "nginx listen specs for HTTPS app traffic, certificates chosen by SNI (proxy role; empty: no HTTPS)"},
 			&cli.IntFlag{Name: "capacity", EnvVars: []string{"DEIS_CAPACITY"}, Usage: "most containers this node accepts (0: no limit)"},
 			&cli.Int64Flag{Name: "memory", EnvVars: []string{"DEIS_MEMORY_BYTES"}, Usage: "memory in bytes offered to containers with a memory limit (0: no limit)"},
 			&cli.DurationFlag{Name: "heartbeat-ttl", EnvVars: []string{"DEIS_HEARTBEAT_TTL"}, Value: 10 * time.Second, Usage: "lease TTL after which a silent node is lost"},
@@ -221,7 +222,7 @@ func run(c *cli.Context) error {
 			return fmt.Errorf("--max-body: %w", err)
 		}
 		px, err := proxy.New(proxy.Config{
-			Node: name, StateDir: c.String("state-dir"), Listen: listen, NginxBinary: c.String("nginx"),
+			Node: name, StateDir: c.String("state-dir"), Listen: listen, HTTPSListen: nonEmpty(c.StringSlice("https-listen")), NginxBinary: c.String("nginx"),
 			NginxUser: c.String("nginx-user"), MaxBodyBytes: maxBody,
 			Store: store, Watcher: cli, Logger: log.With("role", "proxy"), Registerer: reg,
 		})
@@ -252,4 +253,15 @@ func run(c *cli.Context) error {
 	}
 	log.Info("agent stopped; containers and nginx keep serving", "node", name)
 	return first
+}
+
+// nonEmpty drops empty values, so --https-listen= turns HTTPS off.
+func nonEmpty(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deis/deis/coordinator/acme"
 	"github.com/deis/deis/coordinator/builder"
 	"github.com/deis/deis/coordinator/gitserver"
 	"github.com/deis/deis/coordinator/scheduler"
@@ -76,6 +79,9 @@ func main() {
 			&cli.StringFlag{Name: "go-root", EnvVars: []string{"DEIS_GO_ROOT"}, Value: "auto", Usage: "Go installation mounted read-only into builds for the go buildpack (\"auto\": this host's go env GOROOT; \"\": none)"},
 			&cli.IntFlag{Name: "keep-releases", EnvVars: []string{"DEIS_KEEP_RELEASES"}, Value: builder.DefaultKeepReleases, Usage: "garbage collection keeps the slugs and images of each formation's newest N releases"},
 			&cli.DurationFlag{Name: "gc-interval", EnvVars: []string{"DEIS_GC_INTERVAL"}, Value: time.Hour, Usage: "how often unreferenced slugs and app images are removed (0: never)"},
+			&cli.StringFlag{Name: "acme-directory", EnvVars: []string{"DEIS_ACME_DIRECTORY"}, Usage: "ACME directory URL for automatic certificates (deisctl certs:auto), such as https://acme-v02.api.letsencrypt.org/directory (empty: off)"},
+			&cli.StringFlag{Name: "acme-email", EnvVars: []string{"DEIS_ACME_EMAIL"}, Usage: "contact address of the ACME account"},
+			&cli.StringFlag{Name: "acme-ca", EnvVars: []string{"DEIS_ACME_CA"}, Usage: "PEM file of CA certificates to trust for the ACME directory, instead of the system's (a test or private ACME server)"},
 			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
@@ -250,8 +256,12 @@ func serve(c *cli.Context) error {
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
 		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
+	acmeMgr, err := newACME(c, cli, store, info.BaseDomain, log, reg)
+	if err != nil {
+		return err
+	}
 	start("scheduler", func() error {
-		return lead(ctx, cli, store, info, reg, log, scheduler.Config{
+		return lead(ctx, cli, store, info, reg, log, acmeMgr, scheduler.Config{
 			Etcd: cli, Prefix: ec.Prefix, SlugURL: info.SlugURL, BaseDomain: info.BaseDomain, BootTimeout: c.Duration("boot-timeout"),
 			Rollback: rollback, Logger: log.With("part", "scheduler"), Registerer: reg,
 		})
@@ -271,7 +281,7 @@ func serve(c *cli.Context) error {
 }
 
 // lead campaigns for leadership and runs the scheduler while leading.
-func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info state.CoordinatorInfo, reg prometheus.Registerer, log *slog.Logger, cfg scheduler.Config) error {
+func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info state.CoordinatorInfo, reg prometheus.Registerer, log *slog.Logger, acmeMgr *acme.Manager, cfg scheduler.Config) error {
 	ctl, err := scheduler.New(cfg)
 	if err != nil {
 		return err
@@ -304,8 +314,16 @@ func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info st
 			}
 			cancel()
 		}()
+		acmeDone := make(chan struct{})
+		go func() {
+			defer close(acmeDone)
+			if acmeMgr != nil {
+				_ = acmeMgr.Run(lctx)
+			}
+		}()
 		err = ctl.Run(lctx)
 		cancel()
+		<-acmeDone
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = el.Resign(rctx)
 		rcancel()
@@ -345,4 +363,27 @@ func appURL(f, base string, port int) string {
 		return fmt.Sprintf("http://%s.%s/", f, base)
 	}
 	return fmt.Sprintf("http://%s.%s:%d/", f, base, port)
+}
+
+// newACME returns the ACME manager the leader runs, or nil without
+// --acme-directory.
+func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
+	dir := c.String("acme-directory")
+	if dir == "" {
+		return nil, nil
+	}
+	hc := &http.Client{Timeout: 30 * time.Second}
+	if ca := c.String("acme-ca"); ca != "" {
+		b, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, fmt.Errorf("--acme-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("--acme-ca %s holds no PEM certificate", ca)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
+	return acme.New(acme.Config{Store: store, Watcher: cli, Directory: dir, Email: c.String("acme-email"), HTTPClient: hc,
+		BaseDomain: base, Logger: log.With("part", "acme"), Registerer: reg})
 }
