@@ -14,6 +14,7 @@ type metrics struct {
 	checkFailures  prometheus.Counter
 	routeUpdates   prometheus.Counter
 	routeFailures  prometheus.Counter
+	routeApply     prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -33,9 +34,12 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Routing changes pushed to the running nginx, which takes them without a reload."}),
 		routeFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_route_update_failures_total",
 			Help: "Routing changes the running nginx did not take."}),
+		routeApply: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_proxy_route_apply_seconds",
+			Help:    "Time to push a routing change to the running nginx (PUT on its control socket).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures} {
+		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures, m.routeApply} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: register metrics: %w", err)
 			}
