@@ -21,6 +21,9 @@ type actual struct {
 	Ports  map[int]int // container port -> published host port (tcp)
 	// Started is known only from an inspect.
 	Started time.Time
+	// IP is the container's address on its network, known only from an
+	// inspect ("" if none).
+	IP string
 	// Stopping is set when the runtime is already stopping the container.
 	Stopping bool
 }

@@ -51,6 +51,9 @@ type worker struct {
 	// reconcile loop sends it again meanwhile.
 	retryAt  time.Time
 	failedAs string
+	// startedAt is when this worker started its container, until the
+	// container is first ready (for deis_agent_health_ready_seconds).
+	startedAt time.Time
 
 	mu      sync.Mutex
 	st      state.ContainerStatus
@@ -70,7 +73,7 @@ func (r *Runtime) newWorker(ctx context.Context, u update) *worker {
 		done:    make(chan struct{}),
 		log:     r.log.With("container", name),
 		errBo:   backoff.Backoff{Min: time.Second, Max: time.Minute},
-		probeBo: backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second},
+		probeBo: backoff.Backoff{Min: probeFirst, Max: probeStarting},
 	}
 	w.describe(&w.st, u.spec)
 	switch c := u.cur; {
@@ -226,11 +229,19 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	case c.State == "running" && addr == "":
 		reason = fmt.Sprintf("port %d is not published", spec.Port)
 	case c.State == "running":
-		err := w.r.probeOnce(ctx, addr, spec.HealthPath)
+		direct := ""
+		if c.IP != "" {
+			direct = net.JoinHostPort(c.IP, strconv.Itoa(spec.Port))
+		}
+		err := w.r.probeOnce(ctx, addr, direct, spec.HealthPath)
 		switch {
 		case err == nil:
 			if !w.ready {
 				w.log.Info("container ready", "formation", spec.Formation, "release", spec.Release, "addr", addr)
+				if !w.startedAt.IsZero() {
+					w.r.m.readyTime.Observe(time.Since(w.startedAt).Seconds())
+					w.startedAt = time.Time{}
+				}
 			}
 			w.ready, w.fails = true, 0
 			w.probeBo.Reset()
@@ -335,6 +346,8 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		}
 	}
 	cfg, hc := containerConfig(r.profile(), spec, slug)
+	start := time.Now()
+	w.log.Debug("creating container", "formation", spec.Formation, "release", spec.Release)
 	cctx, cancel := context.WithTimeout(ctx, createTimeout)
 	created, err := r.cfg.Docker.ContainerCreate(cctx, cfg, hc, nil, nil, w.dname)
 	cancel()
@@ -348,6 +361,8 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		// The container stays "created"; the next attempt replaces it.
 		return nil, fmt.Errorf("runtime: start container %s: %w", w.dname, dockerHint(err, spec))
 	}
+	r.m.startTime.Observe(time.Since(start).Seconds())
+	w.startedAt = time.Now()
 	c, err := w.inspect(ctx, created.ID)
 	if err != nil {
 		return nil, err
@@ -371,14 +386,41 @@ func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 		return nil, fmt.Errorf("runtime: inspect container %s: %w", ref, err)
 	}
 	a := fromInspect(c)
+	a.IP = containerIP(c, w.r.cfg.Network)
 	return &a, nil
 }
 
-// probeOnce checks that a container answers on addr. Without healthPath a
-// TCP connection must be accepted and kept open for a moment: Docker's port
-// proxy accepts every connection and closes it at once when nothing listens
-// in the container. With healthPath, GET must answer 2xx or 3xx.
-func (r *Runtime) probeOnce(ctx context.Context, addr, healthPath string) error {
+// containerIP is the container's IPv4 address on network ("": the
+// engine's default bridge), or on its only network; "" if unknown.
+func containerIP(c container.InspectResponse, network string) string {
+	if c.NetworkSettings == nil {
+		return ""
+	}
+	if network == "" {
+		network = "bridge"
+	}
+	if n := c.NetworkSettings.Networks[network]; n != nil && n.IPAddress != "" {
+		return n.IPAddress
+	}
+	if len(c.NetworkSettings.Networks) == 1 {
+		for _, n := range c.NetworkSettings.Networks {
+			if n != nil {
+				return n.IPAddress
+			}
+		}
+	}
+	return ""
+}
+
+// probeOnce checks that a container answers on addr, its published port.
+// With healthPath, GET must answer 2xx or 3xx. Without, when direct (the
+// container's own address and port) is given and reachable, a connection
+// to it must be accepted: that proves a listener at once, since the host
+// reaches its containers (the guard refuses only connections from them).
+// Otherwise a TCP connection to addr must be accepted and kept open for
+// a moment: Docker's port proxy accepts every connection and closes it at
+// once when nothing listens in the container.
+func (r *Runtime) probeOnce(ctx context.Context, addr, direct, healthPath string) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if healthPath != "" {
@@ -400,6 +442,20 @@ func (r *Runtime) probeOnce(ctx context.Context, addr, healthPath string) error 
 		return nil
 	}
 	var d net.Dialer
+	if direct != "" {
+		dctx, dcancel := context.WithTimeout(ctx, probeDirect)
+		conn, err := d.DialContext(dctx, "tcp", direct)
+		dcancel()
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("connect to %s: nothing listens in the container yet", addr)
+		}
+		// Not reachable from here (another network namespace, a rule):
+		// the published port decides.
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("connect to %s: %s", addr, probeError(err))
