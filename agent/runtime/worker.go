@@ -175,6 +175,7 @@ func (w *worker) run(ctx context.Context) {
 // it and returns when to look again.
 func (w *worker) step(ctx context.Context) time.Duration {
 	spec := w.u.spec
+	inspected := false // w.u.cur was inspected just now
 	if t := w.u.task; t != nil {
 		attempt := t.Reason + "\n" + specHash(w.r.profile(), spec)
 		if attempt == w.failedAs && time.Now().Before(w.retryAt) {
@@ -199,6 +200,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		w.errBo.Reset()
 		w.failedAs, w.retryAt = "", time.Time{}
 		w.u.task, w.u.cur = nil, c
+		inspected = c != nil
 		w.setStatus(func(_ *state.ContainerStatus, pending *string) { *pending = "" })
 	}
 	c := w.u.cur
@@ -208,7 +210,9 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	if w.cur == nil || w.cur.ID != c.ID || w.cur.State != c.State || w.cur.Ports[spec.Port] != c.Ports[spec.Port] {
 		// A container new to this worker, or one Docker restarted: look
 		// closer, and earn readiness again.
-		if fresh, err := w.inspect(ctx, c.ID); err == nil && fresh != nil {
+		if inspected {
+			// attempt's own inspect: no second round trip to Docker
+		} else if fresh, err := w.inspect(ctx, c.ID); err == nil && fresh != nil {
 			c = fresh
 		}
 		w.ready, w.fails = false, 0

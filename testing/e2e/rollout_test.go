@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -100,6 +101,12 @@ func TestRolloutLatency(t *testing.T) {
 		fmt.Fprintf(&b, "  %-44s %6d / %d ms\n", name, pct(ds, 50).Milliseconds(), pct(ds, 90).Milliseconds())
 	}
 	t.Log(b.String())
+	if dir := os.Getenv("DEIS_ROLLOUT_LOGS"); dir != "" { // for a closer look at the phases
+		os.WriteFile(filepath.Join(dir, "coordinator.log"), []byte(p.Coordinator.Log()), 0o644)
+		for _, a := range append(runtimes, proxies...) {
+			os.WriteFile(filepath.Join(dir, a.Name+".log"), []byte(a.Log()), 0o644)
+		}
+	}
 	if out := os.Getenv("DEIS_BENCH_OUT"); out != "" {
 		os.WriteFile(out, []byte(b.String()), 0o644)
 	}
