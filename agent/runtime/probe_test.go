@@ -43,7 +43,7 @@ func TestProbeUsesTheContainerAddress(t *testing.T) {
 	// A listener at the container's own address is ready at once, without
 	// the hold on the published port.
 	start := time.Now()
-	if err := r.probeOnce(ctx, closed, open, ""); err != nil {
+	if _, err := r.probeOnce(ctx, closed, open, ""); err != nil {
 		t.Errorf("probe with a listener at the container address: %v", err)
 	}
 	if d := time.Since(start); d >= probeHold {
@@ -51,15 +51,15 @@ func TestProbeUsesTheContainerAddress(t *testing.T) {
 	}
 	// Refused at the container's address: nothing listens, whatever the
 	// published port does (Docker's proxy accepts every connection).
-	err := r.probeOnce(ctx, open, closed, "")
+	_, err := r.probeOnce(ctx, open, closed, "")
 	if err == nil || !strings.Contains(err.Error(), "nothing listens in the container yet") {
 		t.Errorf("probe with nothing at the container address: %v, want nothing listens", err)
 	}
 	// No container address known: the published port decides, with the hold.
-	if err := r.probeOnce(ctx, open, "", ""); err != nil {
+	if _, err := r.probeOnce(ctx, open, "", ""); err != nil {
 		t.Errorf("probe of a held published port: %v", err)
 	}
-	if err := r.probeOnce(ctx, closed, "", ""); err == nil {
+	if _, err := r.probeOnce(ctx, closed, "", ""); err == nil {
 		t.Error("probe of a closed published port passed")
 	}
 }
@@ -69,10 +69,14 @@ func TestProbeFallsBackWhenTheContainerIsUnreachable(t *testing.T) {
 	open, closed := listenAndClosed(t)
 	// 2001:db8::/32 is for documentation, never routed: the direct dial
 	// times out or is unreachable, and the published port decides.
-	if err := r.probeOnce(context.Background(), open, "[2001:db8::1]:5000", ""); err != nil {
+	via, err := r.probeOnce(context.Background(), open, "[2001:db8::1]:5000", "")
+	if err != nil {
 		t.Errorf("unreachable container address, held published port: %v", err)
 	}
-	if err := r.probeOnce(context.Background(), closed, "[2001:db8::1]:5000", ""); err == nil {
+	if !strings.HasPrefix(via, "connect and hold ") {
+		t.Errorf("probe went %q, want through the published port", via)
+	}
+	if _, err := r.probeOnce(context.Background(), closed, "[2001:db8::1]:5000", ""); err == nil {
 		t.Error("unreachable container address, closed published port: passed")
 	}
 }

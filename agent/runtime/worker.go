@@ -54,6 +54,7 @@ type worker struct {
 	// startedAt is when this worker started its container, until the
 	// container is first ready (for deis_agent_health_ready_seconds).
 	startedAt time.Time
+	probedVia string // how the last probe reached the container
 
 	mu      sync.Mutex
 	st      state.ContainerStatus
@@ -237,7 +238,11 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		if c.IP != "" {
 			direct = net.JoinHostPort(c.IP, strconv.Itoa(spec.Port))
 		}
-		err := w.r.probeOnce(ctx, addr, direct, spec.HealthPath)
+		via, err := w.r.probeOnce(ctx, addr, direct, spec.HealthPath)
+		if via != w.probedVia {
+			w.log.Debug("probing", "via", via)
+			w.probedVia = via
+		}
 		switch {
 		case err == nil:
 			if !w.ready {
@@ -424,26 +429,27 @@ func containerIP(c container.InspectResponse, network string) string {
 // Otherwise a TCP connection to addr must be accepted and kept open for
 // a moment: Docker's port proxy accepts every connection and closes it at
 // once when nothing listens in the container.
-func (r *Runtime) probeOnce(ctx context.Context, addr, direct, healthPath string) error {
+func (r *Runtime) probeOnce(ctx context.Context, addr, direct, healthPath string) (via string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if healthPath != "" {
 		if !strings.HasPrefix(healthPath, "/") {
 			healthPath = "/" + healthPath
 		}
+		via = "GET " + addr + healthPath
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+healthPath, nil)
 		if err != nil {
-			return fmt.Errorf("health check path %q: %w", healthPath, err)
+			return via, fmt.Errorf("health check path %q: %w", healthPath, err)
 		}
 		resp, err := r.probe.Do(req)
 		if err != nil {
-			return fmt.Errorf("GET %s: %s", healthPath, probeError(err))
+			return via, fmt.Errorf("GET %s: %s", healthPath, probeError(err))
 		}
 		resp.Body.Close()
 		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-			return fmt.Errorf("GET %s answered %s", healthPath, resp.Status)
+			return via, fmt.Errorf("GET %s answered %s", healthPath, resp.Status)
 		}
-		return nil
+		return via, nil
 	}
 	var d net.Dialer
 	if direct != "" {
@@ -452,29 +458,30 @@ func (r *Runtime) probeOnce(ctx context.Context, addr, direct, healthPath string
 		dcancel()
 		if err == nil {
 			conn.Close()
-			return nil
+			return "connect " + direct, nil
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("connect to %s: nothing listens in the container yet", addr)
+			return "connect " + direct, fmt.Errorf("connect to %s: nothing listens in the container yet", addr)
 		}
 		// Not reachable from here (another network namespace, a rule):
 		// the published port decides.
 	}
+	via = "connect and hold " + addr
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %s", addr, probeError(err))
+		return via, fmt.Errorf("connect to %s: %s", addr, probeError(err))
 	}
 	defer conn.Close()
 	if err := conn.SetReadDeadline(time.Now().Add(probeHold)); err != nil {
-		return err
+		return via, err
 	}
 	var b [1]byte
 	_, err = conn.Read(b[:])
 	var ne net.Error
 	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
-		return nil // it spoke first, or it waits for a request: someone listens
+		return via, nil // it spoke first, or it waits for a request: someone listens
 	}
-	return fmt.Errorf("connection to %s closed at once: nothing listens in the container yet", addr)
+	return via, fmt.Errorf("connection to %s closed at once: nothing listens in the container yet", addr)
 }
 
 // probeError says what went wrong in words that do not change from one
