@@ -218,8 +218,14 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		}
 		w.ready, w.fails = false, 0
 		w.probeBo.Reset()
-	} else if c.Started.IsZero() {
-		c.Started = w.cur.Started
+	} else {
+		// A listed container lacks what only an inspect tells.
+		if c.Started.IsZero() {
+			c.Started = w.cur.Started
+		}
+		if c.IP == "" {
+			c.IP = w.cur.IP
+		}
 	}
 	w.cur, w.u.cur = c, c
 
