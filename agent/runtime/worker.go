@@ -369,6 +369,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 	if err != nil {
 		return nil, fmt.Errorf("runtime: create container %s: %w", w.dname, dockerHint(err, spec))
 	}
+	w.log.Debug("container created, starting it", "formation", spec.Formation, "release", spec.Release, "id", shortID(created.ID))
 	sctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	err = r.cfg.Docker.ContainerStart(sctx, created.ID, container.StartOptions{})
 	cancel()
@@ -378,6 +379,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 	}
 	r.m.startTime.Observe(time.Since(start).Seconds())
 	w.startedAt = time.Now()
+	w.log.Debug("container start returned", "formation", spec.Formation, "release", spec.Release, "id", shortID(created.ID))
 	c, err := w.inspect(ctx, created.ID)
 	if err != nil {
 		return nil, err
