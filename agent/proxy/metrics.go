@@ -16,6 +16,7 @@ type metrics struct {
 	routeFailures  prometheus.Counter
 	certUpdates    prometheus.Counter
 	certFailures   prometheus.Counter
+	routeApply     prometheus.Histogram
 }
 
 func newMetrics(r prometheus.Registerer) (*metrics, error) {
@@ -39,9 +40,12 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Certificate changes pushed to the running nginx, which takes them without a reload."}),
 		certFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_proxy_certificate_update_failures_total",
 			Help: "Certificate changes the running nginx did not take."}),
+		routeApply: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_proxy_route_apply_seconds",
+			Help:    "Time to push a routing change to the running nginx (PUT on its control socket).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1}}),
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures, m.certUpdates, m.certFailures} {
+		for _, c := range []prometheus.Collector{m.reloads, m.reloadFailures, m.reloadDuration, m.formations, m.checkFailures, m.routeUpdates, m.routeFailures, m.certUpdates, m.certFailures, m.routeApply} {
 			if err := r.Register(c); err != nil {
 				return nil, fmt.Errorf("proxy: register metrics: %w", err)
 			}

@@ -480,12 +480,14 @@ func (p *Proxy) applyRoutes(ctx context.Context, table []byte, version string) e
 		return nil
 	}
 	p.m.routeUpdates.Inc()
+	start := time.Now()
 	if err := p.ngx.putRoutes(ctx, table, version); err != nil {
 		if ctx.Err() == nil {
 			p.m.routeFailures.Inc()
 		}
 		return err
 	}
+	p.m.routeApply.Observe(time.Since(start).Seconds())
 	p.log.Info("nginx routes by the new routing", "node", p.cfg.Node, "version", version[:12])
 	return nil
 }

@@ -98,11 +98,17 @@
 //
 // # Readiness
 //
-// A started container is "running"; it becomes "ready" once its published
-// port answers: a TCP connection that the container keeps open (Docker's
-// port proxy accepts connections even when nothing listens, and closes
-// them at once), or, when the spec has a HealthPath, an HTTP GET answered
-// with 2xx or 3xx. Ready containers are probed again every few seconds; three
+// A started container is "running"; it becomes "ready" once it answers:
+// when the spec has a HealthPath, an HTTP GET of its published port
+// answered with 2xx or 3xx; otherwise a TCP connection to the container's
+// own address and port accepted (the host reaches its containers, as
+// Docker's port proxy does; a refusal means nothing listens yet), or, when
+// that address cannot be reached from the agent, a connection to the
+// published port that the container keeps open for 300ms (Docker's port
+// proxy accepts connections even when nothing listens, and closes them at
+// once). A started container is probed again after 25ms, then at growing
+// intervals up to 100ms until it is first ready, and the status is
+// written at once on every change. Ready containers are probed again every few seconds; three
 // failures in a row make them "running" again.
 //
 // # Errors

@@ -16,7 +16,12 @@ type metrics struct {
 	slugSeconds     prometheus.Histogram
 	slugFailures    prometheus.Counter
 	imageLoads      *prometheus.CounterVec
+	startTime       prometheus.Histogram
+	readyTime       prometheus.Histogram
 }
+
+// rolloutBuckets are the buckets of the phases of a rollout, in seconds.
+var rolloutBuckets = []float64{.01, .025, .05, .1, .15, .2, .3, .5, .75, 1, 2.5, 5, 10}
 
 // containerStates are the values of the state label of deis_agent_containers.
 var containerStates = []string{"desired", "starting", "running", "ready", "exited", "stopping"}
@@ -41,6 +46,12 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 			Help: "Slug or image archive downloads, extractions and loads that failed (unreachable, wrong sha256, bad tarball)."}),
 		imageLoads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_agent_image_loads_total",
 			Help: "Image archives (Dockerfile builds) loaded into the engine, by result (loaded, failed)."}, []string{"result"}),
+		startTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_agent_container_start_seconds",
+			Help:    "Time to create and start one container (the slug or image already on the node).",
+			Buckets: rolloutBuckets}),
+		readyTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_agent_health_ready_seconds",
+			Help:    "Time from a container's start until its first passed probe made it ready.",
+			Buckets: rolloutBuckets}),
 	}
 	if r == nil {
 		return m, nil
@@ -78,6 +89,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m.slugSeconds = reg(m.slugSeconds).(prometheus.Histogram)
 	m.slugFailures = reg(m.slugFailures).(prometheus.Counter)
 	m.imageLoads = reg(m.imageLoads).(*prometheus.CounterVec)
+	m.startTime = reg(m.startTime).(prometheus.Histogram)
+	m.readyTime = reg(m.readyTime).(prometheus.Histogram)
 	if err != nil {
 		return nil, err
 	}

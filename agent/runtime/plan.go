@@ -23,6 +23,9 @@ type actual struct {
 	// it) are known only from an inspect.
 	Started  time.Time
 	Restarts int
+	// IP is the container's address on its network, known only from an
+	// inspect ("" if none).
+	IP string
 	// Stopping is set when the runtime is already stopping the container.
 	Stopping bool
 }

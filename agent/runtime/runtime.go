@@ -90,7 +90,10 @@ const (
 	statusEvery   = 25 * time.Second // status refresh even without a change
 	probeReady    = 5 * time.Second  // re-probe of ready containers
 	probeTimeout  = 2 * time.Second
-	probeHold     = 300 * time.Millisecond // how long a probed connection must stay open
+	probeHold     = 300 * time.Millisecond // how long a probed connection to the published port must stay open
+	probeDirect   = 250 * time.Millisecond // connecting to the container's own address
+	probeFirst    = 25 * time.Millisecond  // first retry of a started container not answering yet
+	probeStarting = 100 * time.Millisecond // longest wait between probes until it is first ready
 	probeFailures = 3                      // failed probes before ready turns running
 	etcdTimeout   = 10 * time.Second
 )
@@ -636,6 +639,7 @@ func (r *Runtime) reportLoop(ctx context.Context) {
 		bo.Reset()
 		retryAt = time.Time{}
 		last, lastWrite = content, time.Now()
+		r.log.Debug("status written", "containers", len(st.Containers))
 		timer.Reset(statusEvery)
 	}
 }

@@ -51,6 +51,10 @@ type worker struct {
 	// reconcile loop sends it again meanwhile.
 	retryAt  time.Time
 	failedAs string
+	// startedAt is when this worker started its container, until the
+	// container is first ready (for deis_agent_health_ready_seconds).
+	startedAt time.Time
+	probedVia string // how the last probe reached the container
 
 	mu      sync.Mutex
 	st      state.ContainerStatus
@@ -70,7 +74,7 @@ func (r *Runtime) newWorker(ctx context.Context, u update) *worker {
 		done:    make(chan struct{}),
 		log:     r.log.With("container", name),
 		errBo:   backoff.Backoff{Min: time.Second, Max: time.Minute},
-		probeBo: backoff.Backoff{Min: 100 * time.Millisecond, Max: 2 * time.Second},
+		probeBo: backoff.Backoff{Min: probeFirst, Max: probeStarting},
 	}
 	w.describe(&w.st, u.spec)
 	switch c := u.cur; {
@@ -172,6 +176,7 @@ func (w *worker) run(ctx context.Context) {
 // it and returns when to look again.
 func (w *worker) step(ctx context.Context) time.Duration {
 	spec := w.u.spec
+	inspected := false // w.u.cur was inspected just now
 	if t := w.u.task; t != nil {
 		attempt := t.Reason + "\n" + specHash(w.r.profile(), spec)
 		if attempt == w.failedAs && time.Now().Before(w.retryAt) {
@@ -196,6 +201,7 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		w.errBo.Reset()
 		w.failedAs, w.retryAt = "", time.Time{}
 		w.u.task, w.u.cur = nil, c
+		inspected = c != nil
 		w.setStatus(func(_ *state.ContainerStatus, pending *string) { *pending = "" })
 	}
 	c := w.u.cur
@@ -205,13 +211,21 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	if w.cur == nil || w.cur.ID != c.ID || w.cur.State != c.State || w.cur.Ports[spec.Port] != c.Ports[spec.Port] {
 		// A container new to this worker, or one Docker restarted: look
 		// closer, and earn readiness again.
-		if fresh, err := w.inspect(ctx, c.ID); err == nil && fresh != nil {
+		if inspected {
+			// attempt's own inspect: no second round trip to Docker
+		} else if fresh, err := w.inspect(ctx, c.ID); err == nil && fresh != nil {
 			c = fresh
 		}
 		w.ready, w.fails = false, 0
 		w.probeBo.Reset()
-	} else if c.Started.IsZero() {
-		c.Started, c.Restarts = w.cur.Started, w.cur.Restarts
+	} else {
+		// A listed container lacks what only an inspect tells.
+		if c.Started.IsZero() {
+			c.Started, c.Restarts = w.cur.Started, w.cur.Restarts
+		}
+		if c.IP == "" {
+			c.IP = w.cur.IP
+		}
 	}
 	w.cur, w.u.cur = c, c
 
@@ -226,11 +240,23 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	case c.State == "running" && addr == "":
 		reason = fmt.Sprintf("port %d is not published", spec.Port)
 	case c.State == "running":
-		err := w.r.probeOnce(ctx, addr, spec.HealthPath)
+		direct := ""
+		if c.IP != "" {
+			direct = net.JoinHostPort(c.IP, strconv.Itoa(spec.Port))
+		}
+		via, err := w.r.probeOnce(ctx, addr, direct, spec.HealthPath)
+		if via != w.probedVia {
+			w.log.Debug("probing", "via", via)
+			w.probedVia = via
+		}
 		switch {
 		case err == nil:
 			if !w.ready {
 				w.log.Info("container ready", "formation", spec.Formation, "release", spec.Release, "addr", addr)
+				if !w.startedAt.IsZero() {
+					w.r.m.readyTime.Observe(time.Since(w.startedAt).Seconds())
+					w.startedAt = time.Time{}
+				}
 			}
 			w.ready, w.fails = true, 0
 			w.probeBo.Reset()
@@ -336,10 +362,15 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		}
 	}
 	cfg, hc := containerConfig(r.profile(), spec, slug)
+	start := time.Now()
+	w.log.Debug("creating container", "formation", spec.Formation, "release", spec.Release)
 	id, err := r.createAndStart(ctx, spec, cfg, hc, w.dname)
 	if err != nil {
 		return nil, err
 	}
+	r.m.startTime.Observe(time.Since(start).Seconds())
+	w.startedAt = time.Now()
+	w.log.Debug("container start returned", "formation", spec.Formation, "release", spec.Release, "id", shortID(id))
 	c, err := w.inspect(ctx, id)
 	if err != nil {
 		return nil, err
@@ -363,50 +394,93 @@ func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 		return nil, fmt.Errorf("runtime: inspect container %s: %w", ref, err)
 	}
 	a := fromInspect(c)
+	a.IP = containerIP(c, w.r.cfg.Network)
 	return &a, nil
 }
 
-// probeOnce checks that a container answers on addr. Without healthPath a
-// TCP connection must be accepted and kept open for a moment: Docker's port
-// proxy accepts every connection and closes it at once when nothing listens
-// in the container. With healthPath, GET must answer 2xx or 3xx.
-func (r *Runtime) probeOnce(ctx context.Context, addr, healthPath string) error {
+// containerIP is the container's IPv4 address on network ("": the
+// engine's default bridge), or on its only network; "" if unknown.
+func containerIP(c container.InspectResponse, network string) string {
+	if c.NetworkSettings == nil {
+		return ""
+	}
+	if network == "" {
+		network = "bridge"
+	}
+	if n := c.NetworkSettings.Networks[network]; n != nil && n.IPAddress != "" {
+		return n.IPAddress
+	}
+	if len(c.NetworkSettings.Networks) == 1 {
+		for _, n := range c.NetworkSettings.Networks {
+			if n != nil {
+				return n.IPAddress
+			}
+		}
+	}
+	return ""
+}
+
+// probeOnce checks that a container answers on addr, its published port.
+// With healthPath, GET must answer 2xx or 3xx. Without, when direct (the
+// container's own address and port) is given and reachable, a connection
+// to it must be accepted: that proves a listener at once, since the host
+// reaches its containers (the guard refuses only connections from them).
+// Otherwise a TCP connection to addr must be accepted and kept open for
+// a moment: Docker's port proxy accepts every connection and closes it at
+// once when nothing listens in the container.
+func (r *Runtime) probeOnce(ctx context.Context, addr, direct, healthPath string) (via string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	if healthPath != "" {
 		if !strings.HasPrefix(healthPath, "/") {
 			healthPath = "/" + healthPath
 		}
+		via = "GET " + addr + healthPath
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+healthPath, nil)
 		if err != nil {
-			return fmt.Errorf("health check path %q: %w", healthPath, err)
+			return via, fmt.Errorf("health check path %q: %w", healthPath, err)
 		}
 		resp, err := r.probe.Do(req)
 		if err != nil {
-			return fmt.Errorf("GET %s: %s", healthPath, probeError(err))
+			return via, fmt.Errorf("GET %s: %s", healthPath, probeError(err))
 		}
 		resp.Body.Close()
 		if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-			return fmt.Errorf("GET %s answered %s", healthPath, resp.Status)
+			return via, fmt.Errorf("GET %s answered %s", healthPath, resp.Status)
 		}
-		return nil
+		return via, nil
 	}
 	var d net.Dialer
+	if direct != "" {
+		dctx, dcancel := context.WithTimeout(ctx, probeDirect)
+		conn, err := d.DialContext(dctx, "tcp", direct)
+		dcancel()
+		if err == nil {
+			conn.Close()
+			return "connect " + direct, nil
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return "connect " + direct, fmt.Errorf("connect to %s: nothing listens in the container yet", addr)
+		}
+		// Not reachable from here (another network namespace, a rule):
+		// the published port decides.
+	}
+	via = "connect and hold " + addr
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %s", addr, probeError(err))
+		return via, fmt.Errorf("connect to %s: %s", addr, probeError(err))
 	}
 	defer conn.Close()
 	if err := conn.SetReadDeadline(time.Now().Add(probeHold)); err != nil {
-		return err
+		return via, err
 	}
 	var b [1]byte
 	_, err = conn.Read(b[:])
 	var ne net.Error
 	if err == nil || (errors.As(err, &ne) && ne.Timeout()) {
-		return nil // it spoke first, or it waits for a request: someone listens
+		return via, nil // it spoke first, or it waits for a request: someone listens
 	}
-	return fmt.Errorf("connection to %s closed at once: nothing listens in the container yet", addr)
+	return via, fmt.Errorf("connection to %s closed at once: nothing listens in the container yet", addr)
 }
 
 // probeError says what went wrong in words that do not change from one

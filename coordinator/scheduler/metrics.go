@@ -30,7 +30,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "deis_coordinator_nodes", Help: "Registered nodes by state (up, lost)."}, []string{"state"}),
 		rollout: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_coordinator_rollout_duration_seconds",
 			Help:    "Time from a release's creation until every proxy of its formation routes it.",
-			Buckets: []float64{1, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
+			Buckets: []float64{.5, .75, 1, 1.5, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
 		placed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_placements_total", Help: "Containers placed on nodes by the scheduler."}),
 		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_releases_failed_total", Help: "Releases marked failed because they did not become ready."}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_coordinator_auto_rollbacks_total",
