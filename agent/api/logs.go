@@ -354,8 +354,8 @@ func (s *Server) read(ctx context.Context, id, name string, opts container.LogsO
 	defer rc.Close()
 	var last time.Time
 	stopped := false
-	out := func(stream string) *lineSplitter {
-		return &lineSplitter{emit: func(raw []byte) {
+	out := func(stream string) *runtime.LineSplitter {
+		return &runtime.LineSplitter{Max: maxLine, Emit: func(raw []byte) {
 			if stopped {
 				return
 			}
@@ -370,8 +370,8 @@ func (s *Server) read(ctx context.Context, id, name string, opts container.LogsO
 	}
 	stdout, stderr := out("stdout"), out("stderr")
 	_, err = stdcopy.StdCopy(stdout, stderr, rc)
-	stdout.flush()
-	stderr.flush()
+	stdout.Flush()
+	stderr.Flush()
 	if stopped || ctx.Err() != nil {
 		return last, nil
 	}
@@ -388,38 +388,6 @@ func parseLine(raw []byte, prev time.Time) LogLine {
 	}
 	l.Line = strings.TrimRight(string(raw), "\r")
 	return l
-}
-
-// lineSplitter calls emit with each complete line written to it.
-type lineSplitter struct {
-	buf  []byte
-	emit func([]byte)
-}
-
-func (w *lineSplitter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			w.buf = append(w.buf, p...)
-			if len(w.buf) >= maxLine {
-				w.flush()
-			}
-			break
-		}
-		w.buf = append(w.buf, p[:i]...)
-		w.flush()
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-// flush emits a pending partial line.
-func (w *lineSplitter) flush() {
-	if len(w.buf) > 0 {
-		w.emit(w.buf)
-		w.buf = w.buf[:0]
-	}
 }
 
 // containerName is the spec name of a container from its labels, or its

@@ -187,8 +187,8 @@ func (r *Runtime) keepRetired(ctx context.Context, c actual) {
 	rel, _ := strconv.Atoi(c.Labels[labelRelease])
 	base := RetiredLine{ID: c.ID, Container: c.specName(), Release: rel, Type: c.Labels[labelType]}
 	var lines []RetiredLine
-	out := func(stream string) *retiredSplitter {
-		return &retiredSplitter{emit: func(raw []byte) {
+	out := func(stream string) *LineSplitter {
+		return &LineSplitter{Max: retiredLineMax, Emit: func(raw []byte) {
 			l := base
 			l.Stream = stream
 			if len(lines) > 0 {
@@ -204,8 +204,8 @@ func (r *Runtime) keepRetired(ctx context.Context, c actual) {
 	}
 	stdout, stderr := out("stdout"), out("stderr")
 	_, err = stdcopy.StdCopy(stdout, stderr, rc)
-	stdout.flush()
-	stderr.flush()
+	stdout.Flush()
+	stderr.Flush()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		r.log.Warn("read the last lines of a retired container", "container", c.specName(), "id", shortID(c.ID), "error", err)
 	}
@@ -248,33 +248,38 @@ func (r *Runtime) pruneRetired(ctx context.Context, desired []state.ContainerSpe
 	}
 }
 
-// retiredSplitter calls emit with each complete line written to it.
-type retiredSplitter struct {
+// LineSplitter calls Emit with each complete line written to it, without
+// its newline; a line longer than Max bytes is emitted in pieces. Flush
+// emits what is left of a last line without a newline. The agent API's log
+// stream and the retired containers' lines read Docker's output with it.
+type LineSplitter struct {
+	Max  int
+	Emit func([]byte)
 	buf  []byte
-	emit func([]byte)
 }
 
-func (w *retiredSplitter) Write(p []byte) (int, error) {
+func (w *LineSplitter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			w.buf = append(w.buf, p...)
-			if len(w.buf) >= retiredLineMax {
-				w.flush()
+			if len(w.buf) >= w.Max {
+				w.Flush()
 			}
 			break
 		}
 		w.buf = append(w.buf, p[:i]...)
-		w.flush()
+		w.Flush()
 		p = p[i+1:]
 	}
 	return n, nil
 }
 
-func (w *retiredSplitter) flush() {
+// Flush emits a pending partial line.
+func (w *LineSplitter) Flush() {
 	if len(w.buf) > 0 {
-		w.emit(w.buf)
+		w.Emit(w.buf)
 		w.buf = w.buf[:0]
 	}
 }
