@@ -22,13 +22,7 @@ func TestBuildStage(t *testing.T) {
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{CoordinatorArgs: []string{"--buildpack-dir", bpDir}})
 	// registered before the agent, so it runs after the agent's cleanup has
 	// removed the containers
-	t.Cleanup(func() {
-		// the Dockerfile app's images: deis/app-<formation>:<image id>
-		out, _ := exec.Command("docker", "images", "-q", "deis/app-docker").Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rmi", "-f"}, ids...)...).Run()
-		}
-	})
+	removeAppImages(t, "docker")
 	a := p.StartAgent("builds", harness.AgentOptions{})
 	key := p.NewKey("admin")
 	p.MustCtl("", "keys:add", key+".pub")
@@ -158,6 +152,19 @@ func TestBuildStage(t *testing.T) {
 		}
 		if !strings.Contains(outs[0]+outs[1], "waiting") {
 			t.Errorf("the second push should say it waits for the first:\n%s\n---\n%s", outs[0], outs[1])
+		}
+	})
+}
+
+// removeAppImages removes, when the test ends, the images Dockerfile builds
+// of formation f made (deis/app-<formation>:<image id>). Call it before
+// starting the agent, so it runs after the agent's cleanup has removed the
+// containers.
+func removeAppImages(t *testing.T, f string) {
+	t.Cleanup(func() {
+		out, _ := exec.Command("docker", "images", "-q", "deis/app-"+f).Output()
+		if ids := strings.Fields(string(out)); len(ids) > 0 {
+			exec.Command("docker", append([]string{"rmi", "-f"}, ids...)...).Run()
 		}
 	})
 }

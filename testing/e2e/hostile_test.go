@@ -78,12 +78,7 @@ func TestHostile(t *testing.T) {
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{Addr: addr, CoordinatorArgs: coordArgs})
 	// Registered before the agent, so it runs after the agent's cleanup
 	// has removed the containers: the Dockerfile app's images.
-	t.Cleanup(func() {
-		out, _ := exec.Command("docker", "images", "-q", "deis/app-"+dockerProbe).Output()
-		if ids := strings.Fields(string(out)); len(ids) > 0 {
-			exec.Command("docker", append([]string{"rmi", "-f"}, ids...)...).Run()
-		}
-	})
+	removeAppImages(t, dockerProbe)
 	a := p.StartAgent("hostile", harness.AgentOptions{Addr: addr, ExtraArgs: agentArgs})
 	key := p.NewKey("admin")
 	p.MustCtl("", "keys:add", key+".pub")

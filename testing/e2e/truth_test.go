@@ -30,6 +30,7 @@ func buildStatic(t *testing.T, dir string) {
 // Procfile that needs a shell the image lacks is refused at build time.
 func TestPushTellsTheTruth(t *testing.T) {
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{CoordinatorArgs: []string{"--boot-timeout", "8s"}})
+	removeAppImages(t, "bare")
 	a := p.StartAgent("truth", harness.AgentOptions{})
 	key := p.NewKey("truth")
 	p.MustCtl("", "keys:add", key+".pub")
