@@ -300,10 +300,13 @@ end
 
 -- control_routes serves /routes on the control socket: GET answers the
 -- version served, PUT replaces the routes with the body.
-function M.control_routes()
+-- control_text serves a text kept in shared dict d under "version": GET
+-- answers the version served, PUT replaces the text with the body through
+-- store_fn, which checks it first. what names the text in errors.
+local function control_text(d, what, store_fn)
     local method = ngx.req.get_method()
     if method == "GET" then
-        return reply(200, dict:get("version") or "")
+        return reply(200, d:get("version") or "")
     end
     if method ~= "PUT" then
         return reply(405, "use GET or PUT\n")
@@ -321,13 +324,17 @@ function M.control_routes()
         end
     end
     if not text then
-        return reply(400, "no routes in the request body\n")
+        return reply(400, "no " .. what .. " in the request body\n")
     end
-    local v, err = store(text)
+    local v, err = store_fn(text)
     if not v then
         return reply(400, err .. "\n")
     end
     return reply(200, v)
+end
+
+function M.control_routes()
+    return control_text(dict, "routes", store)
 end
 
 -- control_drain serves /drain on the control socket: PUT ?seconds=N makes
@@ -630,33 +637,7 @@ end
 -- control_certs serves /certs on the control socket: GET answers the
 -- version served, PUT replaces the certificates with the body.
 function M.control_certs()
-    local method = ngx.req.get_method()
-    if method == "GET" then
-        return reply(200, certs_dict:get("version") or "")
-    end
-    if method ~= "PUT" then
-        return reply(405, "use GET or PUT\n")
-    end
-    ngx.req.read_body()
-    local text = ngx.req.get_body_data()
-    if not text then
-        local name = ngx.req.get_body_file()
-        if name then
-            local fh = io.open(name, "rb")
-            if fh then
-                text = fh:read("*a")
-                fh:close()
-            end
-        end
-    end
-    if not text then
-        return reply(400, "no certificates in the request body\n")
-    end
-    local v, err = store_certs(text)
-    if not v then
-        return reply(400, err .. "\n")
-    end
-    return reply(200, v)
+    return control_text(certs_dict, "certificates", store_certs)
 end
 
 -- init_https runs in the master (as root) after init: it sets the HTTPS
