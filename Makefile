@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build prereqs stack systemd-image run test test-unit bench systemd-verify clean
+.PHONY: all build prereqs stack systemd-image run test test-unit bench bench-scale systemd-verify clean
 
 all: build
 
@@ -37,6 +37,13 @@ test: prereqs systemd-image build
 
 test-unit:
 	$(GO) test -count=1 -short ./...
+
+# The control plane at scale: the real scheduler and etcd (separate
+# processes) with simulated agents and proxies; prints the figures of
+# docs/benchmarks.md. SIZES=nodes/formations/containers,... (default
+# 10/50/200,100/500/2000,1000/2000/20000); DEIS_BENCH_OUT=file keeps the table.
+bench-scale:
+	DEIS_BENCH_SCALE=$(or $(SIZES),1) $(GO) test -count=1 -run 'TestScale$$' -v -timeout 30m ./testing/bench/
 
 systemd-verify:
 	systemd-analyze verify systemd/*.service
