@@ -96,7 +96,7 @@ type result struct {
 	coldConverged         int // formations converged when it stopped
 	coldPlaced, coldReady int
 	coldCPU               time.Duration
-	coldGetsPerPass       float64
+	coldGets, coldBytes   int64
 	coldPasses            float64
 	// one config:set
 	cfgTotal, cfgAfterReady time.Duration
@@ -307,9 +307,7 @@ func runScale(t *testing.T, sz size, proxies int, idle, limit time.Duration) res
 	r.coldCPU = cpu(ctl)
 	st := readStats()
 	r.coldPasses = st.Passes
-	if st.Passes > 0 {
-		r.coldGetsPerPass = float64(st.Gets) / st.Passes
-	}
+	r.coldGets, r.coldBytes = st.Gets, st.GetBytes
 	t.Logf("cold start: %s, %d passes, controller CPU %s", r.cold.Round(time.Millisecond), int(st.Passes), r.coldCPU)
 	if !ok {
 		r.rss, r.peak, _ = ctl.mem()
@@ -424,7 +422,7 @@ func parallel(t *testing.T, workers, n int, fn func(i int) error) {
 // table renders results as the Markdown table of docs/benchmarks.md.
 func table(rs []result) string {
 	var b strings.Builder
-	b.WriteString("| nodes / formations / containers | cold start: containers placed, ready and routed per second | one `config:set`: new release routed and acknowledged (after its containers were ready) | a node lost: its containers re-placed / routed again | scheduler CPU with nothing changing | etcd reads per pass (cold start / idle) | scheduler RSS now / peak |\n")
+	b.WriteString("| nodes / formations / containers | cold start: containers placed, ready and routed per second | one `config:set`: new release routed and acknowledged (after its containers were ready) | a node lost: its containers re-placed / routed again | scheduler CPU with nothing changing | etcd reads per pass (idle) | scheduler RSS now / peak |\n")
 	b.WriteString("|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		cold := fmt.Sprintf("≈ %s/s (%s)", thousands(int(float64(r.containers)/r.cold.Seconds()+0.5)), secs(r.cold))
@@ -449,7 +447,7 @@ func table(rs []result) string {
 		case r.coldDone:
 			lost = "not done in the time limit"
 		}
-		reads := fmt.Sprintf("%s Gets / ", thousands(int(r.coldGetsPerPass+0.5)))
+		reads := ""
 		if r.coldDone {
 			idle = fmt.Sprintf("%.1f%% (%s passes in %s)", 100*r.idleCPU.Seconds()/r.idle.Seconds(), thousands(int(r.idlePasses)), secs(r.idle))
 		}
@@ -457,15 +455,16 @@ func table(rs []result) string {
 			reads += fmt.Sprintf("%s Gets, %s", thousands(int(r.idleGetsPerPass+0.5)), mb(int64(r.idleBytes)))
 		} else {
 			reads += "no pass"
+			if !r.coldDone {
+				reads = "not measured"
+			}
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s |\n", r.size, cold, cfg, lost, idle, reads, mb(r.rss), mb(r.peak))
 	}
-	if len(rs) > 0 {
-		b.WriteString("\nCPU time of the whole run (controller during cold start / etcd / simulator):")
-		for _, r := range rs {
-			fmt.Fprintf(&b, " %s nodes: %s / %s / %s;", thousands(r.nodes), secs(r.coldCPU), secs(r.etcdCPU), secs(r.simCPU))
-		}
-		b.WriteString("\n")
+	b.WriteString("\n| nodes | cold start: controller CPU, passes, Gets (MB) | CPU time of the whole run: etcd / simulator |\n|---|---|---|\n")
+	for _, r := range rs {
+		fmt.Fprintf(&b, "| %s | %s, %s passes, %s Gets (%s) | %s / %s |\n", thousands(r.nodes), secs(r.coldCPU), thousands(int(r.coldPasses)),
+			thousands(int(r.coldGets)), mb(r.coldBytes), secs(r.etcdCPU), secs(r.simCPU))
 	}
 	return b.String()
 }

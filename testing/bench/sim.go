@@ -56,7 +56,8 @@ type simNode struct {
 	containers map[string]*simContainer
 	nextPort   int
 	written    string // last status written, without its time
-	lastWrite  time.Time
+	slot       int    // refresh period of the last forced write
+	force      bool   // write even if unchanged
 }
 
 type simContainer struct {
@@ -400,7 +401,7 @@ func (n *simNode) status() state.NodeStatus {
 }
 
 // statusWriter writes the status of the nodes queued, skipping one that
-// would not change (unless StatusEvery passed), as agent/runtime does.
+// would not change (unless its refresh is due), as agent/runtime does.
 func (s *Sim) statusWriter(ctx context.Context) {
 	for {
 		name, ok := s.statusQ.pop(ctx)
@@ -415,10 +416,11 @@ func (s *Sim) statusWriter(ctx context.Context) {
 		}
 		st := n.status()
 		content := state.Marshal(st)
-		if content == n.written && (s.StatusEvery == 0 || time.Since(n.lastWrite) < s.StatusEvery) {
+		if content == n.written && !n.force {
 			s.mu.Unlock()
 			continue
 		}
+		n.force = false
 		s.mu.Unlock()
 		st.Updated = time.Now().UTC()
 		err := s.store.Put(ctx, s.keys.NodeStatus(name), st)
@@ -431,7 +433,7 @@ func (s *Sim) statusWriter(ctx context.Context) {
 			return
 		}
 		now := time.Now()
-		n.written, n.lastWrite = content, now
+		n.written = content
 		for _, c := range st.Containers {
 			if _, ok := s.readyAt[c.Name]; !ok {
 				s.readyAt[c.Name] = now
@@ -442,10 +444,13 @@ func (s *Sim) statusWriter(ctx context.Context) {
 	}
 }
 
-// refresh queues the nodes whose status is older than StatusEvery.
+// refresh makes every node rewrite its status once every StatusEvery, as
+// the agent does, with the nodes' turns spread evenly over the period (a
+// steady state: a cold start would have them all in step at first).
 func (s *Sim) refresh(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
+	start := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -453,8 +458,17 @@ func (s *Sim) refresh(ctx context.Context) {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		for name, n := range s.nodes {
-			if !n.dead && !n.lastWrite.IsZero() && time.Since(n.lastWrite) >= s.StatusEvery {
+		names := make([]string, 0, len(s.nodes))
+		for name := range s.nodes {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for i, name := range names {
+			n := s.nodes[name]
+			phase := time.Duration(i) * s.StatusEvery / time.Duration(len(names))
+			slot := int((time.Since(start) + phase) / s.StatusEvery)
+			if slot > n.slot && !n.dead {
+				n.slot, n.force = slot, true
 				s.statusQ.push(name)
 			}
 		}
