@@ -41,9 +41,10 @@ test-unit:
 # The control plane at scale: the real scheduler and etcd (separate
 # processes) with simulated agents and proxies; prints the figures of
 # docs/benchmarks.md. SIZES=nodes/formations/containers,... (default
-# 10/50/200,100/500/2000,1000/2000/20000); DEIS_BENCH_OUT=file keeps the table.
+# 10/50/200,100/500/2000,1000/2000/20000), and the memory of a real agent
+# with 50 real containers (Docker); DEIS_BENCH_OUT=file keeps the tables.
 bench-scale:
-	DEIS_BENCH_SCALE=$(or $(SIZES),1) $(GO) test -count=1 -run 'TestScale$$' -v -timeout 30m ./testing/bench/
+	DEIS_BENCH_SCALE=$(or $(SIZES),1) $(GO) test -count=1 -run 'TestScale$$|TestAgentRSS$$' -v -timeout 30m ./testing/bench/
 
 systemd-verify:
 	systemd-analyze verify systemd/*.service

@@ -11,6 +11,8 @@
 //     lost, the controller's CPU with nothing changing (from /proc), its
 //     etcd reads per pass (a counting client) and its memory. Without
 //     DEIS_BENCH_SCALE it runs one tiny size in a few seconds.
+//   - TestAgentRSS (also `make bench-scale`) measures the real deis-agent's
+//     memory with 50 real containers of testing/apps/scratch-app on Docker.
 //   - BenchmarkPlan measures one scheduler.Plan over a synthetic world (no
 //     etcd); BenchmarkAppendRelease the release log's guarded append
 //     against a real etcd.

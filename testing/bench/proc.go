@@ -157,12 +157,18 @@ type proc struct {
 // startRole runs the test binary again as role, with env added, its output
 // going to logPath.
 func startRole(role, logPath string, env ...string) (*proc, error) {
+	return startProc(os.Args[0], []string{"-test.run=^$"}, append([]string{RoleEnv + "=" + role}, env...), logPath)
+}
+
+// startProc runs path with args and env added to the test's environment,
+// its output going to logPath.
+func startProc(path string, args, env []string, logPath string) (*proc, error) {
 	out, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), RoleEnv+"="+role), env...)
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		out.Close()
