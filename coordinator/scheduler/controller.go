@@ -228,6 +228,7 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 		Formations:  map[string]*state.Formation{},
 		Layers:      map[string][]*state.Layer{},
 		Releases:    map[string]*state.Release{},
+		Live:        map[string]bool{},
 		Nodes:       map[string]*state.Node{},
 		Alive:       map[string]bool{},
 		Runtimes:    map[string]*state.Runtime{},
@@ -265,12 +266,13 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 		w.Layers[l.Formation] = append(w.Layers[l.Formation], &l)
 	}
 	for f := range w.Formations {
-		rel, err := c.currentRelease(ctx, f)
+		rel, live, err := c.currentRelease(ctx, f)
 		if err != nil {
 			return nil, nil, err
 		}
 		if rel != nil {
 			w.Releases[f] = rel
+			w.Live[f] = live
 		}
 	}
 	nodes, _, err := state.List[state.Node](ctx, kv, k.Nodes())
@@ -343,37 +345,42 @@ func (c *Controller) read(ctx context.Context) (*World, *current, error) {
 	return w, cur, nil
 }
 
-// currentRelease is the newest release of f that is not marked failed.
-func (c *Controller) currentRelease(ctx context.Context, f string) (*state.Release, error) {
+// currentRelease is the newest release of f that is not marked failed, and
+// whether it went live.
+func (c *Controller) currentRelease(ctx context.Context, f string) (*state.Release, bool, error) {
 	k := c.store.Keys
 	failed := map[int]bool{}
+	live := map[int]bool{}
 	st, _, err := state.List[state.ReleaseStatus](ctx, c.cfg.Etcd, k.ReleaseStatuses(f))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	for _, e := range st {
 		if e.Value.Failed {
 			failed[e.Value.Version] = true
 		}
+		if !e.Value.LiveAt.IsZero() {
+			live[e.Value.Version] = true
+		}
 	}
 	resp, err := c.cfg.Etcd.Get(ctx, k.Releases(f), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(len(failed)+1)))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	rels := make([]state.Release, 0, len(resp.Kvs))
 	for _, kvp := range resp.Kvs {
 		var r state.Release
 		if err := jsonUnmarshal(kvp.Value, &r); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		rels = append(rels, r)
 	}
 	sort.Slice(rels, func(i, j int) bool { return rels[i].Version > rels[j].Version })
 	for i := range rels {
 		if !failed[rels[i].Version] {
-			return &rels[i], nil
+			return &rels[i], live[rels[i].Version], nil
 		}
 	}
-	return nil, nil
+	return nil, false, nil
 }

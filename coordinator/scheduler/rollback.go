@@ -195,9 +195,6 @@ var errNotNewest = errors.New("scheduler: release is no longer the newest")
 // proxy routes it, and rolls back a live release the policy finds bad. It
 // runs after a pass wrote its databags.
 func (c *Controller) autoRollback(ctx context.Context, w *World, d *Decision) error {
-	if c.cfg.Rollback.Window <= 0 {
-		return nil
-	}
 	k := c.store.Keys
 	names := sortedKeys(w.Formations)
 	for _, f := range names {
@@ -222,6 +219,9 @@ func (c *Controller) autoRollback(ctx context.Context, w *World, d *Decision) er
 					return err
 				}
 			}
+			continue
+		}
+		if c.cfg.Rollback.Window <= 0 {
 			continue
 		}
 		if st := statuses[rel.Version]; st.Failed || w.Now.Sub(st.LiveAt) > c.cfg.Rollback.Window {
