@@ -205,7 +205,7 @@ func (c *Controller) run(ctx context.Context, p *passPlan) (err error) {
 		c.inc.wrote = rev
 	}
 	for n, b := range p.runtimes {
-		c.inc.written[n] = b
+		c.inc.known[n] = b
 	}
 	if p.full {
 		c.inc.lastFull = p.start

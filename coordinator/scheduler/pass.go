@@ -163,9 +163,7 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 			// failed release and plans the formation again.
 			failed[f] = true
 			c.inc.pending[f] = true
-			key := k.ReleaseStatus(f, st.Version)
-			p.writes = append(p.writes, guarded(put(key, state.Marshal(st)),
-				clientv3.Compare(clientv3.CreateRevision(key), "=", 0), same))
+			p.writes = append(p.writes, failWrite(k, f, st, s.FormationRev[f]))
 			p.logs = append(p.logs, func() {
 				c.log.Warn("release failed", "formation", f, "release", st.Version, "reason", st.Reason)
 				c.m.failed.Inc()
@@ -259,6 +257,16 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 	return p
 }
 
+// failWrite marks release st.Version of f failed, once, and only while f
+// is still incarnation inc: a formation destroyed and created again since
+// must not inherit the failure of the old one's release with the same
+// number.
+func failWrite(k state.Keys, f string, st *state.ReleaseStatus, inc int64) write {
+	key := k.ReleaseStatus(f, st.Version)
+	return guarded(put(key, state.Marshal(st)), clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+		clientv3.Compare(clientv3.CreateRevision(k.Formation(f)), "=", inc))
+}
+
 // touchNodes adds to forms the formations that the touched nodes' changes
 // concern, and to nodes the touched nodes.
 func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, nodes map[string]bool) {
@@ -330,6 +338,11 @@ func (c *Controller) input(s *view.State, f string) (formationInput, []view.Cont
 	}
 	if in.form == nil {
 		return in, nil
+	}
+	if in.routing.Rev < s.FormationRev[f] {
+		// Left by an earlier formation of the same name (a late write):
+		// this one has routed nothing yet.
+		in.routing.Doc = nil
 	}
 	in.rel = s.CurrentRelease(f)
 	if in.rel != nil {
