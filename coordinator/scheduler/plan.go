@@ -529,6 +529,9 @@ func routeStep(env planEnv, in formationInput, order []string, desired map[strin
 		if prev.Doc != nil && prev.Doc.Release != rel.Version {
 			out.reasons = append(out.reasons, fmt.Sprintf("switching traffic from v%d to v%d", prev.Doc.Release, rel.Version))
 		}
+		if !allReady && !servedBefore {
+			out.reasons = append(out.reasons, fmt.Sprintf("waiting for v%d: %d of %d web containers ready", rel.Version, readyCount, len(webDesired)))
+		}
 	default:
 		route.Release = prev.Doc.Release
 		for _, u := range prev.Doc.Upstreams {

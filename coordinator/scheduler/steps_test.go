@@ -199,7 +199,7 @@ func TestRouteStep(t *testing.T) {
 		// No release: the formation is routed, to nothing.
 		{name: "no release", release: 0},
 		// First release, not ready yet: routed to it with no upstreams.
-		{name: "first, starting", rel: rel(1, "web"), current: []placed{at("n1", "hello.v1.web.1")}, now: 10 * time.Second, release: 1},
+		{name: "first, starting", rel: rel(1, "web"), current: []placed{at("n1", "hello.v1.web.1")}, now: 10 * time.Second, release: 1, reason: "waiting for v1: 0 of 1"},
 		// First release ready: its container is the upstream.
 		{name: "first, ready", rel: rel(1, "web"), current: []placed{at("n1", "hello.v1.web.1")}, ready: []string{"hello.v1.web.1"}, release: 1, ups: "hello.v1.web.1"},
 		// First release never ready within the boot timeout: failed, still routed with no upstreams.
