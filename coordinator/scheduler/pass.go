@@ -128,11 +128,11 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 	p.planned = len(forms)
 
 	ns := newNodeSet(s.Nodes, s.Alive, s.Drained)
+	ns.base = s.Load
 	up, lost := 0, 0
 	for n := range s.Nodes {
 		if s.Alive[n] {
 			up++
-			ns.load[n], ns.memUsed[n] = s.Load(n)
 		} else {
 			lost++
 		}

@@ -111,8 +111,7 @@ func Plan(w *World) *Decision {
 		}
 		for _, c := range rt.Containers {
 			byFormation[c.Formation] = append(byFormation[c.Formation], placed{node: n, spec: c})
-			ns.load[n]++
-			ns.memUsed[n] += c.Limits.MemoryBytes
+			ns.grow(n, 1, c.Limits.MemoryBytes)
 		}
 	}
 	for _, ps := range byFormation {
@@ -191,23 +190,63 @@ type nodeSet struct {
 	nodes   map[string]*state.Node
 	alive   map[string]bool
 	drained map[string]bool
+	// base is a node's load as stored, read the first time the pass needs
+	// it (nil: load and memUsed are filled up front).
+	base    func(n string) (int, int64)
 	load    map[string]int   // containers in the node's databag, and placed by this pass
 	memUsed map[string]int64 // memory limits of those
-	lc      map[string][]string
+	lc      map[string]layerSet
+}
+
+// layerSet is the live nodes of some layers, sorted and as a set.
+type layerSet struct {
+	nodes []string
+	set   map[string]bool
 }
 
 func newNodeSet(nodes map[string]*state.Node, alive, drained map[string]bool) *nodeSet {
 	return &nodeSet{nodes: nodes, alive: alive, drained: drained,
-		load: map[string]int{}, memUsed: map[string]int64{}, lc: map[string][]string{}}
+		load: map[string]int{}, memUsed: map[string]int64{}, lc: map[string]layerSet{}}
+}
+
+// count is node n's load in containers; mem in memory limits.
+func (ns *nodeSet) count(n string) int {
+	ns.fetch(n)
+	return ns.load[n]
+}
+
+func (ns *nodeSet) mem(n string) int64 {
+	ns.fetch(n)
+	return ns.memUsed[n]
+}
+
+// grow adds containers and memory to node n's load.
+func (ns *nodeSet) grow(n string, containers int, mem int64) {
+	ns.fetch(n)
+	ns.load[n] += containers
+	ns.memUsed[n] += mem
+}
+
+func (ns *nodeSet) fetch(n string) {
+	if ns.base == nil {
+		return
+	}
+	if _, ok := ns.load[n]; !ok {
+		ns.load[n], ns.memUsed[n] = ns.base(n)
+	}
 }
 
 // layerNodes returns the live nodes of the layers of type t, sorted
 // (runtime: not drained). It is memoized within a pass: formations mostly
 // share the default selectors.
 func (ns *nodeSet) layerNodes(layers []*state.Layer, t state.LayerType) []string {
+	return ns.layer(layers, t).nodes
+}
+
+func (ns *nodeSet) layer(layers []*state.Layer, t state.LayerType) layerSet {
 	key := layerKey(layers, t)
-	if n, ok := ns.lc[key]; ok {
-		return n
+	if ls, ok := ns.lc[key]; ok {
+		return ls
 	}
 	set := map[string]bool{}
 	for _, l := range layers {
@@ -223,9 +262,9 @@ func (ns *nodeSet) layerNodes(layers []*state.Layer, t state.LayerType) []string
 			}
 		}
 	}
-	out := sortedKeys(set)
-	ns.lc[key] = out
-	return out
+	ls := layerSet{nodes: sortedKeys(set), set: set}
+	ns.lc[key] = ls
+	return ls
 }
 
 // layerKey names the selectors of the layers of type t.
@@ -242,11 +281,6 @@ func layerKey(layers []*state.Layer, t state.LayerType) string {
 		}
 	}
 	return key.String()
-}
-
-// layerNodes returns the live nodes of formation f's layers of type t.
-func layerNodes(w *World, f string, t state.LayerType) []string {
-	return newNodeSet(w.Nodes, w.Alive, w.Drained).layerNodes(w.Layers[f], t)
 }
 
 // planEnv is what every formation's plan shares besides the nodes.
@@ -307,11 +341,12 @@ func planFormation(env planEnv, ns *nodeSet, in formationInput) *formationPlan {
 	if in.form == nil {
 		return p // gone: nothing runs, nothing is routed
 	}
-	runtimeNodes := ns.layerNodes(in.layers, state.LayerRuntime)
+	runtime := ns.layer(in.layers, state.LayerRuntime)
+	runtimeNodes := runtime.nodes
 	proxyNodes := ns.layerNodes(in.layers, state.LayerProxy)
 
-	desired, order := desiredStep(env.slugURL, in.form, in.rel, in.current, runtimeNodes)
-	k := keepStep(in.current, desired, runtimeNodes)
+	desired, order := desiredStep(env.slugURL, in.form, in.rel, in.current, runtime.set)
+	k := keepStep(in.current, desired, runtime.set)
 	if moved, from, why := rebalance(ns, order, desired, k, in.ready, runtimeNodes); moved != "" {
 		p.reasons = append(p.reasons, why)
 		for _, c := range in.current {
@@ -342,13 +377,12 @@ func planFormation(env planEnv, ns *nodeSet, in formationInput) *formationPlan {
 // by name, and their names in placement order: the process types
 // interleaved, so placement spreads every type evenly. On scale-down the
 // indexes that stop are the ones on the nodes holding the most of the type.
-func desiredStep(slugURL string, form *state.Formation, rel *state.Release, current []placed, runtimeNodes []string) (map[string]state.ContainerSpec, []string) {
+func desiredStep(slugURL string, form *state.Formation, rel *state.Release, current []placed, isRuntime map[string]bool) (map[string]state.ContainerSpec, []string) {
 	desired := map[string]state.ContainerSpec{}
 	var order []string
 	if rel == nil || rel.Build == nil {
 		return desired, order
 	}
-	isRuntime := setOf(runtimeNodes)
 	scale := form.EffectiveScale(rel.Build.ProcessTypes)
 	types := sortedKeys(scale)
 	indexes := map[string][]int{}
@@ -372,21 +406,30 @@ func desiredStep(slugURL string, form *state.Formation, rel *state.Release, curr
 
 // kept is the outcome of keepStep.
 type kept struct {
-	kept     map[string]string         // desired name -> node it stays on
-	byType   map[string]map[string]int // runtime node -> type -> kept containers of the formation
-	retiring []placed                  // placed but not kept
+	kept map[string]string // desired name -> node it stays on
+	// byType counts, per runtime node and process type, the formation's
+	// containers kept there (a node without any may be missing).
+	byType   map[string]map[string]int
+	retiring []placed // placed but not kept
+}
+
+// keep records that name, of process type typ, stays on node.
+func (k *kept) keep(name, typ, node string) {
+	k.kept[name] = node
+	m := k.byType[node]
+	if m == nil {
+		m = map[string]int{}
+		k.byType[node] = m
+	}
+	m[typ]++
 }
 
 // keepStep keeps desired containers where they are when their node still
 // belongs to the runtime layer; everything else placed is retiring. A name
 // placed on two runtime nodes is being moved (rebalance): the copy on the
 // node holding fewer of its type stays, so the move sticks.
-func keepStep(current []placed, desired map[string]state.ContainerSpec, runtimeNodes []string) *kept {
-	isRuntime := setOf(runtimeNodes)
+func keepStep(current []placed, desired map[string]state.ContainerSpec, isRuntime map[string]bool) *kept {
 	k := &kept{kept: map[string]string{}, byType: map[string]map[string]int{}}
-	for _, n := range runtimeNodes {
-		k.byType[n] = map[string]int{}
-	}
 	copies := map[string]int{}
 	for _, p := range current {
 		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] {
@@ -395,8 +438,7 @@ func keepStep(current []placed, desired map[string]state.ContainerSpec, runtimeN
 	}
 	for _, p := range current {
 		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] == 1 {
-			k.kept[p.spec.Name] = p.node
-			k.byType[p.node][p.spec.Type]++
+			k.keep(p.spec.Name, p.spec.Type, p.node)
 		}
 	}
 	for _, p := range current {
@@ -409,8 +451,7 @@ func keepStep(current []placed, desired map[string]state.ContainerSpec, runtimeN
 				}
 			}
 			if _, done := k.kept[p.spec.Name]; !done {
-				k.kept[p.spec.Name] = best
-				k.byType[best][p.spec.Type]++
+				k.keep(p.spec.Name, p.spec.Type, best)
 			}
 		}
 	}
@@ -443,7 +484,7 @@ func placeStep(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 	for _, n := range runtimeNodes {
 		node := ns.nodes[n]
 		bins = append(bins, Bin{Node: n, Capacity: node.Capacity, Memory: node.MemoryBytes,
-			Count: ns.load[n], ByType: k.byType[n], MemoryUsed: ns.memUsed[n]})
+			Count: ns.count(n), ByType: k.byType[n], MemoryUsed: ns.mem(n)})
 	}
 	got, err := Place(slots, bins)
 	msg := ""
@@ -454,8 +495,7 @@ func placeStep(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 	for _, s := range slots {
 		if n, ok := got[s.Name]; ok {
 			k.kept[s.Name] = n
-			ns.load[n]++
-			ns.memUsed[n] += s.Memory
+			ns.grow(n, 1, s.Memory)
 			out = append(out, placed{node: n, spec: desired[s.Name]})
 		}
 	}
@@ -704,7 +744,7 @@ func rebalance(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 	for _, t := range sortedKeys(types) {
 		most, fewest := "", ""
 		for _, n := range nodes {
-			if node := ns.nodes[n]; node.Capacity > 0 && ns.load[n] >= node.Capacity && byType[n][t] < byType[most][t] {
+			if node := ns.nodes[n]; node.Capacity > 0 && ns.count(n) >= node.Capacity && byType[n][t] < byType[most][t] {
 				continue // full: cannot take one more
 			}
 			if most == "" || byType[n][t] > byType[most][t] {
@@ -717,7 +757,7 @@ func rebalance(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 		if most == "" || fewest == "" || byType[most][t]-byType[fewest][t] < 2 {
 			continue
 		}
-		if node := ns.nodes[fewest]; node.Capacity > 0 && ns.load[fewest] >= node.Capacity {
+		if node := ns.nodes[fewest]; node.Capacity > 0 && ns.count(fewest) >= node.Capacity {
 			continue
 		}
 		// the highest index of type t on the most loaded node moves
@@ -726,7 +766,7 @@ func rebalance(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 			if desired[name].Type == t && k.kept[name] == most {
 				delete(k.kept, name)
 				byType[most][t]--
-				ns.load[most]--
+				ns.grow(most, -1, 0)
 				return name, most, fmt.Sprintf("rebalancing: moving %s off %s", name, most)
 			}
 		}

@@ -73,7 +73,7 @@ func TestDesiredStep(t *testing.T) {
 		{name: "unknown type", scale: map[string]int{"web": 1, "clock": 1}, rel: rel(1, "web"), want: "hello.v1.web.1"},
 	} {
 		form := &state.Formation{Name: "hello", Scale: tc.scale, Restarts: tc.restarts}
-		desired, order := desiredStep("http://s", form, tc.rel, tc.current, []string{"n1", "n2"})
+		desired, order := desiredStep("http://s", form, tc.rel, tc.current, setOf([]string{"n1", "n2"}))
 		if got := strings.Join(order, " "); got != tc.want {
 			t.Errorf("%s: order %q, want %q", tc.name, got, tc.want)
 		}
@@ -109,7 +109,7 @@ func TestKeepStep(t *testing.T) {
 		for _, n := range tc.desired {
 			desired[n] = at("", n).spec
 		}
-		k := keepStep(tc.current, desired, []string{"n1", "n2"})
+		k := keepStep(tc.current, desired, setOf([]string{"n1", "n2"}))
 		var kept []placed
 		for name, n := range k.kept {
 			kept = append(kept, placed{node: n, spec: state.ContainerSpec{Name: name}})
@@ -157,7 +157,7 @@ func TestPlaceStep(t *testing.T) {
 		for _, n := range tc.desired {
 			desired[n] = at("", n).spec
 		}
-		k := keepStep(tc.kept, desired, tc.nodes)
+		k := keepStep(tc.kept, desired, setOf(tc.nodes))
 		got, err := placeStep(ns, tc.desired, desired, k, tc.nodes)
 		if g := placedNames(got); g != tc.want {
 			t.Errorf("%s: placed %q, want %q", tc.name, g, tc.want)
@@ -233,8 +233,8 @@ func TestRouteStep(t *testing.T) {
 		for _, n := range tc.ready {
 			in.ready["n1/"+n] = "n1:" + n
 		}
-		desired, order := desiredStep("", form, tc.rel, tc.current, []string{"n1"})
-		k := keepStep(tc.current, desired, []string{"n1"})
+		desired, order := desiredStep("", form, tc.rel, tc.current, setOf([]string{"n1"}))
+		k := keepStep(tc.current, desired, setOf([]string{"n1"}))
 		r := routeStep(planEnv{now: created.Add(tc.now)}, in, order, desired, k)
 		var ups []string
 		for _, u := range r.routing.Upstreams {
