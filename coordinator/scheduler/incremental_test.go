@@ -98,6 +98,15 @@ func TestIncrementalPasses(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "n2's containers on n1", func() bool { return containers(t, s, "n1") == 21 && containers(t, s, "n2") == 0 })
+
+	// A destroyed formation's containers leave.
+	if err := s.DestroyFormation(ctx, "f07"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "f07's containers gone", func() bool { return containers(t, s, "n1") == 19 })
+	if _, err := s.Get(ctx, k.Routing("f07"), &state.Routing{}); err == nil {
+		t.Fatal("the destroyed formation's routing was written again")
+	}
 }
 
 // A formation destroyed and created again runs its new v1 while the

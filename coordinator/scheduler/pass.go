@@ -150,6 +150,9 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		fp := planFormation(env, ns, in)
 		if in.form == nil {
 			planned[f] = true
+			for _, n := range s.NodesOf(f) {
+				nodes[n] = true // its containers leave
+			}
 			delete(c.inc.pending, f)
 			delete(c.lastErr, f)
 			if _, ok := s.Routing[f]; ok {
@@ -268,13 +271,16 @@ func failWrite(k state.Keys, f string, st *state.ReleaseStatus, inc int64) write
 }
 
 // touchNodes adds to forms the formations that the touched nodes' changes
-// concern, and to nodes the touched nodes.
+// concern, and to nodes those whose databags must be composed again: the
+// ones whose registration, liveness or drain changed, or whose databag
+// someone else changed. (A node touched only by its agent's report keeps
+// its databag unless a formation planned on it changes it.)
 func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, nodes map[string]bool) {
 	var regs []*state.Node // registrations, old and new, of nodes whose labels, liveness or drain changed
 	for n := range touched {
-		nodes[n] = true
 		cur := seenOf(s, n)
 		if old, had := c.inc.nodes[n]; !had || old != cur {
+			nodes[n] = true
 			if had && old.node != nil {
 				regs = append(regs, old.node)
 			}
@@ -291,9 +297,11 @@ func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, n
 		}
 		if c.storedBytes(s, n) != c.inc.known[n] {
 			// Someone else changed the databag.
+			nodes[n] = true
 			for _, f := range s.FormationsOn(n) {
 				forms[f] = true
 			}
+			c.inc.known[n] = c.storedBytes(s, n)
 		}
 	}
 	if len(regs) == 0 {
