@@ -103,6 +103,23 @@ func TestFencedWrites(t *testing.T) {
 		t.Fatalf("the deposed pass changed the databag: %d containers", n)
 	}
 
+	// Nor does it roll a release back.
+	if _, err := s.AppendRelease(ctx, "hello", func(prev *state.Release) (*state.Release, []clientv3.Cmp, []clientv3.Op, error) {
+		return &state.Release{Build: prev.Build, Config: map[string]string{"A": "2"}}, nil, nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	inc, err := s.Incarnation(ctx, "hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.rollBack(ctx, "hello", inc, &RollbackDecision{Bad: 2, Target: 1, Reason: ReasonCrashLoop, Why: "test"}, state.ReleaseStatus{}); !errors.Is(err, ErrDeposed) {
+		t.Fatalf("deposed rollback: %v, want ErrDeposed", err)
+	}
+	if latest, err := s.LatestRelease(ctx, "hello"); err != nil || latest.Version != 2 {
+		t.Fatalf("latest release %+v, %v: a deposed leader rolled back", latest, err)
+	}
+
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	select {
