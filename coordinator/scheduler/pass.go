@@ -168,7 +168,7 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 			c.inc.pending[f] = true
 			p.writes = append(p.writes, failWrite(k, f, st, s.FormationRev[f]))
 			p.logs = append(p.logs, func() {
-				c.log.Warn("release failed", "formation", f, "release", st.Version, "reason", st.Reason)
+				c.log.Warn("marking release failed", "formation", f, "release", st.Version, "reason", st.Reason)
 				c.m.failed.Inc()
 			})
 			continue
@@ -210,7 +210,7 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		}
 		proxies := ns.layerNodes(in.layers, state.LayerProxy)
 		c.observe(in, fp.routing, proxies)
-		if rel := in.rel; rel != nil && s.ReleaseStatus[f][rel.Version] == nil && routedByAll(in.routing, fp.routing, proxies, in.acks) {
+		if rel := in.rel; rel != nil && s.ReleaseStatus[f][rel.Version] == nil && routedByAll(rel.Version, in.routing, fp.routing, proxies, in.acks) {
 			key := k.ReleaseStatus(f, rel.Version)
 			live := state.ReleaseStatus{Version: rel.Version, LiveAt: now.UTC()}
 			p.writes = append(p.writes, guarded(put(key, state.Marshal(live)),
@@ -404,10 +404,10 @@ func (c *Controller) observe(in formationInput, next *state.Routing, proxies []s
 }
 
 // routedByAll reports whether the routing databag (prev, unchanged by this
-// pass: next) routes its release to at least one container and every live
+// pass: next) routes release v to at least one container and every live
 // proxy applied it.
-func routedByAll(prev RoutingAt, next *state.Routing, proxies []string, acks map[string]int64) bool {
-	if prev.Doc == nil || len(prev.Doc.Upstreams) == 0 || !sameRouting(prev.Doc, next) {
+func routedByAll(v int, prev RoutingAt, next *state.Routing, proxies []string, acks map[string]int64) bool {
+	if prev.Doc == nil || prev.Doc.Release != v || len(prev.Doc.Upstreams) == 0 || !sameRouting(prev.Doc, next) {
 		return false
 	}
 	for _, n := range proxies {

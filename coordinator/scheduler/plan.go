@@ -540,11 +540,11 @@ func routeStep(env planEnv, in formationInput, order []string, desired map[strin
 		}
 	}
 	allReady := readyCount == len(webDesired)
-	servedBefore := false
+	servedBefore := in.live
 	switch {
 	case rel == nil:
 	case prev.Doc == nil || prev.Doc.Release == rel.Version || allReady:
-		servedBefore = in.live || (prev.Doc != nil && prev.Doc.Release == rel.Version && len(prev.Doc.Upstreams) > 0)
+		servedBefore = servedBefore || (prev.Doc != nil && prev.Doc.Release == rel.Version && len(prev.Doc.Upstreams) > 0)
 		route.Release = rel.Version
 		for _, name := range webDesired {
 			if addr, ok := in.ready.at(name, k.kept[name]); ok {

@@ -339,3 +339,38 @@ func TestPlanFirstReleaseFails(t *testing.T) {
 		t.Fatalf("after the failure: containers %v routing %+v failed %v", got, d.Routing["hello"], d.Failed)
 	}
 }
+
+func TestRoutedByAll(t *testing.T) {
+	doc := func(v int, ups ...string) *state.Routing {
+		r := &state.Routing{Formation: "hello", Release: v, Upstreams: []state.Upstream{}}
+		for _, u := range ups {
+			r.Upstreams = append(r.Upstreams, state.Upstream{Container: u, Addr: "n1:" + u, Release: v})
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		name  string
+		v     int
+		prev  *state.Routing
+		next  *state.Routing
+		acked int64
+		want  bool
+	}{
+		// Routed, unchanged, applied by every proxy: live.
+		{name: "live", v: 2, prev: doc(2, "a"), next: doc(2, "a"), acked: 5, want: true},
+		// The routing still names the old release: not live.
+		{name: "old release routed", v: 2, prev: doc(1, "a"), next: doc(1, "a"), acked: 5},
+		// Routed to nothing: not live.
+		{name: "no upstreams", v: 2, prev: doc(2), next: doc(2), acked: 5},
+		// This pass changes the routing: not yet.
+		{name: "changing", v: 2, prev: doc(2, "a"), next: doc(2, "b"), acked: 5},
+		// A proxy has not applied it: not yet.
+		{name: "not acked", v: 2, prev: doc(2, "a"), next: doc(2, "a"), acked: 4},
+		// No routing at all.
+		{name: "no routing", v: 2, next: doc(2, "a"), acked: 5},
+	} {
+		if got := routedByAll(tc.v, RoutingAt{Doc: tc.prev, Rev: 5}, tc.next, []string{"p1"}, map[string]int64{"p1": tc.acked}); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
