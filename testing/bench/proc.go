@@ -20,8 +20,10 @@ import (
 
 	"github.com/deis/deis/coordinator/scheduler"
 	"github.com/deis/deis/pkg/embedetcd"
+	"github.com/deis/deis/pkg/state"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 )
 
@@ -118,10 +120,24 @@ func runController(ctx context.Context) error {
 	etcd := &countingEtcd{Client: cli}
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// Leading as deis-coordinator does: every write fenced by the election
+	// key this process won.
+	pfx := os.Getenv(prefixEnv)
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, state.NewKeys(pfx).Election())
+	if err := el.Campaign(ctx, fmt.Sprintf("bench/%d", os.Getpid())); err != nil {
+		return err
+	}
+	fence := scheduler.LeaderFence(el.Key(), el.Rev())
 	// As deis-coordinator configures it, with its default flags.
 	c, err := scheduler.New(scheduler.Config{
-		Etcd: etcd, Prefix: os.Getenv(prefixEnv), SlugURL: "http://127.0.0.1:1", BaseDomain: "bench.test",
+		Etcd: etcd, Prefix: pfx, SlugURL: "http://127.0.0.1:1", BaseDomain: "bench.test",
 		BootTimeout: 60 * time.Second, Rollback: scheduler.DefaultRollbackPolicy,
+		Fence:  func() []clientv3.Cmp { return fence },
 		Logger: log.With("part", "scheduler"), Registerer: reg,
 	})
 	if err != nil {
