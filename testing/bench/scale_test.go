@@ -97,7 +97,9 @@ type result struct {
 	coldPlaced, coldReady int
 	coldCPU               time.Duration
 	coldGets, coldBytes   int64
-	coldPasses            float64
+	// when every container was first placed, and reported ready (0: never)
+	coldAllPlaced, coldAllReady time.Duration
+	coldPasses                  float64
 	// one config:set
 	cfgTotal, cfgAfterReady time.Duration
 	cfgDone                 bool
@@ -233,6 +235,7 @@ func runScale(t *testing.T, sz size, proxies int, idle, limit time.Duration) res
 	})
 	resp, err := cli.Get(ctx, "x")
 	must(err)
+	sim.Target(sz.containers)
 	sim.Start(ctx, resp.Header.Revision, 8, 4)
 	t.Logf("%s: %d nodes, %d proxies, %d formations registered in %s", sz, sz.nodes, proxies, sz.formations, time.Since(start).Round(time.Millisecond))
 
@@ -308,7 +311,21 @@ func runScale(t *testing.T, sz size, proxies int, idle, limit time.Duration) res
 	st := readStats()
 	r.coldPasses = st.Passes
 	r.coldGets, r.coldBytes = st.Gets, st.GetBytes
-	t.Logf("cold start: %s, %d passes, controller CPU %s", r.cold.Round(time.Millisecond), int(st.Passes), r.coldCPU)
+	placedAll, readyAll := sim.Milestones()
+	if !placedAll.IsZero() {
+		r.coldAllPlaced = placedAll.Sub(t0)
+	}
+	if !readyAll.IsZero() {
+		r.coldAllReady = readyAll.Sub(t0)
+	}
+	since := func(at time.Time) string {
+		if at.IsZero() {
+			return "never"
+		}
+		return at.Sub(t0).Round(time.Millisecond).String()
+	}
+	t.Logf("cold start: every container placed after %s, reported ready after %s, routed and acknowledged after %s; %d passes, controller CPU %s",
+		since(placedAll), since(readyAll), r.cold.Round(time.Millisecond), int(st.Passes), r.coldCPU)
 	if !ok {
 		r.rss, r.peak, _ = ctl.mem()
 		r.etcdCPU = cpu(etcd)
@@ -461,9 +478,20 @@ func table(rs []result) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s |\n", r.size, cold, cfg, lost, idle, reads, mb(r.rss), mb(r.peak))
 	}
-	b.WriteString("\n| nodes | cold start: controller CPU, passes, Gets (MB) | CPU time of the whole run: etcd / simulator |\n|---|---|---|\n")
+	b.WriteString("\n| nodes | cold start: every container placed / reported ready / routed and acknowledged | cold start: controller CPU, passes, Gets (MB) | CPU time of the whole run: etcd / simulator |\n|---|---|---|---|\n")
 	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s, %s passes, %s Gets (%s) | %s / %s |\n", thousands(r.nodes), secs(r.coldCPU), thousands(int(r.coldPasses)),
+		at := func(d time.Duration) string {
+			if d == 0 {
+				return "never"
+			}
+			return secs(d)
+		}
+		routed := secs(r.cold)
+		if !r.coldDone {
+			routed = "not in " + routed
+		}
+		fmt.Fprintf(&b, "| %s | %s / %s / %s | %s, %s passes, %s Gets (%s) | %s / %s |\n", thousands(r.nodes),
+			at(r.coldAllPlaced), at(r.coldAllReady), routed, secs(r.coldCPU), thousands(int(r.coldPasses)),
 			thousands(int(r.coldGets)), mb(r.coldBytes), secs(r.etcdCPU), secs(r.simCPU))
 	}
 	return b.String()

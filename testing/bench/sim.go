@@ -46,6 +46,11 @@ type Sim struct {
 	lost map[string]bool
 
 	statusQ, ackQ *queue
+
+	// target is the number of containers of a full installation; placedAll
+	// and readyAll are when as many were first placed and reported ready.
+	target              int
+	placedAll, readyAll time.Time
 }
 
 type simNode struct {
@@ -191,6 +196,22 @@ func (s *Sim) Released(f string, v int) {
 	defer s.mu.Unlock()
 	s.forms[f].latest = v
 	s.check(f)
+}
+
+// Target sets the number of containers the installation runs, for
+// Milestones.
+func (s *Sim) Target(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.target = n
+}
+
+// Milestones says when as many containers as the target were first in
+// databags, and first reported ready (zero: not yet).
+func (s *Sim) Milestones() (placed, ready time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.placedAll, s.readyAll
 }
 
 // KillNode loses a runtime node: its heartbeat stops and its lease is
@@ -384,6 +405,9 @@ func (s *Sim) onRuntime(ev *clientv3.Event) {
 			}
 		}
 	}
+	if s.target > 0 && s.placedAll.IsZero() && len(s.placedOn) >= s.target {
+		s.placedAll = time.Now()
+	}
 	s.statusQ.push(name)
 	s.broadcast()
 }
@@ -438,6 +462,9 @@ func (s *Sim) statusWriter(ctx context.Context) {
 			if _, ok := s.readyAt[c.Name]; !ok {
 				s.readyAt[c.Name] = now
 			}
+		}
+		if s.target > 0 && s.readyAll.IsZero() && len(s.readyAt) >= s.target {
+			s.readyAll = now
 		}
 		s.broadcast()
 		s.mu.Unlock()
