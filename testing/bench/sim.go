@@ -425,42 +425,66 @@ func (n *simNode) status() state.NodeStatus {
 }
 
 // statusWriter writes the status of the nodes queued, skipping one that
-// would not change (unless its refresh is due), as agent/runtime does.
+// would not change (unless its refresh is due), as agent/runtime does. So
+// that the simulator is not what the benchmark measures, it writes the
+// reports of up to batchKeys nodes in one transaction.
 func (s *Sim) statusWriter(ctx context.Context) {
+	type write struct {
+		n       *simNode
+		st      state.NodeStatus
+		content string
+	}
 	for {
-		name, ok := s.statusQ.pop(ctx)
+		names, ok := s.statusQ.popBatch(ctx, batchKeys)
 		if !ok {
 			return
 		}
+		var ws []write
+		var ops []clientv3.Op
+		bytes := 0
 		s.mu.Lock()
-		n := s.nodes[name]
-		if n.dead {
-			s.mu.Unlock()
-			continue
+		for i, name := range names {
+			n := s.nodes[name]
+			if n.dead {
+				continue
+			}
+			st := n.status()
+			content := state.Marshal(st)
+			if content == n.written && !n.force {
+				continue
+			}
+			if bytes+len(content) > batchBytes && len(ops) > 0 {
+				for _, rest := range names[i:] {
+					s.statusQ.push(rest)
+				}
+				break
+			}
+			n.force = false
+			st.Updated = time.Now().UTC()
+			ws = append(ws, write{n, st, content})
+			ops = append(ops, clientv3.OpPut(s.keys.NodeStatus(name), state.Marshal(st)))
+			bytes += len(content)
 		}
-		st := n.status()
-		content := state.Marshal(st)
-		if content == n.written && !n.force {
-			s.mu.Unlock()
-			continue
-		}
-		n.force = false
 		s.mu.Unlock()
-		st.Updated = time.Now().UTC()
-		err := s.store.Put(ctx, s.keys.NodeStatus(name), st)
+		if len(ops) == 0 {
+			continue
+		}
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
 		s.mu.Lock()
 		if err != nil {
 			if ctx.Err() == nil {
-				s.fail(fmt.Errorf("sim: status of %s: %w", name, err))
+				s.fail(fmt.Errorf("sim: status reports: %w", err))
 			}
 			s.mu.Unlock()
 			return
 		}
 		now := time.Now()
-		n.written = content
-		for _, c := range st.Containers {
-			if _, ok := s.readyAt[c.Name]; !ok {
-				s.readyAt[c.Name] = now
+		for _, w := range ws {
+			w.n.written = w.content
+			for _, c := range w.st.Containers {
+				if _, ok := s.readyAt[c.Name]; !ok {
+					s.readyAt[c.Name] = now
+				}
 			}
 		}
 		if s.target > 0 && s.readyAll.IsZero() && len(s.readyAt) >= s.target {
@@ -470,6 +494,13 @@ func (s *Sim) statusWriter(ctx context.Context) {
 		s.mu.Unlock()
 	}
 }
+
+// The simulator's batches stay within etcd's limits (128 operations,
+// 1.5 MiB a request).
+const (
+	batchKeys  = 100
+	batchBytes = 1 << 20
+)
 
 // refresh makes every node rewrite its status once every StatusEvery, as
 // the agent does, with the nodes' turns spread evenly over the period (a
@@ -530,40 +561,53 @@ func (s *Sim) onRouting(ev *clientv3.Event) {
 }
 
 // ackWriter writes each proxy's ack of the newest routing revision of the
-// formations queued, as agent/proxy does once nginx has the routes.
+// formations queued, as agent/proxy does once nginx has the routes; up to
+// batchKeys acks in one transaction.
 func (s *Sim) ackWriter(ctx context.Context) {
+	type ack struct {
+		fm   *simForm
+		f, p string
+		rev  int64
+	}
 	for {
-		f, ok := s.ackQ.pop(ctx)
+		forms, ok := s.ackQ.popBatch(ctx, batchKeys/2)
 		if !ok {
 			return
 		}
+		var acks []ack
+		var ops []clientv3.Op
+		now := time.Now().UTC()
 		s.mu.Lock()
-		fm := s.forms[f]
-		rev := fm.rev
-		proxies := s.proxies
-		s.mu.Unlock()
-		for _, p := range proxies {
-			s.mu.Lock()
-			done := fm.acks[p] >= rev
-			s.mu.Unlock()
-			if done {
-				continue
-			}
-			err := s.store.Put(ctx, s.keys.ProxyAck(f, p), state.ProxyAck{Node: p, Revision: rev, Applied: time.Now().UTC()})
-			s.mu.Lock()
-			if err != nil {
-				if ctx.Err() == nil {
-					s.fail(fmt.Errorf("sim: ack of %s by %s: %w", f, p, err))
+		for _, f := range forms {
+			fm := s.forms[f]
+			for _, p := range s.proxies {
+				if fm.acks[p] >= fm.rev {
+					continue
 				}
-				s.mu.Unlock()
-				return
+				acks = append(acks, ack{fm, f, p, fm.rev})
+				ops = append(ops, clientv3.OpPut(s.keys.ProxyAck(f, p), state.Marshal(state.ProxyAck{Node: p, Revision: fm.rev, Applied: now})))
 			}
-			if rev > fm.acks[p] {
-				fm.acks[p] = rev
-			}
-			s.check(f)
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
+		if len(ops) == 0 {
+			continue
+		}
+		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
+		s.mu.Lock()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.fail(fmt.Errorf("sim: acks: %w", err))
+			}
+			s.mu.Unlock()
+			return
+		}
+		for _, a := range acks {
+			if a.rev > a.fm.acks[a.p] {
+				a.fm.acks[a.p] = a.rev
+			}
+			s.check(a.f)
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -590,13 +634,17 @@ func (q *queue) push(name string) {
 	}
 }
 
-func (q *queue) pop(ctx context.Context) (string, bool) {
+// popBatch waits for names and takes up to max of them.
+func (q *queue) popBatch(ctx context.Context, max int) ([]string, bool) {
 	for {
 		q.mu.Lock()
 		if len(q.items) > 0 {
-			name := q.items[0]
-			q.items = q.items[1:]
-			delete(q.in, name)
+			n := min(max, len(q.items))
+			names := append([]string(nil), q.items[:n]...)
+			q.items = q.items[n:]
+			for _, name := range names {
+				delete(q.in, name)
+			}
 			more := len(q.items) > 0
 			q.mu.Unlock()
 			if more {
@@ -605,13 +653,13 @@ func (q *queue) pop(ctx context.Context) (string, bool) {
 				default:
 				}
 			}
-			return name, true
+			return names, true
 		}
 		q.mu.Unlock()
 		select {
 		case <-q.wake:
 		case <-ctx.Done():
-			return "", false
+			return nil, false
 		}
 	}
 }
