@@ -16,18 +16,13 @@ type kvp struct {
 
 func built(t *testing.T, puts ...kvp) *State {
 	t.Helper()
-	p := parser{keys: state.NewKeys(prefix), fams: AllFamilies}
-	s := newState()
-	var touched Touched
-	for i, e := range puts {
-		ref, ok := p.parse(e.key)
-		if !ok {
-			t.Fatalf("key %s not parsed", e.key)
-		}
-		rev := int64(i + 1)
-		if err := s.apply(change{key: e.key, ref: ref, val: []byte(state.Marshal(e.val)), createRev: rev, modRev: rev}, &touched); err != nil {
-			t.Fatal(err)
-		}
+	var es []Entry
+	for _, e := range puts {
+		es = append(es, Entry{Key: e.key, Value: e.val})
+	}
+	s, err := Build(prefix, es...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
