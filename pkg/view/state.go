@@ -79,6 +79,7 @@ type State struct {
 	Nodes         map[string]*state.Node
 	Alive         map[string]bool // heartbeat key present
 	Drained       map[string]bool
+	DrainDocs     map[string]*state.Drain      // the drains themselves (when)
 	Runtimes      map[string]*state.Runtime    // the scheduler's databags as stored
 	Status        map[string]*state.NodeStatus // the agents' reports
 	Routing       map[string]RoutingAt
@@ -119,7 +120,7 @@ func newState() *State {
 		Formations: map[string]*state.Formation{}, FormationRev: map[string]int64{},
 		Layers: map[string][]*state.Layer{}, Configs: map[string]*state.Config{},
 		Releases: map[string]map[int]*state.Release{}, ReleaseStatus: map[string]map[int]*state.ReleaseStatus{},
-		Nodes: map[string]*state.Node{}, Alive: map[string]bool{}, Drained: map[string]bool{},
+		Nodes: map[string]*state.Node{}, Alive: map[string]bool{}, Drained: map[string]bool{}, DrainDocs: map[string]*state.Drain{},
 		Runtimes: map[string]*state.Runtime{}, Status: map[string]*state.NodeStatus{},
 		Routing: map[string]RoutingAt{}, Acks: map[string]map[string]int64{},
 		AckDocs: map[string]map[string]*state.ProxyAck{}, Traffic: map[string]map[string]*state.TrafficReport{},
@@ -208,6 +209,9 @@ func (s *State) apply(c change, t *Touched) error {
 		var v *state.Formation
 		if c.val != nil {
 			if v, err = decode[state.Formation](c.val); err == nil {
+				if v.Name == "" {
+					v.Name = r.formation
+				}
 				s.Formations[r.formation] = v
 				s.FormationRev[r.formation] = c.createRev
 				break
@@ -226,6 +230,12 @@ func (s *State) apply(c change, t *Touched) error {
 		if c.val != nil {
 			var v *state.Layer
 			if v, err = decode[state.Layer](c.val); err == nil {
+				if v.Formation == "" {
+					v.Formation = r.formation
+				}
+				if v.Name == "" {
+					v.Name = r.name
+				}
 				m[r.name] = v
 			}
 		}
@@ -251,6 +261,9 @@ func (s *State) apply(c change, t *Touched) error {
 		if c.val != nil {
 			var v *state.Node
 			if v, err = decode[state.Node](c.val); err == nil {
+				if v.Name == "" {
+					v.Name = r.node
+				}
 				s.Nodes[r.node] = v
 			}
 		}
@@ -263,8 +276,15 @@ func (s *State) apply(c change, t *Touched) error {
 		}
 	case Drains:
 		t.node(r.node)
+		delete(s.DrainDocs, r.node)
 		if c.val != nil {
 			s.Drained[r.node] = true
+			d, derr := decode[state.Drain](c.val)
+			if derr != nil {
+				d = &state.Drain{} // drained all the same: the key is the signal
+			}
+			d.Node = r.node
+			s.DrainDocs[r.node] = d
 		} else {
 			delete(s.Drained, r.node)
 		}
@@ -272,14 +292,18 @@ func (s *State) apply(c change, t *Touched) error {
 		t.node(r.node)
 		var v *state.Runtime
 		if c.val != nil {
-			v, err = decode[state.Runtime](c.val)
+			if v, err = decode[state.Runtime](c.val); err == nil && v.Node == "" {
+				v.Node = r.node
+			}
 		}
 		s.setRuntime(r.node, v)
 	case NodeStatuses:
 		t.node(r.node)
 		var v *state.NodeStatus
 		if c.val != nil {
-			v, err = decode[state.NodeStatus](c.val)
+			if v, err = decode[state.NodeStatus](c.val); err == nil && v.Node == "" {
+				v.Node = r.node
+			}
 		}
 		s.setStatus(r.node, v, t)
 	case Routings:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,7 +83,7 @@ func New(cli Etcd, prefix string, opt Options) *View {
 func (v *View) Run(ctx context.Context) error {
 	var bo backoff.Backoff
 	for {
-		st, err := read(ctx, v.cli, v.p, v.page, v.log)
+		st, err := read(ctx, v.cli, v.p, v.p.ranges(), v.page, v.log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -244,9 +245,19 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 	}
 }
 
-// read builds a State from one read of every kept family, all at one
-// revision.
-func read(ctx context.Context, kv Getter, p parser, page int64, log *slog.Logger) (*State, error) {
+// ranges is what a parser's families cover: a key, or a prefix ending in
+// "/".
+func (p parser) ranges() []string {
+	out := make([]string, 0, len(p.fams))
+	for _, fam := range p.fams {
+		out = append(out, fam.prefix(p.keys))
+	}
+	return out
+}
+
+// read builds a State from one read of ranges (keys, and prefixes ending
+// in "/"), all at one revision; p parses the keys.
+func read(ctx context.Context, kv Getter, p parser, ranges []string, page int64, log *slog.Logger) (*State, error) {
 	head, err := kv.Get(ctx, p.keys.Prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return nil, err
@@ -268,9 +279,8 @@ func read(ctx context.Context, kv Getter, p parser, page int64, log *slog.Logger
 			log.Warn("view: cannot decode key", "key", key, "error", err)
 		}
 	}
-	for _, fam := range p.fams {
-		pre := fam.prefix(p.keys)
-		if fam.single() {
+	for _, pre := range ranges {
+		if !strings.HasSuffix(pre, "/") {
 			r, err := kv.Get(ctx, pre, clientv3.WithRev(rev))
 			if err != nil {
 				return nil, err
@@ -308,7 +318,22 @@ func Load(ctx context.Context, kv Getter, prefix string) (*State, error) {
 
 // LoadFamilies is Load of the families given.
 func LoadFamilies(ctx context.Context, kv Getter, prefix string, fams ...Family) (*State, error) {
-	return read(ctx, kv, parser{keys: state.NewKeys(prefix), fams: fams}, 500, nil)
+	p := parser{keys: state.NewKeys(prefix), fams: fams}
+	return read(ctx, kv, p, p.ranges(), 500, nil)
+}
+
+// LoadFormation is a one-shot State of formation f alone, at one
+// revision: its formation key, layers, config, releases, release
+// statuses, routing, proxy acks, traffic and status, and the
+// coordinator's advertisement (the agent API's one-off runs read it).
+func LoadFormation(ctx context.Context, kv Getter, prefix, f string) (*State, error) {
+	if err := state.ValidateName("formation", f); err != nil {
+		return nil, err
+	}
+	k := state.NewKeys(prefix)
+	p := parser{keys: k, fams: AllFamilies}
+	return read(ctx, kv, p, []string{k.Formation(f), k.Layers(f), k.Config(f), k.Releases(f), k.ReleaseStatuses(f),
+		k.Routing(f), k.ProxyAcks(f), k.Traffic(f), k.FormationStatus(f), k.Coordinator()}, 500, nil)
 }
 
 // Sub is a subscription to a View's changes.

@@ -313,7 +313,8 @@ func TestLoad(t *testing.T) {
 		n := "m" + string(rune('a'+i%26)) + string(rune('a'+i/26))
 		put(t, s, s.Keys.Node(n), state.Node{Name: n})
 	}
-	st, err := read(context.Background(), cli, parser{keys: s.Keys, fams: DefaultFamilies}, 7, nil)
+	p := parser{keys: s.Keys, fams: DefaultFamilies}
+	st, err := read(context.Background(), cli, p, p.ranges(), 7, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,6 +334,22 @@ func TestLoad(t *testing.T) {
 	}
 	if len(only.Nodes) != 0 || len(only.Releases["web"]) != 2 {
 		t.Fatalf("families not respected: %d nodes, %d releases", len(only.Nodes), len(only.Releases["web"]))
+	}
+	if err := s.CreateFormation(context.Background(), &state.Formation{Name: "web2"}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, s.Keys.Release("web2", 1), state.Release{Formation: "web2", Version: 1})
+	put(t, s, s.Keys.Coordinator(), state.CoordinatorInfo{SlugURL: "http://c"})
+	one, err := LoadFormation(context.Background(), cli, prefix, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.Formations["web"] == nil || len(one.Formations) != 1 || len(one.Releases) != 1 || len(one.Layers["web"]) != 2 ||
+		one.CurrentRelease("web").Version != 1 || one.Coordinator == nil || len(one.Nodes) != 0 {
+		t.Fatalf("LoadFormation kept %d formations, %d release logs, coordinator %v", len(one.Formations), len(one.Releases), one.Coordinator)
+	}
+	if _, err := LoadFormation(context.Background(), cli, prefix, "../x"); err == nil {
+		t.Fatal("LoadFormation took a bad name")
 	}
 }
 
