@@ -53,6 +53,10 @@ type View struct {
 	once   sync.Once
 	subsMu sync.Mutex
 	subs   map[*Sub]bool
+	// revMu guards revCh, closed (and replaced) whenever Rev may have
+	// advanced.
+	revMu sync.Mutex
+	revCh chan struct{}
 	// rebuilds counts the reads after the first (tests and metrics).
 	rebuilds int
 }
@@ -73,7 +77,7 @@ func New(cli Etcd, prefix string, opt Options) *View {
 	}
 	k := state.NewKeys(prefix)
 	return &View{cli: cli, keys: k, p: parser{keys: k, fams: fams}, whole: whole, log: opt.Logger,
-		page: opt.PageSize, st: newState(), ready: make(chan struct{}), subs: map[*Sub]bool{}}
+		page: opt.PageSize, st: newState(), ready: make(chan struct{}), subs: map[*Sub]bool{}, revCh: make(chan struct{})}
 }
 
 // Run reads the prefix once at a revision R (paged Gets, all at R), then
@@ -119,6 +123,7 @@ func (v *View) install(st *State) {
 	}
 	v.mu.Unlock()
 	v.once.Do(func() { close(v.ready) })
+	v.advanced()
 	v.notify(Touched{All: true})
 }
 
@@ -154,6 +159,43 @@ func (v *View) Rev() int64 {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.st.Rev
+}
+
+// advanced wakes WaitRev.
+func (v *View) advanced() {
+	v.revMu.Lock()
+	close(v.revCh)
+	v.revCh = make(chan struct{})
+	v.revMu.Unlock()
+}
+
+// WaitRev returns once the view has applied every change up to revision
+// rev (a write of the caller's, say), or ctx ends. When no event comes to
+// carry the view there (the write changed no key it keeps), it asks etcd
+// for a progress notification, which only a view of the whole prefix
+// (Families nil) counts; a view of chosen families then waits for ctx.
+func (v *View) WaitRev(ctx context.Context, rev int64) error {
+	for {
+		v.revMu.Lock()
+		ch := v.revCh
+		v.revMu.Unlock()
+		if v.Rev() >= rev {
+			return nil
+		}
+		if v.whole && v.isReady() {
+			// Best effort: on failure the next event or retry carries it.
+			_ = v.cli.RequestProgress(clientv3.WithRequireLeader(ctx))
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
 
 // follow applies watch events from rev until the watch fails or ctx ends.
@@ -214,7 +256,17 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 			return m.r.Err()
 		}
 		if len(m.r.Events) == 0 {
-			continue // progress notification
+			// A progress notification: with one watch of the whole
+			// prefix, every event up to its revision has arrived.
+			if v.whole {
+				v.mu.Lock()
+				if r := m.r.Header.Revision; r > v.st.Rev {
+					v.st.Rev = r
+				}
+				v.mu.Unlock()
+				v.advanced()
+			}
+			continue
 		}
 		var t Touched
 		v.mu.Lock()
@@ -239,6 +291,7 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 			v.st.Rev = r
 		}
 		v.mu.Unlock()
+		v.advanced()
 		if !t.Empty() {
 			v.notify(t)
 		}

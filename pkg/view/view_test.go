@@ -194,6 +194,37 @@ func TestInitialReadAndEvents(t *testing.T) {
 	})
 }
 
+func TestWaitRev(t *testing.T) {
+	_, cli := etcdtest.Start(t)
+	s := state.NewStore(cli, prefix)
+	seed(t, s)
+	v, _, _ := start(t, cli)
+	// A write the view keeps.
+	resp, err := cli.Put(context.Background(), s.Keys.Drain("n1"), "{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.WaitRev(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	v.Read(func(st *State) {
+		if !st.Drained["n1"] {
+			t.Fatal("WaitRev returned before the write was applied")
+		}
+	})
+	// A write outside the prefix: only a progress notification carries
+	// the view to its revision.
+	resp, err = cli.Put(context.Background(), "/elsewhere", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WaitRev(ctx, resp.Header.Revision); err != nil {
+		t.Fatalf("WaitRev past a write outside the prefix: %v (view at %d, want %d)", err, v.Rev(), resp.Header.Revision)
+	}
+}
+
 func TestDestroyAndRecreateForgetsReleaseStatuses(t *testing.T) {
 	_, cli := etcdtest.Start(t)
 	s := state.NewStore(cli, prefix)
