@@ -198,9 +198,6 @@ func (c *Controller) run(ctx context.Context, p *passPlan) (err error) {
 	if rev > c.inc.wrote {
 		c.inc.wrote = rev
 	}
-	for n, b := range p.runtimes {
-		c.inc.known[n] = b
-	}
 	if p.full {
 		c.inc.lastFull = p.start
 		c.inc.needFull = false
