@@ -257,8 +257,10 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 		}
 		if len(m.r.Events) == 0 {
 			// A progress notification: with one watch of the whole
-			// prefix, every event up to its revision has arrived.
-			if v.whole {
+			// prefix, every event up to its revision has arrived. (Not
+			// the response that says the watch was created: its
+			// revision is the store's, ahead of the events to come.)
+			if v.whole && m.r.IsProgressNotify() {
 				v.mu.Lock()
 				if r := m.r.Header.Revision; r > v.st.Rev {
 					v.st.Rev = r
@@ -272,6 +274,9 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 		v.mu.Lock()
 		for _, ev := range m.r.Events {
 			key := string(ev.Kv.Key)
+			if ev.Kv.ModRevision > v.st.Rev {
+				v.st.Rev = ev.Kv.ModRevision // a key kept or not, it has arrived
+			}
 			ref, ok := v.p.parse(key)
 			if !ok {
 				continue
@@ -287,9 +292,7 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 				v.log.Warn("view: cannot decode key", "key", key, "error", err)
 			}
 		}
-		if r := m.r.Header.Revision; r > v.st.Rev && v.whole {
-			v.st.Rev = r
-		}
+
 		v.mu.Unlock()
 		v.advanced()
 		if !t.Empty() {
