@@ -312,39 +312,57 @@ func failWrite(k state.Keys, f string, st *state.ReleaseStatus, inc int64) write
 // concern, and to nodes those whose databags must be composed again: the
 // ones whose registration, liveness or drain changed, or whose databag
 // someone else changed. (A node touched only by its agent's report keeps
-// its databag unless a formation planned on it changes it.) It reports
-// whether a registration, liveness or drain changed.
+// its databag unless a formation planned on it changes it.)
+//
+// A node lost, drained or gone concerns the formations it holds, and those
+// with work in progress (one may wait for its acknowledgement as a proxy).
+// A node that joins or comes back, or whose registration changed, concerns
+// every formation whose layers match it: they may place or rebalance onto
+// it. touchNodes reports whether a registration, liveness or drain changed.
 func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, nodes map[string]bool) (changed bool) {
-	var regs []*state.Node // registrations, old and new, of nodes whose labels, liveness or drain changed
+	var regs []*state.Node // registrations to match the formations' layers against
+	waiting := false
 	for n := range touched {
 		cur := seenOf(s, n)
-		if old, had := c.inc.nodes[n]; !had || old != cur {
-			nodes[n] = true
-			if had && old.node != nil {
-				regs = append(regs, old.node)
-			}
-			if cur.node != nil {
-				regs = append(regs, cur.node)
-				c.inc.nodes[n] = cur
-			} else {
-				delete(c.inc.nodes, n)
-			}
-			for _, f := range s.FormationsOn(n) {
-				forms[f] = true
+		old, had := c.inc.nodes[n]
+		if had && old == cur {
+			if c.storedBytes(s, n) != c.inc.known[n] {
+				// Someone else changed the databag.
+				nodes[n] = true
+				for _, f := range s.FormationsOn(n) {
+					forms[f] = true
+				}
+				c.inc.known[n] = c.storedBytes(s, n)
 			}
 			continue
 		}
-		if c.storedBytes(s, n) != c.inc.known[n] {
-			// Someone else changed the databag.
-			nodes[n] = true
-			for _, f := range s.FormationsOn(n) {
-				forms[f] = true
-			}
-			c.inc.known[n] = c.storedBytes(s, n)
+		changed = true
+		nodes[n] = true
+		for _, f := range s.FormationsOn(n) {
+			forms[f] = true
+		}
+		up := func(x nodeSeen) bool { return x.node != nil && x.alive && !x.drained }
+		switch {
+		case had && old.node != nil && cur.node != nil && old.node != cur.node:
+			regs = append(regs, old.node, cur.node) // relabelled, or its capacity changed
+		case up(cur) && !(had && up(old)):
+			regs = append(regs, cur.node) // joined or back
+		default:
+			waiting = true // lost, drained or gone
+		}
+		if cur.node != nil {
+			c.inc.nodes[n] = cur
+		} else {
+			delete(c.inc.nodes, n)
+		}
+	}
+	if waiting {
+		for f := range c.inc.pending {
+			forms[f] = true
 		}
 	}
 	if len(regs) == 0 {
-		return false
+		return changed
 	}
 	// The formations whose layers match a changed node: their runtime
 	// nodes (placement) or proxy nodes (acknowledgements) changed.
