@@ -157,20 +157,14 @@ func (c *Controller) catchUp(ctx context.Context, v *view.View) error {
 	if want == 0 || v.Rev() >= want {
 		return nil
 	}
-	deadline := time.NewTimer(5 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for v.Rev() < want {
-		select {
-		case <-ctx.Done():
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := v.WaitRev(wctx, want); err != nil {
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case <-deadline.C:
-			c.log.Warn("view behind the scheduler's own writes; planning everything", "view_rev", v.Rev(), "written_rev", want)
-			c.inc.needFull = true
-			return nil
-		case <-tick.C:
 		}
+		c.log.Warn("view behind the scheduler's own writes; planning everything", "view_rev", v.Rev(), "written_rev", want)
+		c.inc.needFull = true
 	}
 	return nil
 }
@@ -203,9 +197,6 @@ func (c *Controller) run(ctx context.Context, p *passPlan) (err error) {
 	}
 	if rev > c.inc.wrote {
 		c.inc.wrote = rev
-	}
-	for n, b := range p.runtimes {
-		c.inc.known[n] = b
 	}
 	if p.full {
 		c.inc.lastFull = p.start

@@ -27,9 +27,10 @@
 // 5xx at the proxies within the RollbackPolicy's window after it went live.
 //
 // Controller runs passes incrementally: each plans only the formations the
-// view's changes touched (a node whose registration, liveness or drain
-// changed touches the formations placed on it and those whose layers match
-// it), plus, every Resync, those with work in progress; a full pass every
+// view's changes touched (a lost or drained node touches the formations it
+// holds and those with work in progress; a node that joins touches those
+// whose layers match it), plus, every Resync, those with work in progress;
+// a full pass every
 // FullResync is the safety net. A pass reads nothing from etcd. It writes
 // only what changed, in batched transactions that each also require the
 // leader's election key (Config.Fence): a deposed leader writes nothing.

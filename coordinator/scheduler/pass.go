@@ -28,6 +28,9 @@ type incremental struct {
 	stored map[string]storedRuntime
 	// wrote is the revision of the controller's newest write.
 	wrote int64
+	// layers memoizes the live nodes of layer selectors from pass to pass,
+	// until a node's registration, liveness or drain changes.
+	layers map[string]layerSet
 }
 
 func newIncremental() incremental {
@@ -50,13 +53,11 @@ type storedRuntime struct {
 // passPlan is what one pass decided: computed under the view's read lock,
 // carried out after it.
 type passPlan struct {
-	start   time.Time
-	full    bool
-	planned int // formations
-	placed  int // containers
-	writes  []write
-	// runtimes holds the databags composed by the pass, by node.
-	runtimes  map[string]string
+	start     time.Time
+	full      bool
+	planned   int // formations
+	placed    int // containers
+	writes    []write
 	rollbacks []rollbackJob
 	logs      []func()
 }
@@ -95,7 +96,7 @@ func (c *Controller) storedBytes(s *view.State, n string) string {
 // those on a node whose databag someone else changed, and, every Resync,
 // those with work in progress.
 func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Time) *passPlan {
-	p := &passPlan{start: now, full: full, runtimes: map[string]string{}}
+	p := &passPlan{start: now, full: full}
 	forms := map[string]bool{}
 	nodes := map[string]bool{} // whose databags are composed again
 	if full {
@@ -113,11 +114,14 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 			c.inc.nodes[n] = seenOf(s, n)
 		}
 		c.inc.lastPending = now
+		c.inc.layers = nil
 	} else {
 		for f := range t.Formations {
 			forms[f] = true
 		}
-		c.touchNodes(s, t.Nodes, forms, nodes)
+		if c.touchNodes(s, t.Nodes, forms, nodes) {
+			c.inc.layers = nil
+		}
 		if now.Sub(c.inc.lastPending) >= c.cfg.Resync {
 			for f := range c.inc.pending {
 				forms[f] = true
@@ -129,6 +133,10 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 
 	ns := newNodeSet(s.Nodes, s.Alive, s.Drained)
 	ns.base = s.Load
+	if c.inc.layers == nil {
+		c.inc.layers = map[string]layerSet{}
+	}
+	ns.lc = c.inc.layers
 	up, lost := 0, 0
 	for n := range s.Nodes {
 		if s.Alive[n] {
@@ -178,8 +186,10 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		for _, pc := range fp.containers {
 			newOn[pc.node] = append(newOn[pc.node], pc.spec)
 		}
-		for _, n := range s.NodesOf(f) {
-			nodes[n] = true
+		if !full { // a full pass composes every node
+			for _, n := range changedNodes(in.current, fp.containers) {
+				nodes[n] = true
+			}
 		}
 		if prev := in.routing.Doc; prev == nil || !sameRouting(prev, fp.routing) {
 			r := fp.routing
@@ -223,9 +233,6 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		}
 	}
 	c.primed = true
-	for n := range newOn {
-		nodes[n] = true
-	}
 
 	// Compose the databags: what the pass planned, beside what other
 	// formations hold on the node (a full pass keeps only what it planned,
@@ -247,7 +254,7 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		}
 		rt.Sort()
 		b := state.Marshal(rt)
-		p.runtimes[n] = b
+		c.inc.known[n] = b // if the write fails, the next pass is a full one
 		if b == c.storedBytes(s, n) {
 			continue
 		}
@@ -258,6 +265,37 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 	// Runtime databags first: they go out in the first batches.
 	sort.SliceStable(p.writes, func(i, j int) bool { return !p.writes[i].op.IsTxn() && p.writes[j].op.IsTxn() })
 	return p
+}
+
+// changedNodes lists the nodes where a formation's containers differ
+// between before and after a plan: only their databags need composing.
+func changedNodes(before, after []placed) []string {
+	render := func(ps []placed) map[string]string {
+		by := map[string][]state.ContainerSpec{}
+		for _, p := range ps {
+			by[p.node] = append(by[p.node], p.spec)
+		}
+		out := make(map[string]string, len(by))
+		for n, cs := range by {
+			rt := state.Runtime{Containers: cs}
+			rt.Sort()
+			out[n] = state.Marshal(rt)
+		}
+		return out
+	}
+	b, a := render(before), render(after)
+	var out []string
+	for n, x := range b {
+		if a[n] != x {
+			out = append(out, n)
+		}
+	}
+	for n := range a {
+		if _, ok := b[n]; !ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // failWrite marks release st.Version of f failed, once, and only while f
@@ -275,37 +313,56 @@ func failWrite(k state.Keys, f string, st *state.ReleaseStatus, inc int64) write
 // ones whose registration, liveness or drain changed, or whose databag
 // someone else changed. (A node touched only by its agent's report keeps
 // its databag unless a formation planned on it changes it.)
-func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, nodes map[string]bool) {
-	var regs []*state.Node // registrations, old and new, of nodes whose labels, liveness or drain changed
+//
+// A node lost, drained or gone concerns the formations it holds, and those
+// with work in progress (one may wait for its acknowledgement as a proxy).
+// A node that joins or comes back, or whose registration changed, concerns
+// every formation whose layers match it: they may place or rebalance onto
+// it. touchNodes reports whether a registration, liveness or drain changed.
+func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, nodes map[string]bool) (changed bool) {
+	var regs []*state.Node // registrations to match the formations' layers against
+	waiting := false
 	for n := range touched {
 		cur := seenOf(s, n)
-		if old, had := c.inc.nodes[n]; !had || old != cur {
-			nodes[n] = true
-			if had && old.node != nil {
-				regs = append(regs, old.node)
-			}
-			if cur.node != nil {
-				regs = append(regs, cur.node)
-				c.inc.nodes[n] = cur
-			} else {
-				delete(c.inc.nodes, n)
-			}
-			for _, f := range s.FormationsOn(n) {
-				forms[f] = true
+		old, had := c.inc.nodes[n]
+		if had && old == cur {
+			if c.storedBytes(s, n) != c.inc.known[n] {
+				// Someone else changed the databag.
+				nodes[n] = true
+				for _, f := range s.FormationsOn(n) {
+					forms[f] = true
+				}
+				c.inc.known[n] = c.storedBytes(s, n)
 			}
 			continue
 		}
-		if c.storedBytes(s, n) != c.inc.known[n] {
-			// Someone else changed the databag.
-			nodes[n] = true
-			for _, f := range s.FormationsOn(n) {
-				forms[f] = true
-			}
-			c.inc.known[n] = c.storedBytes(s, n)
+		changed = true
+		nodes[n] = true
+		for _, f := range s.FormationsOn(n) {
+			forms[f] = true
+		}
+		up := func(x nodeSeen) bool { return x.node != nil && x.alive && !x.drained }
+		switch {
+		case had && old.node != nil && cur.node != nil && old.node != cur.node:
+			regs = append(regs, old.node, cur.node) // relabelled, or its capacity changed
+		case up(cur) && !(had && up(old)):
+			regs = append(regs, cur.node) // joined or back
+		default:
+			waiting = true // lost, drained or gone
+		}
+		if cur.node != nil {
+			c.inc.nodes[n] = cur
+		} else {
+			delete(c.inc.nodes, n)
+		}
+	}
+	if waiting {
+		for f := range c.inc.pending {
+			forms[f] = true
 		}
 	}
 	if len(regs) == 0 {
-		return
+		return changed
 	}
 	// The formations whose layers match a changed node: their runtime
 	// nodes (placement) or proxy nodes (acknowledgements) changed.
@@ -335,6 +392,7 @@ func (c *Controller) touchNodes(s *view.State, touched map[string]bool, forms, n
 			}
 		}
 	}
+	return true
 }
 
 // input gathers what planning formation f reads from the view, and its

@@ -3,6 +3,7 @@ package view
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/deis/deis/pkg/state"
 )
@@ -16,18 +17,13 @@ type kvp struct {
 
 func built(t *testing.T, puts ...kvp) *State {
 	t.Helper()
-	p := parser{keys: state.NewKeys(prefix), fams: AllFamilies}
-	s := newState()
-	var touched Touched
-	for i, e := range puts {
-		ref, ok := p.parse(e.key)
-		if !ok {
-			t.Fatalf("key %s not parsed", e.key)
-		}
-		rev := int64(i + 1)
-		if err := s.apply(change{key: e.key, ref: ref, val: []byte(state.Marshal(e.val)), createRev: rev, modRev: rev}, &touched); err != nil {
-			t.Fatal(err)
-		}
+	var es []Entry
+	for _, e := range puts {
+		es = append(es, Entry{Key: e.key, Value: e.val})
+	}
+	s, err := Build(prefix, es...)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return s
 }
@@ -211,4 +207,72 @@ func TestParseKeys(t *testing.T) {
 			t.Errorf("parse(%s) = %+v, %v; want %+v, %v", tc.key, got, ok, tc.want, tc.ok)
 		}
 	}
+}
+
+// TestTouchRules: what each event touches, applied to a state that holds
+// the base entries.
+func TestTouchRules(t *testing.T) {
+	ready := state.ContainerStatus{Name: "a.1", Formation: "a", State: state.StateReady}
+	other := state.ContainerStatus{Name: "b.1", Formation: "b", State: state.StateReady}
+	base := []kvp{
+		{k.Formation("a"), state.Formation{Name: "a"}},
+		{k.NodeStatus("n1"), state.NodeStatus{Node: "n1", Containers: []state.ContainerStatus{ready, other}}},
+		{k.TrafficOf("a", "p1"), state.TrafficReport{Node: "p1", Releases: map[int]map[string]int64{1: {"2xx": 3}}}},
+		{k.Routing("a"), state.Routing{Formation: "a", Release: 1}},
+		{k.Drain("n2"), state.Drain{Node: "n2"}},
+	}
+	exited := ready
+	exited.State = state.StateExited
+	for _, tc := range []struct {
+		name       string
+		key        string
+		val        any // nil: delete
+		formations []string
+		nodes      []string
+	}{
+		{"report time only", k.NodeStatus("n1"), state.NodeStatus{Node: "n1", Updated: time.Now(), Containers: []state.ContainerStatus{ready, other}}, nil, nil},
+		{"one container changed", k.NodeStatus("n1"), state.NodeStatus{Node: "n1", Containers: []state.ContainerStatus{exited, other}}, []string{"a"}, []string{"n1"}},
+		{"one container gone", k.NodeStatus("n1"), state.NodeStatus{Node: "n1", Containers: []state.ContainerStatus{ready}}, []string{"b"}, []string{"n1"}},
+		{"report deleted", k.NodeStatus("n1"), nil, []string{"a", "b"}, []string{"n1"}},
+		{"traffic time only", k.TrafficOf("a", "p1"), state.TrafficReport{Node: "p1", At: time.Now(), Releases: map[int]map[string]int64{1: {"2xx": 3}}}, nil, nil},
+		{"traffic counts", k.TrafficOf("a", "p1"), state.TrafficReport{Node: "p1", Releases: map[int]map[string]int64{1: {"5xx": 3}}}, []string{"a"}, nil},
+		{"routing rewritten alike", k.Routing("a"), state.Routing{Formation: "a", Release: 1}, []string{"a"}, nil},
+		{"formation status", k.FormationStatus("a"), state.FormationStatus{Formation: "a", Pending: []string{"x"}}, nil, nil},
+		{"coordinator", k.Coordinator(), state.CoordinatorInfo{SlugURL: "http://x"}, nil, nil},
+		{"drain alike", k.Drain("n2"), state.Drain{Node: "n2"}, nil, nil},
+		{"undrain", k.Drain("n2"), nil, nil, []string{"n2"}},
+		{"delete of a key never seen", k.Heartbeat("n9"), nil, nil, nil},
+		{"ack", k.ProxyAck("a", "p1"), state.ProxyAck{Node: "p1", Revision: 4}, []string{"a"}, nil},
+		{"config", k.Config("a"), state.Config{Vars: map[string]string{"A": "1"}}, []string{"a"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := built(t, base...)
+			p := parser{keys: k, fams: AllFamilies}
+			ref, ok := p.parse(tc.key)
+			if !ok {
+				t.Fatalf("key %s not parsed", tc.key)
+			}
+			c := change{key: tc.key, ref: ref, modRev: 100, createRev: 100}
+			if tc.val != nil {
+				c.val = []byte(state.Marshal(tc.val))
+			}
+			var got Touched
+			if err := s.apply(c, &got); err != nil {
+				t.Fatal(err)
+			}
+			if f := sortedSet(got.Formations); !reflect.DeepEqual(f, orEmpty(tc.formations)) {
+				t.Errorf("formations %v, want %v", f, tc.formations)
+			}
+			if n := sortedSet(got.Nodes); !reflect.DeepEqual(n, orEmpty(tc.nodes)) {
+				t.Errorf("nodes %v, want %v", n, tc.nodes)
+			}
+		})
+	}
+}
+
+func orEmpty(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }

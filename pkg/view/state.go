@@ -3,6 +3,8 @@ package view
 import (
 	"encoding/json"
 	"hash/maphash"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -79,6 +81,7 @@ type State struct {
 	Nodes         map[string]*state.Node
 	Alive         map[string]bool // heartbeat key present
 	Drained       map[string]bool
+	DrainDocs     map[string]*state.Drain      // the drains themselves (when)
 	Runtimes      map[string]*state.Runtime    // the scheduler's databags as stored
 	Status        map[string]*state.NodeStatus // the agents' reports
 	Routing       map[string]RoutingAt
@@ -119,7 +122,7 @@ func newState() *State {
 		Formations: map[string]*state.Formation{}, FormationRev: map[string]int64{},
 		Layers: map[string][]*state.Layer{}, Configs: map[string]*state.Config{},
 		Releases: map[string]map[int]*state.Release{}, ReleaseStatus: map[string]map[int]*state.ReleaseStatus{},
-		Nodes: map[string]*state.Node{}, Alive: map[string]bool{}, Drained: map[string]bool{},
+		Nodes: map[string]*state.Node{}, Alive: map[string]bool{}, Drained: map[string]bool{}, DrainDocs: map[string]*state.Drain{},
 		Runtimes: map[string]*state.Runtime{}, Status: map[string]*state.NodeStatus{},
 		Routing: map[string]RoutingAt{}, Acks: map[string]map[string]int64{},
 		AckDocs: map[string]map[string]*state.ProxyAck{}, Traffic: map[string]map[string]*state.TrafficReport{},
@@ -152,25 +155,10 @@ func decode[T any](val []byte) (*T, error) {
 	return v, nil
 }
 
-// fingerprint is what decides whether a put changed anything: the value's
-// bytes, without the times a report carries that say only when it was
-// written.
-func (s *State) fingerprint(c change) uint64 {
-	b := c.val
-	switch c.ref.fam {
-	case NodeStatuses:
-		if v, err := decode[state.NodeStatus](b); err == nil {
-			v.Updated = zeroTime
-			b = []byte(state.Marshal(v))
-		}
-	case Traffic:
-		if v, err := decode[state.TrafficReport](b); err == nil {
-			v.At = zeroTime
-			b = []byte(state.Marshal(v))
-		}
-	}
-	return maphash.Bytes(s.seed, b)
-}
+// fingerprint is what decides whether a put changed anything: the
+// value's bytes. Node statuses and traffic reports are compared decoded
+// instead, without the time they carry (sameStatus, sameTraffic).
+func (s *State) fingerprint(c change) uint64 { return maphash.Bytes(s.seed, c.val) }
 
 // apply applies c and records in t what it touched. It reports an error
 // only for a value that cannot be decoded; the key then counts as absent
@@ -179,12 +167,15 @@ func (s *State) apply(c change, t *Touched) error {
 	if c.modRev > s.Rev {
 		s.Rev = c.modRev
 	}
+	reported := c.ref.fam == NodeStatuses || c.ref.fam == Traffic
 	if c.val != nil {
-		sum := s.fingerprint(c)
+		sum := uint64(0)
+		if !reported {
+			sum = s.fingerprint(c)
+		}
 		// A routing databag written again has a new revision that the
 		// proxies must acknowledge: it always counts.
-		if old, ok := s.sums[c.key]; ok && old == sum && c.ref.fam != Routings {
-			s.refresh(c) // keep the newest report time
+		if old, ok := s.sums[c.key]; ok && old == sum && !reported && c.ref.fam != Routings {
 			return nil
 		}
 		s.sums[c.key] = sum
@@ -208,6 +199,9 @@ func (s *State) apply(c change, t *Touched) error {
 		var v *state.Formation
 		if c.val != nil {
 			if v, err = decode[state.Formation](c.val); err == nil {
+				if v.Name == "" {
+					v.Name = r.formation
+				}
 				s.Formations[r.formation] = v
 				s.FormationRev[r.formation] = c.createRev
 				break
@@ -226,6 +220,12 @@ func (s *State) apply(c change, t *Touched) error {
 		if c.val != nil {
 			var v *state.Layer
 			if v, err = decode[state.Layer](c.val); err == nil {
+				if v.Formation == "" {
+					v.Formation = r.formation
+				}
+				if v.Name == "" {
+					v.Name = r.name
+				}
 				m[r.name] = v
 			}
 		}
@@ -251,6 +251,9 @@ func (s *State) apply(c change, t *Touched) error {
 		if c.val != nil {
 			var v *state.Node
 			if v, err = decode[state.Node](c.val); err == nil {
+				if v.Name == "" {
+					v.Name = r.node
+				}
 				s.Nodes[r.node] = v
 			}
 		}
@@ -263,8 +266,15 @@ func (s *State) apply(c change, t *Touched) error {
 		}
 	case Drains:
 		t.node(r.node)
+		delete(s.DrainDocs, r.node)
 		if c.val != nil {
 			s.Drained[r.node] = true
+			d, derr := decode[state.Drain](c.val)
+			if derr != nil {
+				d = &state.Drain{} // drained all the same: the key is the signal
+			}
+			d.Node = r.node
+			s.DrainDocs[r.node] = d
 		} else {
 			delete(s.Drained, r.node)
 		}
@@ -272,15 +282,23 @@ func (s *State) apply(c change, t *Touched) error {
 		t.node(r.node)
 		var v *state.Runtime
 		if c.val != nil {
-			v, err = decode[state.Runtime](c.val)
+			if v, err = decode[state.Runtime](c.val); err == nil && v.Node == "" {
+				v.Node = r.node
+			}
 		}
 		s.setRuntime(r.node, v)
 	case NodeStatuses:
-		t.node(r.node)
 		var v *state.NodeStatus
 		if c.val != nil {
-			v, err = decode[state.NodeStatus](c.val)
+			if v, err = decode[state.NodeStatus](c.val); err == nil && v.Node == "" {
+				v.Node = r.node
+			}
+			if old := s.Status[r.node]; old != nil && v != nil && sameStatus(old, v) {
+				old.Updated = v.Updated // only the time is new
+				break
+			}
 		}
+		t.node(r.node)
 		s.setStatus(r.node, v, t)
 	case Routings:
 		t.formation(r.formation)
@@ -305,13 +323,18 @@ func (s *State) apply(c change, t *Touched) error {
 			}
 		}
 	case Traffic:
+		var v *state.TrafficReport
+		if c.val != nil {
+			v, err = decode[state.TrafficReport](c.val)
+			if old := s.Traffic[r.formation][r.node]; old != nil && v != nil && sameTraffic(old, v) {
+				old.At = v.At // only the time is new
+				break
+			}
+		}
 		t.formation(r.formation)
 		deleteIn(s.Traffic, r.formation, r.node)
-		if c.val != nil {
-			var v *state.TrafficReport
-			if v, err = decode[state.TrafficReport](c.val); err == nil {
-				putIn(s.Traffic, r.formation, r.node, v)
-			}
+		if v != nil {
+			putIn(s.Traffic, r.formation, r.node, v)
 		}
 	case FormationStatus:
 		// Written by the scheduler about itself: kept, touches nothing.
@@ -349,24 +372,33 @@ func (s *State) apply(c change, t *Touched) error {
 	return err
 }
 
-// refresh keeps a value that changed nothing that matters: the report's
-// own time.
-func (s *State) refresh(c change) {
-	r := c.ref
-	switch r.fam {
-	case NodeStatuses:
-		if old := s.Status[r.node]; old != nil {
-			if v, err := decode[state.NodeStatus](c.val); err == nil {
-				old.Updated = v.Updated
-			}
-		}
-	case Traffic:
-		if old := s.Traffic[r.formation][r.node]; old != nil {
-			if v, err := decode[state.TrafficReport](c.val); err == nil {
-				old.At = v.At
-			}
+// sameStatus reports whether two reports of a node say the same but for
+// their time.
+func sameStatus(a, b *state.NodeStatus) bool {
+	if a.Node != b.Node || a.Error != b.Error || !slices.Equal(a.Pending, b.Pending) ||
+		!slices.Equal(a.RetiredLogs, b.RetiredLogs) || len(a.Containers) != len(b.Containers) {
+		return false
+	}
+	for i := range a.Containers {
+		if !sameContainer(&a.Containers[i], &b.Containers[i]) {
+			return false
 		}
 	}
+	return true
+}
+
+// sameContainer compares two reports of a container.
+func sameContainer(a, b *state.ContainerStatus) bool {
+	x, y := *a, *b
+	x.Started, y.Started = zeroTime, zeroTime
+	return x == y && a.Started.Equal(b.Started)
+}
+
+// sameTraffic reports whether two traffic reports count the same.
+func sameTraffic(a, b *state.TrafficReport) bool {
+	return a.Node == b.Node && a.Window == b.Window && maps.EqualFunc(a.Releases, b.Releases, func(x, y map[string]int64) bool {
+		return maps.Equal(x, y)
+	})
 }
 
 func putIn[V any](m map[string]map[string]V, a, b string, v V) {
@@ -508,18 +540,15 @@ func formationsOfSpecs(cs []state.ContainerSpec) map[string]bool {
 // report index, and touches the formations whose containers' reported
 // state changed.
 func (s *State) setStatus(n string, st *state.NodeStatus, t *Touched) {
-	before := map[string]string{} // container name -> its report
-	beforeF := map[string]string{}
+	before := map[string]*state.ContainerStatus{}
 	if old := s.Status[n]; old != nil {
 		for i := range old.Containers {
 			c := &old.Containers[i]
-			before[c.Name] = state.Marshal(c)
-			beforeF[c.Name] = c.Formation
+			before[c.Name] = c
 			deleteIn(s.reportBy, c.Formation, n)
 		}
 	}
 	delete(s.Status, n)
-	seen := map[string]bool{}
 	if st != nil {
 		s.Status[n] = st
 		for i := range st.Containers {
@@ -530,15 +559,16 @@ func (s *State) setStatus(n string, st *state.NodeStatus, t *Touched) {
 				s.reportBy[c.Formation] = m
 			}
 			m[n] = append(m[n], c)
-			seen[c.Name] = true
-			if b, ok := before[c.Name]; !ok || b != state.Marshal(c) || beforeF[c.Name] != c.Formation {
+			if b, ok := before[c.Name]; !ok || !sameContainer(b, c) {
 				t.formation(c.Formation)
+				if ok {
+					t.formation(b.Formation)
+				}
 			}
+			delete(before, c.Name)
 		}
 	}
-	for name, f := range beforeF {
-		if !seen[name] {
-			t.formation(f)
-		}
+	for _, c := range before {
+		t.formation(c.Formation)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -52,6 +53,10 @@ type View struct {
 	once   sync.Once
 	subsMu sync.Mutex
 	subs   map[*Sub]bool
+	// revMu guards revCh, closed (and replaced) whenever Rev may have
+	// advanced.
+	revMu sync.Mutex
+	revCh chan struct{}
 	// rebuilds counts the reads after the first (tests and metrics).
 	rebuilds int
 }
@@ -72,7 +77,7 @@ func New(cli Etcd, prefix string, opt Options) *View {
 	}
 	k := state.NewKeys(prefix)
 	return &View{cli: cli, keys: k, p: parser{keys: k, fams: fams}, whole: whole, log: opt.Logger,
-		page: opt.PageSize, st: newState(), ready: make(chan struct{}), subs: map[*Sub]bool{}}
+		page: opt.PageSize, st: newState(), ready: make(chan struct{}), subs: map[*Sub]bool{}, revCh: make(chan struct{})}
 }
 
 // Run reads the prefix once at a revision R (paged Gets, all at R), then
@@ -82,7 +87,7 @@ func New(cli Etcd, prefix string, opt Options) *View {
 func (v *View) Run(ctx context.Context) error {
 	var bo backoff.Backoff
 	for {
-		st, err := read(ctx, v.cli, v.p, v.page, v.log)
+		st, err := read(ctx, v.cli, v.p, v.p.ranges(), v.page, v.log)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -118,6 +123,7 @@ func (v *View) install(st *State) {
 	}
 	v.mu.Unlock()
 	v.once.Do(func() { close(v.ready) })
+	v.advanced()
 	v.notify(Touched{All: true})
 }
 
@@ -153,6 +159,43 @@ func (v *View) Rev() int64 {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	return v.st.Rev
+}
+
+// advanced wakes WaitRev.
+func (v *View) advanced() {
+	v.revMu.Lock()
+	close(v.revCh)
+	v.revCh = make(chan struct{})
+	v.revMu.Unlock()
+}
+
+// WaitRev returns once the view has applied every change up to revision
+// rev (a write of the caller's, say), or ctx ends. When no event comes to
+// carry the view there (the write changed no key it keeps), it asks etcd
+// for a progress notification, which only a view of the whole prefix
+// (Families nil) counts; a view of chosen families then waits for ctx.
+func (v *View) WaitRev(ctx context.Context, rev int64) error {
+	for {
+		v.revMu.Lock()
+		ch := v.revCh
+		v.revMu.Unlock()
+		if v.Rev() >= rev {
+			return nil
+		}
+		if v.whole && v.isReady() {
+			// Best effort: on failure the next event or retry carries it.
+			_ = v.cli.RequestProgress(clientv3.WithRequireLeader(ctx))
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
 
 // follow applies watch events from rev until the watch fails or ctx ends.
@@ -213,12 +256,27 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 			return m.r.Err()
 		}
 		if len(m.r.Events) == 0 {
-			continue // progress notification
+			// A progress notification: with one watch of the whole
+			// prefix, every event up to its revision has arrived. (Not
+			// the response that says the watch was created: its
+			// revision is the store's, ahead of the events to come.)
+			if v.whole && m.r.IsProgressNotify() {
+				v.mu.Lock()
+				if r := m.r.Header.Revision; r > v.st.Rev {
+					v.st.Rev = r
+				}
+				v.mu.Unlock()
+				v.advanced()
+			}
+			continue
 		}
 		var t Touched
 		v.mu.Lock()
 		for _, ev := range m.r.Events {
 			key := string(ev.Kv.Key)
+			if ev.Kv.ModRevision > v.st.Rev {
+				v.st.Rev = ev.Kv.ModRevision // a key kept or not, it has arrived
+			}
 			ref, ok := v.p.parse(key)
 			if !ok {
 				continue
@@ -234,19 +292,28 @@ func (v *View) follow(ctx context.Context, rev int64) error {
 				v.log.Warn("view: cannot decode key", "key", key, "error", err)
 			}
 		}
-		if r := m.r.Header.Revision; r > v.st.Rev && v.whole {
-			v.st.Rev = r
-		}
+
 		v.mu.Unlock()
+		v.advanced()
 		if !t.Empty() {
 			v.notify(t)
 		}
 	}
 }
 
-// read builds a State from one read of every kept family, all at one
-// revision.
-func read(ctx context.Context, kv Getter, p parser, page int64, log *slog.Logger) (*State, error) {
+// ranges is what a parser's families cover: a key, or a prefix ending in
+// "/".
+func (p parser) ranges() []string {
+	out := make([]string, 0, len(p.fams))
+	for _, fam := range p.fams {
+		out = append(out, fam.prefix(p.keys))
+	}
+	return out
+}
+
+// read builds a State from one read of ranges (keys, and prefixes ending
+// in "/"), all at one revision; p parses the keys.
+func read(ctx context.Context, kv Getter, p parser, ranges []string, page int64, log *slog.Logger) (*State, error) {
 	head, err := kv.Get(ctx, p.keys.Prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		return nil, err
@@ -268,9 +335,8 @@ func read(ctx context.Context, kv Getter, p parser, page int64, log *slog.Logger
 			log.Warn("view: cannot decode key", "key", key, "error", err)
 		}
 	}
-	for _, fam := range p.fams {
-		pre := fam.prefix(p.keys)
-		if fam.single() {
+	for _, pre := range ranges {
+		if !strings.HasSuffix(pre, "/") {
 			r, err := kv.Get(ctx, pre, clientv3.WithRev(rev))
 			if err != nil {
 				return nil, err
@@ -308,7 +374,22 @@ func Load(ctx context.Context, kv Getter, prefix string) (*State, error) {
 
 // LoadFamilies is Load of the families given.
 func LoadFamilies(ctx context.Context, kv Getter, prefix string, fams ...Family) (*State, error) {
-	return read(ctx, kv, parser{keys: state.NewKeys(prefix), fams: fams}, 500, nil)
+	p := parser{keys: state.NewKeys(prefix), fams: fams}
+	return read(ctx, kv, p, p.ranges(), 500, nil)
+}
+
+// LoadFormation is a one-shot State of formation f alone, at one
+// revision: its formation key, layers, config, releases, release
+// statuses, routing, proxy acks, traffic and status, and the
+// coordinator's advertisement (the agent API's one-off runs read it).
+func LoadFormation(ctx context.Context, kv Getter, prefix, f string) (*State, error) {
+	if err := state.ValidateName("formation", f); err != nil {
+		return nil, err
+	}
+	k := state.NewKeys(prefix)
+	p := parser{keys: k, fams: AllFamilies}
+	return read(ctx, kv, p, []string{k.Formation(f), k.Layers(f), k.Config(f), k.Releases(f), k.ReleaseStatuses(f),
+		k.Routing(f), k.ProxyAcks(f), k.Traffic(f), k.FormationStatus(f), k.Coordinator()}, 500, nil)
 }
 
 // Sub is a subscription to a View's changes.

@@ -194,6 +194,37 @@ func TestInitialReadAndEvents(t *testing.T) {
 	})
 }
 
+func TestWaitRev(t *testing.T) {
+	_, cli := etcdtest.Start(t)
+	s := state.NewStore(cli, prefix)
+	seed(t, s)
+	v, _, _ := start(t, cli)
+	// A write the view keeps.
+	resp, err := cli.Put(context.Background(), s.Keys.Drain("n1"), "{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := v.WaitRev(ctx, resp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	v.Read(func(st *State) {
+		if !st.Drained["n1"] {
+			t.Fatal("WaitRev returned before the write was applied")
+		}
+	})
+	// A write outside the prefix: only a progress notification carries
+	// the view to its revision.
+	resp, err = cli.Put(context.Background(), "/elsewhere", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.WaitRev(ctx, resp.Header.Revision); err != nil {
+		t.Fatalf("WaitRev past a write outside the prefix: %v (view at %d, want %d)", err, v.Rev(), resp.Header.Revision)
+	}
+}
+
 func TestDestroyAndRecreateForgetsReleaseStatuses(t *testing.T) {
 	_, cli := etcdtest.Start(t)
 	s := state.NewStore(cli, prefix)
@@ -313,7 +344,8 @@ func TestLoad(t *testing.T) {
 		n := "m" + string(rune('a'+i%26)) + string(rune('a'+i/26))
 		put(t, s, s.Keys.Node(n), state.Node{Name: n})
 	}
-	st, err := read(context.Background(), cli, parser{keys: s.Keys, fams: DefaultFamilies}, 7, nil)
+	p := parser{keys: s.Keys, fams: DefaultFamilies}
+	st, err := read(context.Background(), cli, p, p.ranges(), 7, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,6 +365,22 @@ func TestLoad(t *testing.T) {
 	}
 	if len(only.Nodes) != 0 || len(only.Releases["web"]) != 2 {
 		t.Fatalf("families not respected: %d nodes, %d releases", len(only.Nodes), len(only.Releases["web"]))
+	}
+	if err := s.CreateFormation(context.Background(), &state.Formation{Name: "web2"}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, s.Keys.Release("web2", 1), state.Release{Formation: "web2", Version: 1})
+	put(t, s, s.Keys.Coordinator(), state.CoordinatorInfo{SlugURL: "http://c"})
+	one, err := LoadFormation(context.Background(), cli, prefix, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one.Formations["web"] == nil || len(one.Formations) != 1 || len(one.Releases) != 1 || len(one.Layers["web"]) != 2 ||
+		one.CurrentRelease("web").Version != 1 || one.Coordinator == nil || len(one.Nodes) != 0 {
+		t.Fatalf("LoadFormation kept %d formations, %d release logs, coordinator %v", len(one.Formations), len(one.Releases), one.Coordinator)
+	}
+	if _, err := LoadFormation(context.Background(), cli, prefix, "../x"); err == nil {
+		t.Fatal("LoadFormation took a bad name")
 	}
 }
 
