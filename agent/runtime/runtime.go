@@ -183,11 +183,13 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("node", cfg.Node)
+	slugs := newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log)
+	slugs.holders = cfg.Store.SlugURLs // the other coordinators that hold a slug
 	return &Runtime{
 		cfg:     cfg,
 		log:     log,
 		m:       m,
-		slugs:   newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log),
+		slugs:   slugs,
 		ports:   newPorts(cfg.PortRange, cfg.Addr),
 		retired: newRetiredLogs(cfg.RetiredLines, cfg.RetiredBytes),
 		probe: &http.Client{

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +36,11 @@ type slugs struct {
 	lim   slugtar.Limits
 	m     *metrics
 	log   *slog.Logger
+
+	// holders, when set, returns the URLs of the coordinators that hold a
+	// slug now (state.Store.SlugURLs): where a download goes when the URL
+	// in the databag fails.
+	holders func(ctx context.Context, sha string) ([]string, error)
 
 	mu       sync.Mutex
 	flights  map[string]*flight
@@ -73,9 +79,6 @@ func (s *slugs) ensure(ctx context.Context, url string, ref state.SlugRef) (stri
 	dir := filepath.Join(s.dir, ref.SHA256)
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		return dir, nil
-	}
-	if url == "" {
-		return "", fmt.Errorf("runtime: slug %s is not on this node and the databag has no slug URL: check the coordinator's --slug-url", short(ref.SHA256))
 	}
 	if err := s.share(ctx, ref.SHA256, func(ctx context.Context) error { return s.fetchAndExtract(ctx, url, ref) }); err != nil {
 		return "", err
@@ -185,10 +188,12 @@ func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugR
 }
 
 // download makes sure dst (in the slug directory) holds ref: it keeps a
-// copy already there whose sha256 matches, or else fetches url to dst
+// copy already there whose sha256 matches, or else fetches it to dst
 // through a temporary file and keeps it only when its sha256 (and size,
-// when known) match ref. what names the file in errors ("slug", "image
-// archive").
+// when known) match ref. It tries url (the databag's) first, then, when
+// that fails, the other coordinators that hold the file now (read from
+// etcd), each verified the same way. what names the file in errors
+// ("slug", "image archive").
 func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
 	// Only root reads the slugs on the node: apps see theirs at /app,
 	// through the bind mount, and no host account sees any.
@@ -201,6 +206,50 @@ func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRe
 	if verifyFile(dst, ref.SHA256) == nil {
 		return nil
 	}
+	var first error
+	if url != "" {
+		if first = s.downloadFrom(ctx, what, url, ref, dst); first == nil || ctx.Err() != nil {
+			return first
+		}
+	}
+	var others []string
+	if s.holders != nil {
+		urls, err := s.holders(ctx, ref.SHA256)
+		if err != nil {
+			s.log.Warn("cannot read the other holders of a slug", "slug", short(ref.SHA256), "error", err)
+		}
+		for _, u := range urls {
+			if u != url {
+				others = append(others, u)
+			}
+		}
+	}
+	if first == nil && len(others) == 0 {
+		return fmt.Errorf("runtime: %s %s is not on this node, the databag has no URL for it and no running coordinator holds it: check the coordinator's --slug-url", what, short(ref.SHA256))
+	}
+	var errs []string
+	for _, u := range others {
+		err := s.downloadFrom(ctx, what, u, ref, dst)
+		if err == nil {
+			s.log.Info("downloaded from another coordinator", "what", what, "slug", short(ref.SHA256), "url", u, "failed", url)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err.Error())
+	}
+	switch {
+	case first == nil:
+		return fmt.Errorf("runtime: no coordinator served %s %s: %s", what, short(ref.SHA256), strings.Join(errs, "; "))
+	case len(errs) > 0:
+		return fmt.Errorf("%w; the other coordinators that hold it failed too: %s", first, strings.Join(errs, "; "))
+	}
+	return first
+}
+
+// downloadFrom fetches url to dst, verified against ref (see download).
+func (s *slugs) downloadFrom(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
 	start := time.Now()
 	tmp := dst + ".tmp"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -35,7 +35,7 @@ type GCResult struct {
 const incomingGrace = 24 * time.Hour
 
 // GC removes the slugs, image archives and app images that no release needs
-// any more. It keeps everything referenced by the KeepReleases newest
+// any more, and the slugs' holder keys (state.Keys.SlugHolders) with them. It keeps everything referenced by the KeepReleases newest
 // releases of each formation and by any runtime databag (what the nodes run
 // now), and removes every other file of the slug store and every other image this
 // coordinator built from a Dockerfile (deis/app-*): the releases of a
@@ -78,7 +78,16 @@ func (b *Builder) gc(ctx context.Context) (GCResult, error) {
 		return res, fmt.Errorf("builder: gc: %w", err)
 	}
 	for _, s := range slugs {
-		if keep.slugs[s.SHA256] {
+		if keep.slugs[s.SHA256] || b.cfg.Replicas != nil && time.Since(s.ModTime) < b.freshGrace() {
+			res.KeptSlugs++
+			continue
+		}
+		// Its holder keys go first, and only if no coordinator stored it
+		// since the references were read; else it is kept this time.
+		if ok, err := b.cfg.Store.DeleteHolders(ctx, s.SHA256, keep.rev); err != nil || !ok {
+			if err != nil {
+				log.Warn("gc: cannot remove the slug's holder keys", "slug", s.SHA256, "error", err)
+			}
 			res.KeptSlugs++
 			continue
 		}
@@ -174,7 +183,13 @@ type references struct {
 	images     map[string]bool // image names and ids
 	formations map[string]bool
 	lingering  int // containers of formations that no longer exist
+	rev        int64 // the revision of the first read
 }
+
+// freshGrace is how long GC keeps a slug file that was just stored, when
+// slugs are replicated: another coordinator's build may be waiting for
+// this copy before it writes the release that will refer to it.
+func (b *Builder) freshGrace() time.Duration { return b.cfg.Timeout + b.cfg.ReplicaTimeout }
 
 // referenced reads the formations, the newest KeepReleases releases of each
 // formation and every runtime databag.
@@ -200,6 +215,7 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 	if err != nil {
 		return ref, fmt.Errorf("builder: gc: list formations: %w", err)
 	}
+	ref.rev = resp.Header.Revision
 	for _, kv := range resp.Kvs {
 		ref.formations[state.Base(string(kv.Key))] = true
 	}

@@ -82,6 +82,7 @@ func main() {
 			&cli.StringFlag{Name: "acme-directory", EnvVars: []string{"DEIS_ACME_DIRECTORY"}, Usage: "ACME directory URL for automatic certificates (deisctl certs:auto), such as https://acme-v02.api.letsencrypt.org/directory (empty: off)"},
 			&cli.StringFlag{Name: "acme-email", EnvVars: []string{"DEIS_ACME_EMAIL"}, Usage: "contact address of the ACME account"},
 			&cli.StringFlag{Name: "acme-ca", EnvVars: []string{"DEIS_ACME_CA"}, Usage: "PEM file of CA certificates to trust for the ACME directory, instead of the system's (a test or private ACME server)"},
+			&cli.DurationFlag{Name: "replica-timeout", EnvVars: []string{"DEIS_REPLICA_TIMEOUT"}, Value: builder.DefaultReplicaTimeout, Usage: "with other coordinators running, a push waits this long for a second one to store its slug, and fails (nothing released) when none does"},
 			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
@@ -153,6 +154,19 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Slugs are kept on every coordinator: this one registers (lease-bound,
+	// with its slug server's URL) and fetches what the others hold.
+	member, err := slugstore.MemberID(dataDir)
+	if err != nil {
+		return err
+	}
+	replicas, err := slugstore.NewReplicator(slugstore.ReplicatorConfig{
+		Slugs: slugs, State: store, Watcher: cli, Member: member, Token: platformToken,
+		MaxBytes: 4 * c.Int64("max-slug-bytes"), Logger: log.With("part", "replicator", "member", member),
+	})
+	if err != nil {
+		return err
+	}
 	docker, err := builder.NewDocker(ctx)
 	if err != nil {
 		return err
@@ -183,6 +197,7 @@ func serve(c *cli.Context) error {
 		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
 		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
 		Watcher: cli, NoPushWait: !c.Bool("push-wait"), BootTimeout: c.Duration("boot-timeout"),
+		Replicas: replicas, ReplicaTimeout: c.Duration("replica-timeout"),
 	})
 	if err != nil {
 		return err
@@ -253,6 +268,11 @@ func serve(c *cli.Context) error {
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	start("slug server", func() error { return serveUntil(ctx, httpSrv, hl) })
 	start("git server", func() error { return git.ListenAndServe(ctx) })
+	host, _ := os.Hostname()
+	start("registration", func() error {
+		return slugstore.Register(ctx, cli, store, state.CoordinatorMember{ID: member, SlugURL: c.String("slug-url"), Host: host, Started: time.Now().UTC()}, 10, log)
+	})
+	start("replicator", func() error { return replicas.Run(ctx) })
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
 		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
