@@ -182,7 +182,7 @@ type references struct {
 	slugs      map[string]bool // sha256 of slugs and image archives
 	images     map[string]bool // image names and ids
 	formations map[string]bool
-	lingering  int // containers of formations that no longer exist
+	lingering  int   // containers of formations that no longer exist
 	rev        int64 // the revision of the first read
 }
 
