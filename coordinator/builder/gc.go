@@ -101,6 +101,11 @@ func (b *Builder) gc(ctx context.Context) (GCResult, error) {
 		b.m.gcRemoved.WithLabelValues("slug").Inc()
 		b.m.gcFreed.Add(float64(s.Size))
 	}
+	if n, err := b.orphanHolders(ctx, keep); err != nil {
+		log.Warn("gc: cannot remove the holder keys of lost coordinators", "error", err)
+	} else if n > 0 {
+		log.Info("gc: holder keys of slugs only lost coordinators held removed", "slugs", n)
+	}
 	if n, err := b.cfg.Slugs.RemoveIncoming(incomingGrace); err != nil {
 		log.Warn("gc: cannot remove interrupted slug uploads", "error", err)
 	} else if n > 0 {
@@ -299,4 +304,45 @@ func (b *Builder) RunGC(ctx context.Context, interval time.Duration) error {
 		b.cfg.Logger.Info("gc done", "removed_slugs", res.RemovedSlugs, "removed_images", res.RemovedImages,
 			"removed_caches", res.RemovedCache, "freed_bytes", res.FreedBytes, "kept_slugs", res.KeptSlugs, "kept_images", res.KeptImages)
 	}
+}
+
+// orphanHolders deletes the holder keys of slugs that no release needs and
+// that only coordinators no longer running hold (a coordinator lost for
+// good leaves its keys behind; no GC of a running one would see their
+// files). It returns how many slugs it forgot.
+func (b *Builder) orphanHolders(ctx context.Context, keep references) (int, error) {
+	s := b.cfg.Store
+	list, _, err := state.List[state.SlugHolder](ctx, s.KV, s.Keys.AllSlugHolders())
+	if err != nil || len(list) == 0 {
+		return 0, err
+	}
+	members, _, err := s.Members(ctx)
+	if err != nil {
+		return 0, err
+	}
+	orphan := map[string]bool{}
+	for _, e := range list {
+		sha, member, ok := s.Keys.SlugHolderKey(e.Key)
+		if !ok {
+			continue
+		}
+		_, live := members[member]
+		fresh := time.Since(e.Value.Stored) < b.freshGrace()
+		if o, seen := orphan[sha]; seen && !o {
+			continue
+		}
+		orphan[sha] = !keep.slugs[sha] && !live && !fresh && !b.cfg.Slugs.Has(sha)
+	}
+	n := 0
+	for sha, o := range orphan {
+		if !o {
+			continue
+		}
+		if ok, err := s.DeleteHolders(ctx, sha, keep.rev); err != nil {
+			return n, err
+		} else if ok {
+			n++
+		}
+	}
+	return n, nil
 }
