@@ -319,7 +319,7 @@ func (r *Replicator) AwaitCopies(ctx context.Context, sha string, timeout time.D
 	watch.Prefixes(wctx, r.cfg.Watcher, 0, w, k.SlugHolders(sha), k.CoordinatorMembers())
 	tick := time.NewTicker(2 * time.Second) // a safety net for the watch
 	defer tick.Stop()
-	told := false
+	told, start := false, time.Now()
 	for {
 		holders, err := st.Holders(wctx, sha)
 		if err != nil && wctx.Err() == nil {
@@ -349,7 +349,7 @@ func (r *Replicator) AwaitCopies(ctx context.Context, sha string, timeout time.D
 			}
 			return nil
 		case len(copies) >= 2:
-			say(fmt.Sprintf("-----> Stored on %d coordinators (%s)", len(copies), strings.Join(copies, ", ")))
+			say(fmt.Sprintf("-----> Stored on %d coordinators (%s) in %.1fs", len(copies), strings.Join(copies, ", "), time.Since(start).Seconds()))
 			return nil
 		}
 		if !told {

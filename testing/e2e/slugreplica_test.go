@@ -19,11 +19,14 @@ import (
 // coordinator is then stopped and its data directory deleted for good; the
 // formation still scales onto a node that joins afterwards (its agent
 // downloads the slug from the surviving coordinator, not from the URL the
-// build recorded) and that node serves it.
+// build recorded) and that node serves it. A Dockerfile app's image archive
+// is stored on both coordinators the same way (the test's nodes share one
+// Docker engine, which has the image, so none downloads it).
 func TestLoseBuildingCoordinatorForGood(t *testing.T) {
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{ExternalEtcd: true})
 	p.AddCoordinator()
 	ttl := []string{"--heartbeat-ttl", "3s"}
+	removeAppImages(t, "keepimg")
 	proxy := p.StartAgent("lose-p1", harness.AgentOptions{Addr: "127.0.0.31", Labels: "role=proxy", ExtraArgs: ttl})
 	r1 := p.StartAgent("lose-r1", harness.AgentOptions{Addr: "127.0.0.32", Labels: "role=runtime", ExtraArgs: ttl})
 
@@ -82,6 +85,27 @@ func TestLoseBuildingCoordinatorForGood(t *testing.T) {
 		t.Fatalf("the building coordinator %s is not a holder: %v", idA, holders)
 	}
 
+	// A Dockerfile app's image archive is kept on both too.
+	p.MustCtl("", "formations:create", "keepimg")
+	imgRepo := p.AppRepo("dockerfile-app", "keepimg")
+	if out, err := p.Git(imgRepo, key, "push", p.RemoteVia(0, "keepimg"), "main"); err != nil || !strings.Contains(out, "Stored on 2 coordinators") {
+		t.Fatalf("push of the Dockerfile app: %v\n%s", err, out)
+	}
+	p.WaitApp(proxy, "keepimg.localhost", "from dockerfile-app", 3*time.Minute)
+	imgRel, err := st.LatestRelease(ctx, "keepimg")
+	if err != nil || imgRel.Build == nil || imgRel.Build.ImageArchive == nil {
+		t.Fatalf("release of the Dockerfile app: %+v, %v", imgRel, err)
+	}
+	archive := imgRel.Build.ImageArchive.SHA256
+	if h, err := st.Holders(ctx, archive); err != nil || len(h) != 2 {
+		t.Fatalf("image archive %s held by %v, %v", archive, h, err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := os.Stat(filepath.Join(p.Dir, fmt.Sprintf("coordinator%d", i), "slugs", archive+".tgz")); err != nil {
+			t.Errorf("coordinator %d has no file of the image archive: %v", i, err)
+		}
+	}
+
 	// Lose the building coordinator for good.
 	p.Coordinators[0].Stop()
 	if err := os.RemoveAll(dirA); err != nil {
@@ -107,6 +131,7 @@ func TestLoseBuildingCoordinatorForGood(t *testing.T) {
 		return c[r2.Name] == 2 && c[r1.Name] == 0, out
 	})
 	p.WaitApp(proxy, host, "hello from keep (v1)", time.Minute)
+	p.WaitApp(proxy, "keepimg.localhost", "from dockerfile-app", 2*time.Minute)
 	for _, line := range strings.Split(r2.Log(), "\n") {
 		if strings.Contains(line, "downloaded from another coordinator") {
 			t.Log("new node:", line)
