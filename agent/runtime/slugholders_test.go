@@ -45,11 +45,28 @@ func TestSlugFromOtherHolders(t *testing.T) {
 	s2, _ := testSlugs(t)
 	s2.holders = func(context.Context, string) ([]string, error) { return []string{liar.URL + "/x.tgz"}, nil }
 	_, err = s2.ensure(context.Background(), gone.URL+"/slugs/"+ref.SHA256+".tgz", ref)
-	if err == nil || !strings.Contains(err.Error(), "has sha256") || !strings.Contains(err.Error(), "other coordinators") {
+	if err == nil || !strings.Contains(err.Error(), "has sha256") || !strings.Contains(err.Error(), "no coordinator served") {
 		t.Fatalf("only a lying holder: %v", err)
 	}
 	if entries, _ := os.ReadDir(s2.dir); len(entries) != 0 {
 		t.Fatalf("a refused download left %v", entries)
+	}
+
+	// The recorded URL comes first while its coordinator is a live holder,
+	// last once it is not.
+	s4, _ := testSlugs(t)
+	rec := "http://a/slugs/x.tgz"
+	s4.holders = func(context.Context, string) ([]string, error) { return []string{"http://b/slugs/x.tgz", rec}, nil }
+	if got := strings.Join(s4.sources(context.Background(), rec, ref.SHA256), " "); got != rec+" http://b/slugs/x.tgz" {
+		t.Errorf("sources with the recorded holder live: %s", got)
+	}
+	s4.holders = func(context.Context, string) ([]string, error) { return []string{"http://b/slugs/x.tgz"}, nil }
+	if got := strings.Join(s4.sources(context.Background(), rec, ref.SHA256), " "); got != "http://b/slugs/x.tgz "+rec {
+		t.Errorf("sources with the recorded holder gone: %s", got)
+	}
+	s4.holders = func(context.Context, string) ([]string, error) { return nil, nil }
+	if got := strings.Join(s4.sources(context.Background(), rec, ref.SHA256), " "); got != rec {
+		t.Errorf("sources with no holders known: %s", got)
 	}
 
 	// No URL in the databag and no holder: a clear error.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -206,46 +207,61 @@ func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRe
 	if verifyFile(dst, ref.SHA256) == nil {
 		return nil
 	}
-	var first error
-	if url != "" {
-		if first = s.downloadFrom(ctx, what, url, ref, dst); first == nil || ctx.Err() != nil {
-			return first
-		}
-	}
-	var others []string
-	if s.holders != nil {
-		urls, err := s.holders(ctx, ref.SHA256)
-		if err != nil {
-			s.log.Warn("cannot read the other holders of a slug", "slug", short(ref.SHA256), "error", err)
-		}
-		for _, u := range urls {
-			if u != url {
-				others = append(others, u)
-			}
-		}
-	}
-	if first == nil && len(others) == 0 {
-		return fmt.Errorf("runtime: %s %s is not on this node, the databag has no URL for it and no running coordinator holds it: check the coordinator's --slug-url", what, short(ref.SHA256))
-	}
-	var errs []string
-	for _, u := range others {
+	var errs []error
+	for _, u := range s.sources(ctx, url, ref.SHA256) {
 		err := s.downloadFrom(ctx, what, u, ref, dst)
 		if err == nil {
-			s.log.Info("downloaded from another coordinator", "what", what, "slug", short(ref.SHA256), "url", u, "failed", url)
+			if u != url {
+				s.log.Info("downloaded from another coordinator", "what", what, "slug", short(ref.SHA256), "url", u, "recorded", url)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
 			return err
 		}
-		errs = append(errs, err.Error())
+		errs = append(errs, err)
 	}
-	switch {
-	case first == nil:
-		return fmt.Errorf("runtime: no coordinator served %s %s: %s", what, short(ref.SHA256), strings.Join(errs, "; "))
-	case len(errs) > 0:
-		return fmt.Errorf("%w; the other coordinators that hold it failed too: %s", first, strings.Join(errs, "; "))
+	switch len(errs) {
+	case 0:
+		return fmt.Errorf("runtime: %s %s is not on this node, the databag has no URL for it and no running coordinator holds it: check the coordinator's --slug-url", what, short(ref.SHA256))
+	case 1:
+		return errs[0]
 	}
-	return first
+	rest := make([]string, 0, len(errs)-1)
+	for _, err := range errs[1:] {
+		rest = append(rest, err.Error())
+	}
+	return fmt.Errorf("runtime: no coordinator served %s %s: %w; %s", what, short(ref.SHA256), errs[0], strings.Join(rest, "; "))
+}
+
+// sources orders where to download sha from: the databag's url while its
+// coordinator is among the live holders (or nothing is known about them),
+// the other live holders (state.Store.SlugURLs) next, and url last when
+// its coordinator is not live any more, so a lost coordinator delays
+// nothing.
+func (s *slugs) sources(ctx context.Context, url, sha string) []string {
+	var live []string
+	if s.holders != nil {
+		var err error
+		if live, err = s.holders(ctx, sha); err != nil {
+			s.log.Warn("cannot read the holders of a slug; trying its recorded URL only", "slug", short(sha), "error", err)
+			live = nil
+		}
+	}
+	urlLive := len(live) == 0 || slices.Contains(live, url)
+	var out []string
+	if url != "" && urlLive {
+		out = append(out, url)
+	}
+	for _, u := range live {
+		if u != url {
+			out = append(out, u)
+		}
+	}
+	if url != "" && !urlLive {
+		out = append(out, url)
+	}
+	return out
 }
 
 // downloadFrom fetches url to dst, verified against ref (see download).

@@ -46,7 +46,7 @@ type ReplicatorConfig struct {
 	// a holder that announces a larger one is not asked.
 	MaxBytes int64
 	// Resync is the period of the full pass that backs up the watch
-	// (default 30 s).
+	// (default a minute).
 	Resync time.Duration
 	Logger *slog.Logger
 }
@@ -81,7 +81,7 @@ func NewReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 		cfg.MaxBytes = DefaultMaxFetchBytes
 	}
 	if cfg.Resync <= 0 {
-		cfg.Resync = 30 * time.Second
+		cfg.Resync = time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
