@@ -12,6 +12,7 @@ import (
 
 	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/etcdauth/authtest"
+	"github.com/deis/deis/pkg/jointoken"
 	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/etcdtest"
@@ -355,6 +356,55 @@ func TestForeignCertificateRefused(t *testing.T) {
 	if err != nil || len(resp.Kvs) != 0 {
 		t.Fatalf("the forged put changed something: %v %v", resp, err)
 	}
+}
+
+// TestJoinFlow walks the join of a node on a secured etcd: an administrator
+// makes a token, the coordinator (its own role) redeems it, root provisions
+// the node's user, and the node's certificate then writes its own keys. A
+// node cannot read the tokens; the coordinator cannot write what deisctl
+// and the agents own.
+func TestJoinFlow(t *testing.T) {
+	cl := authtest.Start(t)
+	ctx := ctxT(t)
+	names := etcdauth.NewNames(prefix)
+	if err := etcdauth.EnsureUser(ctx, cl.Root, prefix, "admin", etcdauth.UserOptions{Admin: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := etcdauth.EnsureCoordinator(ctx, cl.Root, prefix, ""); err != nil {
+		t.Fatal(err)
+	}
+	admin := cl.Client(t, names.User("admin"))
+	coord := cl.Client(t, names.Coordinator())
+
+	tok, err := jointoken.New(admin, prefix).Create(ctx, "n1", map[string]string{"role": "runtime"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim, err := jointoken.New(coord, prefix).Redeem(ctx, tok.String(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, claim.Node, etcdauth.NodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := cl.Client(t, names.Node(claim.Node))
+	allowed(t, "joined node registers", put(n1, keys.Node("n1")))
+	denied(t, "a node reads the join tokens", get(n1, jointoken.New(n1, prefix).Prefix(), clientv3.WithPrefix()))
+	if _, err := jointoken.New(n1, prefix).Create(ctx, "n2", nil, 0); !etcdauth.IsPermissionDenied(err) {
+		t.Errorf("a node makes a join token: %v", err)
+	}
+
+	allowed(t, "coordinator writes a databag", put(coord, keys.Runtime("n1")))
+	allowed(t, "coordinator writes routing", put(coord, keys.Routing("shop")))
+	allowed(t, "coordinator appends a release", put(coord, keys.Release("shop", 1)))
+	allowed(t, "coordinator reads a config", get(coord, keys.Config("shop")))
+	allowed(t, "coordinator reads every node's status", get(coord, keys.NodeStatuses(), clientv3.WithPrefix()))
+	for _, k := range []string{keys.Node("n1"), keys.Heartbeat("n1"), keys.NodeStatus("n1"), keys.User("eve"),
+		keys.SSHKey("x"), keys.Drain("n1"), keys.NextUID()} {
+		denied(t, "coordinator puts "+k, put(coord, k))
+	}
+	_, err = coord.UserAdd(ctx, "mallory", "pw")
+	denied(t, "coordinator's role adds an etcd user", err)
 }
 
 // TestEnsureRoleConverges: EnsureRole grants what is missing, revokes what
