@@ -469,8 +469,8 @@ func TestTable(t *testing.T) {
 }
 
 // BenchmarkRoundTrip measures one Put and one Get against a real etcd,
-// plain (no TLS, no auth) and with TLS, client certificates and auth on
-// (node a writing its own status key):
+// plain (no TLS, no auth), with TLS and client certificates, and with TLS,
+// client certificates and auth on (node a writing its own status key):
 //
 //	go test -run XXX -bench RoundTrip -benchtime 2000x ./pkg/etcdauth/
 func BenchmarkRoundTrip(b *testing.B) {
@@ -495,6 +495,10 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.Run("plain", func(b *testing.B) {
 		_, c := etcdtest.Start(b)
 		run(b, c)
+	})
+	b.Run("tls", func(b *testing.B) {
+		cl := authtest.StartTLSOnly(b)
+		run(b, cl.Client(b, etcdauth.NewNames(prefix).Node("a")))
 	})
 	b.Run("tls+auth", func(b *testing.B) {
 		cl := authtest.Start(b)

@@ -33,7 +33,13 @@ type Cluster struct {
 }
 
 // Start runs the etcd for the test; it stops when the test ends.
-func Start(t testing.TB) *Cluster {
+func Start(t testing.TB) *Cluster { t.Helper(); return start(t, true) }
+
+// StartTLSOnly is Start without etcd's auth enabled: TLS and client
+// certificates only (a benchmark's baseline).
+func StartTLSOnly(t testing.TB) *Cluster { t.Helper(); return start(t, false) }
+
+func start(t testing.TB, auth bool) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := pki.Create(filepath.Join(dir, "pki"), "deis test CA", 0)
@@ -77,6 +83,9 @@ func Start(t testing.TB) *Cluster {
 	}
 	c := &Cluster{CA: ca, Verifier: &pki.Verifier{CA: ca}, Endpoint: cu.String(), Dir: dir}
 	c.Root = c.Client(t, etcdauth.Root)
+	if !auth {
+		return c
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := etcdauth.Enable(ctx, c.Root, ""); err != nil {
