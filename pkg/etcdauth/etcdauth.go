@@ -259,6 +259,9 @@ func EnsureNode(ctx context.Context, a Auth, prefix, node string, opts NodeOptio
 	if err := state.ValidateName("node", node); err != nil {
 		return err
 	}
+	if len(opts.ProxyFormations) > 0 && !opts.Proxy {
+		return fmt.Errorf("etcdauth: node %s is given proxy formations but is no proxy: set NodeOptions.Proxy too", node)
+	}
 	for _, f := range opts.ProxyFormations {
 		if err := state.ValidateName("formation", f); err != nil {
 			return err

@@ -436,6 +436,12 @@ func TestEnsureRoleConverges(t *testing.T) {
 	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "Bad_Name", etcdauth.NodeOptions{}); err == nil {
 		t.Fatal("invalid node name accepted")
 	}
+	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "n", etcdauth.NodeOptions{ProxyFormations: []string{"shop"}}); err == nil {
+		t.Fatal("proxy formations of a node that is no proxy accepted")
+	}
+	if _, err := cl.Root.UserGet(ctx, etcdauth.NewNames(prefix).Node("n")); err == nil {
+		t.Fatal("refused EnsureNode made a user")
+	}
 }
 
 // TestTable checks the permission table itself, without etcd: node a's
