@@ -8,9 +8,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -238,6 +240,16 @@ type Leaf struct {
 
 // Issue signs a new certificate with a fresh ECDSA P-256 key.
 func (ca *CA) Issue(r Request) (*Leaf, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("pki: generate key: %w", err)
+	}
+	return ca.issue(r, &key.PublicKey, key)
+}
+
+// issue signs a certificate for pub; key, when not nil, is its private key
+// and goes into the Leaf.
+func (ca *CA) issue(r Request, pub crypto.PublicKey, key crypto.Signer) (*Leaf, error) {
 	if r.CommonName == "" {
 		return nil, errors.New("pki: a certificate needs a common name (the identity)")
 	}
@@ -264,10 +276,6 @@ func (ca *CA) Issue(r Request) (*Leaf, error) {
 	if na.After(ca.Cert.NotAfter) {
 		na = ca.Cert.NotAfter
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("pki: generate key: %w", err)
-	}
 	serial, err := newSerial()
 	if err != nil {
 		return nil, err
@@ -282,7 +290,7 @@ func (ca *CA) Issue(r Request) (*Leaf, error) {
 		DNSNames:     r.DNSNames,
 		IPAddresses:  r.IPs,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
 		return nil, fmt.Errorf("pki: sign certificate for %q: %w", r.CommonName, err)
 	}
@@ -290,11 +298,13 @@ func (ca *CA) Issue(r Request) (*Leaf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: parse certificate: %w", err)
 	}
-	keyPEM, err := encodeKey(key)
-	if err != nil {
-		return nil, err
+	leaf := &Leaf{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Key: key}
+	if key != nil {
+		if leaf.KeyPEM, err = encodeKey(key); err != nil {
+			return nil, err
+		}
 	}
-	return &Leaf{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: keyPEM, Key: key}, nil
+	return leaf, nil
 }
 
 // IssueServer issues a server certificate for hosts (IP addresses and DNS
@@ -469,4 +479,64 @@ func writeFile(path string, data []byte, mode os.FileMode) error {
 		return fmt.Errorf("pki: write %s: %w", path, err)
 	}
 	return nil
+}
+
+// Fingerprint is the SHA-256 of the CA certificate, "sha256:" and hex: a
+// joining node that has not yet got the CA pins it with this (PinnedTLS).
+func (ca *CA) Fingerprint() string { return Fingerprint(ca.Cert) }
+
+// Fingerprint is the SHA-256 of c, "sha256:" and hex.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// NewCSR makes a key and a certificate request for identity; the key stays
+// with the caller (a joining node), only the request travels.
+func NewCSR(identity string) (csrPEM []byte, key crypto.Signer, keyPEM []byte, err error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("pki: generate key: %w", err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: identity}}, k)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("pki: certificate request: %w", err)
+	}
+	keyPEM, err = encodeKey(k)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), k, keyPEM, nil
+}
+
+// SignCSR issues a certificate for the public key of csrPEM, whose signature
+// must hold (the requester has the key). Everything else comes from r, never
+// from the request: a node asks for a certificate, the CA decides whose it
+// is. The Leaf returned has no key.
+func (ca *CA) SignCSR(csrPEM []byte, r Request) (*Leaf, error) {
+	blk, _ := pem.Decode(csrPEM)
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("pki: not a PEM CERTIFICATE REQUEST: send the request pki.NewCSR made")
+	}
+	csr, err := x509.ParseCertificateRequest(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("pki: certificate request is not signed by its key: %w", err)
+	}
+	switch k := csr.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return nil, errors.New("pki: certificate request: use an ECDSA P-256 or P-384 key")
+		}
+	case ed25519.PublicKey:
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, errors.New("pki: certificate request: an RSA key needs at least 2048 bits")
+		}
+	default:
+		return nil, fmt.Errorf("pki: certificate request: unsupported key type %T", csr.PublicKey)
+	}
+	return ca.issue(r, csr.PublicKey, nil)
 }

@@ -338,3 +338,63 @@ func TestTLSServerAndClient(t *testing.T) {
 		t.Fatalf("server for another host: %v", err)
 	}
 }
+
+// TestJoinPrimitives: a node makes a key and a request; the CA signs it with
+// the identity it decides, not the one asked for; a node pins the CA by its
+// fingerprint before it has it.
+func TestJoinPrimitives(t *testing.T) {
+	ca := newCA(t, "deis")
+	v := &Verifier{CA: ca}
+	csr, key, keyPEM, err := NewCSR("deis:node-evil")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.SignCSR(csr, Request{CommonName: "deis:node-a", Usage: Client, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaf.Cert.Subject.CommonName != "deis:node-a" || leaf.KeyPEM != nil {
+		t.Fatalf("signed %q, key in leaf: %v", leaf.Cert.Subject.CommonName, leaf.KeyPEM != nil)
+	}
+	if !samePublicKey(leaf.Cert.PublicKey, key.Public()) {
+		t.Fatal("certificate is not for the requester's key")
+	}
+	if _, err := v.Verify([]*x509.Certificate{leaf.Cert}, Client, ""); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := parseKey(keyPEM); err != nil || !samePublicKey(k.Public(), key.Public()) {
+		t.Fatalf("key PEM: %v", err)
+	}
+	if _, err := ca.SignCSR([]byte("junk"), Request{CommonName: "x", Usage: Client}); err == nil {
+		t.Fatal("junk request signed")
+	}
+	tampered := []byte(strings.Replace(string(csr), string(csr[40:44]), "AAAA", 1))
+	if _, err := ca.SignCSR(tampered, Request{CommonName: "x", Usage: Client}); err == nil {
+		t.Fatal("tampered request signed")
+	}
+
+	srvCert, _ := ca.IssueServer("coordinator", []string{"127.0.0.1"}, 0)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv.TLS = ServerTLS(v, srvCert)
+	srv.TLS.ClientAuth = tls.NoClientCert // the join endpoint: no client certificate yet
+	srv.TLS.VerifyConnection = nil
+	srv.StartTLS()
+	defer srv.Close()
+	get := func(cfg *tls.Config) error {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 5 * time.Second}
+		resp, err := c.Get(srv.URL)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	if err := get(PinnedTLS(ca.Fingerprint(), "127.0.0.1")); err != nil {
+		t.Fatalf("pinned CA: %v", err)
+	}
+	if err := get(PinnedTLS(newCA(t, "other").Fingerprint(), "127.0.0.1")); !errors.Is(err, ErrForeignCA) {
+		t.Fatalf("other fingerprint: %v", err)
+	}
+	if err := get(PinnedTLS(ca.Fingerprint(), "10.1.1.1")); !errors.Is(err, ErrWrongHost) {
+		t.Fatalf("wrong host: %v", err)
+	}
+}

@@ -111,8 +111,10 @@ func names(c *x509.Certificate) string {
 // PeerIdentity.
 func ServerTLS(v *Verifier, cert *Leaf) *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert.TLSCertificate()},
+		MinVersion: tls.VersionTLS12,
+		// The chain includes the CA, so a joining node that pins its
+		// fingerprint (PinnedTLS) can check this server before it has the CA.
+		Certificates: []tls.Certificate{withCA(cert.TLSCertificate(), v.CA)},
 		// The checks are ours (VerifyConnection), so that the refusal logged
 		// names the cause and the fix. No ClientCAs list: with one, a Go
 		// client holding only a foreign certificate sends none, and the log
@@ -147,6 +149,41 @@ func ClientTLS(v *Verifier, cert *Leaf) *tls.Config {
 		c.Certificates = []tls.Certificate{cert.TLSCertificate()}
 	}
 	return c
+}
+
+func withCA(c tls.Certificate, ca *CA) tls.Certificate {
+	c.Certificate = append(c.Certificate, ca.Cert.Raw)
+	return c
+}
+
+// PinnedTLS is the tls.Config of a client that does not have the platform
+// CA yet (a node joining): it accepts a server whose chain holds a CA with
+// fingerprint (CA.Fingerprint, as printed next to the join token) and whose
+// certificate that CA issued for host.
+func PinnedTLS(fingerprint, host string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ServerName: host,
+		// Verified below against the pinned CA, not the system's roots.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("pki: the server sent no certificate: %w", ErrNoCert)
+			}
+			var ca *x509.Certificate
+			for _, c := range cs.PeerCertificates[1:] {
+				if Fingerprint(c) == fingerprint {
+					ca = c
+				}
+			}
+			if ca == nil {
+				return fmt.Errorf("pki: the server at %s does not present the CA %s: check the address and the fingerprint printed with the join token: %w", host, fingerprint, ErrForeignCA)
+			}
+			v := &Verifier{CA: &CA{Cert: ca}}
+			_, err := v.Verify(cs.PeerCertificates[:1], Server, host)
+			return err
+		},
+	}
 }
 
 // PeerIdentity is the identity of a client that a ServerTLS server
