@@ -8,7 +8,8 @@
 // installations sharing an etcd cluster never share a user or role. The
 // functions are idempotent and converge (EnsureRole revokes permissions no
 // longer in the table), so a level-triggered reconciler may call them on
-// every pass. They need etcd's root: managing users and roles is root's
+// every pass; Sync does the whole installation at once from its records
+// (nodes, users, grants, formations), removing identities no longer there. They need etcd's root: managing users and roles is root's
 // alone, and no platform role (not even admin) can.
 //
 // # Permission table (today's key layout, pkg/state/keys.go)

@@ -28,6 +28,8 @@ type Auth interface {
 	RoleGrantPermission(ctx context.Context, name, key, rangeEnd string, permType clientv3.PermissionType) (*clientv3.AuthRoleGrantPermissionResponse, error)
 	RoleRevokePermission(ctx context.Context, role, key, rangeEnd string) (*clientv3.AuthRoleRevokePermissionResponse, error)
 	RoleDelete(ctx context.Context, role string) (*clientv3.AuthRoleDeleteResponse, error)
+	UserList(ctx context.Context) (*clientv3.AuthUserListResponse, error)
+	RoleList(ctx context.Context) (*clientv3.AuthRoleListResponse, error)
 }
 
 // Root is etcd's superuser and its role.

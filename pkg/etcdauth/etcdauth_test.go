@@ -530,3 +530,84 @@ func BenchmarkRoundTrip(b *testing.B) {
 		b.ReportMetric(float64(d[len(d)*9/10].Microseconds()), name+"-p90-µs")
 	}
 }
+
+// TestSync: Sync makes etcd's users and roles follow the platform's records,
+// in both directions, and leaves alone what is not this installation's.
+func TestSync(t *testing.T) {
+	cl := authtest.Start(t)
+	ctx := ctxT(t)
+	names := etcdauth.NewNames(prefix)
+	if err := etcdauth.EnsureCoordinator(ctx, cl.Root, prefix, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Another installation on the same etcd.
+	if err := etcdauth.EnsureNode(ctx, cl.Root, "/other", "z", etcdauth.NodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	d := etcdauth.Desired{
+		Nodes:      map[string]etcdauth.NodeOptions{"a": {Proxy: true, ProxyFormations: []string{"shop"}}, "b": {}},
+		Users:      map[string]etcdauth.UserGrants{"alice": {Formations: []string{"shop"}}, "bob": {Admin: true}},
+		Formations: []string{"shop", "other"},
+	}
+	if err := etcdauth.Sync(ctx, cl.Root, prefix, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := etcdauth.Sync(ctx, cl.Root, prefix, d); err != nil {
+		t.Fatalf("second Sync: %v", err)
+	}
+	a, b := cl.Client(t, names.Node("a")), cl.Client(t, names.Node("b"))
+	alice, bob := cl.Client(t, names.User("alice")), cl.Client(t, names.User("bob"))
+	allowed(t, "a acks shop", put(a, keys.ProxyAck("shop", "a")))
+	allowed(t, "b puts its status", put(b, keys.NodeStatus("b")))
+	allowed(t, "alice sets shop's config", put(alice, keys.Config("shop")))
+	denied(t, "alice sets other's config", put(alice, keys.Config("other")))
+	allowed(t, "bob (admin) sets other's config", put(bob, keys.Config("other")))
+
+	// Node b removed, alice moved from shop to other, bob gone, shop destroyed.
+	d = etcdauth.Desired{
+		Nodes:      map[string]etcdauth.NodeOptions{"a": {}},
+		Users:      map[string]etcdauth.UserGrants{"alice": {Formations: []string{"other"}}},
+		Formations: []string{"other"},
+	}
+	if err := etcdauth.Sync(ctx, cl.Root, prefix, d); err != nil {
+		t.Fatal(err)
+	}
+	if err := put(b, keys.NodeStatus("b")); err == nil {
+		t.Error("removed node b still writes")
+	}
+	denied(t, "a, no longer a proxy, acks shop", put(a, keys.ProxyAck("shop", "a")))
+	allowed(t, "a puts its status", put(a, keys.NodeStatus("a")))
+	denied(t, "alice sets shop's config after it was taken away", put(alice, keys.Config("shop")))
+	allowed(t, "alice sets other's config once granted", put(alice, keys.Config("other")))
+	if err := put(bob, keys.Config("other")); err == nil {
+		t.Error("removed user bob still writes")
+	}
+	roles, err := cl.Root.RoleList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(roles.Roles, " ")
+	for _, gone := range []string{names.Formation("shop"), names.Node("b"), names.User("bob")} {
+		if strings.Contains(got, gone) {
+			t.Errorf("role %s left: %s", gone, got)
+		}
+	}
+	for _, kept := range []string{names.Coordinator(), etcdauth.Root, etcdauth.NewNames("/other").Node("z")} {
+		if !strings.Contains(got, kept) {
+			t.Errorf("role %s removed: %s", kept, got)
+		}
+	}
+	if _, err := cl.Root.UserGet(ctx, names.Coordinator()); err != nil {
+		t.Errorf("coordinator user removed: %v", err)
+	}
+
+	// Bad input changes nothing.
+	bad := etcdauth.Desired{Users: map[string]etcdauth.UserGrants{"carol": {Formations: []string{"nope"}}}, Formations: []string{"other"}}
+	if err := etcdauth.Sync(ctx, cl.Root, prefix, bad); err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("grant of a missing formation: %v", err)
+	}
+	if _, err := cl.Root.UserGet(ctx, names.User("carol")); err == nil {
+		t.Error("refused Sync made a user")
+	}
+	allowed(t, "a still writes after a refused Sync", put(a, keys.NodeStatus("a")))
+}
