@@ -11,4 +11,12 @@
 // ModRevision, so of two redeemers racing with one token exactly one wins;
 // an expired, used, unknown or mistyped token is refused with an error that
 // says what to do, and changes nothing.
+//
+// Issuer.Join is the coordinator's side of the exchange: the node sends its
+// token and a certificate request (pki.NewCSR; its key never leaves it),
+// the coordinator checks both, provisions the node's etcd user and roles
+// (pkg/etcdauth), redeems the token and returns a client certificate whose
+// Common Name is the node's etcd user, with the platform CA. A node that
+// does not have the CA yet dials the coordinator with pki.PinnedTLS and the
+// CA fingerprint printed next to the token.
 package jointoken

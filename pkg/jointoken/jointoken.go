@@ -192,41 +192,58 @@ func askNew(node string) string {
 	return "ask an administrator for a new one with deisctl nodes:add " + node
 }
 
-// Redeem uses token once. node, when not empty, is the name the joining
-// agent expects; it must be the one the token is bound to. The claim
-// returned names the node and its labels. A refused token changes nothing.
-func (s *Store) Redeem(ctx context.Context, token, node string) (Claim, error) {
+// Peek checks token as Redeem does (secret, expiry, node) without using
+// it, and returns what it would grant.
+func (s *Store) Peek(ctx context.Context, token, node string) (Claim, error) {
+	cl, _, _, err := s.check(ctx, token, node)
+	return cl, err
+}
+
+// check reads and verifies token; it returns the claim, the record and the
+// key's ModRevision.
+func (s *Store) check(ctx context.Context, token, node string) (Claim, record, int64, error) {
 	id, secret, err := Parse(token)
 	if err != nil {
-		return Claim{}, err
+		return Claim{}, record{}, 0, err
 	}
 	key := s.Key(id)
 	resp, err := s.etcd.Get(ctx, key)
 	if err != nil {
-		return Claim{}, fmt.Errorf("jointoken: read token: %w", err)
+		return Claim{}, record{}, 0, fmt.Errorf("jointoken: read token: %w", err)
 	}
 	unknown := fmt.Errorf("%w (never issued, mistyped, or expired over %s ago): %s", ErrUnknown, Retention, askNew(node))
 	if len(resp.Kvs) == 0 {
-		return Claim{}, unknown
+		return Claim{}, record{}, 0, unknown
 	}
 	kv := resp.Kvs[0]
 	var rec record
 	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		return Claim{}, fmt.Errorf("jointoken: token %s is unreadable (%v): %s", id, err, askNew(node))
+		return Claim{}, record{}, 0, fmt.Errorf("jointoken: token %s is unreadable (%v): %s", id, err, askNew(node))
 	}
 	if subtle.ConstantTimeCompare([]byte(hash(id, secret)), []byte(rec.Hash)) != 1 {
-		return Claim{}, unknown
+		return Claim{}, record{}, 0, unknown
 	}
 	if rec.Used != nil {
-		return Claim{}, fmt.Errorf("%w: the token for node %s was used at %s; a token joins one node once: %s", ErrUsed, rec.Node, rec.Used.UTC().Format(time.RFC3339), askNew(rec.Node))
+		return Claim{}, record{}, 0, fmt.Errorf("%w: the token for node %s was used at %s; a token joins one node once: %s", ErrUsed, rec.Node, rec.Used.UTC().Format(time.RFC3339), askNew(rec.Node))
 	}
-	now := s.now().UTC()
-	if !now.Before(rec.Expires) {
-		return Claim{}, fmt.Errorf("%w: the token for node %s expired at %s: %s", ErrExpired, rec.Node, rec.Expires.Format(time.RFC3339), askNew(rec.Node))
+	if !s.now().UTC().Before(rec.Expires) {
+		return Claim{}, record{}, 0, fmt.Errorf("%w: the token for node %s expired at %s: %s", ErrExpired, rec.Node, rec.Expires.Format(time.RFC3339), askNew(rec.Node))
 	}
 	if node != "" && node != rec.Node {
-		return Claim{}, fmt.Errorf("%w: this token is for node %q, not %q: start the agent with the name %q, or %s", ErrWrongNode, rec.Node, node, rec.Node, askNew(node))
+		return Claim{}, record{}, 0, fmt.Errorf("%w: this token is for node %q, not %q: start the agent with the name %q, or %s", ErrWrongNode, rec.Node, node, rec.Node, askNew(node))
 	}
+	return Claim{ID: id, Node: rec.Node, Labels: rec.Labels}, rec, kv.ModRevision, nil
+}
+
+// Redeem uses token once. node, when not empty, is the name the joining
+// agent expects; it must be the one the token is bound to. The claim
+// returned names the node and its labels. A refused token changes nothing.
+func (s *Store) Redeem(ctx context.Context, token, node string) (Claim, error) {
+	cl, rec, rev, err := s.check(ctx, token, node)
+	if err != nil {
+		return Claim{}, err
+	}
+	now := s.now().UTC()
 	rec.Used = &now
 	b, err := json.Marshal(rec)
 	if err != nil {
@@ -234,7 +251,8 @@ func (s *Store) Redeem(ctx context.Context, token, node string) (Claim, error) {
 	}
 	// Used only if nobody used it since we read it; the key keeps its
 	// lease, so it still goes away after Retention.
-	tr, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+	key := s.Key(cl.ID)
+	tr, err := s.etcd.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpPut(key, string(b), clientv3.WithIgnoreLease())).Commit()
 	if err != nil {
 		return Claim{}, fmt.Errorf("jointoken: redeem token: %w", err)
@@ -242,5 +260,5 @@ func (s *Store) Redeem(ctx context.Context, token, node string) (Claim, error) {
 	if !tr.Succeeded {
 		return Claim{}, fmt.Errorf("%w: the token for node %s was used by someone else just now: %s", ErrUsed, rec.Node, askNew(rec.Node))
 	}
-	return Claim{ID: id, Node: rec.Node, Labels: rec.Labels}, nil
+	return cl, nil
 }

@@ -372,18 +372,28 @@ func LoadLeaf(certPath, keyPath string) (*Leaf, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: read key: %w", err)
 	}
-	cert, err := parseCert(cp)
+	l, err := ParseLeaf(cp, kp)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %s: %w", certPath, err)
+		return nil, fmt.Errorf("pki: %s, %s: %w", certPath, keyPath, err)
 	}
-	key, err := parseKey(kp)
+	return l, nil
+}
+
+// ParseLeaf is LoadLeaf from PEM bytes: a joined node's certificate and the
+// key it kept.
+func ParseLeaf(certPEM, keyPEM []byte) (*Leaf, error) {
+	cert, err := parseCert(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("pki: %s: %w", keyPath, err)
+		return nil, fmt.Errorf("certificate: %w", err)
+	}
+	key, err := parseKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key: %w", err)
 	}
 	if !samePublicKey(cert.PublicKey, key.Public()) {
-		return nil, fmt.Errorf("pki: %s is not the key of %s", keyPath, certPath)
+		return nil, errors.New("the key is not the certificate's")
 	}
-	return &Leaf{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), KeyPEM: kp, Key: key}, nil
+	return &Leaf{Cert: cert, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), KeyPEM: keyPEM, Key: key}, nil
 }
 
 func newSerial() (*big.Int, error) {
@@ -509,11 +519,9 @@ func NewCSR(identity string) (csrPEM []byte, key crypto.Signer, keyPEM []byte, e
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), k, keyPEM, nil
 }
 
-// SignCSR issues a certificate for the public key of csrPEM, whose signature
-// must hold (the requester has the key). Everything else comes from r, never
-// from the request: a node asks for a certificate, the CA decides whose it
-// is. The Leaf returned has no key.
-func (ca *CA) SignCSR(csrPEM []byte, r Request) (*Leaf, error) {
+// ParseCSR reads a PEM certificate request and checks that its signature
+// holds (the requester has the key) and its key is one this CA signs.
+func ParseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
 	blk, _ := pem.Decode(csrPEM)
 	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
 		return nil, errors.New("pki: not a PEM CERTIFICATE REQUEST: send the request pki.NewCSR made")
@@ -537,6 +545,17 @@ func (ca *CA) SignCSR(csrPEM []byte, r Request) (*Leaf, error) {
 		}
 	default:
 		return nil, fmt.Errorf("pki: certificate request: unsupported key type %T", csr.PublicKey)
+	}
+	return csr, nil
+}
+
+// SignCSR issues a certificate for the public key of csrPEM (ParseCSR).
+// Everything else comes from r, never from the request: a node asks for a
+// certificate, the CA decides whose it is. The Leaf returned has no key.
+func (ca *CA) SignCSR(csrPEM []byte, r Request) (*Leaf, error) {
+	csr, err := ParseCSR(csrPEM)
+	if err != nil {
+		return nil, err
 	}
 	return ca.issue(r, csr.PublicKey, nil)
 }
