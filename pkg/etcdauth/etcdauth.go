@@ -432,3 +432,16 @@ func Covers(perms []Perm, key string, typ clientv3.PermissionType) bool {
 	}
 	return false
 }
+
+// Denied turns etcd's refusal of user's change to formation f into the one
+// line deisctl prints ("alice may not change shop: ask an administrator for
+// deisctl perms:grant alice -f shop"); other errors pass through.
+func Denied(err error, user, f string) error {
+	if !IsPermissionDenied(err) {
+		return err
+	}
+	if f == "" {
+		return fmt.Errorf("%s may not do this: ask an administrator: %w", user, err)
+	}
+	return fmt.Errorf("%s may not change %s: ask an administrator for deisctl perms:grant %s -f %s: %w", user, f, user, f, err)
+}

@@ -201,6 +201,9 @@ func TestUserNeedsFormationGrant(t *testing.T) {
 	allowed(t, "alice's health check", get(alice, etcdauth.HealthKey(prefix), clientv3.WithCountOnly()))
 	allowed(t, "alice reads coordinator info", get(alice, keys.Coordinator()))
 	denied(t, "alice sets shop's config before the grant", put(alice, keys.Config("shop")))
+	if err := etcdauth.Denied(put(alice, keys.Config("shop")), "alice", "shop"); !strings.HasPrefix(err.Error(), "alice may not change shop: ask an administrator for deisctl perms:grant alice -f shop") {
+		t.Errorf("Denied: %v", err)
+	}
 	denied(t, "alice scales shop before the grant", put(alice, keys.Formation("shop")))
 	denied(t, "alice reads shop's config before the grant", get(alice, keys.Config("shop")))
 
