@@ -48,15 +48,16 @@
 //     (/deis/status/proxies/<f>/<n>, /deis/status/traffic/<f>/<n>), so a node
 //     has no prefix of its own there: today it needs two exact grants per
 //     formation it proxies (ProxyFormationPerms), kept in step with the
-//     formations. Proposed: key them by node first, /deis/status/acks/<n>/<f>
-//     and /deis/status/traffic/<n>/<f> (new family names, so old and new
-//     agents never mix the two orders); the node's role then gets one
-//     read-write prefix, /deis/status/acks/<n>/ and /deis/status/traffic/<n>/,
-//     and the coordinator watches /deis/status/acks/ and /deis/status/traffic/
-//     as before. Keys.FormationFamilies would list them per formation no
-//     more; destroy and purge delete a formation's acks with a range per node,
-//     or the acks of a formation that no longer exists are ignored and
-//     overwritten.
+//     formations. Proposed: key them by node first under new family names
+//     (so old and new agents never mix the two orders),
+//     /deis/status/acks/<n>/<f> and /deis/status/traffic-reports/<n>/<f>;
+//     the node's role then holds one read-write prefix for each,
+//     /deis/status/acks/<n>/ and /deis/status/traffic-reports/<n>/, and the
+//     coordinator watches /deis/status/acks/ and
+//     /deis/status/traffic-reports/ as it watches the old families today.
+//     Keys.FormationFamilies then lists them per formation no more:
+//     destroy and purge delete a formation's acks with one key per node, or
+//     the coordinator ignores acks of formations that no longer exist.
 //   - Proxies read every formation's routing, certificates (with private
 //     keys) and challenges; narrowing to the formations a proxy serves
 //     needs per-formation grants like the acks above.
