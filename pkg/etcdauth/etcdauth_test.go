@@ -344,6 +344,13 @@ func TestForeignCertificateRefused(t *testing.T) {
 	if err := handshake(pki.ClientTLS(cl.Verifier, nil)); err == nil {
 		t.Fatal("client without certificate accepted")
 	}
+	expired, err := cl.CA.Issue(pki.Request{CommonName: etcdauth.Root, Usage: pki.Client, NotBefore: time.Now().Add(-2 * time.Hour), TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := handshake(pki.ClientTLS(cl.Verifier, expired)); err == nil {
+		t.Fatal("expired root certificate of the platform CA accepted")
+	}
 	err = handshake(pki.ClientTLS(&pki.Verifier{CA: other}, forged))
 	if !errors.Is(pki.Explain(err), pki.ErrForeignCA) {
 		t.Fatalf("client trusting another CA: %v", err)
