@@ -16,6 +16,7 @@ import (
 	"github.com/deis/deis/agent/api"
 	"github.com/deis/deis/pkg/backoff"
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/deis/deis/pkg/watch"
 	"github.com/urfave/cli/v2"
 )
@@ -85,40 +86,34 @@ type logNode struct {
 // still report some (being stopped), and those that keep the last lines of
 // removed ones.
 func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, error) {
+	st, err := view.LoadFamilies(ctx, s.KV, s.Keys.Prefix, view.Runtimes, view.NodeStatuses, view.Nodes)
+	if err != nil {
+		return nil, err
+	}
 	has := map[string]bool{}
-	match := func(formation, t string) bool { return formation == f && (typ == "" || t == typ) }
-	rts, _, err := state.List[state.Runtime](ctx, s.KV, s.Keys.Runtimes())
-	if err != nil {
-		return nil, err
-	}
-	for _, rt := range rts {
-		for _, c := range rt.Value.Containers {
-			if match(c.Formation, c.Type) {
-				has[state.Base(rt.Key)] = true
-			}
+	for _, c := range st.Containers(f) {
+		t := ""
+		if c.Spec != nil {
+			t = c.Spec.Type
+		} else {
+			t = c.Status.Type
+		}
+		if typ == "" || t == typ {
+			has[c.Node] = true
 		}
 	}
-	sts, _, err := state.List[state.NodeStatus](ctx, s.KV, s.Keys.NodeStatuses())
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range sts {
-		for _, c := range st.Value.Containers {
-			if match(c.Formation, c.Type) {
-				has[state.Base(st.Key)] = true
-			}
-		}
-		if slices.Contains(st.Value.RetiredLogs, f) { // the last lines of removed containers
-			has[state.Base(st.Key)] = true
+	for n, ns := range st.Status {
+		if slices.Contains(ns.RetiredLogs, f) { // the last lines of removed containers
+			has[n] = true
 		}
 	}
 	var out []logNode
 	for _, name := range sortedKeys(has) {
-		var n state.Node
-		if _, err := s.Get(ctx, s.Keys.Node(name), &n); err != nil && !errors.Is(err, state.ErrNotFound) {
-			return nil, err
+		n := logNode{name: name}
+		if node := st.Nodes[name]; node != nil {
+			n.url = node.APIURL
 		}
-		out = append(out, logNode{name: name, url: n.APIURL})
+		out = append(out, n)
 	}
 	return out, nil
 }

@@ -362,10 +362,7 @@ func nodesDrain(c *cli.Context, e *env, args []string) error {
 func drainWarnings(node string, w *world) []string {
 	var warns []string
 	onNode := map[string]bool{}
-	for _, rt := range w.runtimes {
-		if rt.Node != node {
-			continue
-		}
+	if rt := w.st.Runtimes[node]; rt != nil {
 		for _, s := range rt.Containers {
 			onNode[s.Formation] = true
 		}

@@ -51,7 +51,7 @@ func ps(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rows := psRows(f, w.runtimes, markLost(w.statuses, w.alive))
+	rows := psRows(w.st.Containers(f))
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, rows)
 	}
@@ -133,10 +133,7 @@ func statusOnce(c *cli.Context, e *env) (bool, error) {
 	}
 	out := statusJSON{Formations: []formationStatus{}, LostNodes: []string{}, DrainingNodes: []state.Drain{}}
 	for _, f := range names {
-		st, err := statusOf(c.Context, e.store, w, f)
-		if err != nil {
-			return false, err
-		}
+		st := statusOf(w, f)
 		out.Formations = append(out.Formations, st)
 	}
 	for _, n := range w.nodes {
@@ -215,22 +212,4 @@ func nodesList(c *cli.Context, e *env, args []string) error {
 		rows = append(rows, []string{n.Name, orDash(n.Addr), kvList(n.Labels, ","), nodeState(n.State == "up", n.Draining), fmtTime(n.Started)})
 	}
 	return printTable(c.App.Writer, []string{"NAME", "ADDR", "LABELS", "STATE", "STARTED"}, rows)
-}
-
-// markLost rewrites the reports of nodes whose heartbeat is gone: what they
-// last said may no longer be true.
-func markLost(statuses []state.NodeStatus, alive map[string]bool) []state.NodeStatus {
-	out := make([]state.NodeStatus, 0, len(statuses))
-	for _, ns := range statuses {
-		if !alive[ns.Node] {
-			cs := make([]state.ContainerStatus, len(ns.Containers))
-			copy(cs, ns.Containers)
-			for i := range cs {
-				cs[i].State, cs[i].Reason = "unknown", "node lost"
-			}
-			ns.Containers = cs
-		}
-		out = append(out, ns)
-	}
-	return out
 }

@@ -2,12 +2,12 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/urfave/cli/v2"
 )
 
@@ -60,26 +60,19 @@ func releaseStatus(v, latest, routed int, failed map[int]state.ReleaseStatus) (s
 	return "", ""
 }
 
-// rolloutInfo reads what releaseStatus needs: failure marks and the routed
-// release (0 when there is no routing yet).
-func rolloutInfo(ctx context.Context, s *state.Store, f string) (map[int]state.ReleaseStatus, int, error) {
-	sts, _, err := state.List[state.ReleaseStatus](ctx, s.KV, s.Keys.ReleaseStatuses(f))
+// rolloutInfo reads, at one revision, formation f's releases and what
+// releaseStatus needs: the release statuses (as the view counts them) and
+// the routed release (0 when there is no routing yet).
+func rolloutInfo(ctx context.Context, s *state.Store, f string) (*view.State, map[int]state.ReleaseStatus, int, error) {
+	st, err := view.LoadFormation(ctx, s.KV, s.Keys.Prefix, f)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
-	failed := map[int]state.ReleaseStatus{}
-	for _, st := range sts {
-		v, ok := s.Keys.ReleaseVersionFromKey(st.Key)
-		if !ok {
-			v = st.Value.Version
-		}
-		failed[v] = st.Value
+	routed := 0
+	if r := st.Routing[f]; r.Doc != nil {
+		routed = r.Doc.Release
 	}
-	var r state.Routing
-	if _, err := s.Get(ctx, s.Keys.Routing(f), &r); err != nil && !errors.Is(err, state.ErrNotFound) {
-		return nil, 0, err
-	}
-	return failed, r.Release, nil
+	return st, releaseStatuses(st, f), routed, nil
 }
 
 func releasesList(c *cli.Context, e *env, args []string) error {
@@ -90,21 +83,18 @@ func releasesList(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rels, _, err := state.List[state.Release](c.Context, e.store.KV, e.keys().Releases(f))
-	if err != nil {
-		return err
-	}
-	failed, routed, err := rolloutInfo(c.Context, e.store, f)
+	st, failed, routed, err := rolloutInfo(c.Context, e.store, f)
 	if err != nil {
 		return err
 	}
 	latest := 0
-	if len(rels) > 0 {
-		latest = rels[len(rels)-1].Value.Version
+	if r := st.LatestRelease(f); r != nil {
+		latest = r.Version
 	}
-	out := make([]releaseJSON, 0, len(rels))
-	for i := len(rels) - 1; i >= 0; i-- {
-		r := releaseJSON{Release: rels[i].Value}
+	vs := st.Versions(f)
+	out := make([]releaseJSON, 0, len(vs))
+	for i := len(vs) - 1; i >= 0; i-- {
+		r := releaseJSON{Release: *st.Releases[f][vs[i]]}
 		r.Status, r.Reason = releaseStatus(r.Version, latest, routed, failed)
 		out = append(out, r)
 	}
@@ -148,18 +138,15 @@ func releasesInfo(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := getRelease(c.Context, e.store, f, v)
+	st, failed, routed, err := rolloutInfo(c.Context, e.store, f)
 	if err != nil {
 		return err
 	}
-	latest, err := e.store.LatestRelease(c.Context, f)
-	if err != nil {
-		return err
+	r := st.Releases[f][v]
+	if r == nil {
+		return fmt.Errorf("release v%d does not exist in formation %s: list releases with deisctl releases -f %s: %w", v, f, f, state.ErrNotFound)
 	}
-	failed, routed, err := rolloutInfo(c.Context, e.store, f)
-	if err != nil {
-		return err
-	}
+	latest := st.LatestRelease(f)
 	rj := releaseJSON{Release: *r}
 	rj.Status, rj.Reason = releaseStatus(v, latest.Version, routed, failed)
 	if c.Bool("json") {
@@ -193,18 +180,6 @@ func releasesInfo(c *cli.Context, e *env, args []string) error {
 		{"Process types", types},
 		{"Config keys", orDash(strings.Join(sortedKeys(r.Config), ", "))},
 	})
-}
-
-// getRelease reads release v with an error that says how to list releases.
-func getRelease(ctx context.Context, s *state.Store, f string, v int) (*state.Release, error) {
-	var r state.Release
-	if _, err := s.Get(ctx, s.Keys.Release(f, v), &r); err != nil {
-		if errors.Is(err, state.ErrNotFound) {
-			return nil, fmt.Errorf("release v%d does not exist in formation %s: list releases with deisctl releases -f %s: %w", v, f, f, state.ErrNotFound)
-		}
-		return nil, err
-	}
-	return &r, nil
 }
 
 func rollback(c *cli.Context, e *env, args []string) error {

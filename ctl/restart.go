@@ -1,7 +1,6 @@
 package ctl
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -9,8 +8,8 @@ import (
 
 	"github.com/deis/deis/coordinator/scheduler"
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/urfave/cli/v2"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // psRestart bumps the restart count of the given process types (all of the
@@ -64,59 +63,20 @@ func psRestart(c *cli.Context, e *env, args []string) error {
 // checkCapacity returns an error saying how many containers fit when the
 // formation's live runtime nodes cannot hold the scale asked for. With no
 // live node it says nothing here: `deisctl status` reports that.
-func checkCapacity(ctx context.Context, e *env, f *state.Formation, rel *state.Release, scale map[string]int) error {
-	k := e.keys()
-	layers, _, err := state.List[state.Layer](ctx, e.store.KV, k.Layers(f.Name))
-	if err != nil {
-		return err
-	}
-	nodes, _, err := state.List[state.Node](ctx, e.store.KV, k.Nodes())
-	if err != nil {
-		return err
-	}
-	alive := map[string]bool{}
-	hb, err := e.store.KV.Get(ctx, k.Heartbeats(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return err
-	}
-	for _, kv := range hb.Kvs {
-		alive[state.Base(string(kv.Key))] = true
-	}
-	drained, err := e.store.KV.Get(ctx, k.Drains(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return err
-	}
-	for _, kv := range drained.Kvs {
-		delete(alive, state.Base(string(kv.Key)))
-	}
-	// Containers of other formations already on each node.
-	rts, _, err := state.List[state.Runtime](ctx, e.store.KV, k.Runtimes())
-	if err != nil {
-		return err
-	}
-	load := map[string]int{}
-	mem := map[string]int64{}
-	for _, rt := range rts {
-		for _, ct := range rt.Value.Containers {
-			if ct.Formation != f.Name {
-				load[rt.Value.Node]++
-				mem[rt.Value.Node] += ct.Limits.MemoryBytes
-			}
-		}
+func checkCapacity(st *view.State, f *state.Formation, scale map[string]int) error {
+	// What the formation has placed now is replaced; other formations'
+	// containers stay.
+	own, ownMem := map[string]int{}, map[string]int64{}
+	for _, p := range st.Placed(f.Name) {
+		own[p.Node]++
+		ownMem[p.Node] += p.Spec.Limits.MemoryBytes
 	}
 	var bins []scheduler.Bin
-	for _, n := range nodes {
-		node := n.Value
-		if !alive[node.Name] {
-			continue
-		}
-		for _, l := range layers {
-			if l.Value.Type == state.LayerRuntime && l.Value.Matches(&node) {
-				bins = append(bins, scheduler.Bin{Node: node.Name, Capacity: node.Capacity, Memory: node.MemoryBytes,
-					Count: load[node.Name], MemoryUsed: mem[node.Name]})
-				break
-			}
-		}
+	for _, n := range st.LayerNodes(f.Name, state.LayerRuntime) {
+		node := st.Nodes[n]
+		count, mem := st.Load(n)
+		bins = append(bins, scheduler.Bin{Node: n, Capacity: node.Capacity, Memory: node.MemoryBytes,
+			Count: count - own[n], MemoryUsed: mem - ownMem[n]})
 	}
 	if len(bins) == 0 {
 		return nil
@@ -127,7 +87,7 @@ func checkCapacity(ctx context.Context, e *env, f *state.Formation, rel *state.R
 			slots = append(slots, scheduler.Slot{Name: fmt.Sprintf("%s.%d", t, i), Type: t, Memory: f.Limits[t].MemoryBytes})
 		}
 	}
-	_, err = scheduler.Place(slots, bins)
+	_, err := scheduler.Place(slots, bins)
 	var nc *scheduler.ErrNoCapacity
 	if errors.As(err, &nc) {
 		return fmt.Errorf("cannot scale %s to %d containers: the runtime layer's %d live node(s) can hold only %d more; add nodes, raise --capacity on the agents, or scale lower",

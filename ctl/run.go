@@ -130,26 +130,19 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 		return err
 	}
 	ctx := c.Context
-	layers, _, err := state.List[state.Layer](ctx, e.store.KV, e.keys().Layers(f))
-	if err != nil {
-		return err
-	}
-	var ls []state.Layer
-	for _, l := range layers {
-		ls = append(ls, l.Value)
-	}
 	w, err := readWorld(ctx, e.store)
 	if err != nil {
 		return err
 	}
-	load := map[string]int{}
-	for _, rt := range w.runtimes {
-		load[rt.Node] += len(rt.Containers)
+	var ls []state.Layer
+	for _, l := range w.st.Layers[f] {
+		ls = append(ls, *l)
 	}
 	cands := make([]runCandidate, 0, len(w.nodes))
 	for _, n := range w.nodes {
 		_, draining := w.drains[n.Name]
-		cands = append(cands, runCandidate{node: n, alive: w.alive[n.Name], draining: draining, load: load[n.Name]})
+		load, _ := w.st.Load(n.Name)
+		cands = append(cands, runCandidate{node: n, alive: w.alive[n.Name], draining: draining, load: load})
 	}
 	node, err := pickRunNode(f, ls, cands)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/urfave/cli/v2"
 )
 
@@ -69,12 +70,18 @@ func scale(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rel, err := e.store.LatestRelease(c.Context, f)
-	if errors.Is(err, state.ErrNotFound) {
-		return fmt.Errorf("%s has no release yet, so no process types to scale: deploy with git push deis main first", f)
-	}
+	st, err := view.Load(c.Context, e.store.KV, e.keys().Prefix)
 	if err != nil {
 		return err
+	}
+	// The process types of the release that runs (the newest one not
+	// marked failed), else of the newest one.
+	rel := st.CurrentRelease(f)
+	if rel == nil {
+		rel = st.LatestRelease(f)
+	}
+	if rel == nil {
+		return fmt.Errorf("%s has no release yet, so no process types to scale: deploy with git push deis main first", f)
 	}
 	types := processTypes(rel)
 	for _, t := range sortedKeys(want) {
@@ -89,9 +96,9 @@ func scale(c *cli.Context, e *env, args []string) error {
 			return fmt.Errorf("unknown process type %q: release v%d of %s has process types %s (from its Procfile)", t, rel.Version, f, have)
 		}
 	}
-	form, _, err := e.store.GetFormation(c.Context, f)
-	if err != nil {
-		return err
+	form := st.Formations[f]
+	if form == nil {
+		return errFormationGone(f)
 	}
 	total := form.EffectiveScale(types)
 	if form.Scale != nil {
@@ -103,7 +110,7 @@ func scale(c *cli.Context, e *env, args []string) error {
 			delete(total, t)
 		}
 	}
-	if err := checkCapacity(c.Context, e, form, rel, total); err != nil {
+	if err := checkCapacity(st, form, total); err != nil {
 		return err
 	}
 	next, err := state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {

@@ -2,12 +2,12 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 )
 
 // psRow is one container of a formation: desired by the coordinator (in a
@@ -30,40 +30,29 @@ type psRow struct {
 // statePending is shown for a desired container no agent has reported yet.
 const statePending = "pending"
 
-// psRows joins the runtime databags and the node statuses into the
-// containers of formation f, ordered by type, then name.
-func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []psRow {
-	reported := map[string]map[string]state.ContainerStatus{} // node -> name -> status
-	for _, ns := range statuses {
-		m := map[string]state.ContainerStatus{}
-		for _, cs := range ns.Containers {
-			m[cs.Name] = cs
-		}
-		reported[ns.Node] = m
-	}
+// psRows turns the containers of a formation (the view's join of the
+// runtime databags and the node statuses) into rows ordered by type, then
+// name. What a node without a heartbeat last reported may no longer be
+// true: it shows as unknown.
+func psRows(cs []view.Container) []psRow {
 	rows := []psRow{}
-	seen := map[string]bool{} // node/name
-	for _, rt := range runtimes {
-		for _, cs := range rt.Containers {
-			if cs.Formation != f {
-				continue
-			}
-			r := psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: rt.Node, State: statePending, Desired: true}
-			if st, ok := reported[rt.Node][cs.Name]; ok {
+	for _, c := range cs {
+		var r psRow
+		switch {
+		case c.Spec != nil:
+			r = psRow{Name: c.Name, Type: c.Spec.Type, Release: c.Spec.Release, Node: c.Node, State: statePending, Desired: true}
+			if st := c.Status; st != nil {
 				r.State, r.Addr, r.Reason, r.Restarts = st.State, st.Addr, st.Reason, st.Restarts
 			}
-			seen[rt.Node+"/"+cs.Name] = true
-			rows = append(rows, r)
+		default:
+			st := c.Status
+			r = psRow{Name: c.Name, Type: st.Type, Release: st.Release, Node: c.Node,
+				State: st.State, Addr: st.Addr, Reason: st.Reason, Restarts: st.Restarts}
 		}
-	}
-	for _, ns := range statuses {
-		for _, cs := range ns.Containers {
-			if cs.Formation != f || seen[ns.Node+"/"+cs.Name] {
-				continue
-			}
-			rows = append(rows, psRow{Name: cs.Name, Type: cs.Type, Release: cs.Release, Node: ns.Node,
-				State: cs.State, Addr: cs.Addr, Reason: cs.Reason, Restarts: cs.Restarts})
+		if c.Status != nil && c.Lost {
+			r.State, r.Reason = "unknown", "node lost"
 		}
+		rows = append(rows, r)
 	}
 	sort.Slice(rows, func(i, j int) bool {
 		if rows[i].Type != rows[j].Type {
@@ -77,78 +66,43 @@ func psRows(f string, runtimes []state.Runtime, statuses []state.NodeStatus) []p
 	return rows
 }
 
-// world is everything status, ps and nodes:list read.
+// world is what status, ps, nodes, layers and run read: one view.Load,
+// with the lists their pure functions take, sorted by name.
 type world struct {
+	st         *view.State
 	formations []state.Formation
-	runtimes   []state.Runtime
-	statuses   []state.NodeStatus
 	nodes      []state.Node
 	alive      map[string]bool        // nodes with a heartbeat
 	drains     map[string]state.Drain // nodes being drained
-	layers     []state.Layer          // of every formation
+	layers     []state.Layer          // of every formation, by formation and name
 }
 
+// readWorld reads the installation once, at one revision.
 func readWorld(ctx context.Context, s *state.Store) (*world, error) {
-	w := &world{alive: map[string]bool{}, drains: map[string]state.Drain{}}
-	fs, _, err := state.List[state.Formation](ctx, s.KV, s.Keys.Formations())
+	st, err := view.Load(ctx, s.KV, s.Keys.Prefix)
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range fs {
-		w.formations = append(w.formations, f.Value)
-	}
-	rts, _, err := state.List[state.Runtime](ctx, s.KV, s.Keys.Runtimes())
-	if err != nil {
-		return nil, err
-	}
-	for _, rt := range rts {
-		if rt.Value.Node == "" {
-			rt.Value.Node = state.Base(rt.Key)
+	w := &world{st: st, alive: st.Alive, drains: map[string]state.Drain{}}
+	for _, f := range sortedKeys(st.Formations) {
+		w.formations = append(w.formations, *st.Formations[f])
+		for _, l := range st.Layers[f] {
+			w.layers = append(w.layers, *l)
 		}
-		w.runtimes = append(w.runtimes, rt.Value)
 	}
-	sts, _, err := state.List[state.NodeStatus](ctx, s.KV, s.Keys.NodeStatuses())
-	if err != nil {
-		return nil, err
-	}
-	for _, st := range sts {
-		if st.Value.Node == "" {
-			st.Value.Node = state.Base(st.Key)
+	// Layers of a formation being destroyed, if any, still show.
+	for _, f := range sortedKeys(st.Layers) {
+		if st.Formations[f] == nil {
+			for _, l := range st.Layers[f] {
+				w.layers = append(w.layers, *l)
+			}
 		}
-		w.statuses = append(w.statuses, st.Value)
 	}
-	ns, _, err := state.List[state.Node](ctx, s.KV, s.Keys.Nodes())
-	if err != nil {
-		return nil, err
+	for _, n := range sortedKeys(st.Nodes) {
+		w.nodes = append(w.nodes, *st.Nodes[n])
 	}
-	for _, n := range ns {
-		if n.Value.Name == "" {
-			n.Value.Name = state.Base(n.Key)
-		}
-		w.nodes = append(w.nodes, n.Value)
-	}
-	// Heartbeat values are not decoded: the key's presence is the signal.
-	resp, err := s.KV.Get(ctx, s.Keys.Heartbeats(), clientv3WithPrefixKeysOnly()...)
-	if err != nil {
-		return nil, fmt.Errorf("ctl: read heartbeats: %w", err)
-	}
-	for _, kv := range resp.Kvs {
-		w.alive[state.Base(string(kv.Key))] = true
-	}
-	drains, _, err := state.List[state.Drain](ctx, s.KV, s.Keys.Drains())
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range drains {
-		d.Value.Node = state.Base(d.Key)
-		w.drains[d.Value.Node] = d.Value
-	}
-	layers, _, err := state.List[state.Layer](ctx, s.KV, s.Keys.AllLayers())
-	if err != nil {
-		return nil, err
-	}
-	for _, l := range layers {
-		w.layers = append(w.layers, layerFromEntry(s.Keys, l))
+	for n, d := range st.DrainDocs {
+		w.drains[n] = *d
 	}
 	return w, nil
 }
@@ -333,56 +287,44 @@ func placementProblems(f string, layers []state.Layer, nodes []state.Node, alive
 	return out
 }
 
-// statusOf reads and summarizes one formation.
-func statusOf(ctx context.Context, s *state.Store, w *world, f string) (formationStatus, error) {
-	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(f, w.runtimes, markLost(w.statuses, w.alive)),
-		Placement: placementProblems(f, w.layers, w.nodes, w.alive, w.drains)}
-	rel, err := s.LatestRelease(ctx, f)
-	switch {
-	case err == nil:
-		in.Latest = rel
-	case !errors.Is(err, state.ErrNotFound):
-		return formationStatus{}, err
+// statusOf summarizes one formation.
+func statusOf(w *world, f string) formationStatus {
+	st := w.st
+	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(st.Containers(f)),
+		Placement: placementProblems(f, w.layers, w.nodes, w.alive, w.drains), Failed: releaseStatuses(st, f),
+		Latest: st.LatestRelease(f)}
+	if r, ok := st.Routing[f]; ok && r.Doc != nil {
+		in.Routing, in.RoutingRev = r.Doc, r.Rev
 	}
-	failed, _, err := rolloutInfo(ctx, s, f)
-	if err != nil {
-		return formationStatus{}, err
+	for _, n := range sortedKeys(st.AckDocs[f]) {
+		in.Acks = append(in.Acks, *st.AckDocs[f][n])
 	}
-	in.Failed = failed
-	var r state.Routing
-	rev, err := s.Get(ctx, s.Keys.Routing(f), &r)
-	switch {
-	case err == nil:
-		in.Routing, in.RoutingRev = &r, rev
-	case !errors.Is(err, state.ErrNotFound):
-		return formationStatus{}, err
-	}
-	acks, _, err := state.List[state.ProxyAck](ctx, s.KV, s.Keys.ProxyAcks(f))
-	if err != nil {
-		return formationStatus{}, err
-	}
-	for _, a := range acks {
-		if a.Value.Node == "" {
-			a.Value.Node = state.Base(a.Key)
-		}
-		in.Acks = append(in.Acks, a.Value)
-	}
-	st := summarize(in)
-	st.AutoRollback = autoRollbackStatus(w, f, in.Latest, failed)
+	out := summarize(in)
+	out.AutoRollback = autoRollbackStatus(w, f, in.Latest, in.Failed)
 	// What the scheduler itself says it is doing, or cannot do.
-	var fs state.FormationStatus
-	if _, err := s.Get(ctx, s.Keys.FormationStatus(f), &fs); err == nil {
-		st.SchedulerError = fs.Error
-		if !st.Converged {
-			st.Scheduler = fs.Pending
+	if fs := st.FormationStatus[f]; fs != nil {
+		out.SchedulerError = fs.Error
+		if !out.Converged {
+			out.Scheduler = fs.Pending
 		}
 		if fs.Error != "" {
-			st.Converged = false
+			out.Converged = false
 		}
-	} else if !errors.Is(err, state.ErrNotFound) {
-		return formationStatus{}, err
 	}
-	return st, nil
+	return out
+}
+
+// releaseStatuses is what the coordinator recorded about f's releases
+// (went live, failed), by version, as the view counts them: none left
+// over from an earlier formation of the same name.
+func releaseStatuses(st *view.State, f string) map[int]state.ReleaseStatus {
+	out := map[int]state.ReleaseStatus{}
+	for v, rs := range st.ReleaseStatus[f] {
+		r := *rs
+		r.Failed = st.ReleaseFailed(f, v)
+		out[v] = r
+	}
+	return out
 }
 
 // autoRollbackStatus says whether the latest release is an automatic

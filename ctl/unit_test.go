@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 )
 
 func TestParsePairs(t *testing.T) {
@@ -165,7 +166,19 @@ func TestPsRows(t *testing.T) {
 			{Name: "other-v1-web-1", Formation: "other", Release: 1, Type: "web", State: "ready"},
 		}},
 	}
-	got := psRows("hello", rts, sts)
+	k := state.NewKeys("")
+	var es []view.Entry
+	for _, rt := range rts {
+		es = append(es, view.Entry{Key: k.Runtime(rt.Node), Value: rt}, view.Entry{Key: k.Heartbeat(rt.Node), Value: state.Heartbeat{Node: rt.Node}})
+	}
+	for _, ns := range sts {
+		es = append(es, view.Entry{Key: k.NodeStatus(ns.Node), Value: ns})
+	}
+	st, err := view.Build("", es...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := psRows(st.Containers("hello"))
 	want := []psRow{
 		// Reported by an agent but no longer desired: still shown.
 		{Name: "hello-v1-web-1", Type: "web", Release: 1, Node: "n1", State: "stopping"},
@@ -176,6 +189,27 @@ func TestPsRows(t *testing.T) {
 		{Name: "hello-v2-worker-1", Type: "worker", Release: 2, Node: "n1", State: "pending", Desired: true},
 	}
 	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("psRows:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestPsRowsLostNode: what a node without a heartbeat reported shows as
+// unknown; what its databag asks for and it never reported stays pending.
+func TestPsRowsLostNode(t *testing.T) {
+	k := state.NewKeys("")
+	st, err := view.Build("",
+		view.Entry{Key: k.Runtime("n1"), Value: state.Runtime{Node: "n1", Containers: []state.ContainerSpec{
+			{Name: "a.1", Formation: "a", Release: 1, Type: "web"}, {Name: "a.2", Formation: "a", Release: 1, Type: "web"}}}},
+		view.Entry{Key: k.NodeStatus("n1"), Value: state.NodeStatus{Node: "n1", Containers: []state.ContainerStatus{
+			{Name: "a.1", Formation: "a", Release: 1, Type: "web", State: "ready", Addr: "10.0.0.1:1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []psRow{
+		{Name: "a.1", Type: "web", Release: 1, Node: "n1", State: "unknown", Reason: "node lost", Addr: "10.0.0.1:1", Desired: true},
+		{Name: "a.2", Type: "web", Release: 1, Node: "n1", State: "pending", Desired: true},
+	}
+	if got := psRows(st.Containers("a")); !reflect.DeepEqual(got, want) {
 		t.Fatalf("psRows:\n got %+v\nwant %+v", got, want)
 	}
 }

@@ -32,7 +32,8 @@
 // The body is a JSON RunRequest ({"command": "...", "env": {...}}) and the
 // request must ask to switch protocols (Connection: Upgrade, Upgrade:
 // deis-run). The server starts a one-off container of F's current release
-// (CurrentRelease: the newest not marked failed), with its slug (through
+// (CurrentRelease: pkg/view's answer, the newest not marked failed, from
+// one read of the formation's keys at one revision), with its slug (through
 // the runtime's slug cache) or image, its config plus env, and the command
 // run like a Procfile command. The container is named
 // deis-run-<formation>-<n>, has DYNO=run.<n>, carries the labels

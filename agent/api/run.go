@@ -18,6 +18,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/deis/deis/agent/runtime"
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 )
@@ -258,19 +259,19 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	st := s.cfg.Store
-	form, _, err := st.GetFormation(ctx, f)
+	// One read of the formation's keys at one revision.
+	v, err := view.LoadFormation(ctx, st.KV, st.Keys.Prefix, f)
 	if err != nil {
-		if errors.Is(err, state.ErrNotFound) {
-			return state.ContainerSpec{}, withStatus(http.StatusNotFound, err)
-		}
 		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
 	}
-	rel, err := CurrentRelease(ctx, st, f)
+	form := v.Formations[f]
+	if form == nil {
+		return state.ContainerSpec{}, withStatus(http.StatusNotFound,
+			fmt.Errorf("formation %q not found: create it with deisctl formations:create %s: %w", f, f, state.ErrNotFound))
+	}
+	rel, err := currentRelease(v, f)
 	if err != nil {
-		if errors.Is(err, state.ErrNotFound) {
-			return state.ContainerSpec{}, withStatus(http.StatusConflict, err)
-		}
-		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
+		return state.ContainerSpec{}, withStatus(http.StatusConflict, err)
 	}
 	b := rel.Build
 	if b == nil || b.Image == "" {
@@ -278,8 +279,8 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 			fmt.Errorf("formation %s has no build yet (release v%d has none): deploy it with git push deis main", f, rel.Version))
 	}
 	var info state.CoordinatorInfo
-	if _, err := st.Get(ctx, st.Keys.Coordinator(), &info); err != nil && !errors.Is(err, state.ErrNotFound) {
-		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
+	if v.Coordinator != nil {
+		info = *v.Coordinator
 	}
 	spec := state.SpecFromRelease(rel, info.SlugURL)
 	spec.SetFormation(form) // a slug runs as the formation's uid
@@ -335,35 +336,23 @@ func setEnv(cfg *container.Config, k, v string) {
 }
 
 // CurrentRelease returns the release of formation f that one-off
-// containers use: the newest one the coordinator has not marked failed. It
-// returns an error wrapping state.ErrNotFound when there is none.
+// containers use: the view's current release (the newest one not marked
+// failed). It returns an error wrapping state.ErrNotFound when there is
+// none.
 func CurrentRelease(ctx context.Context, st *state.Store, f string) (*state.Release, error) {
-	rels, _, err := state.List[state.Release](ctx, st.KV, st.Keys.Releases(f))
+	v, err := view.LoadFormation(ctx, st.KV, st.Keys.Prefix, f)
 	if err != nil {
 		return nil, err
 	}
-	sts, _, err := state.List[state.ReleaseStatus](ctx, st.KV, st.Keys.ReleaseStatuses(f))
-	if err != nil {
-		return nil, err
+	return currentRelease(v, f)
+}
+
+// currentRelease is CurrentRelease of a loaded view.
+func currentRelease(v *view.State, f string) (*state.Release, error) {
+	if rel := v.CurrentRelease(f); rel != nil {
+		return rel, nil
 	}
-	failed := map[int]bool{}
-	for _, e := range sts {
-		v, ok := st.Keys.ReleaseVersionFromKey(e.Key)
-		if !ok {
-			v = e.Value.Version
-		}
-		failed[v] = e.Value.Failed
-	}
-	for i := len(rels) - 1; i >= 0; i-- {
-		r := rels[i].Value
-		if v, ok := st.Keys.ReleaseVersionFromKey(rels[i].Key); ok {
-			r.Version = v
-		}
-		if !failed[r.Version] {
-			return &r, nil
-		}
-	}
-	if len(rels) > 0 {
+	if v.LatestRelease(f) != nil {
 		return nil, fmt.Errorf("every release of %s failed to roll out: fix the app and deploy again, or roll back with deisctl rollback -f %s: %w", f, f, state.ErrNotFound)
 	}
 	return nil, fmt.Errorf("formation %s has no release yet: deploy it with git push deis main: %w", f, state.ErrNotFound)

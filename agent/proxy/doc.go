@@ -41,9 +41,12 @@
 // /.well-known/acme-challenge/<token> before it redirects plain HTTP with
 // 308. Certificates never reload nginx.
 //
-// Run is a level-triggered loop. Watches on the routing, layer and node key
-// families, and a periodic resync, only wake it; each pass reads this node's
-// registration, every layer and every routing databag, and renders nginx.conf
+// Run is a level-triggered loop. It keeps a pkg/view View of the node,
+// layer, routing, ACME challenge and (with HTTPS) certificate key families;
+// the view's changes that concern this node or a formation, and a periodic
+// resync, only wake it. Each pass takes this node's registration, every
+// layer and every routing databag from the view (no etcd read per pass; its
+// own acks it keeps as it writes them), and renders nginx.conf
 // (from the Config alone) and the routes. When nginx does not already serve
 // those config bytes, the file is staged next to nginx.conf, checked with
 // `nginx -t`, renamed into place and nginx is reloaded with SIGHUP (or

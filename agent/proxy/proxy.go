@@ -20,6 +20,7 @@ import (
 
 	"github.com/deis/deis/pkg/backoff"
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/deis/deis/pkg/watch"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -97,6 +98,11 @@ type Proxy struct {
 	lastErrs   map[string]string  // per formation, to log refusals once
 	// lastSkipped is why certificates were last not served, to log it once.
 	lastSkipped string
+	// view is the watch-fed state Run keeps (nil: each Pass reads once).
+	view *view.View
+	// acks are this node's acks by formation as written (this agent is
+	// their only writer); nil until read.
+	acks map[string]state.ProxyAck
 }
 
 // New checks cfg and returns a proxy. It does not touch nginx.
@@ -238,14 +244,41 @@ func (p *Proxy) Run(ctx context.Context) error {
 		return err
 	}
 	k := p.cfg.Store.Keys
-	var rev int64
-	if resp, err := p.cfg.Store.KV.Get(ctx, k.Routings(), clientv3.WithPrefix(), clientv3.WithCountOnly()); err == nil {
-		rev = resp.Header.Revision
+	v := view.New(viewEtcd{p.cfg.Store.KV, p.cfg.Watcher}, k.Prefix, view.Options{Families: p.families(), Logger: p.log})
+	vctx, vcancel := context.WithCancel(ctx)
+	viewDone := make(chan struct{})
+	go func() { defer close(viewDone); v.Run(vctx) }()
+	sub := v.Subscribe()
+	defer func() {
+		sub.Close()
+		vcancel()
+		<-viewDone
+		p.mu.Lock()
+		p.view = nil
+		p.mu.Unlock()
+	}()
+	if v.WaitReady(ctx) != nil {
+		return nil
 	}
+	p.mu.Lock()
+	p.view = v
+	p.mu.Unlock()
 	wake := watch.NewWaker()
+	go func() {
+		for {
+			select {
+			case <-vctx.Done():
+				return
+			case <-sub.C:
+			}
+			// Other nodes' registrations do not concern this proxy.
+			if t := sub.Take(); t.All || len(t.Formations) > 0 || t.Nodes[p.cfg.Node] {
+				wake.Wake()
+			}
+		}
+	}()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	watch.Prefixes(wctx, p.cfg.Watcher, rev, wake, k.Routings(), k.AllLayers(), k.Nodes(), k.AllCerts(), k.AllACMEChallenges())
 	counted := make(chan struct{})
 	go func() { defer close(counted); p.reportTraffic(wctx) }()
 	defer func() { cancel(); <-counted }()
@@ -253,6 +286,25 @@ func (p *Proxy) Run(ctx context.Context) error {
 		p.log.Warn("proxy pass failed", "node", p.cfg.Node, "error", err)
 	})
 	return nil
+}
+
+// viewEtcd is the etcd client a view needs, from the proxy's store and
+// watcher.
+type viewEtcd struct {
+	state.KV
+	clientv3.Watcher
+}
+
+// families are the key families a proxy reads: its node's registration
+// (labels), the layers that select it, the routing databags, ACME
+// challenges and, with HTTPS, certificates. Not the acks: each proxy
+// would wake on every other proxy's.
+func (p *Proxy) families() []view.Family {
+	fams := []view.Family{view.Nodes, view.Layers, view.Routings, view.ACMEChallenges}
+	if len(p.cfg.HTTPSListen) > 0 {
+		fams = append(fams, view.Certs)
+	}
+	return fams
 }
 
 // prepare creates the prefix and reads what was applied before. The prefix
@@ -641,67 +693,87 @@ func (p *Proxy) StopNginx(ctx context.Context) error {
 }
 
 // read loads this node's registration, the formations it proxies, every
-// routing databag and this node's acks.
+// routing databag, certificates and challenges from the view (one read
+// when Run keeps none) and this node's acks.
 func (p *Proxy) read(ctx context.Context) (*world, error) {
-	s := p.cfg.Store
-	k := s.Keys
-	var node state.Node
-	if _, err := s.Get(ctx, k.Node(p.cfg.Node), &node); err != nil {
-		if errors.Is(err, state.ErrNotFound) {
-			return nil, fmt.Errorf("proxy: node %q is not registered yet; nginx is left as it is: %w", p.cfg.Node, err)
+	var w *world
+	var err error
+	if p.view != nil {
+		p.view.Read(func(s *view.State) { w, err = p.worldOf(s) })
+	} else {
+		s, lerr := view.LoadFamilies(ctx, p.cfg.Store.KV, p.cfg.Store.Keys.Prefix, p.families()...)
+		if lerr != nil {
+			return nil, fmt.Errorf("proxy: read: %w", lerr)
 		}
-		return nil, fmt.Errorf("proxy: read node: %w", err)
+		w, err = p.worldOf(s)
 	}
-	w := &world{Node: &node, Routings: map[string]routingAt{}, Acks: map[string]state.ProxyAck{}}
-
-	layers := map[string][]state.Layer{}
-	err := each(ctx, s.KV, k.AllLayers(), func(key string, _ int64, val []byte) {
-		rest := strings.TrimPrefix(key, k.AllLayers())
-		f, _, ok := strings.Cut(rest, "/")
-		var l state.Layer
-		if !ok || json.Unmarshal(val, &l) != nil {
-			p.log.Debug("skipping unreadable layer", "key", key)
-			return
-		}
-		layers[f] = append(layers[f], l)
-	})
 	if err != nil {
 		return nil, err
+	}
+	if p.acks == nil {
+		if err := p.readAcks(ctx); err != nil {
+			return nil, err
+		}
+	}
+	for f, a := range p.acks {
+		w.Acks[f] = a
+	}
+	return w, nil
+}
+
+// worldOf is what a pass needs of the view.
+func (p *Proxy) worldOf(s *view.State) (*world, error) {
+	n := s.Nodes[p.cfg.Node]
+	if n == nil {
+		return nil, fmt.Errorf("proxy: node %q is not registered yet; nginx is left as it is: %w", p.cfg.Node, state.ErrNotFound)
+	}
+	node := *n
+	w := &world{Node: &node, Routings: map[string]routingAt{}, Acks: map[string]state.ProxyAck{},
+		Certs: map[string][]state.Cert{}, Challenges: map[string][]state.ACMEChallenge{}}
+	layers := map[string][]state.Layer{}
+	for f, ls := range s.Layers {
+		for _, l := range ls {
+			layers[f] = append(layers[f], *l)
+		}
 	}
 	w.Proxied = proxiedBy(&node, layers)
-
-	err = each(ctx, s.KV, k.Routings(), func(key string, rev int64, val []byte) {
-		f := strings.TrimPrefix(key, k.Routings())
-		if strings.Contains(f, "/") {
-			return
+	for f, r := range s.Routing {
+		ra := routingAt{Revision: r.Rev, Doc: r.Doc}
+		if r.Err != nil {
+			ra.Err = fmt.Errorf("cannot decode: %w", r.Err)
 		}
-		var r state.Routing
-		if err := json.Unmarshal(val, &r); err != nil {
-			w.Routings[f] = routingAt{Revision: rev, Err: fmt.Errorf("cannot decode: %w", err)}
-			return
+		w.Routings[f] = ra
+	}
+	for f := range s.Certs {
+		for _, c := range s.CertsOf(f) {
+			w.Certs[f] = append(w.Certs[f], *c)
 		}
-		w.Routings[f] = routingAt{Revision: rev, Doc: &r}
-	})
-	if err != nil {
-		return nil, err
 	}
-
-	if err := p.readHTTPS(ctx, w); err != nil {
-		return nil, err
+	for f := range s.Challenges {
+		for _, c := range s.ChallengesOf(f) {
+			w.Challenges[f] = append(w.Challenges[f], *c)
+		}
 	}
+	return w, nil
+}
 
-	err = each(ctx, s.KV, k.AllProxyAcks(), func(key string, _ int64, val []byte) {
+// readAcks reads this node's acks.
+func (p *Proxy) readAcks(ctx context.Context) error {
+	k := p.cfg.Store.Keys
+	acks := map[string]state.ProxyAck{}
+	err := each(ctx, p.cfg.Store.KV, k.AllProxyAcks(), func(key string, _ int64, val []byte) {
 		f, n, ok := strings.Cut(strings.TrimPrefix(key, k.AllProxyAcks()), "/")
 		var a state.ProxyAck
 		if !ok || n != p.cfg.Node || json.Unmarshal(val, &a) != nil {
 			return
 		}
-		w.Acks[f] = a
+		acks[f] = a
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return w, nil
+	p.acks = acks
+	return nil
 }
 
 // each calls fn for every key under prefix, in key order.
@@ -733,8 +805,10 @@ func (p *Proxy) writeAcks(ctx context.Context, w *world, c choice, applyErr erro
 			ack.Applied = old.Applied
 		}
 		if err := s.Put(ctx, s.Keys.ProxyAck(f, p.cfg.Node), ack); err != nil {
+			p.acks = nil // read them again: the write may have landed
 			return fmt.Errorf("proxy: ack %s: %w", f, err)
 		}
+		p.acks[f] = ack
 		p.log.Info("routing acknowledged", "formation", f, "node", p.cfg.Node, "revision", ack.Revision, "error", ack.Error)
 	}
 	for f := range w.Acks {
@@ -742,8 +816,10 @@ func (p *Proxy) writeAcks(ctx context.Context, w *world, c choice, applyErr erro
 			continue
 		}
 		if _, err := s.KV.Txn(ctx).Then(clientv3.OpDelete(s.Keys.ProxyAck(f, p.cfg.Node))).Commit(); err != nil {
+			p.acks = nil
 			return fmt.Errorf("proxy: delete ack of %s: %w", f, err)
 		}
+		delete(p.acks, f)
 		p.log.Info("ack removed: formation no longer proxied here", "formation", f, "node", p.cfg.Node)
 	}
 	return nil

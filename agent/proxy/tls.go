@@ -18,7 +18,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -274,32 +273,4 @@ func renderTLS(w func(string, ...any), in renderInput) {
 	w("        header_filter_by_lua_block {")
 	w("            require(\"deis\").https_headers()")
 	w("        }")
-}
-
-// readHTTPS reads every formation's certificates (when HTTPS is on) and
-// ACME challenges into w.
-func (p *Proxy) readHTTPS(ctx context.Context, w *world) error {
-	k := p.cfg.Store.Keys
-	w.Certs, w.Challenges = map[string][]state.Cert{}, map[string][]state.ACMEChallenge{}
-	if len(p.cfg.HTTPSListen) > 0 {
-		err := each(ctx, p.cfg.Store.KV, k.AllCerts(), func(key string, _ int64, val []byte) {
-			f, _, ok := strings.Cut(strings.TrimPrefix(key, k.AllCerts()), "/")
-			var c state.Cert
-			if !ok || json.Unmarshal(val, &c) != nil {
-				return
-			}
-			w.Certs[f] = append(w.Certs[f], c)
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return each(ctx, p.cfg.Store.KV, k.AllACMEChallenges(), func(key string, _ int64, val []byte) {
-		f, _, ok := strings.Cut(strings.TrimPrefix(key, k.AllACMEChallenges()), "/")
-		var c state.ACMEChallenge
-		if !ok || json.Unmarshal(val, &c) != nil {
-			return
-		}
-		w.Challenges[f] = append(w.Challenges[f], c)
-	})
 }

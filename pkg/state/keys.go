@@ -32,6 +32,7 @@ func (k Keys) Layers(f string) string      { return k.join("layers", f) + "/" }
 func (k Keys) Layer(f, name string) string { return k.join("layers", f, name) }
 
 // Configs holds one config document per formation (writer: deisctl).
+func (k Keys) Configs() string        { return k.join("configs") + "/" }
 func (k Keys) Config(f string) string { return k.join("configs", f) }
 
 // Builds holds the builds of each formation (writer: the coordinator's builder).
@@ -104,6 +105,7 @@ func (k Keys) FormationStatuses() string       { return k.join("status", "format
 func (k Keys) FormationStatus(f string) string { return k.join("status", "formations", f) }
 
 // ReleaseStatus marks releases that failed to roll out (writer: coordinator).
+func (k Keys) AllReleaseStatuses() string      { return k.join("status", "releases") + "/" }
 func (k Keys) ReleaseStatuses(f string) string { return k.join("status", "releases", f) + "/" }
 func (k Keys) ReleaseStatus(f string, v int) string {
 	return k.join("status", "releases", f, fmt.Sprintf("%010d", v))
@@ -124,6 +126,24 @@ func (k Keys) NextUID() string { return k.join("uids", "next") }
 
 // Election is the prefix of the coordinators' leader election.
 func (k Keys) Election() string { return k.join("coordinator", "election") }
+
+// Under returns the path elements of key below family, a prefix ending in
+// "/" as the Keys methods return it (Nodes(), AllLayers(), ...): for
+// family AllLayers() and key ".../layers/web/runtime", ["web", "runtime"].
+// It reports false when key is not under family or an element is empty.
+func Under(key, family string) ([]string, bool) {
+	rest, ok := strings.CutPrefix(key, family)
+	if !ok || rest == "" {
+		return nil, false
+	}
+	parts := strings.Split(rest, "/")
+	for _, p := range parts {
+		if p == "" {
+			return nil, false
+		}
+	}
+	return parts, true
+}
 
 // Base returns the last path element of key.
 func Base(key string) string {
