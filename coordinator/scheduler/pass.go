@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -270,23 +271,20 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 // changedNodes lists the nodes where a formation's containers differ
 // between before and after a plan: only their databags need composing.
 func changedNodes(before, after []placed) []string {
-	render := func(ps []placed) map[string]string {
-		by := map[string][]state.ContainerSpec{}
-		for _, p := range ps {
-			by[p.node] = append(by[p.node], p.spec)
+	group := func(ps []placed) map[string][]*state.ContainerSpec {
+		by := map[string][]*state.ContainerSpec{}
+		for i := range ps {
+			by[ps[i].node] = append(by[ps[i].node], &ps[i].spec)
 		}
-		out := make(map[string]string, len(by))
-		for n, cs := range by {
-			rt := state.Runtime{Containers: cs}
-			rt.Sort()
-			out[n] = state.Marshal(rt)
+		for _, cs := range by {
+			sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
 		}
-		return out
+		return by
 	}
-	b, a := render(before), render(after)
+	b, a := group(before), group(after)
 	var out []string
 	for n, x := range b {
-		if a[n] != x {
+		if !sameSpecs(x, a[n]) {
 			out = append(out, n)
 		}
 	}
@@ -296,6 +294,21 @@ func changedNodes(before, after []placed) []string {
 		}
 	}
 	return out
+}
+
+// sameSpecs reports whether two sorted lists hold equal specs. Specs equal
+// here always render the same bytes; the composed databag is compared as
+// bytes anyway.
+func sameSpecs(a, b []*state.ContainerSpec) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || !reflect.DeepEqual(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // failWrite marks release st.Version of f failed, once, and only while f

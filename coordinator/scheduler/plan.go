@@ -742,6 +742,14 @@ func rebalance(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 	}
 	byType := k.byType
 	for _, t := range sortedKeys(types) {
+		// No node holds two of t: no two nodes can differ by two.
+		top := 0
+		for _, m := range byType {
+			top = max(top, m[t])
+		}
+		if top < 2 {
+			continue
+		}
 		most, fewest := "", ""
 		for _, n := range nodes {
 			if node := ns.nodes[n]; node.Capacity > 0 && ns.count(n) >= node.Capacity && byType[n][t] < byType[most][t] {
