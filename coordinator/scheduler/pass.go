@@ -29,6 +29,9 @@ type incremental struct {
 	stored map[string]storedRuntime
 	// wrote is the revision of the controller's newest write.
 	wrote int64
+	// again holds the formations whose last plan changed something: the
+	// next pass plans them again, to see it done.
+	again map[string]bool
 	// layers memoizes the live nodes of layer selectors from pass to pass,
 	// until a node's registration, liveness or drain changes.
 	layers map[string]layerSet
@@ -120,6 +123,9 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		for f := range t.Formations {
 			forms[f] = true
 		}
+		for f := range c.inc.again {
+			forms[f] = true
+		}
 		if c.touchNodes(s, t.Nodes, forms, nodes) {
 			c.inc.layers = nil
 		}
@@ -151,6 +157,7 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 	env := planEnv{slugURL: c.cfg.SlugURL, baseDomain: c.cfg.BaseDomain, now: now, boot: c.cfg.BootTimeout}
 	k := c.store.Keys
 
+	c.inc.again = map[string]bool{}
 	planned := map[string]bool{} // formations whose containers this pass composes
 	failed := map[string]bool{}
 	newOn := map[string][]state.ContainerSpec{}
@@ -184,6 +191,9 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		}
 		planned[f] = true
 		p.placed += fp.placed
+		if fp.moved {
+			c.inc.again[f] = true
+		}
 		for _, pc := range fp.containers {
 			newOn[pc.node] = append(newOn[pc.node], pc.spec)
 		}
