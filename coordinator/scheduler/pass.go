@@ -95,10 +95,9 @@ func (c *Controller) storedBytes(s *view.State, n string) string {
 
 // plan decides one pass from the view's state s. A full pass plans every
 // formation and composes every node's databag; an incremental one plans the
-// formations t touched, those on the touched nodes whose registration,
-// liveness or drain changed (and those whose layers match such a node),
-// those on a node whose databag someone else changed, and, every Resync,
-// those with work in progress.
+// formations t touched, those the touched nodes concern (touchNodes), those
+// whose last plan changed something, and, every Resync, those with work in
+// progress; it composes only the databags whose containers it changed.
 func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Time) *passPlan {
 	p := &passPlan{start: now, full: full}
 	forms := map[string]bool{}
