@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -301,7 +302,19 @@ func serve(c *cli.Context) error {
 }
 
 // lead campaigns for leadership and runs the scheduler while leading.
+// Every scheduler write is fenced by the election key this term won
+// (scheduler.LeaderFence): once it is gone, nothing the scheduler still
+// has in flight lands, and the scheduler stops with ErrDeposed; lead then
+// campaigns again.
 func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info state.CoordinatorInfo, reg prometheus.Registerer, log *slog.Logger, acmeMgr *acme.Manager, cfg scheduler.Config) error {
+	var term atomic.Pointer[[]clientv3.Cmp]
+	cfg.Fence = func() []clientv3.Cmp {
+		if f := term.Load(); f != nil {
+			return *f
+		}
+		// Not leading: a comparison that never holds.
+		return scheduler.LeaderFence(store.Keys.Election()+"/none", -1)
+	}
 	ctl, err := scheduler.New(cfg)
 	if err != nil {
 		return err
@@ -321,7 +334,9 @@ func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info st
 			}
 			return fmt.Errorf("campaign: %w", err)
 		}
-		log.Info("leading: scheduler running")
+		fence := scheduler.LeaderFence(el.Key(), el.Rev())
+		term.Store(&fence)
+		log.Info("leading: scheduler running", "election_key", el.Key(), "election_rev", el.Rev())
 		if err := store.Put(ctx, store.Keys.Coordinator(), info); err != nil {
 			log.Warn("advertise failed", "error", err)
 		}
@@ -344,10 +359,15 @@ func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info st
 		err = ctl.Run(lctx)
 		cancel()
 		<-acmeDone
+		term.Store(nil)
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = el.Resign(rctx)
 		rcancel()
 		sess.Close()
+		if errors.Is(err, scheduler.ErrDeposed) {
+			log.Warn("leadership lost: the election key changed", "error", err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
