@@ -492,7 +492,11 @@ func (r *Runtime) pokeWorker(m events.Message) {
 	w := r.workers[m.Actor.Attributes[labelName]]
 	r.mu.Unlock()
 	if w != nil {
-		w.poke()
+		at := time.Now()
+		if m.TimeNano > 0 {
+			at = time.Unix(0, m.TimeNano)
+		}
+		w.poke(at)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,19 +39,24 @@ type worker struct {
 	updates chan update
 	// pokes says Docker reported an event of the container (it died,
 	// started, restarted, ran out of memory, changed health): look again.
-	pokes  chan struct{}
-	cancel context.CancelFunc
-	done   chan struct{}
-	log    *slog.Logger
+	pokes chan struct{}
+	// pokedAt is the Docker time (UnixNano) of the latest poke's event.
+	pokedAt atomic.Int64
+	cancel  context.CancelFunc
+	done    chan struct{}
+	log     *slog.Logger
 
 	// Loop state, owned by the worker goroutine.
-	u       update
-	cur     *actual // the container as last seen
-	stale   bool    // a poke came: inspect the container, whatever the listing says
-	ready   bool
-	fails   int
-	errBo   backoff.Backoff
-	probeBo backoff.Backoff
+	u     update
+	cur   *actual // the container as last seen
+	stale bool    // a poke came: inspect the container, whatever the listing says
+	// inspectedAt is when the worker last inspected its container: a poke
+	// for an event before it tells nothing new.
+	inspectedAt time.Time
+	ready       bool
+	fails       int
+	errBo       backoff.Backoff
+	probeBo     backoff.Backoff
 	// After a failed task, the same task waits until retryAt even when the
 	// reconcile loop sends it again meanwhile.
 	retryAt  time.Time
@@ -118,9 +124,16 @@ func (w *worker) send(u update) {
 	w.updates <- u
 }
 
-// poke asks the worker to inspect its container again at once. It never
-// blocks: pokes not taken yet count as one.
-func (w *worker) poke() {
+// poke asks the worker to inspect its container again at once, for an
+// event at the Docker time at. It never blocks: pokes not taken yet count
+// as one.
+func (w *worker) poke(at time.Time) {
+	for {
+		prev := w.pokedAt.Load()
+		if at.UnixNano() <= prev || w.pokedAt.CompareAndSwap(prev, at.UnixNano()) {
+			break
+		}
+	}
 	select {
 	case w.pokes <- struct{}{}:
 	default:
@@ -182,7 +195,9 @@ func (w *worker) run(ctx context.Context) {
 			return
 		case w.u = <-w.updates:
 		case <-w.pokes:
-			w.stale = true
+			// Only an event after the last inspect tells something new
+			// (the start of a container the worker just started does not).
+			w.stale = w.pokedAt.Load() >= w.inspectedAt.UnixNano()
 		case <-timer.C:
 		}
 	}
@@ -414,6 +429,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 	ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
+	asked := time.Now()
 	c, err := w.r.cfg.Docker.ContainerInspect(ictx, ref)
 	if isNotFound(err) {
 		return nil, nil
@@ -421,6 +437,7 @@ func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: inspect container %s: %w", ref, err)
 	}
+	w.inspectedAt = asked // an event after it may be missing from the answer
 	a := fromInspect(c)
 	a.IP = containerIP(c, w.r.cfg.Network)
 	return &a, nil
