@@ -368,6 +368,11 @@ func appURL(f, base string, port int) string {
 // newACME returns the ACME manager the leader runs, or nil without
 // --acme-directory.
 func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
+	// The metrics exist without a manager too: the alert rules name them.
+	metrics, err := acme.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	dir := c.String("acme-directory")
 	if dir == "" {
 		return nil, nil
@@ -385,5 +390,5 @@ func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base stri
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
 	return acme.New(acme.Config{Store: store, Watcher: cli, Directory: dir, Email: c.String("acme-email"), HTTPClient: hc,
-		BaseDomain: base, Logger: log.With("part", "acme"), Registerer: reg})
+		BaseDomain: base, Logger: log.With("part", "acme"), Metrics: metrics})
 }
