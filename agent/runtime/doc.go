@@ -113,7 +113,7 @@
 // published port that the container keeps open for 300ms (Docker's port
 // proxy accepts connections even when nothing listens, and closes them at
 // once). A started container is probed again after 25ms, then at growing
-// intervals up to 100ms until it is first ready, and the status is
+// intervals up to 50ms until it is first ready, and the status is
 // written at once on every change. Ready containers are probed again every few seconds; three
 // failures in a row make them "running" again.
 //

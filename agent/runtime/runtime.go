@@ -98,7 +98,7 @@ const (
 	probeHold     = 300 * time.Millisecond // how long a probed connection to the published port must stay open
 	probeDirect   = 250 * time.Millisecond // connecting to the container's own address
 	probeFirst    = 25 * time.Millisecond  // first retry of a started container not answering yet
-	probeStarting = 100 * time.Millisecond // longest wait between probes until it is first ready
+	probeStarting = 50 * time.Millisecond  // longest wait between probes until it is first ready
 	probeFailures = 3                      // failed probes before ready turns running
 	etcdTimeout   = 10 * time.Second
 )
