@@ -95,7 +95,7 @@ func TestAutoRollbackCrashLoop(t *testing.T) {
 	})
 
 	start := time.Now()
-	p.MustCtl(repo, "config:set", "CRASH_AFTER=3")
+	p.MustCtl(repo, "config:set", "CRASH_AFTER=6")
 	// When the test first saw each restart count of v2's container in
 	// Docker (polling about every 200 ms).
 	restarts := map[int]time.Time{}
