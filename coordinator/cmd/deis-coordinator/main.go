@@ -58,6 +58,7 @@ func main() {
 			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "http://127.0.0.1:8090", Usage: "base URL agents download slugs from"},
 			&cli.StringFlag{Name: "base-domain", EnvVars: []string{"DEIS_BASE_DOMAIN"}, Value: "localhost", Usage: "apps answer on NAME.BASE-DOMAIN"},
 			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
+			&cli.IntFlag{Name: "app-https-port", EnvVars: []string{"DEIS_APP_HTTPS_PORT"}, Value: 8443, Usage: "port the proxies serve apps on over HTTPS (the agents' --https-listen; shown in app URLs; 0: none shown)"},
 			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
 			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Builds, Usage: "the guarded Docker network builds join: they reach the outside world but not apps, this host's ports or each other (empty: the engine's default bridge, unguarded)"},
@@ -276,7 +277,8 @@ func serve(c *cli.Context) error {
 	start("replicator", func() error { return replicas.Run(ctx) })
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
-		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
+		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port"),
+		HTTPSPort: c.Int("app-https-port")}
 	acmeMgr, err := newACME(c, cli, store, info.BaseDomain, log, reg)
 	if err != nil {
 		return err
@@ -408,6 +410,11 @@ func appURL(f, base string, port int) string {
 // newACME returns the ACME manager the leader runs, or nil without
 // --acme-directory.
 func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
+	// The metrics exist without a manager too: the alert rules name them.
+	metrics, err := acme.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	dir := c.String("acme-directory")
 	if dir == "" {
 		return nil, nil
@@ -425,5 +432,5 @@ func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base stri
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
 	return acme.New(acme.Config{Store: store, Watcher: cli, Directory: dir, Email: c.String("acme-email"), HTTPClient: hc,
-		BaseDomain: base, Logger: log.With("part", "acme"), Registerer: reg})
+		BaseDomain: base, Logger: log.With("part", "acme"), Metrics: metrics})
 }
