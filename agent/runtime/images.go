@@ -46,9 +46,6 @@ func (s *slugs) image(ctx context.Context, d imageEngine, name, url string, ref 
 	if ok, err := hasImage(ctx, d, name); err != nil || ok {
 		return err
 	}
-	if url == "" {
-		return fmt.Errorf("runtime: image %s is not on this node and the databag has no image archive URL: check the coordinator's --slug-url", name)
-	}
 	return s.share(ctx, "image:"+ref.SHA256, func(ctx context.Context) error { return s.loadImage(ctx, d, name, url, ref) })
 }
 

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,6 +37,11 @@ type slugs struct {
 	lim   slugtar.Limits
 	m     *metrics
 	log   *slog.Logger
+
+	// holders, when set, returns the URLs of the coordinators that hold a
+	// slug now (state.Store.SlugURLs): where a download goes when the URL
+	// in the databag fails.
+	holders func(ctx context.Context, sha string) ([]string, error)
 
 	mu       sync.Mutex
 	flights  map[string]*flight
@@ -73,9 +80,6 @@ func (s *slugs) ensure(ctx context.Context, url string, ref state.SlugRef) (stri
 	dir := filepath.Join(s.dir, ref.SHA256)
 	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
 		return dir, nil
-	}
-	if url == "" {
-		return "", fmt.Errorf("runtime: slug %s is not on this node and the databag has no slug URL: check the coordinator's --slug-url", short(ref.SHA256))
 	}
 	if err := s.share(ctx, ref.SHA256, func(ctx context.Context) error { return s.fetchAndExtract(ctx, url, ref) }); err != nil {
 		return "", err
@@ -185,10 +189,12 @@ func (s *slugs) fetchAndExtract(ctx context.Context, url string, ref state.SlugR
 }
 
 // download makes sure dst (in the slug directory) holds ref: it keeps a
-// copy already there whose sha256 matches, or else fetches url to dst
+// copy already there whose sha256 matches, or else fetches it to dst
 // through a temporary file and keeps it only when its sha256 (and size,
-// when known) match ref. what names the file in errors ("slug", "image
-// archive").
+// when known) match ref. It tries url (the databag's) first, then, when
+// that fails, the other coordinators that hold the file now (read from
+// etcd), each verified the same way. what names the file in errors
+// ("slug", "image archive").
 func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
 	// Only root reads the slugs on the node: apps see theirs at /app,
 	// through the bind mount, and no host account sees any.
@@ -201,6 +207,65 @@ func (s *slugs) download(ctx context.Context, what, url string, ref state.SlugRe
 	if verifyFile(dst, ref.SHA256) == nil {
 		return nil
 	}
+	var errs []error
+	for _, u := range s.sources(ctx, url, ref.SHA256) {
+		err := s.downloadFrom(ctx, what, u, ref, dst)
+		if err == nil {
+			if u != url {
+				s.log.Info("downloaded from another coordinator", "what", what, "slug", short(ref.SHA256), "url", u, "recorded", url)
+			}
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	switch len(errs) {
+	case 0:
+		return fmt.Errorf("runtime: %s %s is not on this node, the databag has no URL for it and no running coordinator holds it: check the coordinator's --slug-url", what, short(ref.SHA256))
+	case 1:
+		return errs[0]
+	}
+	rest := make([]string, 0, len(errs)-1)
+	for _, err := range errs[1:] {
+		rest = append(rest, err.Error())
+	}
+	return fmt.Errorf("runtime: no coordinator served %s %s: %w; %s", what, short(ref.SHA256), errs[0], strings.Join(rest, "; "))
+}
+
+// sources orders where to download sha from: the databag's url while its
+// coordinator is among the live holders (or nothing is known about them),
+// the other live holders (state.Store.SlugURLs) next, and url last when
+// its coordinator is not live any more, so a lost coordinator delays
+// nothing.
+func (s *slugs) sources(ctx context.Context, url, sha string) []string {
+	var live []string
+	if s.holders != nil {
+		var err error
+		if live, err = s.holders(ctx, sha); err != nil {
+			s.log.Warn("cannot read the holders of a slug; trying its recorded URL only", "slug", short(sha), "error", err)
+			live = nil
+		}
+	}
+	urlLive := len(live) == 0 || slices.Contains(live, url)
+	var out []string
+	if url != "" && urlLive {
+		out = append(out, url)
+	}
+	for _, u := range live {
+		if u != url {
+			out = append(out, u)
+		}
+	}
+	if url != "" && !urlLive {
+		out = append(out, url)
+	}
+	return out
+}
+
+// downloadFrom fetches url to dst, verified against ref (see download).
+func (s *slugs) downloadFrom(ctx context.Context, what, url string, ref state.SlugRef, dst string) error {
 	start := time.Now()
 	tmp := dst + ".tmp"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

@@ -36,6 +36,9 @@ const (
 	// DefaultKeepReleases is how many of each formation's newest releases
 	// keep their slugs and images through garbage collection.
 	DefaultKeepReleases = 10
+	// DefaultReplicaTimeout bounds a build's wait for a second coordinator
+	// to store its slug (Config.ReplicaTimeout).
+	DefaultReplicaTimeout = 2 * time.Minute
 	// DefaultBuildDisk is a build's scratch space (source, cache, outputs
 	// and temporary files, all in /tmp of the build container).
 	DefaultBuildDisk = 2 << 30
@@ -127,6 +130,13 @@ type Config struct {
 	// it (--slug-url); builds record it so their slugs are fetched here
 	// whichever coordinator leads.
 	SlugServer string
+	// Replicas, when set, records every slug and image archive this
+	// coordinator stores, and a build waits until a second running
+	// coordinator holds its slug before it writes the release (see
+	// awaitCopies); nil: slugs stay where they are built.
+	Replicas Replicas
+	// ReplicaTimeout bounds that wait (default DefaultReplicaTimeout).
+	ReplicaTimeout time.Duration
 	// AppURL returns the URL a formation answers on, for the last line of a
 	// successful build.
 	AppURL func(formation string) string
@@ -222,6 +232,9 @@ func New(cfg Config) (*Builder, error) {
 	cfg.BuildpackDirs = dirs
 	if cfg.KeepReleases <= 0 {
 		cfg.KeepReleases = DefaultKeepReleases
+	}
+	if cfg.ReplicaTimeout <= 0 {
+		cfg.ReplicaTimeout = DefaultReplicaTimeout
 	}
 	if cfg.GoRoot != "" {
 		real, err := checkGoRoot(cfg.GoRoot)
@@ -525,11 +538,18 @@ func (b *Builder) run(ctx context.Context, id string, r repo, req Request, con *
 		return nil, overTime(err)
 	}
 	build.SlugServer = b.cfg.SlugServer
+	// The other coordinators start fetching it while the release phase runs.
+	if err := b.holdArtifact(bctx, build); err != nil {
+		return nil, overTime(err)
+	}
 
 	if cmd, ok := build.ProcessTypes[releaseType]; ok {
 		if err := b.releasePhase(bctx, ctx, id, req.uid, build, cmd, work, con); err != nil {
 			return nil, overTime(err)
 		}
+	}
+	if err := b.awaitCopies(bctx, build, con); err != nil {
+		return nil, overTime(err)
 	}
 
 	rel, err := b.release(bctx, *build, "Deploy "+sha7)

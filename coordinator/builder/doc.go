@@ -71,8 +71,14 @@
 //     only); if it exits non-zero the push fails and nothing is released.
 //     The "release" type stays in Build.ProcessTypes; the scheduler must
 //     never run it as a process;
-//  6. writes the build and release N+1 in one transaction guarded by the
-//     config key, so a concurrent config:set is never lost;
+//  6. with Config.Replicas, records the slug (or image archive) as held by
+//     this coordinator as soon as it is stored, and before writing the
+//     release waits until a second running coordinator holds it
+//     (Replicas.AwaitCopies, at most ReplicaTimeout; with no other
+//     coordinator running it does not wait). When none stores it in time
+//     the build fails and nothing is released. Then it writes the build
+//     and release N+1 in one transaction guarded by the config key, so a
+//     concurrent config:set is never lost;
 //  7. with Config.Watcher, after releasing the lock and the build slot,
 //     waits for release N+1 to go live, woken by etcd watches only
 //     (awaitRollout): it prints each container that becomes ready and the
@@ -90,7 +96,11 @@
 // GC (run every interval by RunGC) removes the slugs, the image archives and
 // the deis/app-* images that neither the KeepReleases newest releases of an
 // existing formation nor any runtime databag refer to, and the build caches
-// of deleted formations. It never runs while a build is between making its
+// of deleted formations. A slug goes with all its holder keys
+// (state.Keys.SlugHolders), deleted first and only if no coordinator
+// recorded it since GC read the references; with Replicas set, a slug file
+// younger than Timeout plus ReplicaTimeout is kept (another coordinator's
+// build may be waiting for this copy). It never runs while a build is between making its
 // slug or image and writing its release (ErrBuildsRunning).
 //
 // Purge (run by RunPurge on every formation or runtime change and every

@@ -35,7 +35,7 @@ type GCResult struct {
 const incomingGrace = 24 * time.Hour
 
 // GC removes the slugs, image archives and app images that no release needs
-// any more. It keeps everything referenced by the KeepReleases newest
+// any more, and the slugs' holder keys (state.Keys.SlugHolders) with them. It keeps everything referenced by the KeepReleases newest
 // releases of each formation and by any runtime databag (what the nodes run
 // now), and removes every other file of the slug store and every other image this
 // coordinator built from a Dockerfile (deis/app-*): the releases of a
@@ -78,7 +78,16 @@ func (b *Builder) gc(ctx context.Context) (GCResult, error) {
 		return res, fmt.Errorf("builder: gc: %w", err)
 	}
 	for _, s := range slugs {
-		if keep.slugs[s.SHA256] {
+		if keep.slugs[s.SHA256] || b.cfg.Replicas != nil && time.Since(s.ModTime) < b.freshGrace() {
+			res.KeptSlugs++
+			continue
+		}
+		// Its holder keys go first, and only if no coordinator stored it
+		// since the references were read; else it is kept this time.
+		if ok, err := b.cfg.Store.DeleteHolders(ctx, s.SHA256, keep.rev); err != nil || !ok {
+			if err != nil {
+				log.Warn("gc: cannot remove the slug's holder keys", "slug", s.SHA256, "error", err)
+			}
 			res.KeptSlugs++
 			continue
 		}
@@ -91,6 +100,11 @@ func (b *Builder) gc(ctx context.Context) (GCResult, error) {
 		res.FreedBytes += s.Size
 		b.m.gcRemoved.WithLabelValues("slug").Inc()
 		b.m.gcFreed.Add(float64(s.Size))
+	}
+	if n, err := b.orphanHolders(ctx, keep); err != nil {
+		log.Warn("gc: cannot remove the holder keys of lost coordinators", "error", err)
+	} else if n > 0 {
+		log.Info("gc: holder keys of slugs only lost coordinators held removed", "slugs", n)
 	}
 	if n, err := b.cfg.Slugs.RemoveIncoming(incomingGrace); err != nil {
 		log.Warn("gc: cannot remove interrupted slug uploads", "error", err)
@@ -173,8 +187,14 @@ type references struct {
 	slugs      map[string]bool // sha256 of slugs and image archives
 	images     map[string]bool // image names and ids
 	formations map[string]bool
-	lingering  int // containers of formations that no longer exist
+	lingering  int   // containers of formations that no longer exist
+	rev        int64 // the revision of the first read
 }
+
+// freshGrace is how long GC keeps a slug file that was just stored, when
+// slugs are replicated: another coordinator's build may be waiting for
+// this copy before it writes the release that will refer to it.
+func (b *Builder) freshGrace() time.Duration { return b.cfg.Timeout + b.cfg.ReplicaTimeout }
 
 // referenced reads the formations, the newest KeepReleases releases of each
 // formation and every runtime databag.
@@ -200,6 +220,7 @@ func (b *Builder) referenced(ctx context.Context) (references, error) {
 	if err != nil {
 		return ref, fmt.Errorf("builder: gc: list formations: %w", err)
 	}
+	ref.rev = resp.Header.Revision
 	for _, kv := range resp.Kvs {
 		ref.formations[state.Base(string(kv.Key))] = true
 	}
@@ -283,4 +304,45 @@ func (b *Builder) RunGC(ctx context.Context, interval time.Duration) error {
 		b.cfg.Logger.Info("gc done", "removed_slugs", res.RemovedSlugs, "removed_images", res.RemovedImages,
 			"removed_caches", res.RemovedCache, "freed_bytes", res.FreedBytes, "kept_slugs", res.KeptSlugs, "kept_images", res.KeptImages)
 	}
+}
+
+// orphanHolders deletes the holder keys of slugs that no release needs and
+// that only coordinators no longer running hold (a coordinator lost for
+// good leaves its keys behind; no GC of a running one would see their
+// files). It returns how many slugs it forgot.
+func (b *Builder) orphanHolders(ctx context.Context, keep references) (int, error) {
+	s := b.cfg.Store
+	list, _, err := state.List[state.SlugHolder](ctx, s.KV, s.Keys.AllSlugHolders())
+	if err != nil || len(list) == 0 {
+		return 0, err
+	}
+	members, _, err := s.Members(ctx)
+	if err != nil {
+		return 0, err
+	}
+	orphan := map[string]bool{}
+	for _, e := range list {
+		sha, member, ok := s.Keys.SlugHolderKey(e.Key)
+		if !ok {
+			continue
+		}
+		_, live := members[member]
+		fresh := time.Since(e.Value.Stored) < b.freshGrace()
+		if o, seen := orphan[sha]; seen && !o {
+			continue
+		}
+		orphan[sha] = !keep.slugs[sha] && !live && !fresh && !b.cfg.Slugs.Has(sha)
+	}
+	n := 0
+	for sha, o := range orphan {
+		if !o {
+			continue
+		}
+		if ok, err := s.DeleteHolders(ctx, sha, keep.rev); err != nil {
+			return n, err
+		} else if ok {
+			n++
+		}
+	}
+	return n, nil
 }

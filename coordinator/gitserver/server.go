@@ -508,7 +508,6 @@ func copyLimited(dst io.Writer, src io.Reader, limit int64) (over bool) {
 	}
 }
 
-
 // claimWait bounds how long a session waits for a build of a formation's
 // previous incarnation to end before its repository can be replaced.
 const claimWait = time.Minute

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/pkg/state"
+	"github.com/deis/deis/pkg/view"
 	"github.com/deis/deis/testing/etcdtest"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,6 +40,32 @@ func settled(t *testing.T, reg *prometheus.Registry) float64 {
 		return false
 	})
 	return last
+}
+
+// converged checks that what incremental passes wrote is what a full pass
+// from a fresh read would write: it would write nothing.
+func converged(t *testing.T, cli *clientv3.Client) {
+	t.Helper()
+	st, err := view.Load(context.Background(), cli, "/t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Etcd: cli, Prefix: "/t", SlugURL: "http://s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.primed = true
+	if p := c.plan(st, view.Touched{All: true}, true, time.Now()); len(p.writes) != 0 {
+		var keys []string
+		for _, w := range p.writes {
+			if w.op.IsTxn() {
+				_, ops, _ := w.op.Txn()
+				w.op = ops[0]
+			}
+			keys = append(keys, string(w.op.KeyBytes())+" "+string(w.op.ValueBytes()))
+		}
+		t.Fatalf("a full pass would still write %d keys after the incremental ones: %s", len(p.writes), strings.Join(keys, "\n"))
+	}
 }
 
 // A running controller plans only what changed, from its view, without
@@ -92,12 +119,15 @@ func TestIncrementalPasses(t *testing.T) {
 	if full := counter(t, reg, "deis_coordinator_full_passes_total"); full != 1 {
 		t.Fatalf("%v full passes, want only the first", full)
 	}
+	converged(t, cli)
 
 	// n2 is lost: what it held moves to n1, and its databag is emptied.
 	if _, err := cli.Revoke(ctx, lease2.ID); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "n2's containers on n1", func() bool { return containers(t, s, "n1") == 21 && containers(t, s, "n2") == 0 })
+	settled(t, reg)
+	converged(t, cli)
 
 	// A destroyed formation's containers leave.
 	if err := s.DestroyFormation(ctx, "f07"); err != nil {
@@ -107,6 +137,8 @@ func TestIncrementalPasses(t *testing.T) {
 	if _, err := s.Get(ctx, k.Routing("f07"), &state.Routing{}); err == nil {
 		t.Fatal("the destroyed formation's routing was written again")
 	}
+	settled(t, reg)
+	converged(t, cli)
 }
 
 // A formation destroyed and created again runs its new v1 while the
@@ -175,4 +207,9 @@ func TestRecreatedFormationRunsItsV1(t *testing.T) {
 	if _, err := s.Get(ctx, k.FormationStatus("again"), &fs); err != nil || fs.Release != 1 || strings.Contains(strings.Join(fs.Pending, ";"), "waiting") {
 		t.Fatalf("formation status %+v, %v", fs, err)
 	}
+	waitFor(t, "nothing left to do", func() bool {
+		_, err := s.Get(ctx, k.FormationStatus("again"), &fs)
+		return err == nil && len(fs.Pending) == 0
+	})
+	converged(t, cli)
 }

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ type incremental struct {
 	stored map[string]storedRuntime
 	// wrote is the revision of the controller's newest write.
 	wrote int64
+	// again holds the formations whose last plan changed something: the
+	// next pass plans them again, to see it done.
+	again map[string]bool
 	// layers memoizes the live nodes of layer selectors from pass to pass,
 	// until a node's registration, liveness or drain changes.
 	layers map[string]layerSet
@@ -91,10 +95,9 @@ func (c *Controller) storedBytes(s *view.State, n string) string {
 
 // plan decides one pass from the view's state s. A full pass plans every
 // formation and composes every node's databag; an incremental one plans the
-// formations t touched, those on the touched nodes whose registration,
-// liveness or drain changed (and those whose layers match such a node),
-// those on a node whose databag someone else changed, and, every Resync,
-// those with work in progress.
+// formations t touched, those the touched nodes concern (touchNodes), those
+// whose last plan changed something, and, every Resync, those with work in
+// progress; it composes only the databags whose containers it changed.
 func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Time) *passPlan {
 	p := &passPlan{start: now, full: full}
 	forms := map[string]bool{}
@@ -117,6 +120,9 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		c.inc.layers = nil
 	} else {
 		for f := range t.Formations {
+			forms[f] = true
+		}
+		for f := range c.inc.again {
 			forms[f] = true
 		}
 		if c.touchNodes(s, t.Nodes, forms, nodes) {
@@ -150,6 +156,7 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 	env := planEnv{slugURL: c.cfg.SlugURL, baseDomain: c.cfg.BaseDomain, now: now, boot: c.cfg.BootTimeout}
 	k := c.store.Keys
 
+	c.inc.again = map[string]bool{}
 	planned := map[string]bool{} // formations whose containers this pass composes
 	failed := map[string]bool{}
 	newOn := map[string][]state.ContainerSpec{}
@@ -183,6 +190,9 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 		}
 		planned[f] = true
 		p.placed += fp.placed
+		if fp.moved {
+			c.inc.again[f] = true
+		}
 		for _, pc := range fp.containers {
 			newOn[pc.node] = append(newOn[pc.node], pc.spec)
 		}
@@ -270,23 +280,20 @@ func (c *Controller) plan(s *view.State, t view.Touched, full bool, now time.Tim
 // changedNodes lists the nodes where a formation's containers differ
 // between before and after a plan: only their databags need composing.
 func changedNodes(before, after []placed) []string {
-	render := func(ps []placed) map[string]string {
-		by := map[string][]state.ContainerSpec{}
-		for _, p := range ps {
-			by[p.node] = append(by[p.node], p.spec)
+	group := func(ps []placed) map[string][]*state.ContainerSpec {
+		by := map[string][]*state.ContainerSpec{}
+		for i := range ps {
+			by[ps[i].node] = append(by[ps[i].node], &ps[i].spec)
 		}
-		out := make(map[string]string, len(by))
-		for n, cs := range by {
-			rt := state.Runtime{Containers: cs}
-			rt.Sort()
-			out[n] = state.Marshal(rt)
+		for _, cs := range by {
+			sort.Slice(cs, func(i, j int) bool { return cs[i].Name < cs[j].Name })
 		}
-		return out
+		return by
 	}
-	b, a := render(before), render(after)
+	b, a := group(before), group(after)
 	var out []string
 	for n, x := range b {
-		if a[n] != x {
+		if !sameSpecs(x, a[n]) {
 			out = append(out, n)
 		}
 	}
@@ -296,6 +303,21 @@ func changedNodes(before, after []placed) []string {
 		}
 	}
 	return out
+}
+
+// sameSpecs reports whether two sorted lists hold equal specs. Specs equal
+// here always render the same bytes; the composed databag is compared as
+// bytes anyway.
+func sameSpecs(a, b []*state.ContainerSpec) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name || !reflect.DeepEqual(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // failWrite marks release st.Version of f failed, once, and only while f

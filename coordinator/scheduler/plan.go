@@ -329,6 +329,9 @@ type formationPlan struct {
 	err        string
 	failed     *state.ReleaseStatus
 	placed     int
+	// moved: the pass placed, moved or stopped containers, or changed the
+	// routing; what it says it does ("placing …") is done by the next.
+	moved bool
 }
 
 // planFormation plans one formation in five pure steps: the containers its
@@ -366,6 +369,8 @@ func planFormation(env planEnv, ns *nodeSet, in formationInput) *formationPlan {
 	p.reasons = append(p.reasons, r.reasons...)
 	stay, why := retireStep(in, r.routing, k.retiring, proxyNodes)
 	p.reasons = append(p.reasons, why...)
+	p.moved = len(got) > 0 || len(stay) < len(k.retiring) ||
+		in.routing.Doc == nil || !sameRouting(in.routing.Doc, r.routing)
 	p.containers = append(p.containers, stay...)
 	for _, name := range sortedKeys(k.kept) {
 		p.containers = append(p.containers, placed{node: k.kept[name], spec: desired[name]})
@@ -742,6 +747,14 @@ func rebalance(ns *nodeSet, order []string, desired map[string]state.ContainerSp
 	}
 	byType := k.byType
 	for _, t := range sortedKeys(types) {
+		// No node holds two of t: no two nodes can differ by two.
+		top := 0
+		for _, m := range byType {
+			top = max(top, m[t])
+		}
+		if top < 2 {
+			continue
+		}
 		most, fewest := "", ""
 		for _, n := range nodes {
 			if node := ns.nodes[n]; node.Capacity > 0 && ns.count(n) >= node.Capacity && byType[n][t] < byType[most][t] {

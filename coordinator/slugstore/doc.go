@@ -15,6 +15,23 @@
 // only requests with "Authorization: Bearer <token>" get slugs (the
 // coordinator uses the platform token, which agents send).
 //
+// Every slug lives on every coordinator. Register keeps this coordinator's
+// lease-bound registration (state.Keys.CoordinatorMember, with its slug
+// server's URL) under the member id MemberID keeps in the data directory.
+// A coordinator that stored a slug records itself as a holder
+// (state.Keys.SlugHolder(sha, member), Replicator.Hold). The Replicator
+// runs a level-triggered loop (a watch on the holder and member keys and a
+// pass every Resync): it fetches each slug some coordinator holds and this
+// one lacks from the live holders, with the platform token, at most the
+// recorded size (and MaxBytes), through PutVerified, so a holder serving
+// other bytes is refused and nothing of it kept; it then records itself, but
+// only while some holder key of the slug remains (GC deletes them all when
+// it collects a slug, and a collected slug is never fetched back). It also
+// records files it has that are held elsewhere but not recorded here (after
+// verifying them), and drops its record of a file it lost, then fetches it
+// again. AwaitCopies is the builder's wait for a second copy before it
+// writes a release.
+//
 // Errors from Put carry the "slugstore:" prefix and usually mean the disk is
 // full or the directory is not writable.
 package slugstore

@@ -53,6 +53,68 @@ func (s *Store) Path(sha string) (string, error) {
 
 // Put stores the slug read from r and returns its reference.
 func (s *Store) Put(r io.Reader) (state.SlugRef, error) {
+	return s.put(r, nil)
+}
+
+// PutVerified stores the file read from r only if it is want: the same
+// sha256 and, when want.Size is set, the same size (reading at most one
+// byte more). Anything else is refused with an error and nothing is kept.
+func (s *Store) PutVerified(r io.Reader, want state.SlugRef) (state.SlugRef, error) {
+	if !ValidSHA(want.SHA256) {
+		return state.SlugRef{}, fmt.Errorf("slugstore: invalid slug sha256 %q", want.SHA256)
+	}
+	if want.Size > 0 {
+		r = io.LimitReader(r, want.Size+1)
+	}
+	return s.put(r, func(got state.SlugRef) error {
+		if got.SHA256 != want.SHA256 {
+			return fmt.Errorf("%w: got sha256 %s (%d bytes), want %s", ErrMismatch, got.SHA256, got.Size, want.SHA256)
+		}
+		if want.Size > 0 && got.Size != want.Size {
+			return fmt.Errorf("%w: got %d bytes, want %d", ErrMismatch, got.Size, want.Size)
+		}
+		return nil
+	})
+}
+
+// ErrMismatch is the error of PutVerified for content that is not the
+// slug asked for.
+var ErrMismatch = errors.New("slugstore: content does not match its sha256")
+
+// Verify reports whether the stored file of sha still hashes to sha, and
+// its size.
+func (s *Store) Verify(sha string) (int64, error) {
+	p, err := s.Path(sha)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, fmt.Errorf("slugstore: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, fmt.Errorf("slugstore: read %s: %w", sha, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return n, fmt.Errorf("%w: the file of %s hashes to %s", ErrMismatch, sha, got)
+	}
+	return n, nil
+}
+
+// Has reports whether the slug sha is stored.
+func (s *Store) Has(sha string) bool {
+	p, err := s.Path(sha)
+	if err != nil {
+		return false
+	}
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
+}
+
+func (s *Store) put(r io.Reader, check func(state.SlugRef) error) (state.SlugRef, error) {
 	tmp, err := os.CreateTemp(s.Dir, ".incoming-*.tgz")
 	if err != nil {
 		return state.SlugRef{}, fmt.Errorf("slugstore: %w", err)
@@ -73,6 +135,11 @@ func (s *Store) Put(r io.Reader) (state.SlugRef, error) {
 		return state.SlugRef{}, fmt.Errorf("slugstore: %w", err)
 	}
 	ref := state.SlugRef{SHA256: hex.EncodeToString(h.Sum(nil)), Size: n}
+	if check != nil {
+		if err := check(ref); err != nil {
+			return state.SlugRef{}, err
+		}
+	}
 	final := filepath.Join(s.Dir, ref.SHA256+".tgz")
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return state.SlugRef{}, fmt.Errorf("slugstore: store slug %s: %w", ref.SHA256, err)

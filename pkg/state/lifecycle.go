@@ -29,7 +29,10 @@ func (fam Family) op() clientv3.Op {
 // deletes (DestroyFormation, and the coordinator's purge of the keys of
 // formations that no longer exist). A new Keys method that takes a
 // formation must be added here: TestFormationFamiliesCoverKeys fails until
-// it is.
+// it is. The slug holder keys (Keys.SlugHolders) are keyed by content, not
+// by formation: the builder's GC owns them and deletes them with the slug
+// it collects, which for a destroyed formation happens once no node runs
+// its slugs.
 func (k Keys) FormationFamilies(f string) []Family {
 	return []Family{
 		{Key: k.Formation(f)},

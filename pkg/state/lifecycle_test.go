@@ -20,6 +20,8 @@ import (
 var notFormationKeyed = map[string]bool{
 	"Node": true, "Drain": true, "Heartbeat": true, "Runtime": true, "NodeStatus": true,
 	"SSHKey": true, "User": true, "ReleaseVersionFromKey": true,
+	// keyed by coordinator or by slug content: GC owns the holder keys
+	"CoordinatorMember": true, "SlugHolders": true, "SlugHolder": true, "SlugHolderKey": true,
 }
 
 // covered reports whether key belongs to one of fams.

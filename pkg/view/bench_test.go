@@ -65,9 +65,10 @@ func big(b *testing.B, cli *clientv3.Client, nodes, formations, perNode int) {
 func BenchmarkLoad(b *testing.B) {
 	_, cli := etcdtest.Start(b)
 	big(b, cli, 1000, 2000, 20)
+	cg := &countingGetter{Getter: cli}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		st, err := Load(context.Background(), cli, prefix)
+		st, err := Load(context.Background(), cg, prefix)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -75,6 +76,17 @@ func BenchmarkLoad(b *testing.B) {
 			b.Fatalf("placed %d", len(st.Placed("f0001")))
 		}
 	}
+	b.ReportMetric(float64(cg.n)/float64(b.N), "gets/op")
+}
+
+type countingGetter struct {
+	Getter
+	n int
+}
+
+func (c *countingGetter) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	c.n++
+	return c.Getter.Get(ctx, key, opts...)
 }
 
 // BenchmarkStatusEvent applies one node report in which one container of

@@ -10,7 +10,13 @@
 // wake-ups and, with Take, the formations and nodes touched since their
 // previous Take; an event whose value is the same as before (a status
 // report that changes nothing but its time) touches nothing and wakes no
-// one. Load is the one-shot read deisctl and the agent API use.
+// one. WaitRev waits until the view holds a given revision (a caller's own
+// write). Options.Families restricts a view to some key families (the proxy
+// role keeps only what it routes by); it then watches only their prefixes.
+//
+// Load (and LoadFamilies, LoadFormation for one formation's keys) is the
+// one-shot read deisctl and the agent API use; Build makes a State from
+// given keys and values, for tests and simulators.
 //
 // State answers the derived questions in one place: a formation's current
 // release (CurrentRelease), the live nodes of a layer (LayerNodes), the

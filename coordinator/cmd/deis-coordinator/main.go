@@ -58,6 +58,7 @@ func main() {
 			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "http://127.0.0.1:8090", Usage: "base URL agents download slugs from"},
 			&cli.StringFlag{Name: "base-domain", EnvVars: []string{"DEIS_BASE_DOMAIN"}, Value: "localhost", Usage: "apps answer on NAME.BASE-DOMAIN"},
 			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
+			&cli.IntFlag{Name: "app-https-port", EnvVars: []string{"DEIS_APP_HTTPS_PORT"}, Value: 8443, Usage: "port the proxies serve apps on over HTTPS (the agents' --https-listen; shown in app URLs; 0: none shown)"},
 			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
 			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Builds, Usage: "the guarded Docker network builds join: they reach the outside world but not apps, this host's ports or each other (empty: the engine's default bridge, unguarded)"},
@@ -83,6 +84,7 @@ func main() {
 			&cli.StringFlag{Name: "acme-directory", EnvVars: []string{"DEIS_ACME_DIRECTORY"}, Usage: "ACME directory URL for automatic certificates (deisctl certs:auto), such as https://acme-v02.api.letsencrypt.org/directory (empty: off)"},
 			&cli.StringFlag{Name: "acme-email", EnvVars: []string{"DEIS_ACME_EMAIL"}, Usage: "contact address of the ACME account"},
 			&cli.StringFlag{Name: "acme-ca", EnvVars: []string{"DEIS_ACME_CA"}, Usage: "PEM file of CA certificates to trust for the ACME directory, instead of the system's (a test or private ACME server)"},
+			&cli.DurationFlag{Name: "replica-timeout", EnvVars: []string{"DEIS_REPLICA_TIMEOUT"}, Value: builder.DefaultReplicaTimeout, Usage: "with other coordinators running, a push waits this long for a second one to store its slug, and fails (nothing released) when none does"},
 			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
@@ -154,6 +156,19 @@ func serve(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	// Slugs are kept on every coordinator: this one registers (lease-bound,
+	// with its slug server's URL) and fetches what the others hold.
+	member, err := slugstore.MemberID(dataDir)
+	if err != nil {
+		return err
+	}
+	replicas, err := slugstore.NewReplicator(slugstore.ReplicatorConfig{
+		Slugs: slugs, State: store, Watcher: cli, Member: member, Token: platformToken,
+		MaxBytes: 4 * c.Int64("max-slug-bytes"), Logger: log.With("part", "replicator", "member", member),
+	})
+	if err != nil {
+		return err
+	}
 	docker, err := builder.NewDocker(ctx)
 	if err != nil {
 		return err
@@ -184,6 +199,7 @@ func serve(c *cli.Context) error {
 		BuildPids: c.Int64("build-pids"), BuildpackDirs: c.StringSlice("buildpack-dir"),
 		SlugServer: c.String("slug-url"), AppURL: appURL, Logger: log.With("part", "builder"), Registerer: reg,
 		Watcher: cli, NoPushWait: !c.Bool("push-wait"), BootTimeout: c.Duration("boot-timeout"),
+		Replicas: replicas, ReplicaTimeout: c.Duration("replica-timeout"),
 	})
 	if err != nil {
 		return err
@@ -254,9 +270,15 @@ func serve(c *cli.Context) error {
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	start("slug server", func() error { return serveUntil(ctx, httpSrv, hl) })
 	start("git server", func() error { return git.ListenAndServe(ctx) })
+	host, _ := os.Hostname()
+	start("registration", func() error {
+		return slugstore.Register(ctx, cli, store, state.CoordinatorMember{ID: member, SlugURL: c.String("slug-url"), Host: host, Started: time.Now().UTC()}, 10, log)
+	})
+	start("replicator", func() error { return replicas.Run(ctx) })
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
-		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
+		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port"),
+		HTTPSPort: c.Int("app-https-port")}
 	acmeMgr, err := newACME(c, cli, store, info.BaseDomain, log, reg)
 	if err != nil {
 		return err
@@ -388,6 +410,11 @@ func appURL(f, base string, port int) string {
 // newACME returns the ACME manager the leader runs, or nil without
 // --acme-directory.
 func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
+	// The metrics exist without a manager too: the alert rules name them.
+	metrics, err := acme.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	dir := c.String("acme-directory")
 	if dir == "" {
 		return nil, nil
@@ -405,5 +432,5 @@ func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base stri
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
 	return acme.New(acme.Config{Store: store, Watcher: cli, Directory: dir, Email: c.String("acme-email"), HTTPClient: hc,
-		BaseDomain: base, Logger: log.With("part", "acme"), Registerer: reg})
+		BaseDomain: base, Logger: log.With("part", "acme"), Metrics: metrics})
 }

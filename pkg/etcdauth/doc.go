@@ -1,0 +1,83 @@
+// Package etcdauth provisions etcd users and roles so that etcd itself
+// enforces who may change what (issue 10). Every identity is an etcd user;
+// with etcd's --client-cert-auth, the Common Name of a client certificate
+// issued by the platform CA (pkg/pki) is the user of each request, so a node
+// or user authenticates by its certificate alone.
+//
+// Names carry the installation's prefix ("/deis" gives "deis:node-a"), so
+// installations sharing an etcd cluster never share a user or role. The
+// functions are idempotent and converge (EnsureRole revokes permissions no
+// longer in the table), so a level-triggered reconciler may call them on
+// every pass; Sync does the whole installation at once from its records
+// (nodes, users, grants, formations), removing identities no longer there. They need etcd's root: managing users and roles is root's
+// alone, and no platform role (not even admin) can.
+//
+// # Permission table (today's key layout, pkg/state/keys.go)
+//
+// Prefixes end in "/" and cover every key under them; other keys are exact.
+// Every role may also read HealthKey (etcdconn.Dial's check).
+//
+//	role                   read                                          read and write
+//	deis:admin             —                                             /deis/ (everything under the prefix)
+//	deis:coordinator       /deis/ (everything)                           runtime/ routing/ status/formations/
+//	                                                                     status/releases/ status/acme/ acme/ builds/
+//	                                                                     releases/ certs/ coordinator/ (info, election)
+//	                                                                     secrets/ join/; for PurgeFormationKeys also
+//	                                                                     formations/ layers/ configs/ perms/
+//	                                                                     status/proxies/ status/traffic/
+//	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
+//	node)
+//	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
+//	nodes)
+//	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;
+//	                                                                     per formation f it proxies:
+//	                                                                     status/proxies/<f>/<n> status/traffic/<f>/<n>
+//	deis:legacy-nodes      secrets/token releases/ status/releases/      — (today's agent API and slug fetches; remove)
+//	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
+//	deis:formation-<f>     builds/<f>/ routing/<f> status/formations/<f> formations/<f> configs/<f> layers/<f>/
+//	                       status/releases/<f>/ status/proxies/<f>/      releases/<f>/ certs/<f>/
+//	                       status/acme/<f> perms/<f>/
+//
+// A node's user holds deis:nodes, its own deis:node-<n>, and deis:proxies if
+// it proxies. A user holds deis:user-<u>, deis:admin if an administrator,
+// and deis:formation-<f> for each formation granted (GrantFormation).
+//
+// # What the table does not allow yet, and the layout change it needs
+//
+//   - A node's proxy acks and traffic reports are keyed by formation first
+//     (/deis/status/proxies/<f>/<n>, /deis/status/traffic/<f>/<n>), so a node
+//     has no prefix of its own there: today it needs two exact grants per
+//     formation it proxies (ProxyFormationPerms), kept in step with the
+//     formations. Proposed: key them by node first under new family names
+//     (so old and new agents never mix the two orders),
+//     /deis/status/acks/<n>/<f> and /deis/status/traffic-reports/<n>/<f>;
+//     the node's role then holds one read-write prefix for each,
+//     /deis/status/acks/<n>/ and /deis/status/traffic-reports/<n>/, and the
+//     coordinator watches /deis/status/acks/ and
+//     /deis/status/traffic-reports/ as it watches the old families today.
+//     Keys.FormationFamilies then lists them per formation no more:
+//     destroy and purge delete a formation's acks with one key per node, or
+//     the coordinator ignores acks of formations that no longer exist.
+//   - Proxies read every formation's routing, certificates (with private
+//     keys) and challenges; narrowing to the formations a proxy serves
+//     needs per-formation grants like the acks above.
+//   - Today's agent reads the platform token and every formation's
+//     releases (one-off run; releases hold every formation's config):
+//     NodeOptions.Legacy grants them until the agent API and slug server
+//     check client certificates and a run's spec reaches the node through
+//     its own keys (for instance /deis/runs/<n>/<id>, written by the
+//     coordinator).
+//   - The coordinator may write deisctl's families only because
+//     PurgeFormationKeys deletes every family of a destroyed formation;
+//     DestroyFormation already deletes them, so the purge can leave them out
+//     and the grants go.
+//   - Non-admin users cannot list formations (a range over formations/);
+//     deisctl lists the formations granted to the user instead.
+//   - SSH keys (keys/) are keyed by fingerprint, not by user: only
+//     administrators add them until they move under keys/<user>/.
+//
+// Revocation: RemoveNode and RemoveUser delete the etcd user; etcd refuses
+// its next request even on a connection already open, whatever its
+// certificate. That, not the certificate (pkg/pki's revoked serials are for
+// the platform's own TLS servers), is what ends access to etcd.
+package etcdauth

@@ -1,0 +1,151 @@
+package etcdauth
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/deis/deis/pkg/state"
+)
+
+// Desired is every identity of one installation and what it may do, as the
+// platform's own records say (registered or joining nodes, /deis/users/,
+// /deis/perms/, /deis/formations/).
+type Desired struct {
+	// Nodes by name; a NodeOptions.Password is ignored (Sync keeps
+	// certificate-only users; set a password once with EnsureNode).
+	Nodes map[string]NodeOptions
+	// Users by name.
+	Users map[string]UserGrants
+	// Formations that exist: their roles are kept, those of others deleted.
+	Formations []string
+}
+
+// UserGrants is one user's admin flag and the formations granted to it.
+type UserGrants struct {
+	Admin      bool
+	Formations []string
+}
+
+// Sync makes etcd's users and roles of the installation under prefix match
+// d: it ensures every node, user and formation role, grants each user
+// exactly its formations, and deletes the node, user and formation users and
+// roles of this installation that d does not name. The coordinator's user,
+// the shared roles, root and other installations' users are left alone. It
+// is level-triggered: run it after every change and now and then.
+func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
+	k, n := state.NewKeys(prefix), NewNames(prefix)
+	formations := map[string]bool{}
+	for _, f := range d.Formations {
+		if err := state.ValidateName("formation", f); err != nil {
+			return err
+		}
+		formations[f] = true
+	}
+	for node, opts := range d.Nodes {
+		if err := state.ValidateName("node", node); err != nil {
+			return err
+		}
+		if len(opts.ProxyFormations) > 0 && !opts.Proxy {
+			return fmt.Errorf("etcdauth: node %s is given proxy formations but is no proxy: set NodeOptions.Proxy too", node)
+		}
+		for _, f := range opts.ProxyFormations {
+			if !formations[f] {
+				return fmt.Errorf("etcdauth: node %s proxies formation %s, which is not among the formations that exist", node, f)
+			}
+		}
+	}
+	for u, g := range d.Users {
+		if err := state.ValidateName("user", u); err != nil {
+			return err
+		}
+		for _, f := range g.Formations {
+			if !formations[f] {
+				return fmt.Errorf("etcdauth: user %s is granted formation %s, which is not among the formations that exist", u, f)
+			}
+		}
+	}
+	for _, f := range sortedKeys(formations) {
+		if err := EnsureRole(ctx, a, n.Formation(f), FormationPerms(k, f)); err != nil {
+			return err
+		}
+	}
+	for _, node := range sortedKeys(d.Nodes) {
+		opts := d.Nodes[node]
+		opts.Password = ""
+		if err := EnsureNode(ctx, a, prefix, node, opts); err != nil {
+			return err
+		}
+	}
+	for _, u := range sortedKeys(d.Users) {
+		g := d.Users[u]
+		if err := EnsureUser(ctx, a, prefix, u, UserOptions{Admin: g.Admin}); err != nil {
+			return err
+		}
+		want := []string{n.User(u)}
+		if g.Admin {
+			want = append(want, n.Admin())
+		}
+		for _, f := range g.Formations {
+			want = append(want, n.Formation(f))
+		}
+		fp := n.name("formation-")
+		if err := setRoles(ctx, a, n.User(u), want, func(r string) bool { return strings.HasPrefix(r, fp) }); err != nil {
+			return err
+		}
+	}
+
+	// Delete what d does not name (names that are not valid node or user
+	// names were not made by this package: left alone).
+	users, err := a.UserList(ctx)
+	if err != nil {
+		return fmt.Errorf("etcdauth: list users: %w", err)
+	}
+	for _, name := range users.Users {
+		if node, ok := strings.CutPrefix(name, n.name("node-")); ok && !has(d.Nodes, node) && valid(node) {
+			if err := RemoveNode(ctx, a, prefix, node); err != nil {
+				return err
+			}
+		}
+		if u, ok := strings.CutPrefix(name, n.name("user-")); ok && !has(d.Users, u) && valid(u) {
+			if err := RemoveUser(ctx, a, prefix, u); err != nil {
+				return err
+			}
+		}
+	}
+	roles, err := a.RoleList(ctx)
+	if err != nil {
+		return fmt.Errorf("etcdauth: list roles: %w", err)
+	}
+	for _, name := range roles.Roles {
+		var err error
+		if f, ok := strings.CutPrefix(name, n.name("formation-")); ok && !formations[f] && valid(f) {
+			err = RemoveFormation(ctx, a, prefix, f)
+		}
+		// Roles left by a user or node removed half-way.
+		if node, ok := strings.CutPrefix(name, n.name("node-")); ok && !has(d.Nodes, node) && valid(node) {
+			err = RemoveNode(ctx, a, prefix, node)
+		}
+		if u, ok := strings.CutPrefix(name, n.name("user-")); ok && !has(d.Users, u) && valid(u) {
+			err = RemoveUser(ctx, a, prefix, u)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func valid(name string) bool { return state.ValidateName("", name) == nil }
+
+func has[V any](m map[string]V, k string) bool { _, ok := m[k]; return ok }
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
