@@ -46,6 +46,10 @@ test-unit:
 bench-scale:
 	DEIS_BENCH_SCALE=$(or $(SIZES),1) $(GO) test -count=1 -run 'TestScale$$|TestAgentRSS$$' -v -timeout 30m ./testing/bench/
 
+# Go benchmarks of the pure parts (scheduler passes, the view, the release log).
+bench:
+	$(GO) test -count=1 -run XXX -bench . ./testing/bench/ ./pkg/view/
+
 systemd-verify:
 	systemd-analyze verify systemd/*.service
 
