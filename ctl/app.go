@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deis/deis/pkg/access"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
@@ -22,6 +23,10 @@ type env struct {
 	client *clientv3.Client
 	store  *state.Store
 	cancel context.CancelFunc
+	// creds is deisctl's certificate for the agent API and build logs
+	// (nil without one); who is the user it acts as.
+	creds *access.Creds
+	who   access.Identity
 }
 
 // keys is the key layout of the installation.
@@ -102,7 +107,7 @@ func (b *builder) cmd(cmd *cli.Command, run action) *cli.Command {
 		if !ok {
 			return errors.New("ctl: no etcd connection (internal error: the command ran without Before)")
 		}
-		return run(c, e, args)
+		return explainDenied(c, e, run(c, e, args))
 	}
 	return cmd
 }
@@ -160,9 +165,15 @@ func (b *builder) before(c *cli.Context) error {
 		cancel()
 		return err
 	}
+	e := &env{client: cl, store: state.NewStore(cl, cfg.Prefix), cancel: cancel}
+	if err := e.identify(cfg); err != nil {
+		cl.Close()
+		cancel()
+		return err
+	}
 	// Sub-command contexts inherit this one's Context.
 	c.Context = ctx
-	c.App.Metadata[metadataKey] = &env{client: cl, store: state.NewStore(cl, cfg.Prefix), cancel: cancel}
+	c.App.Metadata[metadataKey] = e
 	return nil
 }
 

@@ -3,8 +3,10 @@ package ctl
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/pkg/pki"
 	"io"
 	"net/http"
 	"slices"
@@ -175,11 +177,14 @@ func logs(c *cli.Context, e *env, args []string) error {
 	if len(nodes) == 0 {
 		return fmt.Errorf("no node running %s serves the agent API: upgrade and restart deis-agent on %s", f, strings.Join(without, ", "))
 	}
-	token, err := state.ReadToken(ctx, e.store)
+	tc, err := e.platformTLS()
 	if err != nil {
 		return err
 	}
-	l := &logReader{c: c, e: e, f: f, typ: typ, n: n, token: token}
+	l := &logReader{c: c, e: e, f: f, typ: typ, n: n, tls: tc}
+	if err := l.allowed(nodes[0]); err != nil {
+		return err
+	}
 	if c.Bool("follow") {
 		return l.follow(nodes)
 	}
@@ -198,14 +203,26 @@ func logs(c *cli.Context, e *env, args []string) error {
 	return w.Flush()
 }
 
+// allowed asks one node for no lines: an agent that refuses deisctl's
+// caller the formation answers with the one line that says so.
+func (l *logReader) allowed(n logNode) error {
+	cl := &api.Client{URL: n.url, TLS: l.tls}
+	err := cl.Logs(l.c.Context, api.LogsQuery{Formation: l.f, Type: l.typ}, func(api.LogLine) error { return nil })
+	var he *api.HTTPError
+	if errors.As(err, &he) && he.Code == http.StatusForbidden {
+		return errors.New(he.Msg)
+	}
+	return nil // other failures: reported per node as the lines are read
+}
+
 // logReader reads and prints one formation's logs.
 type logReader struct {
-	c     *cli.Context
-	e     *env
-	f     string
-	typ   string
-	n     int
-	token string
+	c   *cli.Context
+	e   *env
+	f   string
+	typ string
+	n   int
+	tls *tls.Config // deisctl's certificate (agent API, build logs)
 }
 
 func (l *logReader) warn(format string, args ...any) {
@@ -224,7 +241,7 @@ func (l *logReader) fetch(nodes []logNode) ([]logEntry, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := &api.Client{URL: n.url, Token: l.token}
+			cl := &api.Client{URL: n.url, TLS: l.tls}
 			var mine []logEntry
 			err := cl.Logs(l.c.Context, api.LogsQuery{Formation: l.f, Type: l.typ, Tail: l.n}, func(ll api.LogLine) error {
 				if ll.Mark == "" {
@@ -325,16 +342,19 @@ func (l *logReader) buildLog(base, id string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+l.token)
-	resp, err := http.DefaultClient.Do(req)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: l.tls, Proxy: http.ProxyFromEnvironment}}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, pki.Explain(err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
 		return nil, nil
+	case http.StatusForbidden:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return nil, errors.New(strings.TrimSpace(string(msg)))
 	default:
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
@@ -489,7 +509,7 @@ func (l *logReader) followNode(ctx context.Context, n logNode, tail int, msgs ch
 			return false
 		}
 	}
-	cl := &api.Client{URL: n.url, Token: l.token}
+	cl := &api.Client{URL: n.url, TLS: l.tls}
 	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	var since time.Time
 	first, reported := true, false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 
@@ -148,17 +149,20 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	token, err := state.ReadToken(ctx, e.store)
+	tc, err := e.platformTLS()
 	if err != nil {
 		return err
 	}
 
 	// The session outlives --timeout, which bounds the reads above.
 	sctx := context.WithoutCancel(ctx)
-	cl := &api.Client{URL: node.APIURL, Token: token}
+	cl := &api.Client{URL: node.APIURL, TLS: tc}
 	code, err := cl.Run(sctx, f, api.RunRequest{Command: shellJoin(args)}, c.App.Reader, c.App.Writer, c.App.ErrWriter)
 	if err != nil {
 		var he *api.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusForbidden {
+			return errors.New(he.Msg) // the one line of access.Formation
+		}
 		if errors.As(err, &he) {
 			return fmt.Errorf("node %s: %s", node.Name, he.Msg)
 		}

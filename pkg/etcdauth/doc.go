@@ -22,17 +22,17 @@
 //	deis:coordinator       /deis/ (everything)                           runtime/ routing/ status/formations/
 //	                                                                     status/releases/ status/acme/ acme/ builds/
 //	                                                                     releases/ certs/ coordinator/ (info, election)
-//	                                                                     secrets/ join/; for PurgeFormationKeys also
+//	                                                                     installation join/; for PurgeFormationKeys also
 //	                                                                     formations/ layers/ configs/ perms/
 //	                                                                     status/proxies/ status/traffic/
 //	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
-//	node)
+//	node)                  users/ perms/ (agent API: who may call)
 //	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
 //	nodes)
 //	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;
 //	                                                                     per formation f it proxies:
 //	                                                                     status/proxies/<f>/<n> status/traffic/<f>/<n>
-//	deis:legacy-nodes      secrets/token releases/ status/releases/      — (today's agent API and slug fetches; remove)
+//	deis:legacy-nodes      releases/ status/releases/                    — (today's agent API run; remove)
 //	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
 //	deis:formation-<f>     builds/<f>/ routing/<f> status/formations/<f> formations/<f> configs/<f> layers/<f>/
 //	                       status/releases/<f>/ status/proxies/<f>/      releases/<f>/ certs/<f>/
@@ -61,12 +61,12 @@
 //   - Proxies read every formation's routing, certificates (with private
 //     keys) and challenges; narrowing to the formations a proxy serves
 //     needs per-formation grants like the acks above.
-//   - Today's agent reads the platform token and every formation's
-//     releases (one-off run; releases hold every formation's config):
-//     NodeOptions.Legacy grants them until the agent API and slug server
-//     check client certificates and a run's spec reaches the node through
-//     its own keys (for instance /deis/runs/<n>/<id>, written by the
-//     coordinator).
+//   - Today's agent reads every formation's releases (one-off run;
+//     releases hold every formation's config): NodeOptions.Legacy grants
+//     them until a run's spec reaches the node through its own keys (for
+//     instance /deis/runs/<n>/<id>, written by the coordinator). The
+//     platform token is gone: the agent API and the slug server check
+//     client certificates (pkg/access).
 //   - The coordinator may write deisctl's families only because
 //     PurgeFormationKeys deletes every family of a destroyed formation;
 //     DestroyFormation already deletes them, so the purge can leave them out

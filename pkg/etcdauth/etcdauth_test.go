@@ -86,7 +86,7 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{keys.Runtime("a"), keys.Runtime("b"), keys.Formation("shop"), keys.Config("shop"),
-		keys.Routing("shop"), keys.PlatformToken(), keys.Coordinator(), keys.NodeStatus("b"), keys.Node("b")} {
+		keys.Routing("shop"), keys.Installation(), keys.Coordinator(), keys.NodeStatus("b"), keys.Node("b")} {
 		mustPut(t, cl.Root, k)
 	}
 	a := cl.Client(t, names.Node("a"))
@@ -127,12 +127,13 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	for _, k := range []string{keys.Runtime("a"), keys.Routing("shop"), keys.Formation("shop"), keys.Config("shop"),
 		keys.Release("shop", 1), keys.Layer("shop", "web"), keys.Build("shop", "x"), keys.Cert("shop", "x"),
 		keys.User("eve"), keys.Perm("shop", "eve"), keys.SSHKey("x"), keys.Drain("b"), keys.Coordinator(),
-		keys.PlatformToken(), keys.FormationStatus("shop"), keys.ReleaseStatus("shop", 1), keys.NextUID()} {
+		keys.Installation(), keys.FormationStatus("shop"), keys.ReleaseStatus("shop", 1), keys.NextUID()} {
 		denied(t, "put "+k, put(a, k))
 	}
-	denied(t, "read the platform token", get(a, keys.PlatformToken()))
 	denied(t, "read a config", get(a, keys.Config("shop")))
-	denied(t, "read users", get(a, keys.Users(), clientv3.WithPrefix()))
+	// The agent API decides who may read logs and run from these records.
+	allowed(t, "read users", get(a, keys.Users(), clientv3.WithPrefix()))
+	allowed(t, "read grants", get(a, keys.AllPerms(), clientv3.WithPrefix()))
 	_, err = a.Delete(ctx, keys.Nodes(), clientv3.WithPrefix())
 	denied(t, "delete every node", err)
 	// One denied op in a transaction refuses it all.
@@ -162,7 +163,7 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Legacy: true}); err != nil {
 		t.Fatal(err)
 	}
-	allowed(t, "legacy: read the platform token", get(a, keys.PlatformToken()))
+	allowed(t, "legacy: read a release", get(a, keys.Release("shop", 1)))
 	denied(t, "legacy: still no config", get(a, keys.Config("shop")))
 
 	// Removed: refused at once, on the connection already open.

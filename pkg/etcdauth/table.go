@@ -61,8 +61,8 @@ func AdminPerms(k state.Keys) []Perm {
 
 // CoordinatorPerms is the role of the coordinators: they read everything
 // under the prefix and write the families they own today (scheduler,
-// builder, release log, ACME, advertisement, election, platform token, join
-// tokens) plus, for PurgeFormationKeys, every family keyed by formation.
+// builder, release log, ACME, advertisement, election, installation id,
+// join tokens) plus, for PurgeFormationKeys, every family keyed by formation.
 func CoordinatorPerms(k state.Keys) []Perm {
 	return []Perm{
 		r(HealthKey(k.Prefix), "etcdconn.Dial's check"),
@@ -77,7 +77,7 @@ func CoordinatorPerms(k state.Keys) []Perm {
 		rwp(k.AllReleases(), "builder: releases (Store.AppendRelease); automatic rollback"),
 		rwp(k.AllCerts(), "ACME client: certs:auto certificates"),
 		rwp(sub(k, "coordinator"), "advertisement (coordinator/info) and leader election"),
-		rwp(k.Secrets(), "first coordinator: the platform token (until issue 10 retires it)"),
+		rw(k.Installation(), "purge: which installation a data directory serves"),
 		rwp(JoinTokens(k), "join: redeem tokens"),
 		// PurgeFormationKeys deletes every family of a destroyed formation
 		// in one transaction, including those deisctl writes; drop these
@@ -99,6 +99,8 @@ func NodesPerms(k state.Keys) []Perm {
 		rp(k.AllLayers(), "proxy agents: which formations they serve"),
 		rp(k.Formations(), "runtime: retired containers' formations, limits"),
 		r(k.Coordinator(), "agents: slug server and coordinator address"),
+		rp(k.Users(), "agent API: which callers are administrators"),
+		rp(k.AllPerms(), "agent API: which users are granted a formation's logs and run"),
 	}
 }
 
@@ -113,14 +115,11 @@ func ProxiesPerms(k state.Keys) []Perm {
 }
 
 // LegacyNodePerms are reads today's agent needs that least privilege will
-// remove: the platform token (agent API, slug downloads) and every
-// formation's releases and release status (one-off run reads them; they
-// hold every formation's config). Grant them only until the agent API and
-// slug server check certificates and run specs come through the node's own
-// keys.
+// remove: every formation's releases and release status (one-off run reads
+// them; they hold every formation's config). Grant them only until run
+// specs come through the node's own keys.
 func LegacyNodePerms(k state.Keys) []Perm {
 	return []Perm{
-		r(k.PlatformToken(), "legacy: agent API and slug server bearer token"),
 		rp(k.AllReleases(), "legacy: agent API run reads the formation's releases"),
 		rp(sub(k, "status", "releases"), "legacy: agent API run skips failed releases"),
 	}

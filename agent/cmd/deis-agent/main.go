@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"github.com/deis/deis/agent/node"
 	"github.com/deis/deis/agent/proxy"
 	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/access"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
 	"github.com/deis/deis/pkg/netguard"
@@ -147,12 +147,11 @@ func run(c *cli.Context) error {
 		me.HTTPPort = httpPort
 	}
 
-	// The platform token guards slug downloads and the agent API.
-	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
-	token, err := state.EnsureToken(tctx, store)
-	tcancel()
+	// The node's certificate (from its join: client and server usage)
+	// fetches slugs and serves the agent API.
+	creds, err := access.LoadCreds(ec.CAFile, ec.CertFile, ec.KeyFile)
 	if err != nil {
-		return fmt.Errorf("platform token: %w: check that etcd is reachable", err)
+		return fmt.Errorf("the node's certificate: %w", err)
 	}
 	docker, err := runtime.NewDocker(ctx)
 	if err != nil {
@@ -175,8 +174,7 @@ func run(c *cli.Context) error {
 	}
 	rt, err := runtime.New(runtime.Config{
 		Node: name, Addr: c.String("addr"), StateDir: c.String("state-dir"),
-		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
-		SlugToken: token,
+		Store: store, Watcher: cli, Docker: docker, SlugTLS: creds.ClientTLS(),
 		StopGrace: c.Duration("stop-grace"), DrainDelay: c.Duration("drain-delay"), Logger: log.With("role", "runtime"), Registerer: reg,
 		DefaultMemory: orNone(c.Int64("default-memory")), PidsLimit: orNone(c.Int64("container-pids")),
 		MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"),
@@ -198,7 +196,7 @@ func run(c *cli.Context) error {
 		}
 		defer apiListener.Close()
 		me.APIURL = api.URL(apiListener.Addr(), me.Addr)
-		apiSrv, err = api.New(api.Config{Node: name, Token: token, Store: store, Docker: docker, Runtime: rt, Retired: rt,
+		apiSrv, err = api.New(api.Config{Node: name, TLS: creds.ServerTLS(), Store: store, Docker: docker, Runtime: rt, Retired: rt,
 			Logger: log.With("role", "api"), Registerer: reg})
 		if err != nil {
 			return err

@@ -54,7 +54,7 @@ func main() {
 			&cli.Int64Flag{Name: "max-push-bytes", EnvVars: []string{"DEIS_MAX_PUSH_BYTES"}, Value: gitserver.DefaultMaxPushBytes, Usage: "git push size limit (refused while it is received)"},
 			&cli.StringFlag{Name: "ssh-host", EnvVars: []string{"DEIS_SSH_HOST"}, Value: "localhost", Usage: "host name users put in their git remote"},
 			&cli.StringFlag{Name: "http-addr", EnvVars: []string{"DEIS_HTTP_ADDR"}, Value: ":8090", Usage: "slug server and /metrics listen address"},
-			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "http://127.0.0.1:8090", Usage: "base URL agents download slugs from"},
+			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "https://127.0.0.1:8090", Usage: "base URL agents download slugs from (https: the slug server requires client certificates of the platform CA)"},
 			&cli.StringFlag{Name: "base-domain", EnvVars: []string{"DEIS_BASE_DOMAIN"}, Value: "localhost", Usage: "apps answer on NAME.BASE-DOMAIN"},
 			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
 			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
@@ -83,7 +83,6 @@ func main() {
 			&cli.StringFlag{Name: "acme-email", EnvVars: []string{"DEIS_ACME_EMAIL"}, Usage: "contact address of the ACME account"},
 			&cli.StringFlag{Name: "acme-ca", EnvVars: []string{"DEIS_ACME_CA"}, Usage: "PEM file of CA certificates to trust for the ACME directory, instead of the system's (a test or private ACME server)"},
 			&cli.DurationFlag{Name: "replica-timeout", EnvVars: []string{"DEIS_REPLICA_TIMEOUT"}, Value: builder.DefaultReplicaTimeout, Usage: "with other coordinators running, a push waits this long for a second one to store its slug, and fails (nothing released) when none does"},
-			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
 		Commands: []*cli.Command{{
@@ -138,13 +137,12 @@ func serve(c *cli.Context) error {
 	}
 	defer cli.Close()
 	store := state.NewStore(cli, ec.Prefix)
-	// The platform token (shared through etcd with agents and deisctl)
-	// guards the build logs.
-	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
-	platformToken, err := state.EnsureToken(tctx, store)
-	tcancel()
+	// The slug server and build logs serve over TLS with client
+	// certificates of the platform CA; the replicator presents the
+	// coordinator's.
+	certs, err := newSlugCerts(filepath.Join(dataDir, "pki"), c.String("slug-url"), ec.Prefix)
 	if err != nil {
-		return fmt.Errorf("platform token: %w", err)
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -161,7 +159,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	replicas, err := slugstore.NewReplicator(slugstore.ReplicatorConfig{
-		Slugs: slugs, State: store, Watcher: cli, Member: member, Token: platformToken,
+		Slugs: slugs, State: store, Watcher: cli, Member: member, TLS: certs.client,
 		MaxBytes: 4 * c.Int64("max-slug-bytes"), Logger: log.With("part", "replicator", "member", member),
 	})
 	if err != nil {
@@ -218,7 +216,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 
-	errc := make(chan error, 8)
+	errc := make(chan error, 10)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -241,12 +239,6 @@ func serve(c *cli.Context) error {
 	buildSrv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	start("build api", func() error { return serveUntil(ctx, buildSrv, bl) })
 
-	var slugHandler http.Handler = slugs.Handler()
-	if c.Bool("slug-auth") {
-		slugHandler = slugstore.RequireToken(platformToken, slugHandler)
-	} else {
-		log.Warn("the slug server answers without a token (--slug-auth=false)")
-	}
 	if iv := c.Duration("gc-interval"); iv > 0 {
 		start("gc", func() error { return b.RunGC(ctx, iv) })
 	}
@@ -256,17 +248,26 @@ func serve(c *cli.Context) error {
 		return b.RunPurge(ctx, cli, time.Minute, gitserver.ReposFormationDir(dataDir))
 	})
 
+	// One port: TLS with client certificates for slugs (nodes and
+	// coordinators) and build logs (callers allowed the formation); plain
+	// HTTP for /metrics and /healthz only.
+	open := http.NewServeMux()
+	open.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	open.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux := http.NewServeMux()
-	mux.Handle("/slugs/", slugHandler)
-	mux.Handle("GET /builds/{formation}/{file}", buildLogHandler(dataDir, platformToken))
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("/slugs/", slugstore.RequirePlatform(ec.Prefix, slugs.Handler()))
+	mux.Handle("GET /builds/{formation}/{file}", buildLogHandler(dataDir, ec.Prefix, store))
+	mux.Handle("/metrics", open)
+	mux.Handle("/healthz", open)
 	hl, err := net.Listen("tcp", c.String("http-addr"))
 	if err != nil {
 		return fmt.Errorf("slug server: %w", err)
 	}
+	tlsL, plainL := slugstore.SplitTLS(hl)
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	start("slug server", func() error { return serveUntil(ctx, httpSrv, hl) })
+	plainSrv := &http.Server{Handler: plainHandler(open), ReadHeaderTimeout: 10 * time.Second}
+	start("slug server", func() error { return serveUntil(ctx, httpSrv, tls.NewListener(tlsL, certs.server)) })
+	start("metrics", func() error { return serveUntil(ctx, plainSrv, plainL) })
 	start("git server", func() error { return git.ListenAndServe(ctx) })
 	host, _ := os.Hostname()
 	start("registration", func() error {
