@@ -27,6 +27,9 @@ type env struct {
 	// (nil without one); who is the user it acts as.
 	creds *access.Creds
 	who   access.Identity
+	// cfg is how deisctl reached etcd (users:create writes its endpoints
+	// into the credentials it makes).
+	cfg etcdconn.Config
 }
 
 // keys is the key layout of the installation.
@@ -107,7 +110,7 @@ func (b *builder) cmd(cmd *cli.Command, run action) *cli.Command {
 		if !ok {
 			return errors.New("ctl: no etcd connection (internal error: the command ran without Before)")
 		}
-		return explainDenied(c, e, run(c, e, args))
+		return explainDenied(c, e, args, run(c, e, args))
 	}
 	return cmd
 }
@@ -165,7 +168,7 @@ func (b *builder) before(c *cli.Context) error {
 		cancel()
 		return err
 	}
-	e := &env{client: cl, store: state.NewStore(cl, cfg.Prefix), cancel: cancel}
+	e := &env{client: cl, store: state.NewStore(cl, cfg.Prefix), cancel: cancel, cfg: cfg}
 	if err := e.identify(cfg); err != nil {
 		cl.Close()
 		cancel()

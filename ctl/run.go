@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/deis/deis/agent/api"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
 )
@@ -31,7 +32,7 @@ func (b *builder) runCommands() []*cli.Command {
 		if !ok { // -h among the arguments before any --
 			return showHelp(c)
 		}
-		return runOneOff(c, e, c.Args().Slice())
+		return explainDenied(c, e, nil, runOneOff(c, e, c.Args().Slice()))
 	}
 	return []*cli.Command{cmd}
 }
@@ -132,6 +133,10 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 	}
 	ctx := c.Context
 	w, err := readWorld(ctx, e.store)
+	if etcdauth.IsPermissionDenied(err) {
+		// A user granted f: its layers and the live nodes suffice.
+		w, err = formationWorld(ctx, e, f)
+	}
 	if err != nil {
 		return err
 	}

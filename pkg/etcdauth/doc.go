@@ -36,7 +36,7 @@
 //	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
 //	deis:formation-<f>     builds/<f>/ routing/<f> status/formations/<f> formations/<f> configs/<f> layers/<f>/
 //	                       status/releases/<f>/ status/proxies/<f>/      releases/<f>/ certs/<f>/
-//	                       status/acme/<f> perms/<f>/
+//	                       status/acme/<f> perms/<f>/ status/traffic/<f>/
 //
 // A node's user holds deis:nodes, its own deis:node-<n>, and deis:proxies if
 // it proxies. A user holds deis:user-<u>, deis:admin if an administrator,

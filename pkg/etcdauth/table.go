@@ -176,6 +176,7 @@ func FormationPerms(k state.Keys, f string) []Perm {
 		r(k.FormationStatus(f), "status"),
 		rp(k.ReleaseStatuses(f), "releases: failed, rolled back"),
 		rp(k.ProxyAcks(f), "status: proxies applied"),
+		rp(k.Traffic(f), "releases, status: answers per release (view.LoadFormation)"),
 		r(k.ACMEStatus(f), "certs: ACME order status"),
 		rp(k.Perms(f), "perms: who may push"),
 	}
