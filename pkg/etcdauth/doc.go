@@ -22,11 +22,11 @@
 //	deis:coordinator       /deis/ (everything)                           runtime/ routing/ status/formations/
 //	                                                                     status/releases/ status/acme/ acme/ builds/
 //	                                                                     releases/ certs/ coordinator/ (info, election)
-//	                                                                     secrets/ join/; for PurgeFormationKeys also
+//	                                                                     secrets/ join/ slugs/; for PurgeFormationKeys also
 //	                                                                     formations/ layers/ configs/ perms/
 //	                                                                     status/proxies/ status/traffic/
 //	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
-//	node)
+//	node)                  coordinator/members/ slugs/
 //	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
 //	nodes)
 //	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;

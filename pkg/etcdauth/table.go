@@ -79,6 +79,7 @@ func CoordinatorPerms(k state.Keys) []Perm {
 		rwp(sub(k, "coordinator"), "advertisement (coordinator/info) and leader election"),
 		rwp(k.Secrets(), "first coordinator: the platform token (until issue 10 retires it)"),
 		rwp(JoinTokens(k), "join: redeem tokens"),
+		rwp(k.AllSlugHolders(), "builder and replicator: slug holders; GC deletes them"),
 		// PurgeFormationKeys deletes every family of a destroyed formation
 		// in one transaction, including those deisctl writes; drop these
 		// when the purge leaves them to DestroyFormation.
@@ -99,6 +100,8 @@ func NodesPerms(k state.Keys) []Perm {
 		rp(k.AllLayers(), "proxy agents: which formations they serve"),
 		rp(k.Formations(), "runtime: retired containers' formations, limits"),
 		r(k.Coordinator(), "agents: slug server and coordinator address"),
+		rp(k.CoordinatorMembers(), "runtime: other coordinators holding a slug whose download failed"),
+		rp(k.AllSlugHolders(), "runtime: which coordinators hold a slug"),
 	}
 }
 
