@@ -27,7 +27,7 @@
 //	                                                                     status/proxies/ status/traffic/
 //	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
 //	node)                  coordinator/members/ slugs/
-//	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
+//	deis:proxies (proxy    routing/ certs/ acme/challenges/ status/proxies/ —
 //	nodes)
 //	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;
 //	                                                                     per formation f it proxies:
