@@ -47,6 +47,12 @@ func (e *env) platformTLS() (*tls.Config, error) {
 	return e.creds.ClientTLS(), nil
 }
 
+// nodeTLS dials node's agent API with deisctl's certificate, accepting
+// only that node's.
+func (e *env) nodeTLS(node string) *tls.Config {
+	return e.creds.NodeTLS(e.keys().Prefix, node)
+}
+
 // user is the name deisctl acts as, for messages.
 func (e *env) user() string { return e.who.String() }
 

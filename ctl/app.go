@@ -60,6 +60,7 @@ func NewApp() *cli.App {
 	cmds = append(cmds, b.limitCommands()...)
 	cmds = append(cmds, b.layerCommands()...)
 	cmds = append(cmds, b.nodeCommands()...)
+	cmds = append(cmds, b.nodeAccessCommands()...)
 	cmds = append(cmds, b.keyCommands()...)
 	cmds = append(cmds, b.userCommands()...)
 	cmds = append(cmds, b.permCommands()...)
@@ -163,6 +164,17 @@ func (b *builder) before(c *cli.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	cfg := etcdconn.FromContext(c)
+	if cfg.Credentials == "" && len(cfg.Endpoints) == 0 && cfg.CertFile == "" && cfg.Username == "" {
+		// The administrator's credential a one-machine install wrote.
+		if d := etcdconn.UserCredentialsDir(); d != "" && etcdconn.HasCredentials(d) {
+			cfg.Credentials = d
+		}
+	}
+	cfg, err := cfg.Resolve()
+	if err != nil {
+		cancel()
+		return err
+	}
 	cl, err := cfg.Dial(ctx)
 	if err != nil {
 		cancel()

@@ -206,7 +206,7 @@ func logs(c *cli.Context, e *env, args []string) error {
 // allowed asks one node for no lines: an agent that refuses deisctl's
 // caller the formation answers with the one line that says so.
 func (l *logReader) allowed(n logNode) error {
-	cl := &api.Client{URL: n.url, TLS: l.tls}
+	cl := &api.Client{URL: n.url, TLS: l.e.nodeTLS(n.name)}
 	err := cl.Logs(l.c.Context, api.LogsQuery{Formation: l.f, Type: l.typ}, func(api.LogLine) error { return nil })
 	var he *api.HTTPError
 	if errors.As(err, &he) && he.Code == http.StatusForbidden {
@@ -241,7 +241,7 @@ func (l *logReader) fetch(nodes []logNode) ([]logEntry, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := &api.Client{URL: n.url, TLS: l.tls}
+			cl := &api.Client{URL: n.url, TLS: l.e.nodeTLS(n.name)}
 			var mine []logEntry
 			err := cl.Logs(l.c.Context, api.LogsQuery{Formation: l.f, Type: l.typ, Tail: l.n}, func(ll api.LogLine) error {
 				if ll.Mark == "" {
@@ -509,7 +509,7 @@ func (l *logReader) followNode(ctx context.Context, n logNode, tail int, msgs ch
 			return false
 		}
 	}
-	cl := &api.Client{URL: n.url, TLS: l.tls}
+	cl := &api.Client{URL: n.url, TLS: l.e.nodeTLS(n.name)}
 	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	var since time.Time
 	first, reported := true, false

@@ -67,7 +67,7 @@ func (c *cluster) startAgent(prefix string, labels map[string]string) *testAgent
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Node: a.name, TLS: c.ca.ServerTLS("deis:node-" + a.name), Store: c.store, Docker: docker, Runtime: rt, Retired: rt, Logger: log, Registerer: reg})
+	srv, err := api.New(api.Config{Node: a.name, TLS: c.ca.NodeServerTLS("", a.name), Store: c.store, Docker: docker, Runtime: rt, Retired: rt, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

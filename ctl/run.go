@@ -154,14 +154,13 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	tc, err := e.platformTLS()
-	if err != nil {
+	if _, err := e.platformTLS(); err != nil {
 		return err
 	}
 
 	// The session outlives --timeout, which bounds the reads above.
 	sctx := context.WithoutCancel(ctx)
-	cl := &api.Client{URL: node.APIURL, TLS: tc}
+	cl := &api.Client{URL: node.APIURL, TLS: e.nodeTLS(node.Name)}
 	code, err := cl.Run(sctx, f, api.RunRequest{Command: shellJoin(args)}, c.App.Reader, c.App.Writer, c.App.ErrWriter)
 	if err != nil {
 		var he *api.HTTPError

@@ -182,7 +182,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Node: f.node, TLS: f.ca.ServerTLS("t:node-" + f.node), Store: f.store, Docker: docker, Runtime: rt, Retired: rt,
+	srv, err := api.New(api.Config{Node: f.node, TLS: f.ca.NodeServerTLS("/t", f.node), Store: f.store, Docker: docker, Runtime: rt, Retired: rt,
 		Logger: log.With("role", "api"), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +217,7 @@ func newFixture(t *testing.T) *fixture {
 // as is a client of the fixture's agent presenting a certificate of
 // identity.
 func (f *fixture) as(identity string) *api.Client {
-	return &api.Client{URL: f.url, TLS: f.ca.ClientTLS(identity)}
+	return &api.Client{URL: f.url, TLS: f.ca.NodeClientTLS(identity, "/t", f.node)}
 }
 
 // testWriter sends logs to the test log.
@@ -470,13 +470,13 @@ func TestLogsRefusals(t *testing.T) {
 		query string
 		code  int
 	}{
-		{f.ca.ClientTLS("t:user-admin"), "formation=Bad_Name", http.StatusBadRequest},
-		{f.ca.ClientTLS("t:user-admin"), "formation=hello&tail=-1", http.StatusBadRequest},
-		{f.ca.ClientTLS("t:user-admin"), "formation=hello&type=a/b", http.StatusBadRequest},
-		{f.ca.ClientTLS("t:user-admin"), "formation=hello", http.StatusOK},
-		{f.ca.ClientTLS("t:coordinator"), "formation=hello", http.StatusOK},
-		{f.ca.ClientTLS("t:node-other"), "formation=hello", http.StatusForbidden},
-		{f.ca.ClientTLS("t:user-alice"), "formation=hello", http.StatusForbidden},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=Bad_Name", http.StatusBadRequest},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=hello&tail=-1", http.StatusBadRequest},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=hello&type=a/b", http.StatusBadRequest},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=hello", http.StatusOK},
+		{f.ca.NodeClientTLS("t:coordinator", "/t", f.node), "formation=hello", http.StatusOK},
+		{f.ca.NodeClientTLS("t:node-other", "/t", f.node), "formation=hello", http.StatusForbidden},
+		{f.ca.NodeClientTLS("t:user-alice", "/t", f.node), "formation=hello", http.StatusForbidden},
 	} {
 		resp, err := pkitest.HTTPClient(tc.tls).Get(f.url + "/logs?" + tc.query)
 		if err != nil {
@@ -505,7 +505,7 @@ func TestAccess(t *testing.T) {
 		_, err := c.Run(ctx, "shop", api.RunRequest{Command: "true"}, nil, io.Discard, io.Discard)
 		return err
 	}
-	for name, tls := range map[string]*tls.Config{"no certificate": f.ca.ClientTLS(""), "a foreign CA's admin certificate": f.ca.Foreign("t:user-admin")} {
+	for name, tls := range map[string]*tls.Config{"no certificate": f.ca.NodeClientTLS("", "/t", f.node), "a foreign CA's admin certificate": f.ca.ForeignNodeClientTLS("t:user-admin", "/t", f.node)} {
 		c := &api.Client{URL: f.url, TLS: tls}
 		if err := logs(c); err == nil {
 			t.Errorf("logs with %s: allowed", name)
@@ -513,6 +513,11 @@ func TestAccess(t *testing.T) {
 		if err := run(c); err == nil || !strings.Contains(err.Error(), "refused this client certificate") {
 			t.Errorf("run with %s: %v, want the handshake refused with the fix", name, err)
 		}
+	}
+	// deisctl accepts only the node it asked for: another node's
+	// certificate (here: this agent, taken for node "other") is refused.
+	if err := logs(&api.Client{URL: f.url, TLS: f.ca.NodeClientTLS("t:user-admin", "/t", "other")}); err == nil || !strings.Contains(err.Error(), `not of "t:node-other"`) {
+		t.Errorf("an agent posing as another node: %v", err)
 	}
 	if resp, err := http.Get(strings.Replace(f.url, "https://", "http://", 1) + "/logs?formation=shop"); err == nil {
 		resp.Body.Close()
@@ -675,7 +680,7 @@ func TestRunRefusals(t *testing.T) {
 		}
 	}
 	// Without the upgrade headers: 426.
-	resp, err := pkitest.HTTPClient(f.ca.ClientTLS("t:user-admin")).Post(f.url+"/run?formation=hello", "application/json", strings.NewReader(`{"command":"ls"}`))
+	resp, err := pkitest.HTTPClient(f.ca.NodeClientTLS("t:user-admin", "/t", f.node)).Post(f.url+"/run?formation=hello", "application/json", strings.NewReader(`{"command":"ls"}`))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/pki"
 )
 
@@ -65,3 +66,37 @@ func (c *Creds) ClientTLS() *tls.Config { return pki.ClientTLS(c.Verifier, c.Lea
 // ServerTLS serves with the certificate (it needs the server usage: a node's
 // has both) and requires client certificates of the CA.
 func (c *Creds) ServerTLS() *tls.Config { return pki.ServerTLS(c.Verifier, c.Leaf) }
+
+// NodeTLS dials node's agent API presenting this certificate. The agent
+// serves with the certificate it got when it joined, and that is what is
+// checked: issued by the platform CA, valid, not revoked, and named
+// node's identity (Names.Node) — its Common Name, not a host name, so no
+// host name needs to be in it, and no other node can pose as this one.
+func (c *Creds) NodeTLS(prefix, node string) *tls.Config {
+	return IdentityTLS(c.Verifier, c.Leaf, etcdauth.NewNames(prefix).Node(node))
+}
+
+// IdentityTLS is a client config that presents cert (nil: none) and accepts
+// only a server whose certificate of v's CA names want.
+func IdentityTLS(v *pki.Verifier, cert *pki.Leaf, want string) *tls.Config {
+	t := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Verified below: the chain against the platform CA, then the name.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			// A node's certificate has the client usage (from its join).
+			who, err := v.Verify(cs.PeerCertificates, pki.Client, "")
+			if err != nil {
+				return err
+			}
+			if who != want {
+				return fmt.Errorf("access: the server presented the certificate of %q, not of %q: check the address it advertises", who, want)
+			}
+			return nil
+		},
+	}
+	if cert != nil {
+		t.Certificates = []tls.Certificate{cert.TLSCertificate()}
+	}
+	return t
+}

@@ -22,12 +22,12 @@
 //	deis:coordinator       /deis/ (everything)                           runtime/ routing/ status/formations/
 //	                                                                     status/releases/ status/acme/ acme/ builds/
 //	                                                                     releases/ certs/ coordinator/ (info, election)
-//	                                                                     installation join/; for PurgeFormationKeys also
+//	                                                                     installation join/ slugs/; for PurgeFormationKeys also
 //	                                                                     formations/ layers/ configs/ perms/
 //	                                                                     status/proxies/ status/traffic/
 //	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
-//	node)                  users/ perms/ (agent API: who may call)
-//	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
+//	node)                  coordinator/members/ slugs/ users/ perms/ (agent API: who may call)
+//	deis:proxies (proxy    routing/ certs/ acme/challenges/ status/proxies/ —
 //	nodes)
 //	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;
 //	                                                                     per formation f it proxies:

@@ -79,6 +79,7 @@ func CoordinatorPerms(k state.Keys) []Perm {
 		rwp(sub(k, "coordinator"), "advertisement (coordinator/info) and leader election"),
 		rw(k.Installation(), "purge: which installation a data directory serves"),
 		rwp(JoinTokens(k), "join: redeem tokens"),
+		rwp(k.AllSlugHolders(), "builder and replicator: slug holders; GC deletes them"),
 		// PurgeFormationKeys deletes every family of a destroyed formation
 		// in one transaction, including those deisctl writes; drop these
 		// when the purge leaves them to DestroyFormation.
@@ -99,6 +100,8 @@ func NodesPerms(k state.Keys) []Perm {
 		rp(k.AllLayers(), "proxy agents: which formations they serve"),
 		rp(k.Formations(), "runtime: retired containers' formations, limits"),
 		r(k.Coordinator(), "agents: slug server and coordinator address"),
+		rp(k.CoordinatorMembers(), "runtime: other coordinators holding a slug whose download failed"),
+		rp(k.AllSlugHolders(), "runtime: which coordinators hold a slug"),
 		rp(k.Users(), "agent API: which callers are administrators"),
 		rp(k.AllPerms(), "agent API: which users are granted a formation's logs and run"),
 	}
@@ -111,6 +114,9 @@ func ProxiesPerms(k state.Keys) []Perm {
 		rp(k.Routings(), "proxy: routing databags"),
 		rp(k.AllCerts(), "proxy: TLS certificates"),
 		rp(k.AllACMEChallenges(), "proxy: HTTP-01 answers"),
+		// Until acks are keyed by node first (doc.go), a proxy finds its own
+		// by listing them all.
+		rp(k.AllProxyAcks(), "proxy: its own acks (readAcks lists the family)"),
 	}
 }
 

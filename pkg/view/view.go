@@ -314,17 +314,16 @@ func (p parser) ranges() []string {
 // read builds a State from one read of ranges (keys, and prefixes ending
 // in "/"), all at one revision; p parses the keys.
 func read(ctx context.Context, kv Getter, p parser, ranges []string, page int64, log *slog.Logger) (*State, error) {
-	// Any read's header carries the revision to read at; count the first
-	// range, which the caller may read (a user granted one formation may
-	// not range over the whole prefix).
-	first, opts := p.keys.Prefix+"/", []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+	// The revision of the read, from a count of the first range: a reader
+	// may be allowed its families only, not everything under the prefix.
+	first, fopts := p.keys.Prefix+"/", []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
 	if len(ranges) > 0 {
-		first, opts = ranges[0], []clientv3.OpOption{clientv3.WithCountOnly()}
-		if strings.HasSuffix(first, "/") {
-			opts = append(opts, clientv3.WithPrefix())
+		first = ranges[0]
+		if first[len(first)-1] != '/' {
+			fopts = []clientv3.OpOption{clientv3.WithCountOnly()}
 		}
 	}
-	head, err := kv.Get(ctx, first, opts...)
+	head, err := kv.Get(ctx, first, fopts...)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deis/deis/pkg/access"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/pki"
 )
 
@@ -70,4 +72,28 @@ func (c *CA) Foreign(identity string) *tls.Config {
 // HTTPClient is a client over cfg.
 func HTTPClient(cfg *tls.Config) *http.Client {
 	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: cfg}}
+}
+
+// NodeClientTLS dials node's agent API (prefix's names) as identity
+// ("" presents no certificate), accepting only node's certificate.
+func (c *CA) NodeClientTLS(identity, prefix, node string) *tls.Config {
+	c.t.Helper()
+	var leaf *pki.Leaf
+	if identity != "" {
+		leaf = c.Leaf(identity, pki.Client)
+	}
+	return access.IdentityTLS(c.Verifier, leaf, etcdauth.NewNames(prefix).Node(node))
+}
+
+// ForeignNodeClientTLS is NodeClientTLS with a certificate of another CA.
+func (c *CA) ForeignNodeClientTLS(identity, prefix, node string) *tls.Config {
+	c.t.Helper()
+	return access.IdentityTLS(c.Verifier, New(c.t).Leaf(identity, pki.Client), etcdauth.NewNames(prefix).Node(node))
+}
+
+// NodeServerTLS serves as node's agent API does: with the node's client
+// certificate from its join, requiring client certificates of this CA.
+func (c *CA) NodeServerTLS(prefix, node string) *tls.Config {
+	c.t.Helper()
+	return pki.ServerTLS(c.Verifier, c.Leaf(etcdauth.NewNames(prefix).Node(node), pki.Client))
 }

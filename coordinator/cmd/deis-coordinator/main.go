@@ -15,15 +15,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deis/deis/coordinator/access"
 	"github.com/deis/deis/coordinator/acme"
 	"github.com/deis/deis/coordinator/builder"
 	"github.com/deis/deis/coordinator/gitserver"
 	"github.com/deis/deis/coordinator/scheduler"
 	"github.com/deis/deis/coordinator/slugstore"
-	"github.com/deis/deis/pkg/embedetcd"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
 	"github.com/deis/deis/pkg/netguard"
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/client"
@@ -46,7 +47,12 @@ func main() {
 			logging.Flag(),
 			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DEIS_DATA_DIR"}, Value: "/var/lib/deis", Usage: "repositories, slugs, build logs, SSH host key and embedded etcd"},
 			&cli.StringFlag{Name: "etcd-listen-client", EnvVars: []string{"DEIS_ETCD_LISTEN_CLIENT"}, Value: etcdconn.DefaultEndpoint, Usage: "embedded etcd: client URL (loopback)"},
-			&cli.StringFlag{Name: "etcd-listen-peer", EnvVars: []string{"DEIS_ETCD_LISTEN_PEER"}, Value: "http://127.0.0.1:2380", Usage: "embedded etcd: peer URL (loopback)"},
+			&cli.StringFlag{Name: "etcd-listen-peer", EnvVars: []string{"DEIS_ETCD_LISTEN_PEER"}, Value: "https://127.0.0.1:2380", Usage: "embedded etcd: peer URL (loopback)"},
+			&cli.StringFlag{Name: "ca-cert", EnvVars: []string{"DEIS_CA_CERT"}, Usage: "the platform CA's certificate (an operator's CA, or the first coordinator's DATA_DIR/pki/ca.crt); default: DATA_DIR/pki, created there by a coordinator with an embedded etcd"},
+			&cli.StringFlag{Name: "ca-key", EnvVars: []string{"DEIS_CA_KEY"}, Usage: "the platform CA's key (0600), with --ca-cert"},
+			&cli.StringFlag{Name: "admin-credentials", EnvVars: []string{"DEIS_ADMIN_CREDENTIALS"}, Value: etcdconn.UserCredentialsDir(), Usage: "where the administrator's credential is written (deisctl reads it without flags) when there is none yet or this coordinator creates the CA (embedded etcd, or when given)"},
+			&cli.StringFlag{Name: "join-addr", EnvVars: []string{"DEIS_JOIN_ADDR"}, Value: ":8091", Usage: "where nodes join (HTTPS; deis-agent --join)"},
+			&cli.StringFlag{Name: "join-url", EnvVars: []string{"DEIS_JOIN_URL"}, Value: "https://127.0.0.1:8091", Usage: "the join URL nodes dial, printed by deisctl nodes:add (its host goes into the join certificate)"},
 			&cli.StringFlag{Name: "ssh-addr", EnvVars: []string{"DEIS_SSH_ADDR"}, Value: ":2222", Usage: "SSH git endpoint listen address"},
 			&cli.DurationFlag{Name: "ssh-auth-timeout", EnvVars: []string{"DEIS_SSH_AUTH_TIMEOUT"}, Value: gitserver.DefaultAuthTimeout, Usage: "SSH connections not authenticated within this are closed"},
 			&cli.IntFlag{Name: "ssh-max-conns", EnvVars: []string{"DEIS_SSH_MAX_CONNS"}, Value: gitserver.DefaultMaxConns, Usage: "SSH connections held at once; more are closed at once"},
@@ -121,26 +127,23 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 
-	ec := etcdconn.FromContext(c)
-	if len(ec.Endpoints) == 0 {
-		log.Info("starting embedded etcd", "dir", filepath.Join(dataDir, "etcd"), "client", c.String("etcd-listen-client"))
-		srv, err := embedetcd.Start(filepath.Join(dataDir, "etcd"), c.String("etcd-listen-client"), c.String("etcd-listen-peer"))
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		ec.Endpoints = []string{srv.ClientURL}
-	}
-	cli, err := ec.Dial(ctx)
+	ec, err := etcdconn.FromContext(c).Resolve()
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	boot, err := bootstrap(ctx, c, log, dataDir, ec)
+	if err != nil {
+		return err
+	}
+	defer boot.Close()
+	ec, cli, root := boot.ec, boot.cli, boot.root
 	store := state.NewStore(cli, ec.Prefix)
 	// The slug server and build logs serve over TLS with client
 	// certificates of the platform CA; the replicator presents the
 	// coordinator's.
-	certs, err := newSlugCerts(filepath.Join(dataDir, "pki"), c.String("slug-url"), ec.Prefix)
+	revoked := pki.NewRevoked()
+	go access.WatchRevoked(ctx, cli, ec.Prefix, revoked, log.With("part", "revoked"))
+	certs, err := newSlugCerts(boot.ca, revoked, c.String("slug-url"), ec.Prefix)
 	if err != nil {
 		return err
 	}
@@ -274,6 +277,12 @@ func serve(c *cli.Context) error {
 		return slugstore.Register(ctx, cli, store, state.CoordinatorMember{ID: member, SlugURL: c.String("slug-url"), Host: host, Started: time.Now().UTC()}, 10, log)
 	})
 	start("replicator", func() error { return replicas.Run(ctx) })
+	if err := boot.serveJoins(ctx, c, start); err != nil {
+		return err
+	}
+	start("access", func() error {
+		return (&access.Syncer{Root: root, Prefix: ec.Prefix, Log: log.With("part", "access")}).Run(ctx)
+	})
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
 		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 
 	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/pki"
@@ -19,15 +18,12 @@ type slugCerts struct {
 	client *tls.Config // pki.ClientTLS as the coordinator
 }
 
-// newSlugCerts issues, from the platform CA in caDir, a server certificate
-// for the slug URL's host (and this machine's names) and a client
-// certificate of the coordinator's identity. They are made afresh at each
-// start and kept in memory only.
-func newSlugCerts(caDir, slugURL, prefix string) (*slugCerts, error) {
-	ca, err := pki.LoadDir(caDir)
-	if err != nil {
-		return nil, fmt.Errorf("slug server: the platform CA in %s: %w", caDir, err)
-	}
+// newSlugCerts issues, from the platform CA, a server certificate for the
+// slug URL's host (and this machine's names) and a client certificate of
+// the coordinator's identity. They are made afresh at each start and kept
+// in memory only. The server refuses certificates in revoked (kept in step
+// with the revocation records: a removed node fetches no slug).
+func newSlugCerts(ca *pki.CA, revoked *pki.Revoked, slugURL, prefix string) (*slugCerts, error) {
 	u, err := url.Parse(slugURL)
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
 		return nil, fmt.Errorf("--slug-url %q: give an https:// URL (the slug server requires TLS with client certificates)", slugURL)
@@ -45,10 +41,7 @@ func newSlugCerts(caDir, slugURL, prefix string) (*slugCerts, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slug server: issue the coordinator's client certificate: %w", err)
 	}
-	v := &pki.Verifier{CA: ca}
-	if r, err := pki.LoadRevoked(filepath.Join(caDir, "revoked")); err == nil {
-		v.Revoked = r
-	}
+	v := &pki.Verifier{CA: ca, Revoked: revoked}
 	return &slugCerts{server: pki.ServerTLS(v, srv), client: pki.ClientTLS(v, cl)}, nil
 }
 
