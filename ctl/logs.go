@@ -17,10 +17,12 @@ import (
 
 	"github.com/deis/deis/agent/api"
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/pkg/view"
 	"github.com/deis/deis/pkg/watch"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Limits of deisctl logs.
@@ -89,6 +91,12 @@ type logNode struct {
 // removed ones.
 func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, error) {
 	st, err := view.LoadFamilies(ctx, s.KV, s.Keys.Prefix, view.Runtimes, view.NodeStatuses, view.Nodes)
+	if etcdauth.IsPermissionDenied(err) {
+		// A user granted f may not read the databags (they hold every
+		// formation's containers): ask every live node; an agent with
+		// none of f's containers sends no lines.
+		return liveLogNodes(ctx, s)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +124,21 @@ func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, er
 			n.url = node.APIURL
 		}
 		out = append(out, n)
+	}
+	return out, nil
+}
+
+// liveLogNodes is every node with a heartbeat.
+func liveLogNodes(ctx context.Context, s *state.Store) ([]logNode, error) {
+	st, err := view.LoadFamilies(ctx, s.KV, s.Keys.Prefix, view.Nodes, view.Heartbeats)
+	if err != nil {
+		return nil, err
+	}
+	var out []logNode
+	for _, name := range sortedKeys(st.Nodes) {
+		if st.Alive[name] {
+			out = append(out, logNode{name: name, url: st.Nodes[name].APIURL})
+		}
 	}
 	return out, nil
 }
@@ -455,7 +478,12 @@ func (l *logReader) follow(nodes []logNode) error {
 	// databags wake a re-read: new releases are printed, nodes newly
 	// running the formation are followed.
 	wake := watch.NewWaker() // a first re-read covers the changes since the nodes were listed
-	watch.Prefixes(ctx, l.e.client, rev, wake, l.e.keys().Releases(l.f), l.e.keys().Runtimes())
+	watched := []string{l.e.keys().Releases(l.f), l.e.keys().Runtimes()}
+	if _, err := l.e.client.Get(ctx, l.e.keys().Runtimes(), clientv3.WithPrefix(), clientv3.WithCountOnly()); etcdauth.IsPermissionDenied(err) {
+		// A user granted f: nodes that join are found by their heartbeats.
+		watched[1] = l.e.keys().Heartbeats()
+	}
+	watch.Prefixes(ctx, l.e.client, rev, wake, watched...)
 	for {
 		select {
 		case m := <-msgs:
