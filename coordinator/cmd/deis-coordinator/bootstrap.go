@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/deis/deis/coordinator/access"
@@ -29,6 +30,8 @@ type booted struct {
 	root *clientv3.Client
 	cli  *clientv3.Client
 	log  *slog.Logger
+	// lock keeps joins and access sync passes apart.
+	lock sync.Mutex
 }
 
 func (b *booted) Close() {
@@ -134,7 +137,7 @@ func (b *booted) serveJoins(ctx context.Context, c *cli.Context, start func(stri
 	if err != nil {
 		return fmt.Errorf("join endpoint: %w: pick another --join-addr", err)
 	}
-	srv := &http.Server{Handler: &access.JoinServer{Root: b.root, CA: b.ca, Prefix: b.ec.Prefix, Endpoints: b.ec.Endpoints, Log: b.log.With("part", "join")},
+	srv := &http.Server{Handler: &access.JoinServer{Root: b.root, CA: b.ca, Prefix: b.ec.Prefix, Endpoints: b.ec.Endpoints, Log: b.log.With("part", "join"), Lock: &b.lock},
 		TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second}
 	start("join endpoint", func() error {
 		go func() {

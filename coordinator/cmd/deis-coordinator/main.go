@@ -277,7 +277,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	start("access", func() error {
-		return (&access.Syncer{Root: root, Prefix: ec.Prefix, Log: log.With("part", "access")}).Run(ctx)
+		return (&access.Syncer{Root: root, Prefix: ec.Prefix, Log: log.With("part", "access"), Lock: &boot.lock}).Run(ctx)
 	})
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
