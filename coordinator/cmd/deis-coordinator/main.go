@@ -91,7 +91,7 @@ func main() {
 			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
-		Commands: []*cli.Command{{
+		Commands: []*cli.Command{bootstrapCommand(), {
 			Name:   "hook",
 			Usage:  "git pre-receive hook: build the pushed commit (run by git, not by hand)",
 			Hidden: true,
