@@ -33,6 +33,8 @@
 //	                                                                     per formation f it proxies:
 //	                                                                     status/proxies/<f>/<n> status/traffic/<f>/<n>
 //	deis:legacy-nodes      secrets/token releases/ status/releases/      — (today's agent API and slug fetches; remove)
+//	                       configs/ routing/ status/proxies/
+//	                       status/traffic/ status/formations/
 //	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
 //	deis:formation-<f>     builds/<f>/ routing/<f> status/formations/<f> formations/<f> configs/<f> layers/<f>/
 //	                       status/releases/<f>/ status/proxies/<f>/      releases/<f>/ certs/<f>/

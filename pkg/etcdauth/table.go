@@ -129,6 +129,13 @@ func LegacyNodePerms(k state.Keys) []Perm {
 		r(k.PlatformToken(), "legacy: agent API and slug server bearer token"),
 		rp(k.AllReleases(), "legacy: agent API run reads the formation's releases"),
 		rp(sub(k, "status", "releases"), "legacy: agent API run skips failed releases"),
+		// view.LoadFormation, which the agent API's run reads, takes all of
+		// these in one read (releases already hold every config).
+		rp(k.Configs(), "legacy: agent API run (view.LoadFormation)"),
+		rp(k.Routings(), "legacy: agent API run (view.LoadFormation)"),
+		rp(k.AllProxyAcks(), "legacy: agent API run (view.LoadFormation)"),
+		rp(k.AllTraffic(), "legacy: agent API run (view.LoadFormation)"),
+		rp(k.FormationStatuses(), "legacy: agent API run (view.LoadFormation)"),
 	}
 }
 
