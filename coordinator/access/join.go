@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deis/deis/pkg/etcdauth"
@@ -33,6 +34,10 @@ type JoinServer struct {
 	Prefix    string
 	Endpoints []string // what the node dials
 	Log       *slog.Logger
+	// Lock, shared with this coordinator's Syncer, keeps a sync pass from
+	// deleting the user of a node joining meanwhile (read before its record
+	// was written).
+	Lock *sync.Mutex
 }
 
 // NodeOptions are a node's roles from its labels: the proxy reads when it
@@ -104,6 +109,10 @@ func refuse(w http.ResponseWriter, code int, msg string) {
 
 // Join redeems the request's token, provisions the node and records it.
 func (s *JoinServer) Join(ctx context.Context, req jointoken.JoinRequest) (*jointoken.JoinResponse, error) {
+	if s.Lock != nil {
+		s.Lock.Lock()
+		defer s.Lock.Unlock()
+	}
 	formations, err := FormationNames(ctx, s.Root, s.Prefix)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
@@ -27,6 +28,8 @@ type Syncer struct {
 	Log    *slog.Logger
 	// Resync is how often a pass runs without a change (0: a minute).
 	Resync time.Duration
+	// Lock is shared with this coordinator's JoinServer (see there).
+	Lock *sync.Mutex
 }
 
 // Election is the key of the access loop's own election: one coordinator
@@ -140,6 +143,10 @@ func (s *Syncer) Desired(ctx context.Context) (etcdauth.Desired, error) {
 
 // Pass runs one sync: etcd users and roles, then revoked nodes' heartbeats.
 func (s *Syncer) Pass(ctx context.Context) error {
+	if s.Lock != nil {
+		s.Lock.Lock()
+		defer s.Lock.Unlock()
+	}
 	d, err := s.Desired(ctx)
 	if err != nil {
 		return err

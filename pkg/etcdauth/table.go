@@ -126,6 +126,8 @@ func ProxiesPerms(k state.Keys) []Perm {
 // specs come through the node's own keys.
 func LegacyNodePerms(k state.Keys) []Perm {
 	return []Perm{
+		// view.LoadOneOff: the formation key (nodes read it anyway),
+		// releases and release statuses, the coordinator's info.
 		rp(k.AllReleases(), "legacy: agent API run reads the formation's releases"),
 		rp(sub(k, "status", "releases"), "legacy: agent API run skips failed releases"),
 	}

@@ -283,7 +283,7 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 		p.id = p.id[len(p.id)-6:]
 	}
 	p.AppPort = FreePort(t, o.Addr)
-	p.AdminDir = filepath.Join(dir, "admin")
+	p.AdminDir = filepath.Join(dir, "admin-credentials")
 	if o.ExternalEtcd {
 		p.startSecureEtcd()
 	} else {

@@ -8,12 +8,15 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/deis/deis/coordinator/access"
 	"github.com/deis/deis/pkg/embedetcd"
 	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/etcdconn"
+	"github.com/deis/deis/pkg/logging"
 	"github.com/deis/deis/pkg/pki"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -29,6 +32,8 @@ type booted struct {
 	root *clientv3.Client
 	cli  *clientv3.Client
 	log  *slog.Logger
+	// lock keeps joins and access sync passes apart.
+	lock sync.Mutex
 }
 
 func (b *booted) Close() {
@@ -134,7 +139,7 @@ func (b *booted) serveJoins(ctx context.Context, c *cli.Context, start func(stri
 	if err != nil {
 		return fmt.Errorf("join endpoint: %w: pick another --join-addr", err)
 	}
-	srv := &http.Server{Handler: &access.JoinServer{Root: b.root, CA: b.ca, Prefix: b.ec.Prefix, Endpoints: b.ec.Endpoints, Log: b.log.With("part", "join")},
+	srv := &http.Server{Handler: &access.JoinServer{Root: b.root, CA: b.ca, Prefix: b.ec.Prefix, Endpoints: b.ec.Endpoints, Log: b.log.With("part", "join"), Lock: &b.lock},
 		TLSConfig: tc, ReadHeaderTimeout: 10 * time.Second}
 	start("join endpoint", func() error {
 		go func() {
@@ -152,4 +157,95 @@ func (b *booted) serveJoins(ctx context.Context, c *cli.Context, start func(stri
 		return fmt.Errorf("advertise the join endpoint: %w", err)
 	}
 	return nil
+}
+
+// bootstrapCommand prepares an external etcd cluster for the platform:
+// the CA, certificates for etcd's members, etcd's auth with the
+// coordinators' user and the administrator, and the administrator's
+// credential.
+func bootstrapCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bootstrap",
+		Usage: "for an external etcd: create the platform CA and etcd's member certificates, then (with --etcd-endpoints) turn etcd's auth on and write the administrator's credential",
+		Description: `Run once, on the first coordinator's machine:
+
+  1. deis-coordinator bootstrap --data-dir /var/lib/deis --etcd-host 10.0.0.1 --etcd-host 10.0.0.2 --etcd-host 10.0.0.3
+     creates DATA_DIR/pki (the CA) and DATA_DIR/pki/etcd-HOST.{crt,key} for each member, and prints
+     the TLS flags to start each etcd member with.
+  2. Start etcd with them (client and peer TLS, --client-cert-auth, --trusted-ca-file the CA).
+  3. deis-coordinator bootstrap --data-dir /var/lib/deis --etcd-endpoints https://10.0.0.1:2379,...
+     turns auth on (root: certificate only, from the CA), makes the coordinators' user and the
+     administrator, and writes the administrator's credential (--admin-credentials).
+     An etcd whose auth is on already: give its root with --etcd-user root --etcd-password.
+
+Then start every coordinator with --etcd-endpoints and --ca-cert/--ca-key (or a copy of DATA_DIR/pki).`,
+		Flags: append(etcdconn.Flags(), logging.Flag(),
+			&cli.StringSliceFlag{Name: "etcd-host", Usage: "an etcd member's IP address or DNS name: issue its certificate (repeatable)"},
+			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DEIS_DATA_DIR"}, Value: "/var/lib/deis", Usage: "the coordinator's data directory: the CA goes to DATA_DIR/pki"},
+			&cli.StringFlag{Name: "ca-cert", EnvVars: []string{"DEIS_CA_CERT"}, Usage: "an operator's CA certificate instead of DATA_DIR/pki"},
+			&cli.StringFlag{Name: "ca-key", EnvVars: []string{"DEIS_CA_KEY"}, Usage: "its key, with --ca-cert"},
+			&cli.StringFlag{Name: "admin-credentials", EnvVars: []string{"DEIS_ADMIN_CREDENTIALS"}, Value: etcdconn.UserCredentialsDir(), Usage: "where the administrator's credential is written"},
+		),
+		Action: func(c *cli.Context) error {
+			log := logging.New(c, "coordinator")
+			dataDir := c.String("data-dir")
+			ca, created, err := access.LoadCA(dataDir, c.String("ca-cert"), c.String("ca-key"), true)
+			if err != nil {
+				return err
+			}
+			w := c.App.Writer
+			if created {
+				fmt.Fprintf(w, "Created the platform CA in %s (fingerprint %s).\n", access.PKIDir(dataDir), ca.Fingerprint())
+			}
+			caFile, err := access.CAFile(dataDir, ca)
+			if err != nil {
+				return err
+			}
+			for _, h := range c.StringSlice("etcd-host") {
+				leaf, err := ca.IssuePeer("etcd", []string{h, "127.0.0.1", "localhost"}, 0)
+				if err != nil {
+					return err
+				}
+				cert, key, err := leaf.WriteFiles(access.PKIDir(dataDir), "etcd-"+h)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(w, "etcd member %s: --cert-file %s --key-file %s --trusted-ca-file %s --client-cert-auth\n"+
+					"  --peer-cert-file %s --peer-key-file %s --peer-trusted-ca-file %s --peer-client-cert-auth\n", h, cert, key, caFile, cert, key, caFile)
+			}
+			ec, err := etcdconn.FromContext(c).Resolve()
+			if err != nil {
+				return err
+			}
+			if len(ec.Endpoints) == 0 {
+				return nil
+			}
+			rootCfg := ec
+			if ec.Username == "" {
+				if rootCfg, err = access.ClientConfig(dataDir, ca, "root", etcdauth.Root, ec); err != nil {
+					return err
+				}
+			}
+			ctx, cancel := context.WithTimeout(c.Context, 2*time.Minute)
+			defer cancel()
+			root, err := rootCfg.Dial(ctx)
+			if err != nil {
+				return fmt.Errorf("dial etcd as root (etcd must trust %s for client certificates, or give --etcd-user root and --etcd-password): %w", caFile, err)
+			}
+			defer root.Close()
+			if err := access.Secure(ctx, root, ec.Prefix); err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "etcd at %s: auth on, coordinators' user and administrator made.\n", strings.Join(ec.Endpoints, ","))
+			dir := c.String("admin-credentials")
+			wrote, err := access.WriteAdmin(dir, ca, ec.Endpoints, ec.Prefix, created, log)
+			if err != nil {
+				return err
+			}
+			if wrote {
+				fmt.Fprintf(w, "Wrote the administrator's credential to %s: deisctl uses it without flags.\n", dir)
+			}
+			return nil
+		},
+	}
 }

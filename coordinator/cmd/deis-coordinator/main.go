@@ -91,7 +91,7 @@ func main() {
 			&cli.DurationFlag{Name: "replica-timeout", EnvVars: []string{"DEIS_REPLICA_TIMEOUT"}, Value: builder.DefaultReplicaTimeout, Usage: "with other coordinators running, a push waits this long for a second one to store its slug, and fails (nothing released) when none does"},
 		),
 		Action: serve,
-		Commands: []*cli.Command{{
+		Commands: []*cli.Command{bootstrapCommand(), {
 			Name:   "hook",
 			Usage:  "git pre-receive hook: build the pushed commit (run by git, not by hand)",
 			Hidden: true,
@@ -281,7 +281,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	start("access", func() error {
-		return (&access.Syncer{Root: root, Prefix: ec.Prefix, Log: log.With("part", "access")}).Run(ctx)
+		return (&access.Syncer{Root: root, Prefix: ec.Prefix, Log: log.With("part", "access"), Lock: &boot.lock}).Run(ctx)
 	})
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
