@@ -80,6 +80,8 @@ func TestUserAccess(t *testing.T) {
 		msg := strings.TrimSpace(out)
 		if err == nil || !strings.Contains(msg, refusal) || strings.Count(msg, "\n") != 0 {
 			t.Errorf("deisctl %s as alice: %v\n%s\nwant one line with %q", strings.Join(args, " "), err, out, refusal)
+		} else {
+			t.Logf("deisctl %s as alice: %s", strings.Join(args, " "), msg)
 		}
 	}
 	if out, err := alice("keys:add", key+".pub"); err == nil || !strings.Contains(out, "alice may not add SSH keys") {
@@ -165,6 +167,9 @@ func TestUserAccess(t *testing.T) {
 	}
 	harness.Eventually(t, 2*time.Minute, "a one-off run as alice", func() (bool, string) {
 		out, err := alice("run", "-f", "shop", "--", "echo", "ran-as-alice")
+		if err == nil {
+			t.Logf("deisctl run as alice, granted: %s", strings.TrimSpace(out))
+		}
 		return err == nil && strings.Contains(out, "ran-as-alice"), out
 	})
 	harness.Eventually(t, time.Minute, "logs as alice", func() (bool, string) {
