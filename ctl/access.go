@@ -77,7 +77,22 @@ func explainDenied(c *cli.Context, e *env, args []string, err error) error {
 	if f != "" && e.who.Kind == access.User && e.granted(c.Context, f) {
 		return fmt.Errorf("%s may change %s, but %s also reads what only administrators may (other formations' containers, the nodes' state): ask an administrator to run it: %w", e.user(), f, c.Command.Name, err)
 	}
-	return etcdauth.Denied(err, e.user(), f)
+	return oneLine(etcdauth.Denied(err, e.user(), f), err)
+}
+
+// refusal is a refusal printed as its one line, without the error of etcd
+// it wraps (still there for errors.Is).
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r *refusal) Error() string { return r.msg }
+func (r *refusal) Unwrap() error { return r.err }
+
+// oneLine drops cause's text from the end of d's.
+func oneLine(d, cause error) error {
+	return &refusal{msg: strings.TrimSuffix(d.Error(), ": "+cause.Error()), err: d}
 }
 
 // granted reports whether deisctl's user holds formation f's grant.

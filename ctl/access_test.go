@@ -208,6 +208,9 @@ func TestUserCredentialsAndGrants(t *testing.T) {
 	} {
 		s.refused(out, refusal, args...)
 	}
+	if _, err := s.as(out, "config:set", "X=1", "-f", "blog"); err == nil || err.Error() != refusal || !etcdauth.IsPermissionDenied(err) {
+		t.Errorf("the refusal is %q, want exactly %q (wrapping etcd's)", err, refusal)
+	}
 	s.refused(out, "alice may not", "users:create", "mallory")
 	s.refused(out, "alice may not add SSH keys: ask an administrator to run deisctl keys:add PATH.pub --user alice", "keys:add", pubKeyFile(t))
 
