@@ -252,7 +252,7 @@ func TestFormationsDestroy(t *testing.T) {
 
 	contains(t, c.ok("formations:destroy", "hello", "--confirm", "hello"), "done", "git repository")
 	for _, key := range []string{k.Formation("hello"), k.Layer("hello", "runtime"), k.Config("hello"), k.Release("hello", 1),
-		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.ProxyAck("hello", "p1"), k.Routing("hello"), k.Perm("hello", "alice")} {
+		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.Routing("hello"), k.Perm("hello", "alice")} {
 		if c.exists(key) {
 			t.Errorf("%s survived formations:destroy", key)
 		}
