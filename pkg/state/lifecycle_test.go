@@ -102,13 +102,13 @@ func TestDestroyFormation(t *testing.T) {
 			t.Fatal(err)
 		}
 		puts := map[string]any{
-			k.Layer(f, "runtime"):  state.Layer{Formation: f, Name: "runtime"},
-			k.Config(f):            state.Config{Vars: map[string]string{"A": "1"}},
-			k.Build(f, "b1"):       state.Build{ID: "b1"},
-			k.Perm(f, "alice"):     state.Perm{Formation: f, User: "alice"},
-			k.Routing(f):           state.Routing{Formation: f},
-			k.FormationStatus(f):   state.FormationStatus{Formation: f},
-			k.ReleaseStatus(f, 1):  state.ReleaseStatus{Version: 1, Failed: true},
+			k.Layer(f, "runtime"): state.Layer{Formation: f, Name: "runtime"},
+			k.Config(f):           state.Config{Vars: map[string]string{"A": "1"}},
+			k.Build(f, "b1"):      state.Build{ID: "b1"},
+			k.Perm(f, "alice"):    state.Perm{Formation: f, User: "alice"},
+			k.Routing(f):          state.Routing{Formation: f},
+			k.FormationStatus(f):  state.FormationStatus{Formation: f},
+			k.ReleaseStatus(f, 1): state.ReleaseStatus{Version: 1, Failed: true},
 		}
 		for key, v := range puts {
 			if err := s.Put(ctx, key, v); err != nil {
