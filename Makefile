@@ -5,7 +5,7 @@ BIN     := bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build prereqs stack systemd-image run test test-unit bench systemd-verify clean
+.PHONY: all build prereqs stack systemd-image run test test-unit bench bench-scale systemd-verify clean
 
 all: build
 
@@ -37,6 +37,18 @@ test: prereqs systemd-image build
 
 test-unit:
 	$(GO) test -count=1 -short ./...
+
+# The control plane at scale: the real scheduler and etcd (separate
+# processes) with simulated agents and proxies; prints the figures of
+# docs/benchmarks.md. SIZES=nodes/formations/containers,... (default
+# 10/50/200,100/500/2000,1000/2000/20000), and the memory of a real agent
+# with 50 real containers (Docker); DEIS_BENCH_OUT=file keeps the tables.
+bench-scale:
+	DEIS_BENCH_SCALE=$(or $(SIZES),1) $(GO) test -count=1 -run 'TestScale$$|TestAgentRSS$$' -v -timeout 30m ./testing/bench/
+
+# Go benchmarks of the pure parts (scheduler passes, the view, the release log).
+bench:
+	$(GO) test -count=1 -run XXX -bench . ./testing/bench/ ./pkg/view/
 
 systemd-verify:
 	systemd-analyze verify systemd/*.service

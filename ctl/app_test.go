@@ -244,6 +244,24 @@ func TestFormationsCreate(t *testing.T) {
 	}
 	contains(t, c.ok("formations:info", "hello"), "=== hello", "ssh://git@deis.example.com:2022/hello.git", "none yet")
 	contains(t, c.ok("formations:info", "-f", "web"), "=== web")
+
+	// The HTTPS URL, when the coordinator advertises an HTTPS port and the
+	// proxies serve HTTPS (no proxy registered yet: their default does).
+	c.put(k.Coordinator(), state.CoordinatorInfo{SSHHost: "deis.example.com", SSHPort: 2022, BaseDomain: "apps.example.com",
+		HTTPPort: 80, HTTPSPort: 443})
+	out = c.ok("formations:create", "secure")
+	contains(t, out, "http://secure.apps.example.com/", "https://secure.apps.example.com/")
+	c.put(k.Node("p1"), state.Node{Name: "p1", Addr: "127.0.0.1", HTTPPort: 80, HTTPSPort: 443})
+	contains(t, c.ok("formations:info", "secure"), "https://secure.apps.example.com/")
+	var info formationInfoJSON
+	if err := json.Unmarshal([]byte(c.ok("formations:info", "secure", "--json")), &info); err != nil || info.HTTPSURL != "https://secure.apps.example.com/" {
+		t.Errorf("formations:info --json httpsURL = %q, %v", info.HTTPSURL, err)
+	}
+	// A proxy without HTTPS (--https-listen empty): no HTTPS URL.
+	c.put(k.Node("p1"), state.Node{Name: "p1", Addr: "127.0.0.1", HTTPPort: 80})
+	if out := c.ok("formations:create", "plain"); strings.Contains(out, "https://") {
+		t.Errorf("an HTTPS URL though no proxy serves HTTPS:\n%s", out)
+	}
 }
 
 func TestFormationsDestroy(t *testing.T) {
@@ -265,7 +283,7 @@ func TestFormationsDestroy(t *testing.T) {
 
 	contains(t, c.ok("formations:destroy", "hello", "--confirm", "hello"), "done", "git repository")
 	for _, key := range []string{k.Formation("hello"), k.Layer("hello", "runtime"), k.Config("hello"), k.Release("hello", 1),
-		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.ProxyAck("hello", "p1"), k.Routing("hello"), k.Perm("hello", "alice")} {
+		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.Routing("hello"), k.Perm("hello", "alice")} {
 		if c.exists(key) {
 			t.Errorf("%s survived formations:destroy", key)
 		}

@@ -95,6 +95,7 @@ const (
 	defaultSSHPort    = 2222
 	defaultBaseDomain = "localhost"
 	defaultHTTPPort   = 8080
+	defaultHTTPSPort  = 8443
 )
 
 func readCoordinator(ctx context.Context, s *state.Store) (coordinatorEndpoints, error) {
@@ -103,7 +104,7 @@ func readCoordinator(ctx context.Context, s *state.Store) (coordinatorEndpoints,
 	switch {
 	case errors.Is(err, state.ErrNotFound):
 		return coordinatorEndpoints{info: state.CoordinatorInfo{SSHHost: defaultSSHHost, SSHPort: defaultSSHPort,
-			BaseDomain: defaultBaseDomain, HTTPPort: defaultHTTPPort}}, nil
+			BaseDomain: defaultBaseDomain, HTTPPort: defaultHTTPPort, HTTPSPort: defaultHTTPSPort}}, nil
 	case err != nil:
 		return coordinatorEndpoints{}, err
 	}
@@ -134,6 +135,47 @@ func (ce coordinatorEndpoints) url(f, baseDomain string) string {
 		return fmt.Sprintf("http://%s.%s/", f, baseDomain)
 	}
 	return fmt.Sprintf("http://%s.%s:%d/", f, baseDomain, ce.info.HTTPPort)
+}
+
+// httpsURL is where formation f answers over HTTPS, "" when the
+// coordinator advertises no HTTPS port; baseDomain overrides the
+// coordinator's. Port 443 is left out.
+func (ce coordinatorEndpoints) httpsURL(f, baseDomain string) string {
+	if ce.info.HTTPSPort == 0 {
+		return ""
+	}
+	if baseDomain == "" {
+		baseDomain = ce.info.BaseDomain
+	}
+	if ce.info.HTTPSPort == 443 {
+		return fmt.Sprintf("https://%s.%s/", f, baseDomain)
+	}
+	return fmt.Sprintf("https://%s.%s:%d/", f, baseDomain, ce.info.HTTPSPort)
+}
+
+// withHTTPS drops the advertised HTTPS port when the proxies serve no
+// HTTPS: some proxy node registered, and none with an HTTPS port (its
+// agent's --https-listen is empty). Before any proxy registered it is
+// kept: the agents' default serves HTTPS.
+func (ce coordinatorEndpoints) withHTTPS(ctx context.Context, s *state.Store) (coordinatorEndpoints, error) {
+	if ce.info.HTTPSPort == 0 {
+		return ce, nil
+	}
+	nodes, _, err := state.List[state.Node](ctx, s.KV, s.Keys.Nodes())
+	if err != nil {
+		return ce, err
+	}
+	proxies := false
+	for _, n := range nodes {
+		if n.Value.HTTPSPort > 0 {
+			return ce, nil
+		}
+		proxies = proxies || n.Value.HTTPPort > 0
+	}
+	if proxies {
+		ce.info.HTTPSPort = 0
+	}
+	return ce, nil
 }
 
 // requireFormation returns the formation a command acts on (-f or the git

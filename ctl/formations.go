@@ -79,6 +79,9 @@ func formationsCreate(c *cli.Context, e *env, args []string) error {
 		return err
 	}
 	ce, err := readCoordinator(c.Context, e.store)
+	if err == nil {
+		ce, err = ce.withHTTPS(c.Context, e.store)
+	}
 	if err != nil {
 		return err
 	}
@@ -88,7 +91,11 @@ func formationsCreate(c *cli.Context, e *env, args []string) error {
 		fmt.Fprintln(w, "The coordinator has not registered yet; the remote and URL below use its defaults.")
 	}
 	remote := ce.gitRemote(name)
-	_ = printFields(w, [][2]string{{"Git remote", remote}, {"URL", ce.url(name, base)}})
+	fields := [][2]string{{"Git remote", remote}, {"URL", ce.url(name, base)}}
+	if u := ce.httpsURL(name, base); u != "" {
+		fields = append(fields, [2]string{"HTTPS URL", u})
+	}
+	_ = printFields(w, fields)
 	fmt.Fprintf(w, "\nTo deploy, from your app's git repository:\n  git remote add deis %s\n  git push deis main\n", remote)
 	return nil
 }
@@ -151,6 +158,7 @@ type formationInfoJSON struct {
 	EffectiveScale map[string]int  `json:"effectiveScale"`
 	GitRemote      string          `json:"gitRemote"`
 	URL            string          `json:"url"`
+	HTTPSURL       string          `json:"httpsURL,omitempty"`
 }
 
 func formationsInfo(c *cli.Context, e *env, args []string) error {
@@ -171,11 +179,15 @@ func formationsInfo(c *cli.Context, e *env, args []string) error {
 		return err
 	}
 	ce, err := readCoordinator(c.Context, e.store)
+	if err == nil {
+		ce, err = ce.withHTTPS(c.Context, e.store)
+	}
 	if err != nil {
 		return err
 	}
 	info := formationInfoJSON{Formation: *f, Layers: []state.Layer{}, Release: rel,
-		EffectiveScale: f.EffectiveScale(processTypes(rel)), GitRemote: ce.gitRemote(name), URL: ce.url(name, "")}
+		EffectiveScale: f.EffectiveScale(processTypes(rel)), GitRemote: ce.gitRemote(name), URL: ce.url(name, ""),
+		HTTPSURL: ce.httpsURL(name, "")}
 	for _, l := range layers {
 		info.Layers = append(info.Layers, l.Value)
 	}
@@ -198,6 +210,7 @@ func formationsInfo(c *cli.Context, e *env, args []string) error {
 	return printFields(c.App.Writer, [][2]string{
 		{"Git remote", info.GitRemote},
 		{"URL", info.URL},
+		{"HTTPS URL", orDash(info.HTTPSURL)},
 		{"Domains", orDash(strings.Join(f.Domains, ", "))},
 		{"Release", release},
 		{"Scale", scale},

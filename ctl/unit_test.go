@@ -148,6 +148,17 @@ func TestCoordinatorEndpoints(t *testing.T) {
 	if got := ce.url("web", "other.test"); got != "http://web.other.test:8080/" {
 		t.Errorf("url with base domain override = %s", got)
 	}
+	if got := ce.httpsURL("web", ""); got != "" {
+		t.Errorf("https url without an HTTPS port = %q, want none", got)
+	}
+	ce.info.HTTPSPort = 443
+	if got := ce.httpsURL("web", ""); got != "https://web.apps.example.com/" {
+		t.Errorf("https url with port 443 = %s", got)
+	}
+	ce.info.HTTPSPort = 8443
+	if got := ce.httpsURL("web", "other.test"); got != "https://web.other.test:8443/" {
+		t.Errorf("https url with base domain override = %s", got)
+	}
 }
 
 func TestPsRows(t *testing.T) {

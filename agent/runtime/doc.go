@@ -21,7 +21,13 @@
 //
 // Each assigned container has its own worker goroutine that keeps only the
 // latest task, starts the container (downloading its slug first) and probes
-// it, so a slow start of one formation never blocks another. Unassigned
+// it, so a slow start of one formation never blocks another. A Docker event
+// that changes how a container is (die, start, restart, oom, pause,
+// unpause, health_status) also goes straight to the worker of its spec
+// (label deis.name), which inspects the container at once: a crash, its
+// restart count and its exit code are in the node status within moments,
+// even when a listing would show the container "running" as before. The
+// resync (Config.Resync, 10s) stays the safety net for a lost event. Unassigned
 // containers are stopped in the background (SIGTERM, then SIGKILL after
 // Config.StopGrace) and removed; they are reported as "stopping" meanwhile.
 // Before a container is removed (stopped, or replaced after it exited) its
@@ -107,7 +113,7 @@
 // published port that the container keeps open for 300ms (Docker's port
 // proxy accepts connections even when nothing listens, and closes them at
 // once). A started container is probed again after 25ms, then at growing
-// intervals up to 100ms until it is first ready, and the status is
+// intervals up to 50ms until it is first ready, and the status is
 // written at once on every change. Ready containers are probed again every few seconds; three
 // failures in a row make them "running" again.
 //

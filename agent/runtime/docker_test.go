@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -244,7 +245,10 @@ func TestRuntimeDockerImage(t *testing.T) {
 }
 
 // A container that keeps exiting is restarted by Docker, and the runtime
-// reports how often: the coordinator's crash-loop rollback reads it.
+// reports each restart as it happens, from Docker's events: the
+// coordinator's crash-loop rollback reads the count. The periodic resync
+// is turned off, so only the events can tell; and the listed state alone
+// would not, since the container is "running" again between its crashes.
 func TestRuntimeDockerReportsRestarts(t *testing.T) {
 	need.Stack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -254,21 +258,44 @@ func TestRuntimeDockerReportsRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, docker)
+	e.cfg.Resync = time.Hour
 	t.Cleanup(func() {
 		if ids := nodeContainers(t, e.node); len(ids) > 0 {
 			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
 		}
 	})
+	// It answers on its port (and is probed ready) for a second, then
+	// exits.
 	e.assign(state.ContainerSpec{
-		Name: "crash.v1.worker.1", Formation: "crash", Release: 1, Type: "worker", Index: 1,
-		Image: need.StackImage, Command: "sleep 0.3; exit 3",
+		Name: "crash.v1.web.1", Formation: "crash", Release: 1, Type: "web", Index: 1, Port: 5000,
+		Image: need.StackImage, Command: "python3 -m http.server 5000 & sleep 1; exit 3",
 		Env: map[string]string{"DEIS_FORMATION": "crash"},
 	})
 	e.start()
-	st := e.waitStatus("restarts reported", func(st state.NodeStatus) bool {
-		c, ok := find(st, "crash.v1.worker.1")
-		return ok && c.Restarts >= 2
-	})
-	c, _ := find(st, "crash.v1.worker.1")
-	t.Logf("reported %+v", c)
+	// Each restart count Docker reaches is reported; the test notes when
+	// it first saw each, in Docker and in the status.
+	inDocker, reported := map[int]time.Time{}, map[int]time.Time{}
+	exited := false
+	waitFor(t, "three restarts and an exit between two reported", func() bool {
+		if ids := nodeContainers(t, e.node); len(ids) == 1 {
+			if n, err := strconv.Atoi(dockerCLI(t, "inspect", "-f", "{{.RestartCount}}", ids[0])); err == nil {
+				if _, ok := inDocker[n]; !ok {
+					inDocker[n] = time.Now()
+				}
+			}
+		}
+		c, _ := find(e.status(), "crash.v1.web.1")
+		if _, ok := reported[c.Restarts]; !ok {
+			reported[c.Restarts] = time.Now()
+		}
+		// Docker waits longer before each restart (100 ms, 200, 400...),
+		// so the poll catches one of those waits sooner or later.
+		exited = exited || (c.State == state.StateExited && strings.HasPrefix(c.Reason, "Restarting (3)"))
+		return c.Restarts >= 3 && exited
+	}, func() string { return fmt.Sprintf("exited seen: %v, %s", exited, state.Marshal(e.status())) })
+	for n := 1; n <= 3; n++ {
+		if d, r := inDocker[n], reported[n]; !d.IsZero() && !r.IsZero() {
+			t.Logf("restart %d reported %v after the test saw it in Docker", n, r.Sub(d).Round(time.Millisecond))
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -81,6 +82,10 @@ type Config struct {
 	// formation of the containers the runtime removed (0:
 	// DefaultRetiredLines, DefaultRetiredBytes; < 0: none kept).
 	RetiredLines, RetiredBytes int
+	// Resync is how often a full pass runs without a wake-up (0:
+	// resyncEvery, 10s). Docker events and the databag watch wake it
+	// sooner; the resync is the safety net for a lost event.
+	Resync time.Duration
 	// Logger gets the role's logs (default: none).
 	Logger *slog.Logger
 	// Registerer gets the role's metrics (nil: not registered).
@@ -96,7 +101,7 @@ const (
 	probeHold     = 300 * time.Millisecond // how long a probed connection to the published port must stay open
 	probeDirect   = 250 * time.Millisecond // connecting to the container's own address
 	probeFirst    = 25 * time.Millisecond  // first retry of a started container not answering yet
-	probeStarting = 100 * time.Millisecond // longest wait between probes until it is first ready
+	probeStarting = 50 * time.Millisecond  // longest wait between probes until it is first ready
 	probeFailures = 3                      // failed probes before ready turns running
 	etcdTimeout   = 10 * time.Second
 )
@@ -164,6 +169,9 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	if cfg.MaxSlugBytes < 0 || cfg.MaxSlugEntries < 0 {
 		return nil, errors.New("runtime: negative slug limits: set --max-slug-bytes and --max-slug-entries to positive numbers (0: the defaults)")
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = resyncEvery
 	}
 	if cfg.PortRange == (PortRange{}) {
 		cfg.PortRange = DefaultPortRange
@@ -251,7 +259,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.log.Info("runtime started", "addr", r.cfg.Addr, "state_dir", r.cfg.StateDir)
 
 	bo := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
-	watch.Loop(ctx, r.wakePass, resyncEvery, bo, r.pass, func(err error) {
+	watch.Loop(ctx, r.wakePass, r.cfg.Resync, bo, r.pass, func(err error) {
 		r.log.Warn("reconcile failed", "error", err)
 	})
 	r.log.Info("runtime stopped; containers keep running")
@@ -457,6 +465,7 @@ func (r *Runtime) watchDocker(ctx context.Context) {
 				}
 				bo.Reset()
 				if !isOneOff(m.Actor.Attributes) {
+					r.pokeWorker(m)
 					r.wakePass.Wake()
 				}
 			case err := <-errs:
@@ -470,6 +479,30 @@ func (r *Runtime) watchDocker(ctx context.Context) {
 		if bo.Wait(ctx) != nil {
 			return
 		}
+	}
+}
+
+// pokeWorker hands an event that changes how a container is (it died,
+// started, ran out of memory, changed health) to the worker of its spec,
+// which inspects it at once: a crash loop shows in the status within a
+// moment, even when listing it would show the same state as before.
+func (r *Runtime) pokeWorker(m events.Message) {
+	switch a := string(m.Action); {
+	case a == string(events.ActionDie), a == string(events.ActionStart), a == string(events.ActionRestart),
+		a == string(events.ActionOOM), a == string(events.ActionPause), a == string(events.ActionUnPause),
+		strings.HasPrefix(a, string(events.ActionHealthStatus)):
+	default:
+		return
+	}
+	r.mu.Lock()
+	w := r.workers[m.Actor.Attributes[labelName]]
+	r.mu.Unlock()
+	if w != nil {
+		at := time.Now()
+		if m.TimeNano > 0 {
+			at = time.Unix(0, m.TimeNano)
+		}
+		w.poke(at)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -36,17 +37,26 @@ type worker struct {
 	dname   string // Docker name
 	prev    *worker
 	updates chan update
+	// pokes says Docker reported an event of the container (it died,
+	// started, restarted, ran out of memory, changed health): look again.
+	pokes chan struct{}
+	// pokedAt is the Docker time (UnixNano) of the latest poke's event.
+	pokedAt atomic.Int64
 	cancel  context.CancelFunc
 	done    chan struct{}
 	log     *slog.Logger
 
 	// Loop state, owned by the worker goroutine.
-	u       update
-	cur     *actual // the container as last seen
-	ready   bool
-	fails   int
-	errBo   backoff.Backoff
-	probeBo backoff.Backoff
+	u     update
+	cur   *actual // the container as last seen
+	stale bool    // a poke came: inspect the container, whatever the listing says
+	// inspectedAt is when the worker last inspected its container: a poke
+	// for an event before it tells nothing new.
+	inspectedAt time.Time
+	ready       bool
+	fails       int
+	errBo       backoff.Backoff
+	probeBo     backoff.Backoff
 	// After a failed task, the same task waits until retryAt even when the
 	// reconcile loop sends it again meanwhile.
 	retryAt  time.Time
@@ -70,6 +80,7 @@ func (r *Runtime) newWorker(ctx context.Context, u update) *worker {
 		r: r, name: name, dname: dockerName(r.cfg.Node, name),
 		prev:    r.retiring[name],
 		updates: make(chan update, 1),
+		pokes:   make(chan struct{}, 1),
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		log:     r.log.With("container", name),
@@ -111,6 +122,22 @@ func (w *worker) send(u update) {
 	default:
 	}
 	w.updates <- u
+}
+
+// poke asks the worker to inspect its container again at once, for an
+// event at the Docker time at. It never blocks: pokes not taken yet count
+// as one.
+func (w *worker) poke(at time.Time) {
+	for {
+		prev := w.pokedAt.Load()
+		if at.UnixNano() <= prev || w.pokedAt.CompareAndSwap(prev, at.UnixNano()) {
+			break
+		}
+	}
+	select {
+	case w.pokes <- struct{}{}:
+	default:
+	}
 }
 
 // status is the worker's container status and the reason of the task in
@@ -167,6 +194,10 @@ func (w *worker) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case w.u = <-w.updates:
+		case <-w.pokes:
+			// Only an event after the last inspect tells something new
+			// (the start of a container the worker just started does not).
+			w.stale = w.pokedAt.Load() >= w.inspectedAt.UnixNano()
 		case <-timer.C:
 		}
 	}
@@ -208,14 +239,20 @@ func (w *worker) step(ctx context.Context) time.Duration {
 	if c == nil { // only with a task; nothing to look at until the next update
 		return time.Hour
 	}
-	if w.cur == nil || w.cur.ID != c.ID || w.cur.State != c.State || w.cur.Ports[spec.Port] != c.Ports[spec.Port] {
-		// A container new to this worker, or one Docker restarted: look
-		// closer, and earn readiness again.
+	changed := w.differs(c, spec.Port)
+	if changed || w.stale {
+		// A container new to this worker, one Docker restarted, or one
+		// Docker told of (a poke): look closer. A change earns readiness
+		// again.
 		if inspected {
 			// attempt's own inspect: no second round trip to Docker
 		} else if fresh, err := w.inspect(ctx, c.ID); err == nil && fresh != nil {
 			c = fresh
+			changed = w.differs(c, spec.Port) || (w.cur.Restarts != c.Restarts || !w.cur.Started.Equal(c.Started))
 		}
+	}
+	w.stale = false
+	if changed {
 		w.ready, w.fails = false, 0
 		w.probeBo.Reset()
 	} else {
@@ -294,6 +331,12 @@ func (w *worker) step(ctx context.Context) time.Duration {
 		cs.ID, cs.State, cs.Addr, cs.Reason, cs.Started, cs.Restarts = c.ID, st, addr, reason, c.Started, c.Restarts
 	})
 	return delay
+}
+
+// differs reports whether c is another container than the one last seen,
+// or in another state, or published on another port.
+func (w *worker) differs(c *actual, port int) bool {
+	return w.cur == nil || w.cur.ID != c.ID || w.cur.State != c.State || w.cur.Ports[port] != c.Ports[port]
 }
 
 // describe fills the spec's part of a status.
@@ -386,6 +429,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 	ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
+	asked := time.Now()
 	c, err := w.r.cfg.Docker.ContainerInspect(ictx, ref)
 	if isNotFound(err) {
 		return nil, nil
@@ -393,6 +437,7 @@ func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: inspect container %s: %w", ref, err)
 	}
+	w.inspectedAt = asked // an event after it may be missing from the answer
 	a := fromInspect(c)
 	a.IP = containerIP(c, w.r.cfg.Network)
 	return &a, nil

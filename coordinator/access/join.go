@@ -40,16 +40,11 @@ type JoinServer struct {
 	Lock *sync.Mutex
 }
 
-// NodeOptions are a node's roles from its labels: the proxy reads when it
-// has role=proxy (with the writes of its acks and traffic reports in every
-// formation in formations), and the legacy reads (platform token, releases)
-// while the agent API and slug server still need them.
+// NodeOptions are a node's roles from its labels: the proxy reads and the
+// writes of its own acks and traffic reports when it has role=proxy, and
+// the legacy reads while the agent API still needs them.
 func NodeOptions(labels map[string]string, formations []string) etcdauth.NodeOptions {
-	o := etcdauth.NodeOptions{Proxy: state.LabelHas(labels, "role", "proxy"), Legacy: true}
-	if o.Proxy {
-		o.ProxyFormations = formations
-	}
-	return o
+	return etcdauth.NodeOptions{Proxy: state.LabelHas(labels, "role", "proxy"), Legacy: true}
 }
 
 // FormationNames lists the formations that exist.

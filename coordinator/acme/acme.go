@@ -53,8 +53,42 @@ type Config struct {
 	Publish time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// Registerer takes the manager's metrics (optional).
+	// Registerer takes the manager's metrics (optional; ignored with
+	// Metrics).
 	Registerer prometheus.Registerer
+	// Metrics are the manager's metrics, registered by the caller
+	// (NewMetrics) whether or not it runs a manager, so that the alert
+	// rules always find them (default: new ones, registered with
+	// Registerer).
+	Metrics *Metrics
+}
+
+// Metrics are the ACME manager's metrics.
+type Metrics struct {
+	// Orders counts orders by result (issued, failed).
+	Orders *prometheus.CounterVec
+	// Failing is the number of formations whose last order failed: the
+	// alert DeisACMEFailing fires while it stays above 0.
+	Failing prometheus.Gauge
+}
+
+// NewMetrics makes the manager's metrics and registers them with reg (nil:
+// not registered).
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		Orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_acme_orders_total",
+			Help: "Certificate orders for deisctl certs:auto, by result (issued, failed)."}, []string{"result"}),
+		Failing: prometheus.NewGauge(prometheus.GaugeOpts{Name: "deis_acme_failing_formations",
+			Help: "Formations with automatic certificates (deisctl certs:auto) whose last certificate order failed."}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.Orders, m.Failing} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("acme: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
 }
 
 // Manager keeps automatic certificates issued and renewed.
@@ -63,7 +97,10 @@ type Manager struct {
 	log    *slog.Logger
 	client *xacme.Client
 	failed map[string]failure // per formation
-	orders *prometheus.CounterVec
+	m      *Metrics
+	// next is when the last pass found the next renewal or retry due
+	// (zero: none); Run wakes then, if before its resync.
+	next time.Time
 }
 
 type failure struct {
@@ -94,14 +131,14 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	orders := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_acme_orders_total",
-		Help: "Certificate orders for deisctl certs:auto, by result (issued, failed)."}, []string{"result"})
-	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(orders); err != nil {
-			return nil, fmt.Errorf("acme: register metrics: %w", err)
+	metrics := cfg.Metrics
+	if metrics == nil {
+		var err error
+		if metrics, err = NewMetrics(cfg.Registerer); err != nil {
+			return nil, err
 		}
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, failed: map[string]failure{}, orders: orders}, nil
+	return &Manager{cfg: cfg, log: cfg.Logger, failed: map[string]failure{}, m: metrics}, nil
 }
 
 // Run keeps certificates issued until ctx ends.
@@ -111,10 +148,38 @@ func (m *Manager) Run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watch.Prefixes(wctx, m.cfg.Watcher, 0, wake, k.Formations(), k.AllCerts())
-	watch.Loop(ctx, wake, m.cfg.Resync, backoff.Backoff{}, m.Pass, func(err error) {
-		m.log.Warn("acme pass failed", "error", err)
-	})
-	return nil
+	bo := backoff.Backoff{Min: time.Second, Max: m.cfg.Resync}
+	timer := time.NewTimer(0) // the first pass at once
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-timer.C:
+		}
+		next := backoff.Jitter(m.cfg.Resync)
+		if err := m.Pass(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			m.log.Warn("acme pass failed", "error", err)
+			next = bo.Next()
+		} else {
+			bo.Reset()
+			// A renewal or a retry due before the resync: wake for it.
+			if !m.next.IsZero() {
+				next = min(next, max(time.Until(m.next), time.Second))
+			}
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		timer.Reset(next)
+	}
 }
 
 // account is the ACME account, kept at Keys.ACMEAccount.
@@ -164,6 +229,12 @@ func (m *Manager) ensureClient(ctx context.Context) error {
 	return nil
 }
 
+// renewAt is when a certificate is due for renewal: when less than a
+// third of its lifetime is left.
+func renewAt(c *state.Cert) time.Time {
+	return c.NotAfter.Add(-c.NotAfter.Sub(c.NotBefore) / 3)
+}
+
 // due tells whether formation f needs a new automatic certificate for
 // domains, and why.
 func due(cur *state.Cert, domains []string, now time.Time) (bool, string) {
@@ -173,8 +244,7 @@ func due(cur *state.Cert, domains []string, now time.Time) (bool, string) {
 	if _, not := state.Coverage(cur.Domains, domains); len(not) > 0 {
 		return true, "domains not covered: " + strings.Join(not, ", ")
 	}
-	life := cur.NotAfter.Sub(cur.NotBefore)
-	if cur.NotAfter.Sub(now) < life/3 {
+	if !now.Before(renewAt(cur)) {
 		return true, "less than a third of its lifetime left"
 	}
 	return false, ""
@@ -201,12 +271,29 @@ func (m *Manager) Pass(ctx context.Context) error {
 		return err
 	}
 	now := m.cfg.Now()
+	m.next = time.Time{}
+	soonest := func(t time.Time) {
+		if m.next.IsZero() || t.Before(m.next) {
+			m.next = t
+		}
+	}
+	auto := map[string]bool{}
+	defer func() {
+		for f := range m.failed {
+			if !auto[f] {
+				delete(m.failed, f) // turned off or destroyed: nothing fails
+			}
+		}
+		m.m.Failing.Set(float64(len(m.failed)))
+	}()
 	for _, e := range forms {
 		form := e.Value
 		if form.HTTPS == nil || !form.HTTPS.Auto {
 			continue
 		}
+		auto[form.Name] = true
 		if f, ok := m.failed[form.Name]; ok && now.Before(f.until) {
+			soonest(f.until)
 			continue
 		}
 		var cur state.Cert
@@ -219,25 +306,33 @@ func (m *Manager) Pass(ctx context.Context) error {
 		domains := Domains(&form, m.cfg.BaseDomain)
 		ok, why := due(curp, domains, now)
 		if !ok {
+			soonest(renewAt(curp))
 			continue
 		}
 		m.log.Info("ordering a certificate", "formation", form.Name, "domains", domains, "reason", why)
-		if err := m.ensureClient(ctx); err != nil {
-			return err
+		// An ACME server that cannot be reached fails the order like one
+		// that refuses it: retried on the formation's schedule, and counted.
+		err := m.ensureClient(ctx)
+		if err == nil {
+			err = m.issue(ctx, form.Name, domains)
 		}
-		if err := m.issue(ctx, form.Name, domains); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
 			f := m.failed[form.Name]
 			f.n++
 			f.until = now.Add(min(time.Duration(1<<min(f.n-1, 12))*15*time.Second, time.Hour))
 			m.failed[form.Name] = f
 			// Retried on its own schedule, not by the loop's backoff.
 			m.log.Warn("certificate order failed", "formation", form.Name, "error", err, "retry", f.until)
-			m.orders.WithLabelValues("failed").Inc()
+			m.m.Orders.WithLabelValues("failed").Inc()
+			soonest(f.until)
 			m.report(ctx, form.Name, state.ACMEStatus{Error: err.Error(), Retry: f.until.UTC(), At: now.UTC()})
 			continue
 		}
 		delete(m.failed, form.Name)
-		m.orders.WithLabelValues("issued").Inc()
+		m.m.Orders.WithLabelValues("issued").Inc()
 		m.report(ctx, form.Name, state.ACMEStatus{At: now.UTC()})
 	}
 	return nil

@@ -16,7 +16,15 @@
 // stored as a Cert named "auto" with Auto set, which the proxies serve like
 // one added with deisctl certs:add.
 //
+// Renewals are due by time: after each pass the manager sleeps until the
+// next certificate is due (or a failed order's retry), or its resync
+// (Config.Resync, 10m), whichever comes first.
+//
 // Wildcard domains need DNS-01 and are skipped. A formation whose order
-// failed is retried after a growing delay (at most an hour); errors are
-// logged with the formation.
+// failed, or whose ACME server could not be reached, is retried after a
+// growing delay (at most an hour); errors are logged with the formation and
+// recorded in its ACMEStatus. Metrics (NewMetrics, registered by the
+// coordinator even without a manager, so that the alert rules find them):
+// deis_acme_orders_total by result, and deis_acme_failing_formations, the
+// formations whose last order failed (the alert DeisACMEFailing).
 package acme

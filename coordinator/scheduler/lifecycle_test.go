@@ -49,11 +49,12 @@ func TestRecreatedFormationRunsItsFirstRelease(t *testing.T) {
 		t.Fatalf("a failed release got %d containers", n)
 	}
 	// A pass read the formation; meanwhile it is destroyed and created again.
-	read, err := cli.Get(ctx, "/t/")
+	inc, err := s.Incarnation(ctx, "again")
 	must(err)
 	must(s.DestroyFormation(ctx, "again"))
 	create()
-	must(c.markFailed(ctx, "again", &state.ReleaseStatus{Version: 1, Failed: true, Reason: "stale"}, read.Header.Revision))
+	_, err = c.commit(ctx, []write{failWrite(k, "again", &state.ReleaseStatus{Version: 1, Failed: true, Reason: "stale"}, inc)})
+	must(err)
 	resp, err := cli.Get(ctx, k.ReleaseStatuses("again"), clientv3.WithPrefix(), clientv3.WithCountOnly())
 	must(err)
 	if resp.Count != 0 {

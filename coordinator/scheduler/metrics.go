@@ -16,6 +16,11 @@ type metrics struct {
 	rollout  prometheus.Histogram
 	failed   prometheus.Counter
 	placed   prometheus.Counter
+	// planned counts formations planned, full counts full passes, txns
+	// the write transactions.
+	planned prometheus.Counter
+	full    prometheus.Counter
+	txns    prometheus.Counter
 	// rollbacks counts automatic rollbacks by reason (crash_loop,
 	// health_checks, errors).
 	rollbacks *prometheus.CounterVec
@@ -31,8 +36,11 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		rollout: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_coordinator_rollout_duration_seconds",
 			Help:    "Time from a release's creation until every proxy of its formation routes it.",
 			Buckets: []float64{.5, .75, 1, 1.5, 2, 5, 10, 20, 30, 60, 120, 300, 600}}),
-		placed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_placements_total", Help: "Containers placed on nodes by the scheduler."}),
-		failed: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_releases_failed_total", Help: "Releases marked failed because they did not become ready."}),
+		placed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_placements_total", Help: "Containers placed on nodes by the scheduler."}),
+		planned: prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_formations_planned_total", Help: "Formations planned by scheduler passes (an incremental pass plans only what changed)."}),
+		full:    prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_full_passes_total", Help: "Scheduler passes that planned every formation."}),
+		txns:    prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_write_txns_total", Help: "Transactions the scheduler wrote (batched, fenced)."}),
+		failed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "deis_coordinator_releases_failed_total", Help: "Releases marked failed because they did not become ready."}),
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_coordinator_auto_rollbacks_total",
 			Help: "Releases rolled back automatically, by reason (crash_loop, health_checks, errors)."}, []string{"reason"}),
 	}
@@ -40,7 +48,7 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		m.rollbacks.WithLabelValues(reason)
 	}
 	if r != nil {
-		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed, m.placed, m.rollbacks} {
+		for _, c := range []prometheus.Collector{m.passes, m.errors, m.duration, m.nodes, m.rollout, m.failed, m.placed, m.rollbacks, m.planned, m.full, m.txns} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}

@@ -41,17 +41,28 @@ func (e *ErrNoCapacity) Error() string {
 func Place(slots []Slot, bins []Bin) (map[string]string, error) {
 	bs := make([]Bin, len(bins))
 	copy(bs, bins)
-	for i := range bs {
-		m := map[string]int{}
-		for k, v := range bs[i].ByType {
-			m[k] = v
-		}
-		bs[i].ByType = m
+	byNode := func(i, j int) bool { return bs[i].Node < bs[j].Node }
+	if !sort.SliceIsSorted(bs, byNode) {
+		sort.Slice(bs, byNode)
 	}
-	sort.Slice(bs, func(i, j int) bool { return bs[i].Node < bs[j].Node })
+	// Per process type, each bin's count of it; bins are in name order,
+	// so among equals the first one found has the lowest name.
+	typed := map[string][]int{}
+	countOf := func(t string) []int {
+		c, ok := typed[t]
+		if !ok {
+			c = make([]int, len(bs))
+			for i := range bs {
+				c[i] = bs[i].ByType[t]
+			}
+			typed[t] = c
+		}
+		return c
+	}
 	out := map[string]string{}
 	unplaced := 0
 	for _, s := range slots {
+		byType := countOf(s.Type)
 		best := -1
 		for i := range bs {
 			b := &bs[i]
@@ -61,7 +72,7 @@ func Place(slots []Slot, bins []Bin) (map[string]string, error) {
 			if s.Memory > 0 && b.Memory > 0 && b.MemoryUsed+s.Memory > b.Memory {
 				continue
 			}
-			if best < 0 || better(b, &bs[best], s.Type) {
+			if best < 0 || byType[i] < byType[best] || (byType[i] == byType[best] && b.Count < bs[best].Count) {
 				best = i
 			}
 		}
@@ -71,7 +82,7 @@ func Place(slots []Slot, bins []Bin) (map[string]string, error) {
 		}
 		b := &bs[best]
 		b.Count++
-		b.ByType[s.Type]++
+		byType[best]++
 		b.MemoryUsed += s.Memory
 		out[s.Name] = b.Node
 	}
@@ -79,14 +90,4 @@ func Place(slots []Slot, bins []Bin) (map[string]string, error) {
 		return out, &ErrNoCapacity{Wanted: len(slots), Fits: len(slots) - unplaced}
 	}
 	return out, nil
-}
-
-func better(a, b *Bin, typ string) bool {
-	if a.ByType[typ] != b.ByType[typ] {
-		return a.ByType[typ] < b.ByType[typ]
-	}
-	if a.Count != b.Count {
-		return a.Count < b.Count
-	}
-	return a.Node < b.Node
 }

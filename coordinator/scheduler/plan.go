@@ -16,8 +16,11 @@ type World struct {
 	// Releases holds each formation's current release: the newest one that
 	// is not marked failed.
 	Releases map[string]*state.Release
-	Nodes    map[string]*state.Node
-	Alive    map[string]bool // heartbeat present
+	// Live holds the formations whose current release went live once
+	// (ReleaseStatus.LiveAt): its readiness no longer decides its fate.
+	Live  map[string]bool
+	Nodes map[string]*state.Node
+	Alive map[string]bool // heartbeat present
 	// Drained nodes take no containers; their work moves away.
 	Drained  map[string]bool
 	Runtimes map[string]*state.Runtime
@@ -52,7 +55,7 @@ type Decision struct {
 	// Errors says what cannot be done, per formation (no nodes, no capacity).
 	Errors map[string]string
 	// Failed holds releases to mark failed: their web containers did not
-	// become ready within the boot timeout while an older release served.
+	// become ready within the boot timeout.
 	Failed map[string]*state.ReleaseStatus
 	// Placed counts the containers this pass placed on a node.
 	Placed int
@@ -76,6 +79,16 @@ type placed struct {
 	spec state.ContainerSpec
 }
 
+// sortPlaced orders placements by container name, then node.
+func sortPlaced(ps []placed) {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].spec.Name != ps[j].spec.Name {
+			return ps[i].spec.Name < ps[j].spec.Name
+		}
+		return ps[i].node < ps[j].node
+	})
+}
+
 // Plan computes every databag from the world. It is pure.
 func Plan(w *World) *Decision {
 	d := &Decision{
@@ -91,34 +104,22 @@ func Plan(w *World) *Decision {
 	// Everything currently placed, by formation. Containers on nodes that are
 	// lost or gone are dropped here: that is what re-places them.
 	byFormation := map[string][]placed{}
+	ns := newNodeSet(w.Nodes, w.Alive, w.Drained)
 	for n, rt := range w.Runtimes {
 		if _, ok := w.Nodes[n]; !ok || !w.Alive[n] {
 			continue
 		}
 		for _, c := range rt.Containers {
 			byFormation[c.Formation] = append(byFormation[c.Formation], placed{node: n, spec: c})
+			ns.grow(n, 1, c.Limits.MemoryBytes)
 		}
 	}
 	for _, ps := range byFormation {
-		sort.Slice(ps, func(i, j int) bool {
-			if ps[i].spec.Name != ps[j].spec.Name {
-				return ps[i].spec.Name < ps[j].spec.Name
-			}
-			return ps[i].node < ps[j].node
-		})
-	}
-	// Node load across all formations, for placement.
-	load := map[string]int{}
-	memUsed := map[string]int64{}
-	for _, ps := range byFormation {
-		for _, p := range ps {
-			load[p.node]++
-			memUsed[p.node] += p.spec.Limits.MemoryBytes
-		}
+		sortPlaced(ps)
 	}
 	// Ready containers as the live agents report them, by formation, keyed
 	// node/name: after a drain or a move one name can be on two nodes.
-	readyBy := map[string]map[string]string{}
+	readyBy := map[string]readiness{}
 	for n, st := range w.Status {
 		if !w.Alive[n] {
 			continue
@@ -126,20 +127,20 @@ func Plan(w *World) *Decision {
 		for _, c := range st.Containers {
 			if c.State == state.StateReady && c.Addr != "" {
 				if readyBy[c.Formation] == nil {
-					readyBy[c.Formation] = map[string]string{}
+					readyBy[c.Formation] = readiness{}
 				}
 				readyBy[c.Formation][n+"/"+c.Name] = c.Addr
 			}
 		}
 	}
-	lc := layerCache{}
-	names := make([]string, 0, len(w.Formations))
-	for f := range w.Formations {
-		names = append(names, f)
-	}
-	sort.Strings(names)
-	for _, f := range names {
-		planFormation(w, d, f, byFormation[f], load, memUsed, readyBy[f], lc)
+	env := planEnv{slugURL: w.SlugURL, baseDomain: w.BaseDomain, now: w.Now, boot: w.BootTimeout}
+	for _, f := range sortedKeys(w.Formations) {
+		p := planFormation(env, ns, formationInput{
+			name: f, form: w.Formations[f], rel: w.Releases[f], live: w.Live[f], layers: w.Layers[f],
+			current: byFormation[f], ready: readyBy[f], routing: w.Routing[f], acks: w.Acks[f],
+			status: func() map[string]state.ContainerStatus { return reportedBy(w, f) },
+		})
+		d.merge(f, p)
 	}
 	for _, rt := range d.Runtimes {
 		rt.Sort()
@@ -147,312 +148,27 @@ func Plan(w *World) *Decision {
 	return d
 }
 
-func (d *Decision) reason(f, format string, args ...any) {
-	d.Reasons[f] = append(d.Reasons[f], fmt.Sprintf(format, args...))
+// merge adds one formation's plan to the decision.
+func (d *Decision) merge(f string, p *formationPlan) {
+	for _, c := range p.containers {
+		add(d, c.node, c.spec)
+	}
+	d.Routing[f] = p.routing
+	if len(p.reasons) > 0 {
+		d.Reasons[f] = p.reasons
+	}
+	if p.err != "" {
+		d.Errors[f] = p.err
+	}
+	if p.failed != nil {
+		d.Failed[f] = p.failed
+	}
+	d.Placed += p.placed
 }
 
-// layerCache memoizes layerNodes within one pass: formations mostly share
-// the default selectors.
-type layerCache map[string][]string
-
-func (c layerCache) nodes(w *World, f string, t state.LayerType) []string {
-	var key strings.Builder
-	key.WriteString(string(t))
-	for _, l := range w.Layers[f] {
-		if l.Type != t {
-			continue
-		}
-		key.WriteString("|")
-		for _, k := range sortedKeys(l.Selector) {
-			key.WriteString(k + "=" + l.Selector[k] + ",")
-		}
-	}
-	if n, ok := c[key.String()]; ok {
-		return n
-	}
-	n := layerNodes(w, f, t)
-	c[key.String()] = n
-	return n
-}
-
-// layerNodes returns the live nodes of formation f's layers of type t.
-func layerNodes(w *World, f string, t state.LayerType) []string {
-	set := map[string]bool{}
-	for _, l := range w.Layers[f] {
-		if l.Type != t {
-			continue
-		}
-		for n, node := range w.Nodes {
-			if t == state.LayerRuntime && w.Drained[n] {
-				continue
-			}
-			if w.Alive[n] && l.Matches(node) {
-				set[n] = true
-			}
-		}
-	}
-	out := make([]string, 0, len(set))
-	for n := range set {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func planFormation(w *World, d *Decision, f string, current []placed, load map[string]int, memUsed map[string]int64, ready map[string]string, lc layerCache) {
-	form := w.Formations[f]
-	rel := w.Releases[f]
-	runtimeNodes := lc.nodes(w, f, state.LayerRuntime)
-	proxyNodes := lc.nodes(w, f, state.LayerProxy)
-	isRuntime := map[string]bool{}
-	for _, n := range runtimeNodes {
-		isRuntime[n] = true
-	}
-
-	// The containers the current release wants.
-	desired := map[string]state.ContainerSpec{}
-	var order []string
-	if rel != nil && rel.Build != nil {
-		scale := form.EffectiveScale(rel.Build.ProcessTypes)
-		types := make([]string, 0, len(scale))
-		for t := range scale {
-			types = append(types, t)
-		}
-		sort.Strings(types)
-		// Which indexes of each type run: on scale-down the containers to
-		// stop come off the nodes holding the most of the type.
-		indexes := map[string][]int{}
-		maxN := 0
-		for _, t := range types {
-			indexes[t] = chooseIndexes(f, rel.Version, t, form.Restarts[t], scale[t], current, isRuntime)
-			maxN = max(maxN, len(indexes[t]))
-		}
-		// Interleave the types so placement spreads every type evenly.
-		for i := 0; i < maxN; i++ {
-			for _, t := range types {
-				if i < len(indexes[t]) {
-					idx := indexes[t][i]
-					name := ContainerName(f, rel.Version, t, idx, form.Restarts[t])
-					desired[name] = specFor(w, form, rel, t, idx)
-					order = append(order, name)
-				}
-			}
-		}
-	}
-
-	// Keep desired containers where they are when their node still belongs to
-	// the runtime layer; everything else placed is retiring.
-	kept := map[string]string{} // name -> node
-	var retiring []placed
-	byType := map[string]map[string]int{} // node -> type -> count of this formation
-	for _, n := range runtimeNodes {
-		byType[n] = map[string]int{}
-	}
-	// A name placed on two runtime nodes is being moved (rebalance): keep
-	// the copy on the node holding fewer of its type, so the move sticks.
-	copies := map[string]int{}
-	for _, p := range current {
-		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] {
-			copies[p.spec.Name]++
-		}
-	}
-	for _, p := range current {
-		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] == 1 {
-			kept[p.spec.Name] = p.node
-			byType[p.node][p.spec.Type]++
-		}
-	}
-	for _, p := range current {
-		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] > 1 {
-			best := ""
-			for _, q := range current {
-				if q.spec.Name == p.spec.Name && isRuntime[q.node] &&
-					(best == "" || byType[q.node][q.spec.Type] < byType[best][q.spec.Type]) {
-					best = q.node
-				}
-			}
-			if _, done := kept[p.spec.Name]; !done {
-				kept[p.spec.Name] = best
-				byType[best][p.spec.Type]++
-			}
-		}
-	}
-	for _, p := range current {
-		if kept[p.spec.Name] != p.node {
-			retiring = append(retiring, p)
-		}
-	}
-
-	// Readiness as the agents report it, per node: after a drain or a move
-	// one name can briefly exist on two nodes.
-	readyAt := func(name, node string) (string, bool) {
-		if node == "" {
-			return "", false
-		}
-		a, ok := ready[node+"/"+name]
-		return a, ok
-	}
-
-	if moved, from := rebalance(w, d, f, order, desired, kept, byType, retiring, readyAt, runtimeNodes, load); moved != "" {
-		for _, p := range current {
-			if p.spec.Name == moved && p.node == from {
-				retiring = append(retiring, p)
-			}
-		}
-	}
-
-	// Place what is missing.
-	var slots []Slot
-	for _, name := range order {
-		if _, ok := kept[name]; !ok {
-			s := desired[name]
-			slots = append(slots, Slot{Name: name, Type: s.Type, Memory: s.Limits.MemoryBytes})
-		}
-	}
-	if len(slots) > 0 {
-		if len(runtimeNodes) == 0 {
-			d.Errors[f] = "no live node matches the formation's runtime layer: start an agent with --labels role=runtime"
-		} else {
-			bins := make([]Bin, 0, len(runtimeNodes))
-			for _, n := range runtimeNodes {
-				node := w.Nodes[n]
-				bins = append(bins, Bin{Node: n, Capacity: node.Capacity, Memory: node.MemoryBytes,
-					Count: load[n], ByType: byType[n], MemoryUsed: memUsed[n]})
-			}
-			got, err := Place(slots, bins)
-			if err != nil {
-				d.Errors[f] = err.Error()
-			}
-			for _, s := range slots {
-				if n, ok := got[s.Name]; ok {
-					kept[s.Name] = n
-					load[n]++
-					memUsed[n] += s.Memory
-					d.reason(f, "placing %s on %s", s.Name, n)
-					d.Placed++
-				}
-			}
-		}
-	}
-
-	// Routing.
-	prev := w.Routing[f]
-	route := &state.Routing{Formation: f, Domains: domains(w, form), Upstreams: []state.Upstream{}}
-	if state.ValidateMaxBody(form.MaxBodyBytes) == nil {
-		route.MaxBodyBytes = form.MaxBodyBytes // else the proxies' default
-	}
-	if h := form.HTTPS; h != nil && (h.Redirect || h.HSTSMaxAge > 0) {
-		route.HTTPS = &state.HTTPS{Redirect: h.Redirect, HSTSMaxAge: h.HSTSMaxAge}
-	}
-	var webDesired []string
-	readyCount := 0
-	for _, name := range order {
-		if desired[name].Type == "web" {
-			webDesired = append(webDesired, name)
-			if _, ok := readyAt(name, kept[name]); ok {
-				readyCount++
-			}
-		}
-	}
-	allReady := readyCount == len(webDesired)
-	switch {
-	case rel == nil:
-	case prev.Doc == nil || prev.Doc.Release == rel.Version || allReady:
-		route.Release = rel.Version
-		for _, name := range webDesired {
-			if addr, ok := readyAt(name, kept[name]); ok {
-				route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
-			}
-		}
-		// Replacing containers of this release (drain, restart, a lost
-		// node's return): ready old copies keep serving until as many new
-		// ones are ready as the scale asks for.
-		if deficit := len(webDesired) - readyCount; deficit > 0 && prev.Doc != nil && prev.Doc.Release == rel.Version {
-			for _, p := range retiring {
-				if deficit == 0 {
-					break
-				}
-				if p.spec.Type != "web" || p.spec.Release != rel.Version {
-					continue
-				}
-				if addr, ok := readyAt(p.spec.Name, p.node); ok {
-					route.Upstreams = append(route.Upstreams, state.Upstream{Container: p.spec.Name, Addr: addr, Release: rel.Version})
-					d.reason(f, "%s on %s serves until its replacement is ready", p.spec.Name, p.node)
-					deficit--
-				}
-			}
-		}
-		if prev.Doc != nil && prev.Doc.Release != rel.Version {
-			d.reason(f, "switching traffic from v%d to v%d", prev.Doc.Release, rel.Version)
-		}
-	default:
-		// Rolling out: keep routing to the old release's containers that are
-		// still placed and ready, until the new release is ready.
-		route.Release = prev.Doc.Release
-		for _, u := range prev.Doc.Upstreams {
-			for _, p := range retiring {
-				if addr, ok := readyAt(p.spec.Name, p.node); ok && p.spec.Name == u.Container && addr == u.Addr {
-					route.Upstreams = append(route.Upstreams, u)
-				}
-			}
-		}
-		d.reason(f, "waiting for v%d: %d of %d web containers ready", rel.Version, readyCount, len(webDesired))
-		boot := w.BootTimeout
-		if boot <= 0 {
-			boot = 60 * time.Second
-		}
-		if !w.Now.IsZero() && w.Now.Sub(rel.Created) > boot {
-			why := notReadyReason(w, f, webDesired, kept, ready)
-			d.Failed[f] = &state.ReleaseStatus{Version: rel.Version, Failed: true, At: w.Now,
-				Reason: fmt.Sprintf("web containers not ready within %s: %s", boot, why)}
-		}
-	}
-	sort.Slice(route.Upstreams, func(i, j int) bool {
-		a, b := route.Upstreams[i], route.Upstreams[j]
-		if a.Container != b.Container {
-			return a.Container < b.Container
-		}
-		return a.Addr < b.Addr
-	})
-	d.Routing[f] = route
-
-	// Retiring containers leave only once no proxy can send them traffic.
-	routed := map[string]bool{} // addr
-	for _, u := range route.Upstreams {
-		routed[u.Addr] = true
-	}
-	changed := prev.Doc == nil || !sameRouting(prev.Doc, route)
-	allAcked := !changed
-	for _, n := range proxyNodes {
-		if w.Acks[f][n] < prev.Rev {
-			allAcked = false
-		}
-	}
-	for _, p := range retiring {
-		keep := false
-		switch {
-		case isRouted(routed, readyAt, p):
-			keep = true
-		case p.spec.Type == "web" && !allAcked:
-			keep = true
-			d.reason(f, "keeping %s until every proxy stops routing to it", p.spec.Name)
-		case p.spec.Type != "web" && rel != nil && route.Release != rel.Version && p.spec.Release != rel.Version:
-			keep = true // other process types of the old release run until the switch
-		}
-		if keep {
-			add(d, p.node, p.spec)
-		} else {
-			d.reason(f, "stopping %s on %s", p.spec.Name, p.node)
-		}
-	}
-	for name, n := range kept {
-		add(d, n, desired[name])
-	}
-}
-
-// notReadyReason says why the containers named are not ready, from what the
-// agents report.
-func notReadyReason(w *World, f string, names []string, kept, ready map[string]string) string {
+// reportedBy is the status of formation f's containers as the live agents
+// of w report them, by name.
+func reportedBy(w *World, f string) map[string]state.ContainerStatus {
 	st := map[string]state.ContainerStatus{}
 	for n, s := range w.Status {
 		if !w.Alive[n] {
@@ -464,9 +180,487 @@ func notReadyReason(w *World, f string, names []string, kept, ready map[string]s
 			}
 		}
 	}
+	return st
+}
+
+// nodeSet is the node side of a pass, shared by every formation it plans:
+// registrations, liveness, drains, and each live node's load, which grows
+// as the pass places containers.
+type nodeSet struct {
+	nodes   map[string]*state.Node
+	alive   map[string]bool
+	drained map[string]bool
+	// base is a node's load as stored, read the first time the pass needs
+	// it (nil: load and memUsed are filled up front).
+	base    func(n string) (int, int64)
+	load    map[string]int   // containers in the node's databag, and placed by this pass
+	memUsed map[string]int64 // memory limits of those
+	lc      map[string]layerSet
+}
+
+// layerSet is the live nodes of some layers, sorted and as a set.
+type layerSet struct {
+	nodes []string
+	set   map[string]bool
+}
+
+func newNodeSet(nodes map[string]*state.Node, alive, drained map[string]bool) *nodeSet {
+	return &nodeSet{nodes: nodes, alive: alive, drained: drained,
+		load: map[string]int{}, memUsed: map[string]int64{}, lc: map[string]layerSet{}}
+}
+
+// count is node n's load in containers; mem in memory limits.
+func (ns *nodeSet) count(n string) int {
+	ns.fetch(n)
+	return ns.load[n]
+}
+
+func (ns *nodeSet) mem(n string) int64 {
+	ns.fetch(n)
+	return ns.memUsed[n]
+}
+
+// grow adds containers and memory to node n's load.
+func (ns *nodeSet) grow(n string, containers int, mem int64) {
+	ns.fetch(n)
+	ns.load[n] += containers
+	ns.memUsed[n] += mem
+}
+
+func (ns *nodeSet) fetch(n string) {
+	if ns.base == nil {
+		return
+	}
+	if _, ok := ns.load[n]; !ok {
+		ns.load[n], ns.memUsed[n] = ns.base(n)
+	}
+}
+
+// layerNodes returns the live nodes of the layers of type t, sorted
+// (runtime: not drained). It is memoized within a pass: formations mostly
+// share the default selectors.
+func (ns *nodeSet) layerNodes(layers []*state.Layer, t state.LayerType) []string {
+	return ns.layer(layers, t).nodes
+}
+
+func (ns *nodeSet) layer(layers []*state.Layer, t state.LayerType) layerSet {
+	key := layerKey(layers, t)
+	if ls, ok := ns.lc[key]; ok {
+		return ls
+	}
+	set := map[string]bool{}
+	for _, l := range layers {
+		if l.Type != t {
+			continue
+		}
+		for n, node := range ns.nodes {
+			if t == state.LayerRuntime && ns.drained[n] {
+				continue
+			}
+			if ns.alive[n] && l.Matches(node) {
+				set[n] = true
+			}
+		}
+	}
+	ls := layerSet{nodes: sortedKeys(set), set: set}
+	ns.lc[key] = ls
+	return ls
+}
+
+// layerKey names the selectors of the layers of type t.
+func layerKey(layers []*state.Layer, t state.LayerType) string {
+	var key strings.Builder
+	key.WriteString(string(t))
+	for _, l := range layers {
+		if l.Type != t {
+			continue
+		}
+		key.WriteString("|")
+		for _, k := range sortedKeys(l.Selector) {
+			key.WriteString(k + "=" + l.Selector[k] + ",")
+		}
+	}
+	return key.String()
+}
+
+// planEnv is what every formation's plan shares besides the nodes.
+type planEnv struct {
+	slugURL, baseDomain string
+	now                 time.Time
+	boot                time.Duration
+}
+
+// formationInput is what planning one formation reads.
+type formationInput struct {
+	name   string
+	form   *state.Formation // nil: the formation is gone
+	rel    *state.Release   // current release (nil: none)
+	live   bool             // rel went live once
+	layers []*state.Layer
+	// current is every container of the formation in the databags of live
+	// nodes, sorted by name then node.
+	current []placed
+	ready   readiness
+	// status returns what the live agents report about the formation's
+	// containers, by name; read only to explain a failure.
+	status  func() map[string]state.ContainerStatus
+	routing RoutingAt
+	acks    map[string]int64 // proxy node -> applied routing revision
+}
+
+// readiness maps node/name to the address of a container its live agent
+// reports ready.
+type readiness map[string]string
+
+// at is the address of container name on node, if it is ready there.
+func (r readiness) at(name, node string) (string, bool) {
+	if node == "" {
+		return "", false
+	}
+	a, ok := r[node+"/"+name]
+	return a, ok
+}
+
+// formationPlan is what one formation's pass decided.
+type formationPlan struct {
+	containers []placed // what its nodes run after the pass
+	routing    *state.Routing
+	reasons    []string
+	err        string
+	failed     *state.ReleaseStatus
+	placed     int
+	// moved: the pass placed, moved or stopped containers, or changed the
+	// routing; what it says it does ("placing …") is done by the next.
+	moved bool
+}
+
+// planFormation plans one formation in five pure steps: the containers its
+// release wants (desired), which placed ones stay where they are (keep, and
+// one rebalancing move), where the missing ones go (place), what the
+// proxies route (route), and which placed containers not wanted any more
+// may stop (retire). It updates ns's load with what it places.
+func planFormation(env planEnv, ns *nodeSet, in formationInput) *formationPlan {
+	p := &formationPlan{}
+	if in.form == nil {
+		return p // gone: nothing runs, nothing is routed
+	}
+	runtime := ns.layer(in.layers, state.LayerRuntime)
+	runtimeNodes := runtime.nodes
+	proxyNodes := ns.layerNodes(in.layers, state.LayerProxy)
+
+	desired, order := desiredStep(env.slugURL, in.form, in.rel, in.current, runtime.set)
+	k := keepStep(in.current, desired, runtime.set)
+	if moved, from, why := rebalance(ns, order, desired, k, in.ready, runtimeNodes); moved != "" {
+		p.reasons = append(p.reasons, why)
+		for _, c := range in.current {
+			if c.spec.Name == moved && c.node == from {
+				k.retiring = append(k.retiring, c)
+			}
+		}
+	}
+	got, err := placeStep(ns, order, desired, k, runtimeNodes)
+	p.err = err
+	for _, c := range got {
+		p.reasons = append(p.reasons, fmt.Sprintf("placing %s on %s", c.spec.Name, c.node))
+	}
+	p.placed = len(got)
+	r := routeStep(env, in, order, desired, k)
+	p.routing, p.failed = r.routing, r.failed
+	p.reasons = append(p.reasons, r.reasons...)
+	stay, why := retireStep(in, r.routing, k.retiring, proxyNodes)
+	p.reasons = append(p.reasons, why...)
+	p.moved = len(got) > 0 || len(stay) < len(k.retiring) ||
+		in.routing.Doc == nil || !sameRouting(in.routing.Doc, r.routing)
+	p.containers = append(p.containers, stay...)
+	for _, name := range sortedKeys(k.kept) {
+		p.containers = append(p.containers, placed{node: k.kept[name], spec: desired[name]})
+	}
+	return p
+}
+
+// desiredStep returns the containers release rel of formation form wants,
+// by name, and their names in placement order: the process types
+// interleaved, so placement spreads every type evenly. On scale-down the
+// indexes that stop are the ones on the nodes holding the most of the type.
+func desiredStep(slugURL string, form *state.Formation, rel *state.Release, current []placed, isRuntime map[string]bool) (map[string]state.ContainerSpec, []string) {
+	desired := map[string]state.ContainerSpec{}
+	var order []string
+	if rel == nil || rel.Build == nil {
+		return desired, order
+	}
+	scale := form.EffectiveScale(rel.Build.ProcessTypes)
+	types := sortedKeys(scale)
+	indexes := map[string][]int{}
+	maxN := 0
+	for _, t := range types {
+		indexes[t] = chooseIndexes(form.Name, rel.Version, t, form.Restarts[t], scale[t], current, isRuntime)
+		maxN = max(maxN, len(indexes[t]))
+	}
+	for i := 0; i < maxN; i++ {
+		for _, t := range types {
+			if i < len(indexes[t]) {
+				idx := indexes[t][i]
+				name := ContainerName(form.Name, rel.Version, t, idx, form.Restarts[t])
+				desired[name] = specFor(slugURL, form, rel, t, idx)
+				order = append(order, name)
+			}
+		}
+	}
+	return desired, order
+}
+
+// kept is the outcome of keepStep.
+type kept struct {
+	kept map[string]string // desired name -> node it stays on
+	// byType counts, per runtime node and process type, the formation's
+	// containers kept there (a node without any may be missing).
+	byType   map[string]map[string]int
+	retiring []placed // placed but not kept
+}
+
+// keep records that name, of process type typ, stays on node.
+func (k *kept) keep(name, typ, node string) {
+	k.kept[name] = node
+	m := k.byType[node]
+	if m == nil {
+		m = map[string]int{}
+		k.byType[node] = m
+	}
+	m[typ]++
+}
+
+// keepStep keeps desired containers where they are when their node still
+// belongs to the runtime layer; everything else placed is retiring. A name
+// placed on two runtime nodes is being moved (rebalance): the copy on the
+// node holding fewer of its type stays, so the move sticks.
+func keepStep(current []placed, desired map[string]state.ContainerSpec, isRuntime map[string]bool) *kept {
+	k := &kept{kept: map[string]string{}, byType: map[string]map[string]int{}}
+	copies := map[string]int{}
+	for _, p := range current {
+		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] {
+			copies[p.spec.Name]++
+		}
+	}
+	for _, p := range current {
+		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] == 1 {
+			k.keep(p.spec.Name, p.spec.Type, p.node)
+		}
+	}
+	for _, p := range current {
+		if _, ok := desired[p.spec.Name]; ok && isRuntime[p.node] && copies[p.spec.Name] > 1 {
+			best := ""
+			for _, q := range current {
+				if q.spec.Name == p.spec.Name && isRuntime[q.node] &&
+					(best == "" || k.byType[q.node][q.spec.Type] < k.byType[best][q.spec.Type]) {
+					best = q.node
+				}
+			}
+			if _, done := k.kept[p.spec.Name]; !done {
+				k.keep(p.spec.Name, p.spec.Type, best)
+			}
+		}
+	}
+	for _, p := range current {
+		if k.kept[p.spec.Name] != p.node {
+			k.retiring = append(k.retiring, p)
+		}
+	}
+	return k
+}
+
+// placeStep places the desired containers that are not kept anywhere on the
+// runtime nodes (Place), records them in k and in ns's load, and returns
+// them, with an error message when some did not fit or no node is there.
+func placeStep(ns *nodeSet, order []string, desired map[string]state.ContainerSpec, k *kept, runtimeNodes []string) ([]placed, string) {
+	var slots []Slot
+	for _, name := range order {
+		if _, ok := k.kept[name]; !ok {
+			s := desired[name]
+			slots = append(slots, Slot{Name: name, Type: s.Type, Memory: s.Limits.MemoryBytes})
+		}
+	}
+	if len(slots) == 0 {
+		return nil, ""
+	}
+	if len(runtimeNodes) == 0 {
+		return nil, "no live node matches the formation's runtime layer: start an agent with --labels role=runtime"
+	}
+	bins := make([]Bin, 0, len(runtimeNodes))
+	for _, n := range runtimeNodes {
+		node := ns.nodes[n]
+		bins = append(bins, Bin{Node: n, Capacity: node.Capacity, Memory: node.MemoryBytes,
+			Count: ns.count(n), ByType: k.byType[n], MemoryUsed: ns.mem(n)})
+	}
+	got, err := Place(slots, bins)
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	var out []placed
+	for _, s := range slots {
+		if n, ok := got[s.Name]; ok {
+			k.kept[s.Name] = n
+			ns.grow(n, 1, s.Memory)
+			out = append(out, placed{node: n, spec: desired[s.Name]})
+		}
+	}
+	return out, msg
+}
+
+// routed is the outcome of routeStep.
+type routed struct {
+	routing *state.Routing
+	failed  *state.ReleaseStatus
+	reasons []string
+}
+
+// routeStep writes the formation's routing. Traffic goes to the current
+// release's ready web containers when the release is already routed, when
+// nothing was routed before, or once all of them are ready; until then it
+// stays on the old release's containers that are still ready. Replacing
+// containers of the routed release, the ready old copies serve until as
+// many new ones are ready as the scale asks for. A release whose web
+// containers are not all ready within the boot timeout is failed, unless
+// it went live (or served) already: a later release while an older one
+// serves, and the first release too, while the formation is routed with no
+// upstreams.
+func routeStep(env planEnv, in formationInput, order []string, desired map[string]state.ContainerSpec, k *kept) routed {
+	form, rel, prev := in.form, in.rel, in.routing
+	out := routed{}
+	route := &state.Routing{Formation: in.name, Domains: domains(env.baseDomain, form), Upstreams: []state.Upstream{}}
+	if state.ValidateMaxBody(form.MaxBodyBytes) == nil {
+		route.MaxBodyBytes = form.MaxBodyBytes // else the proxies' default
+	}
+	if h := form.HTTPS; h != nil && (h.Redirect || h.HSTSMaxAge > 0) {
+		route.HTTPS = &state.HTTPS{Redirect: h.Redirect, HSTSMaxAge: h.HSTSMaxAge}
+	}
+	var webDesired []string
+	readyCount := 0
+	for _, name := range order {
+		if desired[name].Type == "web" {
+			webDesired = append(webDesired, name)
+			if _, ok := in.ready.at(name, k.kept[name]); ok {
+				readyCount++
+			}
+		}
+	}
+	allReady := readyCount == len(webDesired)
+	servedBefore := in.live
+	switch {
+	case rel == nil:
+	case prev.Doc == nil || prev.Doc.Release == rel.Version || allReady:
+		servedBefore = servedBefore || (prev.Doc != nil && prev.Doc.Release == rel.Version && len(prev.Doc.Upstreams) > 0)
+		route.Release = rel.Version
+		for _, name := range webDesired {
+			if addr, ok := in.ready.at(name, k.kept[name]); ok {
+				route.Upstreams = append(route.Upstreams, state.Upstream{Container: name, Addr: addr, Release: rel.Version})
+			}
+		}
+		if deficit := len(webDesired) - readyCount; deficit > 0 && prev.Doc != nil && prev.Doc.Release == rel.Version {
+			for _, p := range k.retiring {
+				if deficit == 0 {
+					break
+				}
+				if p.spec.Type != "web" || p.spec.Release != rel.Version {
+					continue
+				}
+				if addr, ok := in.ready.at(p.spec.Name, p.node); ok {
+					route.Upstreams = append(route.Upstreams, state.Upstream{Container: p.spec.Name, Addr: addr, Release: rel.Version})
+					out.reasons = append(out.reasons, fmt.Sprintf("%s on %s serves until its replacement is ready", p.spec.Name, p.node))
+					deficit--
+				}
+			}
+		}
+		if prev.Doc != nil && prev.Doc.Release != rel.Version {
+			out.reasons = append(out.reasons, fmt.Sprintf("switching traffic from v%d to v%d", prev.Doc.Release, rel.Version))
+		}
+		if !allReady && !servedBefore {
+			out.reasons = append(out.reasons, fmt.Sprintf("waiting for v%d: %d of %d web containers ready", rel.Version, readyCount, len(webDesired)))
+		}
+	default:
+		route.Release = prev.Doc.Release
+		for _, u := range prev.Doc.Upstreams {
+			for _, p := range k.retiring {
+				if addr, ok := in.ready.at(p.spec.Name, p.node); ok && p.spec.Name == u.Container && addr == u.Addr {
+					route.Upstreams = append(route.Upstreams, u)
+				}
+			}
+		}
+		out.reasons = append(out.reasons, fmt.Sprintf("waiting for v%d: %d of %d web containers ready", rel.Version, readyCount, len(webDesired)))
+	}
+	if rel != nil && !allReady && !servedBefore {
+		boot := env.boot
+		if boot <= 0 {
+			boot = 60 * time.Second
+		}
+		if !env.now.IsZero() && env.now.Sub(rel.Created) > boot {
+			var st map[string]state.ContainerStatus
+			if in.status != nil {
+				st = in.status()
+			}
+			out.failed = &state.ReleaseStatus{Version: rel.Version, Failed: true, At: env.now,
+				Reason: fmt.Sprintf("web containers not ready within %s: %s", boot, notReadyReason(webDesired, k.kept, in.ready, st))}
+		}
+	}
+	sort.Slice(route.Upstreams, func(i, j int) bool {
+		a, b := route.Upstreams[i], route.Upstreams[j]
+		if a.Container != b.Container {
+			return a.Container < b.Container
+		}
+		return a.Addr < b.Addr
+	})
+	out.routing = route
+	return out
+}
+
+// retireStep decides which retiring containers stay in their databags: a
+// container stays while the new routing still sends it traffic, a web
+// container while some live proxy has not applied a routing revision that
+// no longer names it, and other process types of the old release until
+// traffic has switched to the current one. It returns those that stay and
+// the reasons.
+func retireStep(in formationInput, route *state.Routing, retiring []placed, proxyNodes []string) ([]placed, []string) {
+	prev, rel := in.routing, in.rel
+	addrs := map[string]bool{}
+	for _, u := range route.Upstreams {
+		addrs[u.Addr] = true
+	}
+	changed := prev.Doc == nil || !sameRouting(prev.Doc, route)
+	allAcked := !changed
+	for _, n := range proxyNodes {
+		if in.acks[n] < prev.Rev {
+			allAcked = false
+		}
+	}
+	var stay []placed
+	var reasons []string
+	for _, p := range retiring {
+		keep := false
+		addr, ready := in.ready.at(p.spec.Name, p.node)
+		switch {
+		case ready && addrs[addr]:
+			keep = true
+		case p.spec.Type == "web" && !allAcked:
+			keep = true
+			reasons = append(reasons, fmt.Sprintf("keeping %s until every proxy stops routing to it", p.spec.Name))
+		case p.spec.Type != "web" && rel != nil && route.Release != rel.Version && p.spec.Release != rel.Version:
+			keep = true // other process types of the old release run until the switch
+		}
+		if keep {
+			stay = append(stay, p)
+		} else {
+			reasons = append(reasons, fmt.Sprintf("stopping %s on %s", p.spec.Name, p.node))
+		}
+	}
+	return stay, reasons
+}
+
+// notReadyReason says why the containers named are not ready, from what the
+// agents report (st, by name).
+func notReadyReason(names []string, kept map[string]string, ready readiness, st map[string]state.ContainerStatus) string {
 	var parts []string
 	for _, name := range names {
-		if _, ok := ready[kept[name]+"/"+name]; ok {
+		if _, ok := ready.at(name, kept[name]); ok {
 			continue
 		}
 		c, ok := st[name]
@@ -480,11 +674,6 @@ func notReadyReason(w *World, f string, names []string, kept, ready map[string]s
 		}
 	}
 	return strings.Join(parts, "; ")
-}
-
-func isRouted(routed map[string]bool, readyAt func(name, node string) (string, bool), p placed) bool {
-	addr, ok := readyAt(p.spec.Name, p.node)
-	return ok && routed[addr]
 }
 
 // chooseIndexes picks the n indexes of process type t that run. Indexes
@@ -536,30 +725,39 @@ func chooseIndexes(f string, release int, t string, restart, n int, current []pl
 // a process type to the one holding the fewest, when they differ by two or
 // more (a node joined, or came back). It waits while anything else is in
 // flight: a rollout, a move, or a container that is not ready. The moved
-// container is placed again like a missing one; its old copy retires with
-// the usual handoff.
-func rebalance(w *World, d *Decision, f string, order []string, desired map[string]state.ContainerSpec, kept map[string]string,
-	byType map[string]map[string]int, retiring []placed, readyAt func(name, node string) (string, bool), nodes []string, load map[string]int) (moved, from string) {
-	if len(retiring) > 0 || len(nodes) < 2 {
-		return "", ""
+// container is dropped from k (it is placed again like a missing one; its
+// old copy retires with the usual handoff); rebalance returns it, the node
+// it leaves and the reason.
+func rebalance(ns *nodeSet, order []string, desired map[string]state.ContainerSpec, k *kept, ready readiness, nodes []string) (moved, from, why string) {
+	if len(k.retiring) > 0 || len(nodes) < 2 {
+		return "", "", ""
 	}
 	for _, name := range order {
-		n, ok := kept[name]
+		n, ok := k.kept[name]
 		if !ok {
-			return "", ""
+			return "", "", ""
 		}
-		if _, ok := readyAt(name, n); !ok && desired[name].Type == "web" {
-			return "", ""
+		if _, ok := ready.at(name, n); !ok && desired[name].Type == "web" {
+			return "", "", ""
 		}
 	}
 	types := map[string]bool{}
 	for _, name := range order {
 		types[desired[name].Type] = true
 	}
+	byType := k.byType
 	for _, t := range sortedKeys(types) {
+		// No node holds two of t: no two nodes can differ by two.
+		top := 0
+		for _, m := range byType {
+			top = max(top, m[t])
+		}
+		if top < 2 {
+			continue
+		}
 		most, fewest := "", ""
 		for _, n := range nodes {
-			if node := w.Nodes[n]; node.Capacity > 0 && load[n] >= node.Capacity && byType[n][t] < byType[most][t] {
+			if node := ns.nodes[n]; node.Capacity > 0 && ns.count(n) >= node.Capacity && byType[n][t] < byType[most][t] {
 				continue // full: cannot take one more
 			}
 			if most == "" || byType[n][t] > byType[most][t] {
@@ -572,22 +770,21 @@ func rebalance(w *World, d *Decision, f string, order []string, desired map[stri
 		if most == "" || fewest == "" || byType[most][t]-byType[fewest][t] < 2 {
 			continue
 		}
-		if node := w.Nodes[fewest]; node.Capacity > 0 && load[fewest] >= node.Capacity {
+		if node := ns.nodes[fewest]; node.Capacity > 0 && ns.count(fewest) >= node.Capacity {
 			continue
 		}
 		// the highest index of type t on the most loaded node moves
 		for i := len(order) - 1; i >= 0; i-- {
 			name := order[i]
-			if desired[name].Type == t && kept[name] == most {
-				delete(kept, name)
+			if desired[name].Type == t && k.kept[name] == most {
+				delete(k.kept, name)
 				byType[most][t]--
-				load[most]--
-				d.reason(f, "rebalancing: moving %s off %s", name, most)
-				return name, most
+				ns.grow(most, -1, 0)
+				return name, most, fmt.Sprintf("rebalancing: moving %s off %s", name, most)
 			}
 		}
 	}
-	return "", ""
+	return "", "", ""
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -596,6 +793,14 @@ func sortedKeys[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+func setOf(names []string) map[string]bool {
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
 	return out
 }
 
@@ -608,8 +813,7 @@ func add(d *Decision, node string, c state.ContainerSpec) {
 	rt.Containers = append(rt.Containers, c)
 }
 
-func domains(w *World, f *state.Formation) []string {
-	base := w.BaseDomain
+func domains(base string, f *state.Formation) []string {
 	if base == "" {
 		base = "localhost"
 	}
@@ -623,8 +827,8 @@ func domains(w *World, f *state.Formation) []string {
 	return out
 }
 
-func specFor(w *World, f *state.Formation, r *state.Release, typ string, i int) state.ContainerSpec {
-	s := state.SpecFromRelease(r, w.SlugURL)
+func specFor(slugURL string, f *state.Formation, r *state.Release, typ string, i int) state.ContainerSpec {
+	s := state.SpecFromRelease(r, slugURL)
 	s.Name = ContainerName(f.Name, r.Version, typ, i, f.Restarts[typ])
 	s.SetFormation(f)
 	s.Type = typ

@@ -313,7 +313,7 @@ func TestPlanScaleDownFromMostLoaded(t *testing.T) {
 	w.Formations["hello"].Scale = map[string]int{"web": 3}
 	w.Releases["hello"] = release(1)
 	spec := func(i int) state.ContainerSpec {
-		return specFor(w, w.Formations["hello"], w.Releases["hello"], "web", i)
+		return specFor(w.SlugURL, w.Formations["hello"], w.Releases["hello"], "web", i)
 	}
 	w.Runtimes["n1"] = &state.Runtime{Node: "n1", Containers: []state.ContainerSpec{spec(1), spec(2)}}
 	w.Runtimes["n2"] = &state.Runtime{Node: "n2", Containers: []state.ContainerSpec{spec(3)}}

@@ -191,82 +191,12 @@ func badRelease(p RollbackPolicy, in RollbackInput) (string, string) {
 // errNotNewest aborts a rollback whose release is no longer the newest.
 var errNotNewest = errors.New("scheduler: release is no longer the newest")
 
-// autoRollback marks the current release of each formation live once every
-// proxy routes it, and rolls back a live release the policy finds bad. It
-// runs after a pass wrote its databags.
-func (c *Controller) autoRollback(ctx context.Context, w *World, d *Decision) error {
-	if c.cfg.Rollback.Window <= 0 {
-		return nil
-	}
-	k := c.store.Keys
-	names := sortedKeys(w.Formations)
-	for _, f := range names {
-		rel := w.Releases[f]
-		if rel == nil {
-			continue
-		}
-		sts, _, err := state.List[state.ReleaseStatus](ctx, c.cfg.Etcd, k.ReleaseStatuses(f))
-		if err != nil {
-			return err
-		}
-		statuses := map[int]state.ReleaseStatus{}
-		for _, e := range sts {
-			if v, ok := k.ReleaseVersionFromKey(e.Key); ok {
-				statuses[v] = e.Value
-			}
-		}
-		if _, ok := statuses[rel.Version]; !ok {
-			if routedByAll(w, d, f, rel.Version) {
-				st := state.ReleaseStatus{Version: rel.Version, LiveAt: w.Now.UTC()}
-				if err := c.markLive(ctx, f, st); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		if st := statuses[rel.Version]; st.Failed || w.Now.Sub(st.LiveAt) > c.cfg.Rollback.Window {
-			continue // nothing to watch: spare the reads
-		}
-		in := RollbackInput{Formation: w.Formations[f], Current: rel, Statuses: statuses, Now: w.Now}
-		for n, s := range w.Status {
-			if !w.Alive[n] {
-				continue
-			}
-			for _, cs := range s.Containers {
-				if cs.Formation == f && cs.Release == rel.Version {
-					in.Containers = append(in.Containers, cs)
-				}
-			}
-		}
-		tr, _, err := state.List[state.TrafficReport](ctx, c.cfg.Etcd, k.Traffic(f))
-		if err != nil {
-			return err
-		}
-		for _, e := range tr {
-			if w.Alive[state.Base(e.Key)] {
-				in.Traffic = append(in.Traffic, e.Value)
-			}
-		}
-		dec, why := DecideRollback(c.cfg.Rollback, in)
-		if dec == nil {
-			if strings.Contains(why, "no earlier release") && c.noTarget[f] != rel.Version {
-				c.noTarget[f] = rel.Version
-				c.log.Warn("cannot roll back automatically", "formation", f, "release", rel.Version, "reason", why)
-			}
-			continue
-		}
-		if err := c.rollBack(ctx, f, dec, statuses[dec.Bad]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // rollBack writes the release that copies dec.Target and marks dec.Bad
 // failed and rolled back, in one transaction, only while dec.Bad is still
-// the newest release.
-func (c *Controller) rollBack(ctx context.Context, f string, dec *RollbackDecision, st state.ReleaseStatus) error {
+// the newest release of incarnation inc of f, and this coordinator leads.
+func (c *Controller) rollBack(ctx context.Context, f string, inc int64, dec *RollbackDecision, st state.ReleaseStatus) error {
 	k := c.store.Keys
+	ctx = state.WithIncarnation(ctx, f, inc)
 	st.Version, st.Failed, st.RolledBack = dec.Bad, true, true
 	st.Reason = fmt.Sprintf("rolled back automatically to v%d: %s", dec.Target, dec.Why)
 	st.At = time.Now().UTC()
@@ -278,12 +208,21 @@ func (c *Controller) rollBack(ctx context.Context, f string, dec *RollbackDecisi
 			if prev.Version != dec.Bad {
 				return errNotNewest
 			}
-			return nil
+			return c.leading(ctx)
 		},
-		Extra: []clientv3.Op{clientv3.OpPut(k.ReleaseStatus(f, dec.Bad), state.Marshal(st))},
+		Extra:  []clientv3.Op{clientv3.OpPut(k.ReleaseStatus(f, dec.Bad), state.Marshal(st))},
+		Guards: c.fence(),
 	})
 	if errors.Is(err, errNotNewest) {
 		return nil // a newer release came meanwhile; the next pass judges it
+	}
+	if err != nil && !errors.Is(err, ErrDeposed) {
+		if lerr := c.leading(ctx); lerr != nil {
+			err = lerr
+		}
+	}
+	if errors.Is(err, ErrDeposed) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("scheduler: roll back %s v%d: %w", f, dec.Bad, err)
@@ -292,30 +231,4 @@ func (c *Controller) rollBack(ctx context.Context, f string, dec *RollbackDecisi
 	c.log.Warn("release rolled back automatically", "formation", f, "release", dec.Bad, "target", dec.Target,
 		"new_release", rel.Version, "reason", dec.Why)
 	return nil
-}
-
-// markLive records that release st.Version of f went live, once.
-func (c *Controller) markLive(ctx context.Context, f string, st state.ReleaseStatus) error {
-	k := c.store.Keys
-	key := k.ReleaseStatus(f, st.Version)
-	_, err := c.store.Commit(ctx, []clientv3.Cmp{
-		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
-		clientv3.Compare(clientv3.CreateRevision(k.Release(f, st.Version)), ">", 0),
-	}, clientv3.OpPut(key, state.Marshal(st)))
-	return err
-}
-
-// routedByAll reports whether release v of f is what the routing databag
-// routes, unchanged by this pass, and every live proxy of f applied it.
-func routedByAll(w *World, d *Decision, f string, v int) bool {
-	r := w.Routing[f]
-	if r.Doc == nil || r.Doc.Release != v || len(r.Doc.Upstreams) == 0 || !sameRouting(r.Doc, d.Routing[f]) {
-		return false
-	}
-	for _, n := range layerNodes(w, f, state.LayerProxy) {
-		if w.Acks[f][n] < r.Rev {
-			return false
-		}
-	}
-	return true
 }

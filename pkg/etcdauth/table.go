@@ -87,8 +87,6 @@ func CoordinatorPerms(k state.Keys) []Perm {
 		rwp(k.AllLayers(), "purge of destroyed formations"),
 		rwp(sub(k, "configs"), "purge of destroyed formations"),
 		rwp(k.AllPerms(), "purge of destroyed formations"),
-		rwp(k.AllProxyAcks(), "purge of destroyed formations"),
-		rwp(k.AllTraffic(), "purge of destroyed formations"),
 	}
 }
 
@@ -114,9 +112,6 @@ func ProxiesPerms(k state.Keys) []Perm {
 		rp(k.Routings(), "proxy: routing databags"),
 		rp(k.AllCerts(), "proxy: TLS certificates"),
 		rp(k.AllACMEChallenges(), "proxy: HTTP-01 answers"),
-		// Until acks are keyed by node first (doc.go), a proxy finds its own
-		// by listing them all.
-		rp(k.AllProxyAcks(), "proxy: its own acks (readAcks lists the family)"),
 	}
 }
 
@@ -144,11 +139,19 @@ func NodePerms(k state.Keys, node string) []Perm {
 	}
 }
 
+// ProxyNodePerms lets a proxy node write its acks and traffic reports: keyed
+// by node first (/status/acks/<n>/<f>, /status/traffic-reports/<n>/<f>),
+// they are one prefix each.
+func ProxyNodePerms(k state.Keys, node string) []Perm {
+	return []Perm{
+		rwp(k.NodeProxyAcks(node), "proxy: routing revisions applied, per formation"),
+		rwp(k.NodeTraffic(node), "proxy: traffic reports, per formation"),
+	}
+}
+
 // ProxyFormationPerms lets node write its proxy acknowledgement and traffic
-// report of formation f. Today's layout keys them by formation first
-// (/status/proxies/<f>/<n>, /status/traffic/<f>/<n>), so a node has no one
-// prefix of its own there and needs these per formation it proxies; the
-// layout change in doc.go replaces them with one prefix grant.
+// report of formation f alone: exact keys, for an operator who wants a
+// proxy's writes narrower than ProxyNodePerms (NodeOptions.ProxyFormations).
 func ProxyFormationPerms(k state.Keys, node, f string) []Perm {
 	return []Perm{
 		rw(k.ProxyAck(f, node), "proxy: routing revision applied"),
@@ -165,6 +168,8 @@ func UserPerms(k state.Keys, user string) []Perm {
 		rp(k.Nodes(), "deisctl logs and run: agents' addresses"),
 		rp(k.Heartbeats(), "deisctl: which nodes are alive"),
 		r(k.User(user), "deisctl: the user's own record"),
+		rp(k.AllProxyAcks(), "deisctl status: which proxies applied a formation's routing (keyed by node: revision numbers only)"),
+		rp(k.AllTraffic(), "deisctl releases (view.LoadFormation): answers per release and status class (keyed by node: counts only)"),
 	}
 }
 
@@ -183,8 +188,6 @@ func FormationPerms(k state.Keys, f string) []Perm {
 		r(k.Routing(f), "status: what is routed"),
 		r(k.FormationStatus(f), "status"),
 		rp(k.ReleaseStatuses(f), "releases: failed, rolled back"),
-		rp(k.ProxyAcks(f), "status: proxies applied"),
-		rp(k.Traffic(f), "releases, status: answers per release (view.LoadFormation)"),
 		r(k.ACMEStatus(f), "certs: ACME order status"),
 		rp(k.Perms(f), "perms: who may push"),
 	}

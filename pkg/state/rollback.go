@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,6 +40,9 @@ type Rollback struct {
 	AutoRollbackFrom int
 	// Extra ops are written in the same transaction as the release.
 	Extra []clientv3.Op
+	// Guards are further comparisons that transaction requires (the
+	// scheduler's leadership fence).
+	Guards []clientv3.Cmp
 }
 
 // Rollback appends a release with the build and config of release
@@ -84,7 +88,7 @@ func (s *Store) Rollback(ctx context.Context, f string, rb Rollback) (*Release, 
 			desc = fmt.Sprintf("Rollback to v%d", target)
 		}
 		ops := append([]clientv3.Op{clientv3.OpPut(s.Keys.Config(f), Marshal(Config{Vars: cfg}))}, rb.Extra...)
-		return &Release{Build: old.Build, Config: cfg, Description: desc, AutoRollbackFrom: rb.AutoRollbackFrom}, nil, ops, nil
+		return &Release{Build: old.Build, Config: cfg, Description: desc, AutoRollbackFrom: rb.AutoRollbackFrom}, slices.Clip(rb.Guards), ops, nil
 	})
 	if err != nil {
 		return nil, 0, err

@@ -120,6 +120,8 @@ type Node struct {
 	Labels map[string]string `json:"labels"`
 	// HTTPPort is the port the node's proxy (if any) serves apps on.
 	HTTPPort int `json:"httpPort,omitempty"`
+	// HTTPSPort is the port the node's proxy serves HTTPS on (0: none).
+	HTTPSPort int `json:"httpsPort,omitempty"`
 	// Capacity is the most containers the node accepts (0: no limit).
 	Capacity int `json:"capacity,omitempty"`
 	// MemoryBytes is the memory the node offers to limited containers (0: no limit).
@@ -354,4 +356,7 @@ type CoordinatorInfo struct {
 	SlugURL    string `json:"slugURL"`
 	BaseDomain string `json:"baseDomain"`
 	HTTPPort   int    `json:"httpPort,omitempty"`
+	// HTTPSPort is the port the proxies serve HTTPS on, shown in app URLs
+	// (the coordinator's --app-https-port; 0: none shown).
+	HTTPSPort int `json:"httpsPort,omitempty"`
 }

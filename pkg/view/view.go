@@ -398,7 +398,7 @@ func LoadFormation(ctx context.Context, kv Getter, prefix, f string) (*State, er
 	k := state.NewKeys(prefix)
 	p := parser{keys: k, fams: AllFamilies}
 	return read(ctx, kv, p, []string{k.Formation(f), k.Layers(f), k.Config(f), k.Releases(f), k.ReleaseStatuses(f),
-		k.Routing(f), k.ProxyAcks(f), k.Traffic(f), k.FormationStatus(f), k.Coordinator()}, 500, nil)
+		k.Routing(f), k.AllProxyAcks(), k.AllTraffic(), k.FormationStatus(f), k.Coordinator()}, 500, nil)
 }
 
 // LoadOneOff is the part of LoadFormation a one-off run needs, all a node

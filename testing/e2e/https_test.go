@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,14 +48,16 @@ func pebbleBinaries(t *testing.T) string {
 
 // startPebble runs pebble on port, validating HTTP-01 on httpPort of every
 // name, which its DNS server (pebble-challtestsrv) resolves to 127.0.0.1.
-func startPebble(t *testing.T, bin, dir string, ca *certtest.CA, port, httpPort int) {
+// The certificates it issues are valid for validity.
+func startPebble(t *testing.T, bin, dir string, ca *certtest.CA, port, httpPort int, validity time.Duration) {
 	t.Helper()
 	crt, key := ca.Files(t, dir, "localhost")
 	dns := harness.FreePort(t, "127.0.0.1")
 	cfg := fmt.Sprintf(`{"pebble": {"listenAddress": "127.0.0.1:%d", "managementListenAddress": "127.0.0.1:%d",
 		"certificate": %q, "privateKey": %q, "httpPort": %d, "tlsPort": %d, "ocspResponderURL": "",
-		"externalAccountBindingRequired": false, "retryAfter": {"authz": 1, "order": 1}}}`,
-		port, harness.FreePort(t, "127.0.0.1"), crt, key, httpPort, harness.FreePort(t, "127.0.0.1"))
+		"externalAccountBindingRequired": false, "retryAfter": {"authz": 1, "order": 1},
+		"profiles": {"default": {"description": "the test's", "validityPeriod": %d}}}}`,
+		port, harness.FreePort(t, "127.0.0.1"), crt, key, httpPort, harness.FreePort(t, "127.0.0.1"), int(validity.Seconds()))
 	cfgPath := filepath.Join(dir, "pebble.json")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -100,19 +103,52 @@ func httpsClient(addr string, port int, pool *x509.CertPool) *http.Client {
 
 // servedIssuer is the issuer of the certificate the proxy serves for name.
 func servedIssuer(addr string, port int, name string) (string, error) {
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fmt.Sprintf("%s:%d", addr, port),
-		&tls.Config{ServerName: name, InsecureSkipVerify: true})
+	c, err := servedCert(addr, port, name)
 	if err != nil {
 		return "", err
 	}
+	return c.Issuer.CommonName, nil
+}
+
+// servedCert is the certificate the proxy serves for name.
+func servedCert(addr string, port int, name string) (*x509.Certificate, error) {
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", fmt.Sprintf("%s:%d", addr, port),
+		&tls.Config{ServerName: name, InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
 	defer conn.Close()
-	return conn.ConnectionState().PeerCertificates[0].Issuer.CommonName, nil
+	return conn.ConnectionState().PeerCertificates[0], nil
+}
+
+// metric is the value of the sample line "name value" (name with its
+// labels, as exposed) at http://addr/metrics; -1 if there is none.
+func metric(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics at %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
 }
 
 // TestHTTPS: a certificate added with deisctl is served by SNI and routes
 // to the app, plain HTTP redirects when asked, and with certs:auto the
 // coordinator gets a certificate from a real ACME server (pebble), whose
-// HTTP-01 validation reaches the proxy.
+// HTTP-01 validation reaches the proxy. Pebble's certificates live a
+// minute here, so the automatic one is soon due for renewal: the
+// coordinator renews it, and the proxy serves the new one without a
+// reload.
 func TestHTTPS(t *testing.T) {
 	bin := pebbleBinaries(t)
 	dir := t.TempDir()
@@ -125,7 +161,7 @@ func TestHTTPS(t *testing.T) {
 	p := harness.NewPlatformWith(t, harness.PlatformOptions{CoordinatorArgs: []string{
 		"--acme-directory", fmt.Sprintf("https://localhost:%d/dir", acmePort), "--acme-ca", caFile}})
 	a := p.StartAgent("tls", harness.AgentOptions{})
-	startPebble(t, bin, dir, ca, acmePort, a.HTTPPort)
+	startPebble(t, bin, dir, ca, acmePort, a.HTTPPort, time.Minute)
 	repo, _ := deploy(t, p, "tls")
 	host := "tls.localhost"
 	p.WaitApp(a, host, "hello from tls (v1)", 3*time.Minute)
@@ -172,5 +208,33 @@ func TestHTTPS(t *testing.T) {
 	out = p.MustCtl(repo, "certs")
 	if !strings.Contains(out, "auto") || !strings.Contains(out, "tls.localhost") {
 		t.Errorf("certs:\n%s", out)
+	}
+
+	// Renewal: due once less than a third of the minute is left.
+	first, err := servedCert(a.Addr, a.HTTPSPort, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloads := metric(t, a.MetricsAddr, "deis_proxy_reloads_total")
+	harness.Eventually(t, 2*time.Minute, "the automatic certificate renewed and served", func() (bool, string) {
+		c, err := servedCert(a.Addr, a.HTTPSPort, host)
+		if err != nil {
+			return false, err.Error()
+		}
+		return c.SerialNumber.Cmp(first.SerialNumber) != 0 && c.NotAfter.After(first.NotAfter),
+			fmt.Sprintf("serving serial %x until %s (the first: %x until %s)", c.SerialNumber, c.NotAfter, first.SerialNumber, first.NotAfter)
+	})
+	renewed, _ := servedCert(a.Addr, a.HTTPSPort, host)
+	t.Logf("renewed %v before the first certificate expired (it lived %v)", first.NotAfter.Sub(renewed.NotBefore).Round(time.Second),
+		first.NotAfter.Sub(first.NotBefore).Round(time.Second))
+	if after := metric(t, a.MetricsAddr, "deis_proxy_reloads_total"); after != reloads {
+		t.Errorf("deis_proxy_reloads_total went from %v to %v during the renewal: certificates must change without a reload", reloads, after)
+	}
+	coord := fmt.Sprintf("127.0.0.1:%d", p.HTTPPort)
+	if v := metric(t, coord, `deis_acme_orders_total{result="issued"}`); v < 2 {
+		t.Errorf(`deis_acme_orders_total{result="issued"} = %v after a renewal, want 2 or more`, v)
+	}
+	if v := metric(t, coord, "deis_acme_failing_formations"); v != 0 {
+		t.Errorf("deis_acme_failing_formations = %v, want 0", v)
 	}
 }

@@ -141,19 +141,12 @@ func run(c *cli.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	listen := c.StringSlice("http-listen")
-	httpPort := 0
-	if len(listen) > 0 {
-		l := listen[0]
-		if i := strings.LastIndexByte(l, ':'); i >= 0 {
-			l = l[i+1:]
-		}
-		fmt.Sscanf(l, "%d", &httpPort)
-	}
+	httpPort, httpsPort := listenPort(listen), listenPort(nonEmpty(c.StringSlice("https-listen")))
 	me := &state.Node{Name: name, Addr: c.String("addr"), Labels: labels, Capacity: c.Int("capacity"),
 		MemoryBytes: c.Int64("memory"), Started: time.Now().UTC(), Version: version}
 	isProxy := state.LabelHas(labels, "role", "proxy")
 	if isProxy {
-		me.HTTPPort = httpPort
+		me.HTTPPort, me.HTTPSPort = httpPort, httpsPort
 	}
 
 	// The node's certificate (from its join: client and server usage)
@@ -302,6 +295,21 @@ func credentials(ctx context.Context, c *cli.Context, name string, log *slog.Log
 	ec.Credentials = dir
 	ec, err := ec.Resolve()
 	return ec, labels, err
+}
+
+// listenPort is the port of the first nginx listen spec ("8080",
+// "0.0.0.0:8080 reuseport"); 0 if none.
+func listenPort(specs []string) int {
+	if len(specs) == 0 {
+		return 0
+	}
+	l, _, _ := strings.Cut(strings.TrimSpace(specs[0]), " ")
+	if i := strings.LastIndexByte(l, ':'); i >= 0 {
+		l = l[i+1:]
+	}
+	port := 0
+	fmt.Sscanf(l, "%d", &port)
+	return port
 }
 
 // nonEmpty drops empty values, so --https-listen= turns HTTPS off.

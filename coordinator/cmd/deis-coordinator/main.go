@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -63,6 +64,7 @@ func main() {
 			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "https://127.0.0.1:8090", Usage: "base URL agents download slugs from (https: the slug server requires client certificates of the platform CA)"},
 			&cli.StringFlag{Name: "base-domain", EnvVars: []string{"DEIS_BASE_DOMAIN"}, Value: "localhost", Usage: "apps answer on NAME.BASE-DOMAIN"},
 			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
+			&cli.IntFlag{Name: "app-https-port", EnvVars: []string{"DEIS_APP_HTTPS_PORT"}, Value: 8443, Usage: "port the proxies serve apps on over HTTPS (the agents' --https-listen; shown in app URLs; 0: none shown)"},
 			&cli.StringFlag{Name: "stack-image", EnvVars: []string{"DEIS_STACK_IMAGE"}, Value: "deis/stack:bookworm", Usage: "image that builds and runs slugs"},
 			&cli.DurationFlag{Name: "build-timeout", EnvVars: []string{"DEIS_BUILD_TIMEOUT"}, Value: 15 * time.Minute, Usage: "build time limit"},
 			&cli.StringFlag{Name: "network", EnvVars: []string{"DEIS_NETWORK"}, Value: netguard.Builds, Usage: "the guarded Docker network builds join: they reach the outside world but not apps, this host's ports or each other (empty: the engine's default bridge, unguarded)"},
@@ -285,7 +287,8 @@ func serve(c *cli.Context) error {
 	})
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
-		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port")}
+		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port"),
+		HTTPSPort: c.Int("app-https-port")}
 	acmeMgr, err := newACME(c, cli, store, info.BaseDomain, log, reg)
 	if err != nil {
 		return err
@@ -311,7 +314,19 @@ func serve(c *cli.Context) error {
 }
 
 // lead campaigns for leadership and runs the scheduler while leading.
+// Every scheduler write is fenced by the election key this term won
+// (scheduler.LeaderFence): once it is gone, nothing the scheduler still
+// has in flight lands, and the scheduler stops with ErrDeposed; lead then
+// campaigns again.
 func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info state.CoordinatorInfo, reg prometheus.Registerer, log *slog.Logger, acmeMgr *acme.Manager, cfg scheduler.Config) error {
+	var term atomic.Pointer[[]clientv3.Cmp]
+	cfg.Fence = func() []clientv3.Cmp {
+		if f := term.Load(); f != nil {
+			return *f
+		}
+		// Not leading: a comparison that never holds.
+		return scheduler.LeaderFence(store.Keys.Election()+"/none", -1)
+	}
 	ctl, err := scheduler.New(cfg)
 	if err != nil {
 		return err
@@ -331,7 +346,9 @@ func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info st
 			}
 			return fmt.Errorf("campaign: %w", err)
 		}
-		log.Info("leading: scheduler running")
+		fence := scheduler.LeaderFence(el.Key(), el.Rev())
+		term.Store(&fence)
+		log.Info("leading: scheduler running", "election_key", el.Key(), "election_rev", el.Rev())
 		if err := store.Put(ctx, store.Keys.Coordinator(), info); err != nil {
 			log.Warn("advertise failed", "error", err)
 		}
@@ -354,10 +371,15 @@ func lead(ctx context.Context, cli *clientv3.Client, store *state.Store, info st
 		err = ctl.Run(lctx)
 		cancel()
 		<-acmeDone
+		term.Store(nil)
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		_ = el.Resign(rctx)
 		rcancel()
 		sess.Close()
+		if errors.Is(err, scheduler.ErrDeposed) {
+			log.Warn("leadership lost: the election key changed", "error", err)
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -398,6 +420,11 @@ func appURL(f, base string, port int) string {
 // newACME returns the ACME manager the leader runs, or nil without
 // --acme-directory.
 func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base string, log *slog.Logger, reg prometheus.Registerer) (*acme.Manager, error) {
+	// The metrics exist without a manager too: the alert rules name them.
+	metrics, err := acme.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
 	dir := c.String("acme-directory")
 	if dir == "" {
 		return nil, nil
@@ -415,5 +442,5 @@ func newACME(c *cli.Context, cli *clientv3.Client, store *state.Store, base stri
 		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
 	return acme.New(acme.Config{Store: store, Watcher: cli, Directory: dir, Email: c.String("acme-email"), HTTPClient: hc,
-		BaseDomain: base, Logger: log.With("part", "acme"), Registerer: reg})
+		BaseDomain: base, Logger: log.With("part", "acme"), Metrics: metrics})
 }

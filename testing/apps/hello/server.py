@@ -87,6 +87,11 @@ def main():
         os._exit(0)
 
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=drain, daemon=True).start())
+    crash = os.environ.get("CRASH_AFTER")
+    if crash:
+        # CRASH_AFTER=3 makes the app exit 3 seconds after it started: a bad
+        # release that passes its health checks, goes live, then crash-loops.
+        threading.Timer(float(crash), lambda: os._exit(3)).start()
     print("listening on", server.server_address, flush=True)
     server.serve_forever()
 
