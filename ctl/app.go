@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deis/deis/pkg/access"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
@@ -22,6 +23,13 @@ type env struct {
 	client *clientv3.Client
 	store  *state.Store
 	cancel context.CancelFunc
+	// creds is deisctl's certificate for the agent API and build logs
+	// (nil without one); who is the user it acts as.
+	creds *access.Creds
+	who   access.Identity
+	// cfg is how deisctl reached etcd (users:create writes its endpoints
+	// into the credentials it makes).
+	cfg etcdconn.Config
 }
 
 // keys is the key layout of the installation.
@@ -52,6 +60,7 @@ func NewApp() *cli.App {
 	cmds = append(cmds, b.limitCommands()...)
 	cmds = append(cmds, b.layerCommands()...)
 	cmds = append(cmds, b.nodeCommands()...)
+	cmds = append(cmds, b.nodeAccessCommands()...)
 	cmds = append(cmds, b.keyCommands()...)
 	cmds = append(cmds, b.userCommands()...)
 	cmds = append(cmds, b.permCommands()...)
@@ -102,7 +111,7 @@ func (b *builder) cmd(cmd *cli.Command, run action) *cli.Command {
 		if !ok {
 			return errors.New("ctl: no etcd connection (internal error: the command ran without Before)")
 		}
-		return run(c, e, args)
+		return explainDenied(c, e, args, run(c, e, args))
 	}
 	return cmd
 }
@@ -155,14 +164,31 @@ func (b *builder) before(c *cli.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout"))
 	cfg := etcdconn.FromContext(c)
+	if cfg.Credentials == "" && len(cfg.Endpoints) == 0 && cfg.CertFile == "" && cfg.Username == "" {
+		// The administrator's credential a one-machine install wrote.
+		if d := etcdconn.UserCredentialsDir(); d != "" && etcdconn.HasCredentials(d) {
+			cfg.Credentials = d
+		}
+	}
+	cfg, err := cfg.Resolve()
+	if err != nil {
+		cancel()
+		return err
+	}
 	cl, err := cfg.Dial(ctx)
 	if err != nil {
 		cancel()
 		return err
 	}
+	e := &env{client: cl, store: state.NewStore(cl, cfg.Prefix), cancel: cancel, cfg: cfg}
+	if err := e.identify(cfg); err != nil {
+		cl.Close()
+		cancel()
+		return err
+	}
 	// Sub-command contexts inherit this one's Context.
 	c.Context = ctx
-	c.App.Metadata[metadataKey] = &env{client: cl, store: state.NewStore(cl, cfg.Prefix), cancel: cancel}
+	c.App.Metadata[metadataKey] = e
 	return nil
 }
 

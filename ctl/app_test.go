@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,9 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/etcdtest"
 	"github.com/deis/deis/testing/need"
+	"github.com/deis/deis/testing/pkitest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/crypto/ssh"
 )
@@ -29,12 +33,39 @@ type cluster struct {
 	url   string
 	cli   *clientv3.Client
 	store *state.Store
+	// ca issues deisctl's certificate (the bootstrap administrator's) for
+	// the agent API and build logs; etcd itself is plain here.
+	ca    *pkitest.CA
+	creds []string // --etcd-cacert, --etcd-cert, --etcd-key flags
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
 	url, cli := etcdtest.Start(t)
-	return &cluster{t: t, url: url, cli: cli, store: state.NewStore(cli, "")}
+	c := &cluster{t: t, url: url, cli: cli, store: state.NewStore(cli, ""), ca: pkitest.New(t)}
+	c.creds = c.credsFor("deis:user-" + state.BootstrapAdmin)
+	return c
+}
+
+// credsFor writes a certificate of identity and the CA to files and returns
+// the flags that make deisctl use them.
+func (c *cluster) credsFor(identity string) []string {
+	c.t.Helper()
+	dir := c.t.TempDir()
+	cert, key, err := c.ca.Leaf(identity, pki.Client).WriteFiles(dir, "client")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	caPath := filepath.Join(dir, "ca.crt")
+	if err := c.ca.WriteCA(caPath); err != nil {
+		c.t.Fatal(err)
+	}
+	return []string{"--etcd-cacert", caPath, "--etcd-cert", cert, "--etcd-key", key}
+}
+
+// base is deisctl's global flags for the cluster.
+func (c *cluster) base() []string {
+	return append([]string{"deisctl", "--etcd-endpoints", c.url}, c.creds...)
 }
 
 // run runs deisctl with args and returns stdout, stderr and the error.
@@ -42,7 +73,7 @@ func (c *cluster) run(args ...string) (string, string, error) {
 	var out, errOut bytes.Buffer
 	app := NewApp()
 	app.Writer, app.ErrWriter = &out, &errOut
-	err := app.Run(append([]string{"deisctl", "--etcd-endpoints", c.url}, args...))
+	err := app.Run(append(c.base(), args...))
 	return out.String(), errOut.String(), err
 }
 
@@ -252,7 +283,7 @@ func TestFormationsDestroy(t *testing.T) {
 
 	contains(t, c.ok("formations:destroy", "hello", "--confirm", "hello"), "done", "git repository")
 	for _, key := range []string{k.Formation("hello"), k.Layer("hello", "runtime"), k.Config("hello"), k.Release("hello", 1),
-		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.ProxyAck("hello", "p1"), k.Routing("hello"), k.Perm("hello", "alice")} {
+		k.ReleaseStatus("hello", 1), k.FormationStatus("hello"), k.Routing("hello"), k.Perm("hello", "alice")} {
 		if c.exists(key) {
 			t.Errorf("%s survived formations:destroy", key)
 		}
@@ -600,4 +631,14 @@ func TestFormationFromGitRemote(t *testing.T) {
 
 	t.Chdir(t.TempDir())
 	c.fails("no formation given: pass -f NAME or run inside a git repository with a deis remote", "config")
+}
+
+// tlsServer serves h over TLS with a certificate of the cluster's CA,
+// requiring deisctl's (the build log endpoint of the coordinator).
+func (c *cluster) tlsServer(h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = c.ca.ServerTLS("deis:coordinator")
+	srv.StartTLS()
+	c.t.Cleanup(srv.Close)
+	return srv
 }

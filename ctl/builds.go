@@ -162,7 +162,7 @@ func buildsInfo(c *cli.Context, e *env, args []string) error {
 }
 
 // fetchBuildLog reads build id's log from the coordinator's
-// GET <SlugURL>/builds/<formation>/<id>.log with the platform token. A
+// GET <SlugURL>/builds/<formation>/<id>.log with deisctl's certificate. A
 // build without a log gives no lines.
 func fetchBuildLog(c *cli.Context, e *env, f, id string) ([]string, error) {
 	ce, err := readCoordinator(c.Context, e.store)
@@ -172,10 +172,10 @@ func fetchBuildLog(c *cli.Context, e *env, f, id string) ([]string, error) {
 	if !ce.registered || ce.info.SlugURL == "" {
 		return nil, errors.New("no coordinator has registered where it serves build logs: start deis-coordinator (with --slug-url)")
 	}
-	token, err := state.ReadToken(c.Context, e.store)
+	tc, err := e.platformTLS()
 	if err != nil {
-		return nil, fmt.Errorf("read the platform token: %w", err)
+		return nil, err
 	}
-	l := &logReader{c: c, e: e, f: f, token: token}
+	l := &logReader{c: c, e: e, f: f, tls: tc}
 	return l.buildLog(ce.info.SlugURL, id)
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +12,7 @@ import (
 )
 
 // builds lists failed builds with their reason; builds:info shows a build
-// with its log, read from the coordinator with the platform token, and
+// with its log, read from the coordinator with deisctl's certificate, and
 // still shows the build when the log cannot be had.
 func TestBuildsStatusAndLog(t *testing.T) {
 	c := newCluster(t)
@@ -43,16 +42,9 @@ func TestBuildsStatusAndLog(t *testing.T) {
 	contains(t, out, "=== hello Build b2", "failed", "second line")
 	contains(t, errOut, "the log of build b2 cannot be shown", "no coordinator has registered")
 
-	// The coordinator's build log endpoint (coordinator/cmd): token-protected.
-	token, err := state.EnsureToken(c.ctx(), c.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	coord := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(w, "no", http.StatusUnauthorized)
-			return
-		}
+	// The coordinator's build log endpoint (coordinator/cmd): TLS, deisctl's
+	// certificate.
+	coord := c.tlsServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/builds/hello/b1.log":
 			io.WriteString(w, "-----> Building 0123456 of hello\n-----> Launching... done, v1\n")

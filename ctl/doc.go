@@ -1,11 +1,12 @@
 // Package ctl is deisctl, the command-line client of the platform. Its
 // commands read or write the state model of pkg/state in etcd, and the
 // coordinator and the agents converge on what they wrote. Two commands also
-// reach HTTP endpoints that they find through etcd, authenticated with the
-// platform token (state.ReadToken): logs reads each node's agent API
-// (state.Node.APIURL) and the coordinator's build-log endpoint (under
-// state.CoordinatorInfo.SlugURL), and run starts a one-off container through
-// the agent API of a live node of the formation's runtime layers.
+// reach HTTPS endpoints that they find through etcd, presenting deisctl's
+// client certificate (its credentials directory): logs reads each node's
+// agent API (state.Node.APIURL; only the certificate of that node is
+// accepted, access.IdentityTLS) and the coordinator's build-log endpoint
+// (under state.CoordinatorInfo.SlugURL), and run starts a one-off container
+// through the agent API of a live node of the formation's runtime layers.
 //
 // NewApp returns the whole CLI as a urfave/cli App. Commands use Heroku-style
 // colon names at the top level (formations:create, config:set, releases,
@@ -33,6 +34,14 @@
 // and a user may push to a formation when it is an admin or holds a
 // permission on it (perms:grant). users:destroy refuses to remove the last
 // admin and removes the user's keys and permissions with its record.
+// Users are etcd users too (issue 10): users:create --ca writes a user's
+// credentials (a client certificate of the platform CA named for its etcd
+// user), and the coordinator's access loop turns the records into etcd
+// roles, so etcd itself refuses a user what it was not granted; deisctl
+// reports that refusal in one line (explainDenied: "alice may not change
+// shop: ask an administrator for deisctl perms:grant alice -f shop"). A user
+// who is not an administrator lists only its granted formations, and scale,
+// run and logs make do with the reads it is allowed.
 //
 // Every write is one etcd transaction: config changes and rollbacks write the
 // config key and append the release together (state.Store.AppendRelease),

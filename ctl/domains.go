@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
 )
@@ -82,7 +83,7 @@ func domainsAdd(c *cli.Context, e *env, args []string) error {
 	if d == defaultDomain(ce, f) {
 		return fmt.Errorf("%s is the default domain of %s and is always served: add other domains only", d, f)
 	}
-	added := false
+	added, unchecked := false, false
 	_, err = state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
 		if cur == nil {
 			return nil, errFormationGone(f)
@@ -92,6 +93,12 @@ func domainsAdd(c *cli.Context, e *env, args []string) error {
 		}
 		// Re-read the others on every attempt so a retry sees fresh data.
 		all, _, err := state.List[state.Formation](c.Context, e.store.KV, e.keys().Formations())
+		if etcdauth.IsPermissionDenied(err) {
+			// A user granted f alone cannot read the other formations:
+			// the proxies route a domain claimed twice to the first
+			// formation by name, and deisctl status says so.
+			unchecked, all, err = true, nil, nil
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -115,6 +122,9 @@ func domainsAdd(c *cli.Context, e *env, args []string) error {
 	if !added {
 		fmt.Fprintf(c.App.Writer, "Adding %s to %s... already there, no change\n", d, f)
 		return nil
+	}
+	if unchecked {
+		fmt.Fprintf(c.App.ErrWriter, "deisctl: %s cannot read the other formations, so %s was not checked against their domains: if one claims it, the proxies route it to the first formation by name (deisctl status -f %s shows it)\n", e.user(), d, f)
 	}
 	fmt.Fprintf(c.App.Writer, "Adding %s to %s... done\nPoint the DNS of %s at your proxy nodes; they serve it once they apply the new routing (see deisctl status -f %s).\n", d, f, d, f)
 	return nil

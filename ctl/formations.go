@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -109,6 +110,10 @@ func formationsList(c *cli.Context, e *env, args []string) error {
 		return usageError(c, "")
 	}
 	fs, _, err := state.List[state.Formation](c.Context, e.store.KV, e.keys().Formations())
+	if etcdauth.IsPermissionDenied(err) {
+		// Not an administrator: the formations granted to this user.
+		fs, err = grantedFormations(c.Context, e)
+	}
 	if err != nil {
 		return err
 	}

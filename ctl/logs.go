@@ -3,8 +3,10 @@ package ctl
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/pkg/pki"
 	"io"
 	"net/http"
 	"slices"
@@ -15,10 +17,12 @@ import (
 
 	"github.com/deis/deis/agent/api"
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/pkg/view"
 	"github.com/deis/deis/pkg/watch"
 	"github.com/urfave/cli/v2"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Limits of deisctl logs.
@@ -87,6 +91,12 @@ type logNode struct {
 // removed ones.
 func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, error) {
 	st, err := view.LoadFamilies(ctx, s.KV, s.Keys.Prefix, view.Runtimes, view.NodeStatuses, view.Nodes)
+	if etcdauth.IsPermissionDenied(err) {
+		// A user granted f may not read the databags (they hold every
+		// formation's containers): ask every live node; an agent with
+		// none of f's containers sends no lines.
+		return liveLogNodes(ctx, s)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +124,21 @@ func logNodes(ctx context.Context, s *state.Store, f, typ string) ([]logNode, er
 			n.url = node.APIURL
 		}
 		out = append(out, n)
+	}
+	return out, nil
+}
+
+// liveLogNodes is every node with a heartbeat.
+func liveLogNodes(ctx context.Context, s *state.Store) ([]logNode, error) {
+	st, err := view.LoadFamilies(ctx, s.KV, s.Keys.Prefix, view.Nodes, view.Heartbeats)
+	if err != nil {
+		return nil, err
+	}
+	var out []logNode
+	for _, name := range sortedKeys(st.Nodes) {
+		if st.Alive[name] {
+			out = append(out, logNode{name: name, url: st.Nodes[name].APIURL})
+		}
 	}
 	return out, nil
 }
@@ -175,11 +200,14 @@ func logs(c *cli.Context, e *env, args []string) error {
 	if len(nodes) == 0 {
 		return fmt.Errorf("no node running %s serves the agent API: upgrade and restart deis-agent on %s", f, strings.Join(without, ", "))
 	}
-	token, err := state.ReadToken(ctx, e.store)
+	tc, err := e.platformTLS()
 	if err != nil {
 		return err
 	}
-	l := &logReader{c: c, e: e, f: f, typ: typ, n: n, token: token}
+	l := &logReader{c: c, e: e, f: f, typ: typ, n: n, tls: tc}
+	if err := l.allowed(nodes[0]); err != nil {
+		return err
+	}
 	if c.Bool("follow") {
 		return l.follow(nodes)
 	}
@@ -198,14 +226,26 @@ func logs(c *cli.Context, e *env, args []string) error {
 	return w.Flush()
 }
 
+// allowed asks one node for no lines: an agent that refuses deisctl's
+// caller the formation answers with the one line that says so.
+func (l *logReader) allowed(n logNode) error {
+	cl := &api.Client{URL: n.url, TLS: l.e.nodeTLS(n.name)}
+	err := cl.Logs(l.c.Context, api.LogsQuery{Formation: l.f, Type: l.typ}, func(api.LogLine) error { return nil })
+	var he *api.HTTPError
+	if errors.As(err, &he) && he.Code == http.StatusForbidden {
+		return errors.New(he.Msg)
+	}
+	return nil // other failures: reported per node as the lines are read
+}
+
 // logReader reads and prints one formation's logs.
 type logReader struct {
-	c     *cli.Context
-	e     *env
-	f     string
-	typ   string
-	n     int
-	token string
+	c   *cli.Context
+	e   *env
+	f   string
+	typ string
+	n   int
+	tls *tls.Config // deisctl's certificate (agent API, build logs)
 }
 
 func (l *logReader) warn(format string, args ...any) {
@@ -224,7 +264,7 @@ func (l *logReader) fetch(nodes []logNode) ([]logEntry, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cl := &api.Client{URL: n.url, Token: l.token}
+			cl := &api.Client{URL: n.url, TLS: l.e.nodeTLS(n.name)}
 			var mine []logEntry
 			err := cl.Logs(l.c.Context, api.LogsQuery{Formation: l.f, Type: l.typ, Tail: l.n}, func(ll api.LogLine) error {
 				if ll.Mark == "" {
@@ -325,16 +365,19 @@ func (l *logReader) buildLog(base, id string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+l.token)
-	resp, err := http.DefaultClient.Do(req)
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: l.tls, Proxy: http.ProxyFromEnvironment}}
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, pki.Explain(err)
 	}
 	defer resp.Body.Close()
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
 		return nil, nil
+	case http.StatusForbidden:
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return nil, errors.New(strings.TrimSpace(string(msg)))
 	default:
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
@@ -435,7 +478,12 @@ func (l *logReader) follow(nodes []logNode) error {
 	// databags wake a re-read: new releases are printed, nodes newly
 	// running the formation are followed.
 	wake := watch.NewWaker() // a first re-read covers the changes since the nodes were listed
-	watch.Prefixes(ctx, l.e.client, rev, wake, l.e.keys().Releases(l.f), l.e.keys().Runtimes())
+	watched := []string{l.e.keys().Releases(l.f), l.e.keys().Runtimes()}
+	if _, err := l.e.client.Get(ctx, l.e.keys().Runtimes(), clientv3.WithPrefix(), clientv3.WithCountOnly()); etcdauth.IsPermissionDenied(err) {
+		// A user granted f: nodes that join are found by their heartbeats.
+		watched[1] = l.e.keys().Heartbeats()
+	}
+	watch.Prefixes(ctx, l.e.client, rev, wake, watched...)
 	for {
 		select {
 		case m := <-msgs:
@@ -489,7 +537,7 @@ func (l *logReader) followNode(ctx context.Context, n logNode, tail int, msgs ch
 			return false
 		}
 	}
-	cl := &api.Client{URL: n.url, Token: l.token}
+	cl := &api.Client{URL: n.url, TLS: l.e.nodeTLS(n.name)}
 	bo := backoff.Backoff{Min: time.Second, Max: 30 * time.Second}
 	var since time.Time
 	first, reported := true, false

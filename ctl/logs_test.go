@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -56,10 +55,6 @@ func (c *cluster) startAgent(prefix string, labels map[string]string) *testAgent
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	token, err := state.EnsureToken(ctx, c.store)
-	if err != nil {
-		t.Fatal(err)
-	}
 	docker, err := runtime.NewDocker(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -68,11 +63,11 @@ func (c *cluster) startAgent(prefix string, labels map[string]string) *testAgent
 	log := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	rt, err := runtime.New(runtime.Config{Node: a.name, Addr: "127.0.0.1", StateDir: t.TempDir(), Store: c.store,
-		Watcher: c.cli, Docker: docker, SlugToken: token, StopGrace: 2 * time.Second, Logger: log, Registerer: reg})
+		Watcher: c.cli, Docker: docker, SlugTLS: c.ca.ClientTLS("deis:node-" + a.name), StopGrace: 2 * time.Second, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Node: a.name, Token: token, Store: c.store, Docker: docker, Runtime: rt, Retired: rt, Logger: log, Registerer: reg})
+	srv, err := api.New(api.Config{Node: a.name, TLS: c.ca.NodeServerTLS("", a.name), Store: c.store, Docker: docker, Runtime: rt, Retired: rt, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,16 +157,9 @@ var logLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}([+-]\d\
 func TestLogs(t *testing.T) {
 	c := newCluster(t)
 	c.seedImageRelease("hello", nil)
-	// The coordinator's build log endpoint (coordinator/cmd): token-protected.
-	token, err := state.EnsureToken(c.ctx(), c.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	coord := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(w, "no", http.StatusUnauthorized)
-			return
-		}
+	// The coordinator's build log endpoint (coordinator/cmd): TLS, deisctl's
+	// certificate.
+	coord := c.tlsServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/builds/hello/b1.log" {
 			http.NotFound(w, r)
 			return
@@ -286,7 +274,7 @@ func TestLogsFollow(t *testing.T) {
 	app.Writer, app.ErrWriter = out, &errOut
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run([]string{"deisctl", "--etcd-endpoints", c.url, "logs", "-f", "hello", "--follow", "-n", "5"})
+		done <- app.Run(append(c.base(), "logs", "-f", "hello", "--follow", "-n", "5"))
 	}()
 	await := func(what string, match func(string) bool) {
 		t.Helper()
@@ -355,6 +343,6 @@ func (c *cluster) runApp(stdin string, args ...string) (string, string, error) {
 	app := NewApp()
 	app.Reader, app.Writer, app.ErrWriter = strings.NewReader(stdin), &out, &errOut
 	app.ExitErrHandler = func(*cli.Context, error) {}
-	err := app.Run(append([]string{"deisctl", "--etcd-endpoints", c.url}, args...))
+	err := app.Run(append(c.base(), args...))
 	return out.String(), errOut.String(), err
 }

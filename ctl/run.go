@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 
 	"github.com/deis/deis/agent/api"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
 )
@@ -30,7 +32,7 @@ func (b *builder) runCommands() []*cli.Command {
 		if !ok { // -h among the arguments before any --
 			return showHelp(c)
 		}
-		return runOneOff(c, e, c.Args().Slice())
+		return explainDenied(c, e, nil, runOneOff(c, e, c.Args().Slice()))
 	}
 	return []*cli.Command{cmd}
 }
@@ -131,6 +133,10 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 	}
 	ctx := c.Context
 	w, err := readWorld(ctx, e.store)
+	if etcdauth.IsPermissionDenied(err) {
+		// A user granted f: its layers and the live nodes suffice.
+		w, err = formationWorld(ctx, e, f)
+	}
 	if err != nil {
 		return err
 	}
@@ -148,17 +154,19 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	token, err := state.ReadToken(ctx, e.store)
-	if err != nil {
+	if _, err := e.platformTLS(); err != nil {
 		return err
 	}
 
 	// The session outlives --timeout, which bounds the reads above.
 	sctx := context.WithoutCancel(ctx)
-	cl := &api.Client{URL: node.APIURL, Token: token}
+	cl := &api.Client{URL: node.APIURL, TLS: e.nodeTLS(node.Name)}
 	code, err := cl.Run(sctx, f, api.RunRequest{Command: shellJoin(args)}, c.App.Reader, c.App.Writer, c.App.ErrWriter)
 	if err != nil {
 		var he *api.HTTPError
+		if errors.As(err, &he) && he.Code == http.StatusForbidden {
+			return errors.New(he.Msg) // the one line of access.Formation
+		}
 		if errors.As(err, &he) {
 			return fmt.Errorf("node %s: %s", node.Name, he.Msg)
 		}

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/deis/deis/pkg/state"
-	"github.com/deis/deis/pkg/view"
 	"github.com/urfave/cli/v2"
 )
 
@@ -70,7 +69,7 @@ func scale(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := view.Load(c.Context, e.store.KV, e.keys().Prefix)
+	st, full, err := formationView(c.Context, e, f)
 	if err != nil {
 		return err
 	}
@@ -110,8 +109,13 @@ func scale(c *cli.Context, e *env, args []string) error {
 			delete(total, t)
 		}
 	}
-	if err := checkCapacity(st, form, total); err != nil {
-		return err
+	// A user granted f alone does not see the other formations'
+	// containers: the capacity is not checked here, and the scheduler
+	// reports what it cannot place (deisctl status).
+	if full {
+		if err := checkCapacity(st, form, total); err != nil {
+			return err
+		}
 	}
 	next, err := state.Update(c.Context, e.store, e.keys().Formation(f), func(cur *state.Formation) (*state.Formation, error) {
 		if cur == nil {

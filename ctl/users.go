@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,13 +28,24 @@ func (b *builder) userCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:      "users:create",
 			Category:  "users",
-			Usage:     "create a user, who owns SSH keys and may push to the formations it is granted (every one with --admin)",
-			ArgsUsage: "NAME",
-			Description: "Until a user record named \"admin\" exists, user admin (the owner of keys added without --user)\n" +
+			Usage:     "create a user, who owns SSH keys and may push to and change the formations it is granted (every one with --admin), and write its credentials",
+			ArgsUsage: "NAME [--admin] [--ca DIR] [--out DIR]",
+			Description: "With --ca (the platform CA's directory, DATA_DIR/pki of the first coordinator), the user gets credentials:\n" +
+				"a client certificate of the CA whose name is its etcd user, written with the CA and etcd's endpoints to\n" +
+				"a new directory it copies to ~/.config/deis. deisctl run with them may change only the formations granted\n" +
+				"to the user (perms:grant), or every one for an admin: etcd itself enforces it.\n" +
+				"Until a user record named \"admin\" exists, user admin (the owner of keys added without --user)\n" +
 				"counts as an admin. Creating that record makes it authoritative: admin is then an admin only with --admin.",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "admin", DisableDefaultText: true,
-				Usage: "make the user an admin: it may push to every formation"}},
+			Flags: append([]cli.Flag{&cli.BoolFlag{Name: "admin", DisableDefaultText: true,
+				Usage: "make the user an admin: it may push to and change every formation"}}, credentialFlags()...),
 		}, usersCreate),
+		b.cmd(&cli.Command{
+			Name:      "users:credentials",
+			Category:  "users",
+			Usage:     "write new credentials (a client certificate) for an existing user, to rotate or replace them",
+			ArgsUsage: "NAME --ca DIR [--out DIR]",
+			Flags:     credentialFlags(),
+		}, usersCredentials),
 		b.cmd(&cli.Command{
 			Name:     "users",
 			Aliases:  []string{"users:list"},
@@ -43,6 +55,7 @@ func (b *builder) userCommands() []*cli.Command {
 		}, usersList),
 		b.cmd(&cli.Command{
 			Name:      "users:destroy",
+			Aliases:   []string{"users:remove"},
 			Category:  "users",
 			Usage:     "destroy a user with its SSH keys and permissions (never the last admin)",
 			ArgsUsage: "NAME --confirm NAME",
@@ -56,7 +69,7 @@ func (b *builder) permCommands() []*cli.Command {
 		b.cmd(&cli.Command{
 			Name:      "perms:grant",
 			Category:  "perms",
-			Usage:     "let a user push to and fetch from a formation's git repository",
+			Usage:     "let a user push to and fetch from a formation's git repository, change its config, scale, domains, limits and releases, and read its logs and run in it",
 			ArgsUsage: "USER",
 			Flags:     []cli.Flag{formationFlag()},
 		}, permsGrant),
@@ -206,6 +219,17 @@ func usersCreate(c *cli.Context, e *env, args []string) error {
 	}
 	admin := c.Bool("admin")
 	ctx, k := c.Context, e.keys()
+	// Check the CA and the output directory before anything is written.
+	var ca *pki.CA
+	var credsDir string
+	if c.String("ca") != "" || c.String("out") != "" {
+		if ca, err = loadCA(c); err != nil {
+			return err
+		}
+		if credsDir, err = credentialsDir(c, name); err != nil {
+			return err
+		}
+	}
 	u := state.User{Name: name, Admin: admin, Created: time.Now().UTC()}
 	var stillBootstrap bool
 	for attempt := 0; ; attempt++ {
@@ -257,9 +281,18 @@ func usersCreate(c *cli.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(w, "Add its SSH key with deisctl keys:add PATH.pub --user %s", name)
 	if !admin {
-		fmt.Fprintf(w, ", and let it push with deisctl perms:grant %s -f FORMATION", name)
+		fmt.Fprintf(w, ", and let it push to and change a formation with deisctl perms:grant %s -f FORMATION", name)
 	}
 	fmt.Fprintln(w, ".")
+	if ca == nil {
+		fmt.Fprintf(w, "No credentials were written (no --ca): deisctl users:credentials %s --ca DATA_DIR/pki writes them.\n", name)
+		return nil
+	}
+	leaf, err := writeCredentials(ca, e.cfg, name, credsDir)
+	if err != nil {
+		return fmt.Errorf("user %s was created, but %w: run deisctl users:credentials %s --ca DIR", name, err, name)
+	}
+	printCredentials(c, name, credsDir, leaf)
 	return nil
 }
 

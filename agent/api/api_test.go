@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/pkg/pki"
+	"github.com/deis/deis/testing/pkitest"
 	"github.com/deis/deis/testing/poll"
 	"io"
 	"log/slog"
@@ -93,7 +96,7 @@ type fixture struct {
 	node   string
 	store  *state.Store
 	cli    *clientv3.Client
-	token  string
+	ca     *pkitest.CA
 	url    string
 	client *api.Client
 	slug   state.SlugRef
@@ -141,13 +144,9 @@ func newFixture(t *testing.T) *fixture {
 		}
 	})
 	ctx := ctxT(t, time.Minute)
-	tok, err := state.EnsureToken(ctx, f.store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.token = tok
+	f.ca = pkitest.New(t)
 
-	// The slug server wants the platform token, like the coordinator's.
+	// The slug server wants a node's certificate, like the coordinator's.
 	tgz := makeSlug(t, map[string]string{
 		"Procfile":            "web: python3 server.py\n",
 		"server.py":           serverPy,
@@ -155,9 +154,9 @@ func newFixture(t *testing.T) *fixture {
 	})
 	sum := sha256.Sum256(tgz)
 	f.slug = state.SlugRef{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(tgz))}
-	f.slugs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+tok {
-			http.Error(w, "no", http.StatusUnauthorized)
+	f.slugs = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if pki.PeerIdentity(r) != "t:node-"+f.node {
+			http.Error(w, "no", http.StatusForbidden)
 			return
 		}
 		if r.URL.Path != "/slugs/"+f.slug.SHA256+".tgz" {
@@ -166,6 +165,8 @@ func newFixture(t *testing.T) *fixture {
 		}
 		w.Write(tgz)
 	}))
+	f.slugs.TLS = f.ca.ServerTLS("t:coordinator")
+	f.slugs.StartTLS()
 	t.Cleanup(f.slugs.Close)
 	f.put(f.store.Keys.Coordinator(), state.CoordinatorInfo{SlugURL: f.slugs.URL})
 
@@ -177,11 +178,11 @@ func newFixture(t *testing.T) *fixture {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
 	rt, err := runtime.New(runtime.Config{Node: f.node, Addr: "127.0.0.1", StateDir: t.TempDir(), Store: f.store,
-		Watcher: cli, Docker: docker, SlugToken: tok, StopGrace: 2 * time.Second, Logger: log.With("role", "runtime"), Registerer: reg})
+		Watcher: cli, Docker: docker, SlugTLS: f.ca.ClientTLS("t:node-" + f.node), StopGrace: 2 * time.Second, Logger: log.With("role", "runtime"), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Config{Node: f.node, Token: tok, Store: f.store, Docker: docker, Runtime: rt, Retired: rt,
+	srv, err := api.New(api.Config{Node: f.node, TLS: f.ca.NodeServerTLS("/t", f.node), Store: f.store, Docker: docker, Runtime: rt, Retired: rt,
 		Logger: log.With("role", "api"), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +192,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.url = api.URL(l.Addr(), "127.0.0.1")
-	f.client = &api.Client{URL: f.url, Token: tok}
+	// The bootstrap administrator (no user record): every formation.
+	f.client = f.as("t:user-admin")
 
 	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -210,6 +212,12 @@ func newFixture(t *testing.T) *fixture {
 	}()
 	t.Cleanup(func() { stop(); wg.Wait() })
 	return f
+}
+
+// as is a client of the fixture's agent presenting a certificate of
+// identity.
+func (f *fixture) as(identity string) *api.Client {
+	return &api.Client{URL: f.url, TLS: f.ca.NodeClientTLS(identity, "/t", f.node)}
 }
 
 // testWriter sends logs to the test log.
@@ -458,28 +466,96 @@ func TestLogsKeepRetiredContainers(t *testing.T) {
 func TestLogsRefusals(t *testing.T) {
 	f := newFixture(t)
 	for _, tc := range []struct {
-		auth, query string
-		code        int
+		tls   *tls.Config
+		query string
+		code  int
 	}{
-		{"", "formation=hello", http.StatusUnauthorized},
-		{"Bearer wrong", "formation=hello", http.StatusUnauthorized},
-		{"Bearer " + f.token, "formation=Bad_Name", http.StatusBadRequest},
-		{"Bearer " + f.token, "formation=hello&tail=-1", http.StatusBadRequest},
-		{"Bearer " + f.token, "formation=hello&type=a/b", http.StatusBadRequest},
-		{"Bearer " + f.token, "formation=hello", http.StatusOK},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=Bad_Name", http.StatusBadRequest},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=hello&tail=-1", http.StatusBadRequest},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=hello&type=a/b", http.StatusBadRequest},
+		{f.ca.NodeClientTLS("t:user-admin", "/t", f.node), "formation=hello", http.StatusOK},
+		{f.ca.NodeClientTLS("t:coordinator", "/t", f.node), "formation=hello", http.StatusOK},
+		{f.ca.NodeClientTLS("t:node-other", "/t", f.node), "formation=hello", http.StatusForbidden},
+		{f.ca.NodeClientTLS("t:user-alice", "/t", f.node), "formation=hello", http.StatusForbidden},
 	} {
-		req, _ := http.NewRequest(http.MethodGet, f.url+"/logs?"+tc.query, nil)
-		if tc.auth != "" {
-			req.Header.Set("Authorization", tc.auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := pkitest.HTTPClient(tc.tls).Get(f.url + "/logs?" + tc.query)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
 		if resp.StatusCode != tc.code {
-			t.Errorf("%q %s: %s, want %d", tc.auth, tc.query, resp.Status, tc.code)
+			t.Errorf("%s %s: %s, want %d", tc.tls.Certificates[0].Leaf.Subject.CommonName, tc.query, resp.Status, tc.code)
 		}
+	}
+}
+
+// The agent API refuses a missing or foreign certificate at the handshake
+// and plain HTTP; a user may read logs and run only in the formations
+// granted to her, and an administrator everywhere.
+func TestAccess(t *testing.T) {
+	f := newFixture(t)
+	ctx := ctxT(t, 2*time.Minute)
+	v := f.release("shop", nil)
+	f.assign(f.web("shop", v, 1))
+	f.ready(fmt.Sprintf("shop.v%d.web.1", v))
+	logs := func(c *api.Client) error {
+		return c.Logs(ctx, api.LogsQuery{Formation: "shop", Tail: 10}, func(api.LogLine) error { return nil })
+	}
+	run := func(c *api.Client) error {
+		_, err := c.Run(ctx, "shop", api.RunRequest{Command: "true"}, nil, io.Discard, io.Discard)
+		return err
+	}
+	for name, tls := range map[string]*tls.Config{"no certificate": f.ca.NodeClientTLS("", "/t", f.node), "a foreign CA's admin certificate": f.ca.ForeignNodeClientTLS("t:user-admin", "/t", f.node)} {
+		c := &api.Client{URL: f.url, TLS: tls}
+		if err := logs(c); err == nil {
+			t.Errorf("logs with %s: allowed", name)
+		}
+		if err := run(c); err == nil || !strings.Contains(err.Error(), "refused this client certificate") {
+			t.Errorf("run with %s: %v, want the handshake refused with the fix", name, err)
+		}
+	}
+	// deisctl accepts only the node it asked for: another node's
+	// certificate (here: this agent, taken for node "other") is refused.
+	if err := logs(&api.Client{URL: f.url, TLS: f.ca.NodeClientTLS("t:user-admin", "/t", "other")}); err == nil || !strings.Contains(err.Error(), `not of "t:node-other"`) {
+		t.Errorf("an agent posing as another node: %v", err)
+	}
+	if resp, err := http.Get(strings.Replace(f.url, "https://", "http://", 1) + "/logs?formation=shop"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP got the logs")
+		}
+	}
+
+	f.put(f.store.Keys.User("alice"), state.User{Name: "alice"})
+	alice := f.as("t:user-alice")
+	const refusal = "alice may not change shop: ask an administrator for deisctl perms:grant alice -f shop"
+	for what, err := range map[string]error{"logs": logs(alice), "run": run(alice)} {
+		var he *api.HTTPError
+		if !errors.As(err, &he) || he.Code != http.StatusForbidden || !strings.HasPrefix(err.Error(), refusal) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s without the grant: %v, want 403 %q", what, err, refusal)
+		}
+	}
+	if err := logs(f.as("t:node-" + f.node)); err == nil {
+		t.Error("a node read a formation's logs")
+	}
+	f.put(f.store.Keys.Perm("shop", "alice"), state.Perm{Formation: "shop", User: "alice"})
+	if err := logs(alice); err != nil {
+		t.Errorf("logs after the grant: %v", err)
+	}
+	if err := run(alice); err != nil {
+		t.Errorf("run after the grant: %v", err)
+	}
+	// Revoked: refused again.
+	if _, err := f.cli.Delete(ctx, f.store.Keys.Perm("shop", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if err := logs(alice); err == nil {
+		t.Error("logs after the grant was revoked: allowed")
+	}
+	// An administrator by record.
+	f.put(f.store.Keys.User("bob"), state.User{Name: "bob", Admin: true})
+	if err := run(f.as("t:user-bob")); err != nil {
+		t.Errorf("run as an administrator: %v", err)
 	}
 }
 
@@ -603,26 +679,13 @@ func TestRunRefusals(t *testing.T) {
 			t.Errorf("run %q in %s: %v, want %d %q", tc.cmd, tc.form, err, tc.code, tc.want)
 		}
 	}
-	// Without the upgrade headers: 426. Without the token: 401.
-	for _, tc := range []struct {
-		auth string
-		code int
-	}{{"Bearer " + f.token, http.StatusUpgradeRequired}, {"", http.StatusUnauthorized}} {
-		req, _ := http.NewRequest(http.MethodPost, f.url+"/run?formation=hello", strings.NewReader(`{"command":"ls"}`))
-		if tc.auth != "" {
-			req.Header.Set("Authorization", tc.auth)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != tc.code {
-			t.Errorf("POST /run with %q: %s, want %d", tc.auth, resp.Status, tc.code)
-		}
+	// Without the upgrade headers: 426.
+	resp, err := pkitest.HTTPClient(f.ca.NodeClientTLS("t:user-admin", "/t", f.node)).Post(f.url+"/run?formation=hello", "application/json", strings.NewReader(`{"command":"ls"}`))
+	if err != nil {
+		t.Fatal(err)
 	}
-	wrong := &api.Client{URL: f.url, Token: "wrong"}
-	if _, err := wrong.Run(ctx, "hello", api.RunRequest{Command: "ls"}, nil, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "platform token") {
-		t.Errorf("wrong token: %v", err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired {
+		t.Errorf("POST /run without the upgrade: %s, want 426", resp.Status)
 	}
 }

@@ -4,26 +4,30 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
+
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/deis/deis/pkg/pki"
 )
 
 // Client calls one agent's API.
 type Client struct {
 	// URL is the agent's API URL (state.Node.APIURL).
 	URL string
-	// Token is the platform token (state.ReadToken).
-	Token string
-	// HTTP makes the log requests (default: a client without a timeout, as
-	// followed logs never end).
+	// TLS dials the agent: pki.ClientTLS with the caller's certificate
+	// (deisctl's credentials), which the agent checks and authorizes.
+	TLS *tls.Config
+	// HTTP makes the log requests (default: a client over TLS without a
+	// timeout, as followed logs never end).
 	HTTP *http.Client
 }
 
@@ -60,14 +64,13 @@ func (c *Client) Logs(ctx context.Context, q LogsQuery, fn func(LogLine) error) 
 	if err != nil {
 		return fmt.Errorf("api: agent URL %q: %w", c.URL, err)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Token)
 	hc := c.HTTP
 	if hc == nil {
-		hc = &http.Client{}
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: c.TLS, Proxy: http.ProxyFromEnvironment}}
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("api: GET logs from %s: %w", c.URL, err)
+		return fmt.Errorf("api: GET logs from %s: %w", c.URL, pki.Explain(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -118,17 +121,17 @@ func (e *HTTPError) Error() string { return e.Msg }
 // closed, which kills the container.
 func (c *Client) Run(ctx context.Context, f string, req RunRequest, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	u, err := url.Parse(c.URL)
-	if err != nil || u.Scheme != "http" || u.Host == "" {
-		return 0, fmt.Errorf("api: agent URL %q is not an http:// URL", c.URL)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return 0, fmt.Errorf("api: agent URL %q is not an https:// URL", c.URL)
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
 	}
-	var d net.Dialer
+	d := tls.Dialer{Config: c.TLS}
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
-		return 0, fmt.Errorf("api: connect to the agent at %s: %w", c.URL, err)
+		return 0, fmt.Errorf("api: connect to the agent at %s: %w", c.URL, pki.Explain(err))
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
@@ -138,7 +141,6 @@ func (c *Client) Run(ctx context.Context, f string, req RunRequest, stdin io.Rea
 	if err != nil {
 		return 0, err
 	}
-	hr.Header.Set("Authorization", "Bearer "+c.Token)
 	hr.Header.Set("Content-Type", "application/json")
 	hr.Header.Set("Connection", "Upgrade")
 	hr.Header.Set("Upgrade", UpgradeProtocol)
@@ -174,5 +176,5 @@ func (c *Client) connErr(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return fmt.Errorf("api: %s (agent at %s): %w", what, c.URL, err)
+	return fmt.Errorf("api: %s (agent at %s): %w", what, c.URL, pki.Explain(err))
 }

@@ -6,13 +6,20 @@
 // (state.Node.APIURL):
 //
 //	l, err := net.Listen("tcp", "127.0.0.1:9103")
-//	node.APIURL = api.URL(l.Addr(), nodeAddr)
-//	srv, err := api.New(api.Config{Node: "n1", Token: token, Store: store,
-//		Docker: docker, Runtime: rt})
+//	node.APIURL = api.URL(l.Addr(), nodeAddr) // https://…
+//	srv, err := api.New(api.Config{Node: "n1", TLS: pki.ServerTLS(v, nodeCert),
+//		Store: store, Docker: docker, Runtime: rt})
 //	err = srv.Serve(ctx, l) // until ctx ends
 //
-// Every request needs the platform token (state.EnsureToken) as
-// "Authorization: Bearer <token>"; without it the answer is 401.
+// The API is served only over TLS with the node's certificate, and every
+// connection must present a client certificate of the platform CA (a
+// missing, foreign, expired or revoked one fails the handshake; plain HTTP
+// is refused). The certificate's Common Name is the caller
+// (pkg/access): administrators, the coordinator and users granted the
+// request's formation (/perms/<f>/<u>) may call; anyone else gets 403 with
+// the one line deisctl prints ("alice may not change shop: ask an
+// administrator for deisctl perms:grant alice -f shop"). There is no shared
+// token.
 //
 // # GET /logs?formation=F[&type=T][&tail=N][&follow=1][&since=RFC3339]
 //
@@ -56,5 +63,6 @@
 // cannot be delivered) gets its container killed; so does a server that
 // stops.
 //
-// Client implements both endpoints for deisctl.
+// Client implements both endpoints for deisctl, dialling with its TLS
+// config (pki.ClientTLS with the user's certificate).
 package api

@@ -259,8 +259,9 @@ func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (stat
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	st := s.cfg.Store
-	// One read of the formation's keys at one revision.
-	v, err := view.LoadFormation(ctx, st.KV, st.Keys.Prefix, f)
+	// One read of the formation's keys at one revision (those a node may
+	// read).
+	v, err := view.LoadOneOff(ctx, st.KV, st.Keys.Prefix, f)
 	if err != nil {
 		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
 	}
@@ -340,7 +341,7 @@ func setEnv(cfg *container.Config, k, v string) {
 // failed). It returns an error wrapping state.ErrNotFound when there is
 // none.
 func CurrentRelease(ctx context.Context, st *state.Store, f string) (*state.Release, error) {
-	v, err := view.LoadFormation(ctx, st.KV, st.Keys.Prefix, f)
+	v, err := view.LoadOneOff(ctx, st.KV, st.Keys.Prefix, f)
 	if err != nil {
 		return nil, err
 	}

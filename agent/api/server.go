@@ -2,7 +2,7 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/access"
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/api/types"
 	"github.com/docker/docker/api/types/container"
@@ -54,10 +56,13 @@ type Retired interface {
 type Config struct {
 	// Node is this node's name; only containers labelled for it are served.
 	Node string
-	// Token is the platform token (state.EnsureToken) every request must
-	// carry as "Authorization: Bearer <token>".
-	Token string
-	// Store reads releases, release statuses and the coordinator's slug URL.
+	// TLS serves the API: pki.ServerTLS with the node's certificate, which
+	// requires a client certificate of the platform CA on every connection.
+	// The caller (its Common Name) must be allowed the formation
+	// (access.Formation): administrators, coordinators and users granted it.
+	TLS *tls.Config
+	// Store reads releases, release statuses, the coordinator's slug URL,
+	// and the users and grants that decide who may call.
 	Store *state.Store
 	// Docker reads logs and runs one-off containers.
 	Docker Docker
@@ -97,8 +102,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("api: %w", err)
 	}
 	switch {
-	case cfg.Token == "":
-		return nil, errors.New("api: no platform token: read it with state.EnsureToken")
+	case cfg.TLS == nil || len(cfg.TLS.Certificates) == 0 && cfg.TLS.GetCertificate == nil:
+		return nil, errors.New("api: no TLS config with the node's certificate: use pki.ServerTLS (plain HTTP is refused)")
 	case cfg.Store == nil:
 		return nil, errors.New("api: no etcd store in the config")
 	case cfg.Docker == nil:
@@ -119,7 +124,8 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Handler serves the API; every endpoint requires the platform token.
+// Handler serves the API; behind a TLS listener of Config.TLS, every
+// endpoint requires a caller allowed the formation.
 func (s *Server) Handler() http.Handler { return s.mux }
 
 // Serve serves the API on l until ctx ends, then ends the streams and
@@ -143,7 +149,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		defer scancel()
 		_ = srv.Shutdown(sctx)
 	}()
-	err := srv.Serve(l)
+	err := srv.Serve(tls.NewListener(l, s.cfg.TLS))
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -161,12 +167,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 func URL(addr net.Addr, host string) string {
 	h, p, err := net.SplitHostPort(addr.String())
 	if err != nil {
-		return "http://" + addr.String()
+		return "https://" + addr.String()
 	}
 	if ip := net.ParseIP(h); ip == nil || ip.IsUnspecified() {
 		h = host
 	}
-	return "http://" + net.JoinHostPort(h, p)
+	return "https://" + net.JoinHostPort(h, p)
 }
 
 // statusWriter records the status code for the metrics.
@@ -191,9 +197,10 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// auth requires the platform token and counts the requests.
+// auth lets through the callers allowed the request's formation
+// (access.Formation) and counts the requests. The TLS handshake has already
+// refused a missing, foreign, expired or revoked certificate.
 func (s *Server) auth(endpoint string, h http.HandlerFunc) http.Handler {
-	want := []byte("Bearer " + s.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
@@ -203,10 +210,22 @@ func (s *Server) auth(endpoint string, h http.HandlerFunc) http.Handler {
 			}
 			s.m.requests.WithLabelValues(endpoint, strconv.Itoa(code)).Inc()
 		}()
-		got := []byte(r.Header.Get("Authorization"))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			sw.Header().Set("WWW-Authenticate", `Bearer realm="deis-agent"`)
-			http.Error(sw, "api: missing or wrong platform token: deisctl reads it from etcd; check that it uses the platform's etcd and prefix", http.StatusUnauthorized)
+		f := r.URL.Query().Get("formation")
+		if err := state.ValidateName("formation", f); err != nil {
+			httpError(sw, http.StatusBadRequest, "api: %v", err)
+			return
+		}
+		id := access.Parse(s.cfg.Store.Keys.Prefix, pki.PeerIdentity(r))
+		ctx, cancel := context.WithTimeout(r.Context(), etcdTimeout)
+		err := access.Formation(ctx, s.cfg.Store, id, f)
+		cancel()
+		switch {
+		case access.IsDenied(err):
+			s.log.Info("refused", "endpoint", endpoint, "caller", id.CN, "formation", f)
+			httpError(sw, http.StatusForbidden, "%v", err)
+			return
+		case err != nil:
+			httpError(sw, http.StatusServiceUnavailable, "api: %v: check that etcd is reachable from node %s", err, s.cfg.Node)
 			return
 		}
 		h(sw, r)

@@ -4,4 +4,12 @@
 // expires after its TTL, the heartbeat key disappears, and the coordinator
 // marks the node lost. Heartbeats live apart from every key anybody watches
 // for work, so keep-alives never wake a watcher.
+//
+// Join (deis-agent --join TOKEN) makes the node's key and certificate
+// request, trades the one-time token for its certificate with the
+// coordinator (pinned by the CA fingerprint deisctl nodes:add printed) and
+// writes the credentials directory, <state-dir>/credentials, that the agent
+// dials etcd with from then on. A node whose credentials are revoked
+// (deisctl nodes:remove) can no longer renew its heartbeat: the scheduler
+// then treats it as lost.
 package node

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -39,7 +40,11 @@ func Heartbeat(ctx context.Context, c Etcd, store *state.Store, node *state.Node
 		}
 		hb := state.Heartbeat{Node: node.Name, At: time.Now().UTC()}
 		if err := store.Put(ctx, store.Keys.Heartbeat(node.Name), hb, clientv3.WithLease(lease.ID)); err != nil {
-			log.Warn("heartbeat put failed", "node", node.Name, "error", err)
+			if etcdauth.IsPermissionDenied(err) {
+				log.Error("etcd refuses this node's heartbeat: its credentials were revoked (deisctl nodes:remove), so it gets no work; to join again delete <state-dir>/credentials and start the agent with a new token from deisctl nodes:add", "node", node.Name, "error", err)
+			} else {
+				log.Warn("heartbeat put failed", "node", node.Name, "error", err)
+			}
 			_ = bo.Wait(ctx)
 			continue
 		}

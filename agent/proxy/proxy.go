@@ -761,10 +761,10 @@ func (p *Proxy) worldOf(s *view.State) (*world, error) {
 func (p *Proxy) readAcks(ctx context.Context) error {
 	k := p.cfg.Store.Keys
 	acks := map[string]state.ProxyAck{}
-	err := each(ctx, p.cfg.Store.KV, k.AllProxyAcks(), func(key string, _ int64, val []byte) {
-		f, n, ok := strings.Cut(strings.TrimPrefix(key, k.AllProxyAcks()), "/")
+	err := each(ctx, p.cfg.Store.KV, k.NodeProxyAcks(p.cfg.Node), func(key string, _ int64, val []byte) {
+		f := strings.TrimPrefix(key, k.NodeProxyAcks(p.cfg.Node))
 		var a state.ProxyAck
-		if !ok || n != p.cfg.Node || json.Unmarshal(val, &a) != nil {
+		if f == "" || strings.Contains(f, "/") || json.Unmarshal(val, &a) != nil {
 			return
 		}
 		acks[f] = a

@@ -61,8 +61,8 @@
 // than Config.MaxSlugEntries entries; the refusal is the container's status
 // reason, and the slug is not downloaded again until the agent restarts. The download is verified against the spec's sha256 and
 // shared by every container that needs it at the same time; a failed one is
-// retried with backoff; with Config.SlugToken set, downloads send it as a
-// bearer token. The process runs as `bash -c "$DEIS_COMMAND"` after
+// retried with backoff; downloads present the node's certificate
+// (Config.SlugTLS), which the slug servers require. The process runs as `bash -c "$DEIS_COMMAND"` after
 // sourcing /app/.profile.d/*.sh, with HOME=/app, PORT and DYNO=<type>.<index>
 // set. A spec without a slug (an image built from a Dockerfile) runs its
 // image as the image's user, in its working directory, without a mount:

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/deis/deis/testing/pkitest"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -25,22 +26,19 @@ import (
 	"github.com/deis/deis/testing/need"
 )
 
-// archiveServer serves one image archive at /slugs/<sha256>.tgz to
-// requests that carry the token, and counts the downloads.
+// archiveServer serves one image archive at /slugs/<sha256>.tgz over TLS to
+// clients with a certificate of its CA (as the slug server does), and
+// counts the downloads.
 type archiveServer struct {
 	*httptest.Server
 	ref       state.SlugRef
 	downloads atomic.Int32
 }
 
-func newArchiveServer(t *testing.T, archive []byte, token string) *archiveServer {
+func newArchiveServer(t *testing.T, archive []byte, ca *pkitest.CA) *archiveServer {
 	sum := sha256.Sum256(archive)
 	s := &archiveServer{ref: state.SlugRef{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(archive))}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+token {
-			http.Error(w, "no token", http.StatusUnauthorized)
-			return
-		}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/slugs/"+s.ref.SHA256+".tgz" {
 			http.NotFound(w, r)
 			return
@@ -48,6 +46,8 @@ func newArchiveServer(t *testing.T, archive []byte, token string) *archiveServer
 		s.downloads.Add(1)
 		w.Write(archive)
 	}))
+	s.Server.TLS = ca.ServerTLS("deis:coordinator")
+	s.Server.StartTLS()
 	t.Cleanup(s.Close)
 	return s
 }
@@ -76,16 +76,17 @@ func fakeArchive(t *testing.T, tag string) []byte {
 }
 
 // A spec whose image the engine lacks names the image's archive: it is
-// downloaded once (with the token, verified) for both containers, loaded,
+// downloaded once (with the node's certificate, verified) for both containers, loaded,
 // and the containers start. A corrupt archive is reported and not loaded.
 func TestImageArchiveIsLoadedFake(t *testing.T) {
 	d := runtimetest.New()
 	d.Images = map[string]bool{}
 	defer d.Close()
 	e := newEnv(t, d)
-	e.cfg.SlugToken = "s3cret"
+	ca := pkitest.New(t)
+	e.cfg.SlugTLS = ca.ClientTLS("deis:node-" + e.node)
 	const tag = "deis/app-arch:0123456789ab"
-	srv := newArchiveServer(t, fakeArchive(t, tag), "s3cret")
+	srv := newArchiveServer(t, fakeArchive(t, tag), ca)
 	spec := func(i int) state.ContainerSpec {
 		s := imageSpec(fmt.Sprintf("arch.v1.web.%d", i), 1)
 		s.Index, s.Image, s.ImageArchive, s.ImageArchiveURL = i, tag, &srv.ref, srv.url()
@@ -150,7 +151,8 @@ func TestImageArchiveDocker(t *testing.T) {
 	if err := exec.Command("docker", "image", "inspect", image).Run(); err == nil {
 		t.Fatalf("image %s still there after docker rmi", image)
 	}
-	srv := newArchiveServer(t, archive.Bytes(), "tok")
+	ca := pkitest.New(t)
+	srv := newArchiveServer(t, archive.Bytes(), ca)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -159,7 +161,7 @@ func TestImageArchiveDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t, docker)
-	e.cfg.SlugToken = "tok"
+	e.cfg.SlugTLS = ca.ClientTLS("deis:node-" + e.node)
 	t.Cleanup(func() { // after the runtime stopped; buildImage removes the image after this
 		if ids := nodeContainers(t, e.node); len(ids) > 0 {
 			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)

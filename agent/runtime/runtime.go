@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,11 +42,13 @@ type Config struct {
 	Watcher clientv3.Watcher
 	// Docker runs the containers (NewDocker).
 	Docker Docker
-	// HTTPClient downloads slugs (default: one with a 10 minute timeout).
+	// HTTPClient downloads slugs (default: one with a 10 minute timeout
+	// over SlugTLS).
 	HTTPClient *http.Client
-	// SlugToken, when set, is sent as "Authorization: Bearer <token>" with
-	// every slug download (the platform token, state.EnsureToken).
-	SlugToken string
+	// SlugTLS is the TLS config of slug downloads when HTTPClient is not
+	// set: pki.ClientTLS with the node's certificate, which the slug
+	// servers require, trusting only the platform CA.
+	SlugTLS *tls.Config
 	// StopGrace is the time between SIGTERM and SIGKILL when a container
 	// is stopped (default 30s).
 	StopGrace time.Duration
@@ -152,7 +155,8 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, errors.New("runtime: no Docker client in the config: use runtime.NewDocker")
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Minute}
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Minute,
+			Transport: &http.Transport{TLSClientConfig: cfg.SlugTLS, Proxy: http.ProxyFromEnvironment}}
 	}
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = 30 * time.Second
@@ -191,7 +195,7 @@ func New(cfg Config) (*Runtime, error) {
 		return nil, err
 	}
 	log := cfg.Logger.With("node", cfg.Node)
-	slugs := newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, cfg.SlugToken, lim, m, log)
+	slugs := newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, lim, m, log)
 	slugs.holders = cfg.Store.SlugURLs // the other coordinators that hold a slug
 	return &Runtime{
 		cfg:     cfg,

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 )
@@ -31,12 +32,11 @@ const refusedFor = 100 * 365 * 24 * time.Hour
 // slugs downloads, verifies and extracts slugs under dir, once per slug
 // even when many containers need one at the same time.
 type slugs struct {
-	dir   string
-	http  *http.Client
-	token string // sent as a bearer token, when set
-	lim   slugtar.Limits
-	m     *metrics
-	log   *slog.Logger
+	dir  string
+	http *http.Client // presents the node's certificate (Config.SlugTLS)
+	lim  slugtar.Limits
+	m    *metrics
+	log  *slog.Logger
 
 	// holders, when set, returns the URLs of the coordinators that hold a
 	// slug now (state.Store.SlugURLs): where a download goes when the URL
@@ -65,8 +65,8 @@ type failure struct {
 	err   error
 }
 
-func newSlugs(dir string, hc *http.Client, token string, lim slugtar.Limits, m *metrics, log *slog.Logger) *slugs {
-	return &slugs{dir: dir, http: hc, token: token, lim: lim, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
+func newSlugs(dir string, hc *http.Client, lim slugtar.Limits, m *metrics, log *slog.Logger) *slugs {
+	return &slugs{dir: dir, http: hc, lim: lim, m: m, log: log, flights: map[string]*flight{}, failures: map[string]*failure{}}
 }
 
 // ensure returns the directory of the extracted slug, downloading it from
@@ -272,16 +272,14 @@ func (s *slugs) downloadFrom(ctx context.Context, what, url string, ref state.Sl
 	if err != nil {
 		return fmt.Errorf("runtime: %s URL %q: %w", what, url, err)
 	}
-	if s.token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.token)
-	}
 	resp, err := s.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("runtime: download %s %s: %w: check that the coordinator's slug server is reachable from this node", what, short(ref.SHA256), err)
+		return fmt.Errorf("runtime: download %s %s: %w: check that the coordinator's slug server is reachable from this node", what, short(ref.SHA256), pki.Explain(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		return fmt.Errorf("runtime: download %s %s from %s: %s: the slug server refused the agent's platform token; check that the agent and the coordinator use the same etcd prefix", what, short(ref.SHA256), url, resp.Status)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+		return fmt.Errorf("runtime: download %s %s from %s: %s: the slug server refused this node's certificate (%s); check the node's credentials", what, short(ref.SHA256), url, resp.Status, strings.TrimSpace(string(msg)))
 	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("runtime: download %s %s from %s: %s: check the coordinator's slug server (was the release's %s garbage-collected? deploy again)", what, short(ref.SHA256), url, resp.Status, what)

@@ -4,7 +4,10 @@ import (
 	"archive/tar"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
+	"github.com/deis/deis/pkg/pki"
+	"github.com/deis/deis/testing/pkitest"
 	"github.com/deis/deis/testing/poll"
 	"log/slog"
 	"net/http"
@@ -56,35 +59,40 @@ func testSlugs(t *testing.T) (*slugs, *metrics) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "", slugtar.DefaultLimits, m, slog.New(slog.DiscardHandler)), m
+	return newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, slugtar.DefaultLimits, m, slog.New(slog.DiscardHandler)), m
 }
 
-func TestSlugDownloadSendsToken(t *testing.T) {
+// Downloads present the node's certificate (Config.SlugTLS): a slug server
+// that requires one of the platform CA serves them; without one, or with a
+// certificate of another CA, it refuses and the error says why.
+func TestSlugDownloadPresentsNodeCertificate(t *testing.T) {
 	tgz := slugtartest.Tarball(t, slugtartest.Entry{Name: "./Procfile", Body: "web: true\n"})
-	var auth atomic.Value
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		auth.Store(r.Header.Get("Authorization"))
-		if r.Header.Get("Authorization") != "Bearer s3cret" {
-			http.Error(w, "no", http.StatusUnauthorized)
-			return
-		}
+	ca := pkitest.New(t)
+	var who atomic.Value
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		who.Store(pki.PeerIdentity(r))
 		w.Write(tgz)
 	}))
+	srv.TLS = ca.ServerTLS("deis:coordinator")
+	srv.StartTLS()
 	defer srv.Close()
 	ref := state.SlugRef{SHA256: sha(tgz), Size: int64(len(tgz))}
-
-	// Without the token the server refuses, and the error says why.
-	s, _ := testSlugs(t)
-	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err == nil || !strings.Contains(err.Error(), "platform token") {
-		t.Fatalf("without a token: %v", err)
+	get := func(cfg *tls.Config) error {
+		m, _ := newMetrics(prometheus.NewRegistry())
+		s := newSlugs(filepath.Join(t.TempDir(), "slugs"), pkitest.HTTPClient(cfg), slugtar.DefaultLimits, m, slog.New(slog.DiscardHandler))
+		_, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref)
+		return err
 	}
-	if got := auth.Load(); got != "" {
-		t.Errorf("Authorization sent without a token: %q", got)
+	for name, cfg := range map[string]*tls.Config{"no certificate": ca.ClientTLS(""), "a foreign CA's certificate": ca.Foreign("deis:node-n1")} {
+		if err := get(cfg); err == nil || !strings.Contains(err.Error(), "refused this client certificate") {
+			t.Errorf("%s: %v, want a refusal that says what to fix", name, err)
+		}
 	}
-	m, _ := newMetrics(prometheus.NewRegistry())
-	s = newSlugs(filepath.Join(t.TempDir(), "slugs"), http.DefaultClient, "s3cret", slugtar.DefaultLimits, m, slog.New(slog.DiscardHandler))
-	if _, err := s.ensure(context.Background(), srv.URL+"/slug.tgz", ref); err != nil {
+	if err := get(ca.ClientTLS("deis:node-n1")); err != nil {
 		t.Fatal(err)
+	}
+	if got := who.Load(); got != "deis:node-n1" {
+		t.Errorf("the server saw %v, want the node's identity", got)
 	}
 }
 

@@ -247,12 +247,11 @@ var ErrOtherInstallation = errors.New("builder: this data directory belongs to a
 
 // checkInstallation makes sure this etcd (cluster and prefix) is the one the
 // data directory was used with: DataDir/incarnations/.installation holds
-// the SHA-256 of the platform token, which each installation creates once
-// and which an etcd snapshot restores. On the first pass it records it.
-// (The coordinator creates the token when it starts; EnsureToken here only
-// makes Purge usable on its own.)
+// the SHA-256 of the installation id (state.EnsureInstallation), which each
+// installation creates once and which an etcd snapshot restores. On the
+// first pass it records it.
 func (b *Builder) checkInstallation(ctx context.Context) error {
-	tok, err := state.EnsureToken(ctx, b.cfg.Store)
+	tok, err := state.EnsureInstallation(ctx, b.cfg.Store)
 	if err != nil {
 		return fmt.Errorf("builder: purge: %w", err)
 	}
@@ -272,7 +271,7 @@ func (b *Builder) checkInstallation(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("builder: purge: %w", err)
 	case strings.TrimSpace(string(data)) != id:
-		return fmt.Errorf("%w (its platform token differs from this etcd's): nothing is removed; check --etcd-endpoints and --prefix, or, if this directory is meant to serve this installation, remove %s",
+		return fmt.Errorf("%w (its installation id differs from this etcd's): nothing is removed; check --etcd-endpoints and --prefix, or, if this directory is meant to serve this installation, remove %s",
 			ErrOtherInstallation, b.incarnations())
 	}
 	return nil

@@ -176,9 +176,9 @@ func TestPurgeDestroyedFormations(t *testing.T) {
 	}
 
 	// Pointed at another installation (another etcd or prefix: another
-	// platform token), where none of these formations exist, purge removes
+	// installation id), where none of these formations exist, purge removes
 	// nothing.
-	must(s.Put(ctx, s.Keys.PlatformToken(), state.PlatformToken{Token: "another installation"}))
+	must(s.Put(ctx, s.Keys.Installation(), state.InstallationID{ID: "another installation"}))
 	must(s.DestroyFormation(ctx, "stay"))
 	if _, err := e.b.Purge(ctx, repos); !errors.Is(err, ErrOtherInstallation) {
 		t.Fatalf("purge against another installation: %v, want ErrOtherInstallation", err)

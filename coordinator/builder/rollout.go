@@ -204,12 +204,13 @@ func (b *Builder) readRollout(ctx context.Context, rel *state.Release) (*rollout
 		}
 	}
 	view.proxies = slices.Sorted(maps.Keys(proxies))
-	acks, _, err := state.List[state.ProxyAck](ctx, s.KV, k.ProxyAcks(f))
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range acks {
-		view.acks[a.Value.Node] = a.Value.Revision
+	for _, p := range view.proxies {
+		var a state.ProxyAck
+		if _, err := s.Get(ctx, k.ProxyAck(f, p), &a); err == nil {
+			view.acks[p] = a.Revision
+		} else if !errors.Is(err, state.ErrNotFound) {
+			return nil, err
+		}
 	}
 	return view, nil
 }
@@ -270,7 +271,7 @@ func (b *Builder) awaitRollout(ctx context.Context, rel *state.Release, con *con
 	wake := watch.NewWaker()
 	watch.Prefixes(wctx, b.cfg.Watcher, resp.Header.Revision, wake,
 		k.ReleaseStatuses(f), k.Releases(f), k.Formation(f), k.NodeStatuses(), k.Heartbeats(),
-		k.Routing(f), k.ProxyAcks(f), k.Layers(f), k.Nodes())
+		k.Routing(f), k.AllProxyAcks(), k.Layers(f), k.Nodes())
 
 	con.Printf("-----> Waiting for v%d to roll out", v)
 	con.Flush()

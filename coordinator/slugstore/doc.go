@@ -1,5 +1,5 @@
 // Package slugstore keeps built slugs on the coordinator's disk, named by the
-// sha256 of their content, and serves them to agents over HTTP.
+// sha256 of their content, and serves them to agents over HTTPS.
 //
 // A slug is the gzipped tar of a built app directory. Put streams one into a
 // temporary file, hashes it on the way and renames it to Dir/<sha256>.tgz, so
@@ -11,9 +11,10 @@
 // List, Remove and RemoveIncoming serve garbage collection (the builder's
 // GC decides what to remove).
 //
-// Downloads can require a bearer token: RequireToken wraps Handler so that
-// only requests with "Authorization: Bearer <token>" get slugs (the
-// coordinator uses the platform token, which agents send).
+// The coordinator serves Handler over TLS (pki.ServerTLS: a client
+// certificate of the platform CA is required on every connection) wrapped
+// in RequirePlatform, so that only nodes and coordinators get slugs; a
+// user's certificate gets 403 and plain HTTP is refused.
 //
 // Every slug lives on every coordinator. Register keeps this coordinator's
 // lease-bound registration (state.Keys.CoordinatorMember, with its slug
@@ -22,7 +23,8 @@
 // (state.Keys.SlugHolder(sha, member), Replicator.Hold). The Replicator
 // runs a level-triggered loop (a watch on the holder and member keys and a
 // pass every Resync): it fetches each slug some coordinator holds and this
-// one lacks from the live holders, with the platform token, at most the
+// one lacks from the live holders, presenting the coordinator's certificate
+// (ReplicatorConfig.TLS), at most the
 // recorded size (and MaxBytes), through PutVerified, so a holder serving
 // other bytes is refused and nothing of it kept; it then records itself, but
 // only while some holder key of the slug remains (GC deletes them all when

@@ -2,8 +2,10 @@ package slugstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/deis/deis/pkg/pki"
 	"log/slog"
 	"net/http"
 	"sort"
@@ -36,12 +38,13 @@ type ReplicatorConfig struct {
 	Watcher clientv3.Watcher
 	// Member is this coordinator's member id (MemberID).
 	Member string
-	// HTTP downloads from the other coordinators (default: a client
-	// without a timeout of its own; each download has fetchTimeout).
+	// HTTP downloads from the other coordinators (default: a client over
+	// TLS without a timeout of its own; each download has fetchTimeout).
 	HTTP *http.Client
-	// Token is sent as "Authorization: Bearer" (the platform token, which
-	// every slug server requires).
-	Token string
+	// TLS is the default client's TLS config: pki.ClientTLS with the
+	// coordinator's certificate, which every slug server requires
+	// (RequirePlatform).
+	TLS *tls.Config
 	// MaxBytes is the largest file fetched (default DefaultMaxFetchBytes);
 	// a holder that announces a larger one is not asked.
 	MaxBytes int64
@@ -75,7 +78,7 @@ func NewReplicator(cfg ReplicatorConfig) (*Replicator, error) {
 		return nil, fmt.Errorf("slugstore: replicator: invalid member id %q", cfg.Member)
 	}
 	if cfg.HTTP == nil {
-		cfg.HTTP = &http.Client{}
+		cfg.HTTP = &http.Client{Transport: &http.Transport{TLSClientConfig: cfg.TLS, Proxy: http.ProxyFromEnvironment}}
 	}
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = DefaultMaxFetchBytes
@@ -284,12 +287,9 @@ func (r *Replicator) fetchOne(ctx context.Context, ref state.SlugRef, url string
 	if err != nil {
 		return state.SlugRef{}, fmt.Errorf("slugstore: slug URL %q: %w", url, err)
 	}
-	if r.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
-	}
 	resp, err := r.cfg.HTTP.Do(req)
 	if err != nil {
-		return state.SlugRef{}, fmt.Errorf("slugstore: fetch %s: %w", url, err)
+		return state.SlugRef{}, fmt.Errorf("slugstore: fetch %s: %w", url, pki.Explain(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

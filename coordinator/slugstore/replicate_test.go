@@ -3,11 +3,13 @@ package slugstore
 import (
 	"bytes"
 	"context"
+	"github.com/deis/deis/testing/pkitest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,10 +18,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-const testToken = "platform-token-0123456789"
-
-// coord is one coordinator of the test: a store, its token-guarded slug
-// server, its registration and its replicator.
+// coord is one coordinator of the test: a store, its slug server (TLS,
+// nodes and coordinators only), its registration and its replicator.
 type coord struct {
 	id    string
 	slugs *Store
@@ -37,9 +37,11 @@ func newCoord(t *testing.T, cli *clientv3.Client, st *state.Store, id string, ha
 	if handler != nil {
 		h = handler(slugs)
 	}
-	srv := httptest.NewServer(RequireToken(testToken, h))
+	srv := httptest.NewUnstartedServer(RequirePlatform(st.Keys.Prefix, h))
+	srv.TLS = testCA(t).ServerTLS("t:coordinator")
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	rep, err := NewReplicator(ReplicatorConfig{Slugs: slugs, State: st, Watcher: cli, Member: id, Token: testToken,
+	rep, err := NewReplicator(ReplicatorConfig{Slugs: slugs, State: st, Watcher: cli, Member: id, TLS: testCA(t).ClientTLS("t:coordinator"),
 		MaxBytes: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -231,4 +233,15 @@ func TestPutVerified(t *testing.T) {
 	if _, err := s.PutVerified(strings.NewReader("x"), state.SlugRef{SHA256: "../x"}); err == nil {
 		t.Fatal("bad sha accepted")
 	}
+}
+
+// testCAs is one CA per test, shared by its coordinators.
+var testCAs sync.Map
+
+func testCA(t *testing.T) *pkitest.CA {
+	if ca, ok := testCAs.Load(t.Name()); ok {
+		return ca.(*pkitest.CA)
+	}
+	ca, _ := testCAs.LoadOrStore(t.Name(), pkitest.New(t))
+	return ca.(*pkitest.CA)
 }

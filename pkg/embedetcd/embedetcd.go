@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -16,9 +17,24 @@ type Server struct {
 	ClientURL string
 }
 
+// TLS are the certificate files of a secured etcd: it serves clients and
+// peers with CertFile (both usages: a peer certificate), requires a client
+// certificate issued by TrustedCAFile from every client and peer, and takes
+// a client certificate's Common Name as the etcd user of its requests.
+type TLS struct {
+	CertFile, KeyFile, TrustedCAFile string
+}
+
 // Start runs etcd with its data in dir, serving clients on clientURL and
 // peers on peerURL (both loopback), and waits until it is ready.
 func Start(dir, clientURL, peerURL string) (*Server, error) {
+	return StartTLS(dir, clientURL, peerURL, nil)
+}
+
+// StartTLS is Start with TLS and client certificate authentication on both
+// the client and the peer URLs (which must then be https) when t is not
+// nil. Plain HTTP to it is refused.
+func StartTLS(dir, clientURL, peerURL string, t *TLS) (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = dir
 	cfg.Name = "deis"
@@ -35,6 +51,13 @@ func Start(dir, clientURL, peerURL string) (*Server, error) {
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
 	cfg.InitialCluster = cfg.Name + "=" + peerURL
+	if t != nil {
+		if cu.Scheme != "https" || pu.Scheme != "https" {
+			return nil, fmt.Errorf("embedetcd: with TLS the client and peer URLs must be https (got %s, %s)", clientURL, peerURL)
+		}
+		info := transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile, TrustedCAFile: t.TrustedCAFile, ClientCertAuth: true}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
+	}
 	cfg.AutoCompactionMode = "revision"
 	cfg.AutoCompactionRetention = "10000"
 	e, err := embed.StartEtcd(cfg)

@@ -22,20 +22,20 @@
 //	deis:coordinator       /deis/ (everything)                           runtime/ routing/ status/formations/
 //	                                                                     status/releases/ status/acme/ acme/ builds/
 //	                                                                     releases/ certs/ coordinator/ (info, election)
-//	                                                                     secrets/ join/; for PurgeFormationKeys also
+//	                                                                     installation join/ slugs/; for PurgeFormationKeys also
 //	                                                                     formations/ layers/ configs/ perms/
-//	                                                                     status/proxies/ status/traffic/
 //	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
-//	node)
+//	node)                  coordinator/members/ slugs/ users/ perms/ (agent API: who may call)
 //	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
 //	nodes)
 //	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;
-//	                                                                     per formation f it proxies:
-//	                                                                     status/proxies/<f>/<n> status/traffic/<f>/<n>
-//	deis:legacy-nodes      secrets/token releases/ status/releases/      — (today's agent API and slug fetches; remove)
+//	                                                                     a proxy also status/acks/<n>/
+//	                                                                     status/traffic-reports/<n>/
+//	deis:legacy-nodes      releases/ status/releases/                    — (today's agent API run; remove)
 //	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
+//	                       status/acks/ status/traffic-reports/
 //	deis:formation-<f>     builds/<f>/ routing/<f> status/formations/<f> formations/<f> configs/<f> layers/<f>/
-//	                       status/releases/<f>/ status/proxies/<f>/      releases/<f>/ certs/<f>/
+//	                       status/releases/<f>/                          releases/<f>/ certs/<f>/
 //	                       status/acme/<f> perms/<f>/
 //
 // A node's user holds deis:nodes, its own deis:node-<n>, and deis:proxies if
@@ -44,29 +44,25 @@
 //
 // # What the table does not allow yet, and the layout change it needs
 //
-//   - A node's proxy acks and traffic reports are keyed by formation first
-//     (/deis/status/proxies/<f>/<n>, /deis/status/traffic/<f>/<n>), so a node
-//     has no prefix of its own there: today it needs two exact grants per
-//     formation it proxies (ProxyFormationPerms), kept in step with the
-//     formations. Proposed: key them by node first under new family names
-//     (so old and new agents never mix the two orders),
-//     /deis/status/acks/<n>/<f> and /deis/status/traffic-reports/<n>/<f>;
-//     the node's role then holds one read-write prefix for each,
-//     /deis/status/acks/<n>/ and /deis/status/traffic-reports/<n>/, and the
-//     coordinator watches /deis/status/acks/ and
-//     /deis/status/traffic-reports/ as it watches the old families today.
-//     Keys.FormationFamilies then lists them per formation no more:
-//     destroy and purge delete a formation's acks with one key per node, or
-//     the coordinator ignores acks of formations that no longer exist.
+//   - Done: a node's proxy acks and traffic reports are keyed by node
+//     first, under new family names (so old and new agents never mix the
+//     two orders): /deis/status/acks/<n>/<f> and
+//     /deis/status/traffic-reports/<n>/<f>. A proxy's own role holds one
+//     read-write prefix for each (ProxyNodePerms); ProxyFormationPerms
+//     (exact keys per formation) remains for narrower grants.
+//     Keys.FormationFamilies no longer lists them: a proxy deletes its
+//     acks of formations it no longer routes and its traffic report once
+//     it has nothing to count, and an ack older than a formation's routing
+//     counts for nothing.
 //   - Proxies read every formation's routing, certificates (with private
 //     keys) and challenges; narrowing to the formations a proxy serves
 //     needs per-formation grants like the acks above.
-//   - Today's agent reads the platform token and every formation's
-//     releases (one-off run; releases hold every formation's config):
-//     NodeOptions.Legacy grants them until the agent API and slug server
-//     check client certificates and a run's spec reaches the node through
-//     its own keys (for instance /deis/runs/<n>/<id>, written by the
-//     coordinator).
+//   - Today's agent reads every formation's releases (one-off run;
+//     releases hold every formation's config): NodeOptions.Legacy grants
+//     them until a run's spec reaches the node through its own keys (for
+//     instance /deis/runs/<n>/<id>, written by the coordinator). The
+//     platform token is gone: the agent API and the slug server check
+//     client certificates (pkg/access).
 //   - The coordinator may write deisctl's families only because
 //     PurgeFormationKeys deletes every family of a destroyed formation;
 //     DestroyFormation already deletes them, so the purge can leave them out

@@ -280,6 +280,7 @@ func EnsureNode(ctx context.Context, a Auth, prefix, node string, opts NodeOptio
 			return err
 		}
 		roles = append(roles, n.Proxies())
+		own = append(own, ProxyNodePerms(k, node)...)
 		for _, f := range opts.ProxyFormations {
 			own = append(own, ProxyFormationPerms(k, node, f)...)
 		}

@@ -86,7 +86,7 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{keys.Runtime("a"), keys.Runtime("b"), keys.Formation("shop"), keys.Config("shop"),
-		keys.Routing("shop"), keys.PlatformToken(), keys.Coordinator(), keys.NodeStatus("b"), keys.Node("b")} {
+		keys.Routing("shop"), keys.Installation(), keys.Coordinator(), keys.NodeStatus("b"), keys.Node("b")} {
 		mustPut(t, cl.Root, k)
 	}
 	a := cl.Client(t, names.Node("a"))
@@ -121,18 +121,22 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	denied(t, "put node b's databag", put(a, keys.Runtime("b")))
 	denied(t, "read node b's databag", get(a, keys.Runtime("b")))
 	denied(t, "list every databag", get(a, keys.Runtimes(), clientv3.WithPrefix()))
-	denied(t, "put an ack of a formation it does not proxy", put(a, keys.ProxyAck("other", "a")))
+	// Acks are keyed by node first: a proxy writes under its own prefix,
+	// whatever the formation (an ack of a formation it does not route
+	// counts for nothing).
+	allowed(t, "put an ack under its own prefix", put(a, keys.ProxyAck("other", "a")))
 	denied(t, "put node b's ack", put(a, keys.ProxyAck("shop", "b")))
 	// Desired state, its own databag included.
 	for _, k := range []string{keys.Runtime("a"), keys.Routing("shop"), keys.Formation("shop"), keys.Config("shop"),
 		keys.Release("shop", 1), keys.Layer("shop", "web"), keys.Build("shop", "x"), keys.Cert("shop", "x"),
 		keys.User("eve"), keys.Perm("shop", "eve"), keys.SSHKey("x"), keys.Drain("b"), keys.Coordinator(),
-		keys.PlatformToken(), keys.FormationStatus("shop"), keys.ReleaseStatus("shop", 1), keys.NextUID()} {
+		keys.Installation(), keys.FormationStatus("shop"), keys.ReleaseStatus("shop", 1), keys.NextUID()} {
 		denied(t, "put "+k, put(a, k))
 	}
-	denied(t, "read the platform token", get(a, keys.PlatformToken()))
 	denied(t, "read a config", get(a, keys.Config("shop")))
-	denied(t, "read users", get(a, keys.Users(), clientv3.WithPrefix()))
+	// The agent API decides who may read logs and run from these records.
+	allowed(t, "read users", get(a, keys.Users(), clientv3.WithPrefix()))
+	allowed(t, "read grants", get(a, keys.AllPerms(), clientv3.WithPrefix()))
 	_, err = a.Delete(ctx, keys.Nodes(), clientv3.WithPrefix())
 	denied(t, "delete every node", err)
 	// One denied op in a transaction refuses it all.
@@ -162,7 +166,7 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Legacy: true}); err != nil {
 		t.Fatal(err)
 	}
-	allowed(t, "legacy: read the platform token", get(a, keys.PlatformToken()))
+	allowed(t, "legacy: read a release", get(a, keys.Release("shop", 1)))
 	denied(t, "legacy: still no config", get(a, keys.Config("shop")))
 
 	// Removed: refused at once, on the connection already open.

@@ -61,8 +61,8 @@ func AdminPerms(k state.Keys) []Perm {
 
 // CoordinatorPerms is the role of the coordinators: they read everything
 // under the prefix and write the families they own today (scheduler,
-// builder, release log, ACME, advertisement, election, platform token, join
-// tokens) plus, for PurgeFormationKeys, every family keyed by formation.
+// builder, release log, ACME, advertisement, election, installation id,
+// join tokens) plus, for PurgeFormationKeys, every family keyed by formation.
 func CoordinatorPerms(k state.Keys) []Perm {
 	return []Perm{
 		r(HealthKey(k.Prefix), "etcdconn.Dial's check"),
@@ -77,8 +77,9 @@ func CoordinatorPerms(k state.Keys) []Perm {
 		rwp(k.AllReleases(), "builder: releases (Store.AppendRelease); automatic rollback"),
 		rwp(k.AllCerts(), "ACME client: certs:auto certificates"),
 		rwp(sub(k, "coordinator"), "advertisement (coordinator/info) and leader election"),
-		rwp(k.Secrets(), "first coordinator: the platform token (until issue 10 retires it)"),
+		rw(k.Installation(), "purge: which installation a data directory serves"),
 		rwp(JoinTokens(k), "join: redeem tokens"),
+		rwp(k.AllSlugHolders(), "builder and replicator: slug holders; GC deletes them"),
 		// PurgeFormationKeys deletes every family of a destroyed formation
 		// in one transaction, including those deisctl writes; drop these
 		// when the purge leaves them to DestroyFormation.
@@ -86,8 +87,6 @@ func CoordinatorPerms(k state.Keys) []Perm {
 		rwp(k.AllLayers(), "purge of destroyed formations"),
 		rwp(sub(k, "configs"), "purge of destroyed formations"),
 		rwp(k.AllPerms(), "purge of destroyed formations"),
-		rwp(k.AllProxyAcks(), "purge of destroyed formations"),
-		rwp(k.AllTraffic(), "purge of destroyed formations"),
 	}
 }
 
@@ -99,6 +98,10 @@ func NodesPerms(k state.Keys) []Perm {
 		rp(k.AllLayers(), "proxy agents: which formations they serve"),
 		rp(k.Formations(), "runtime: retired containers' formations, limits"),
 		r(k.Coordinator(), "agents: slug server and coordinator address"),
+		rp(k.CoordinatorMembers(), "runtime: other coordinators holding a slug whose download failed"),
+		rp(k.AllSlugHolders(), "runtime: which coordinators hold a slug"),
+		rp(k.Users(), "agent API: which callers are administrators"),
+		rp(k.AllPerms(), "agent API: which users are granted a formation's logs and run"),
 	}
 }
 
@@ -113,14 +116,13 @@ func ProxiesPerms(k state.Keys) []Perm {
 }
 
 // LegacyNodePerms are reads today's agent needs that least privilege will
-// remove: the platform token (agent API, slug downloads) and every
-// formation's releases and release status (one-off run reads them; they
-// hold every formation's config). Grant them only until the agent API and
-// slug server check certificates and run specs come through the node's own
-// keys.
+// remove: every formation's releases and release status (one-off run reads
+// them; they hold every formation's config). Grant them only until run
+// specs come through the node's own keys.
 func LegacyNodePerms(k state.Keys) []Perm {
 	return []Perm{
-		r(k.PlatformToken(), "legacy: agent API and slug server bearer token"),
+		// view.LoadOneOff: the formation key (nodes read it anyway),
+		// releases and release statuses, the coordinator's info.
 		rp(k.AllReleases(), "legacy: agent API run reads the formation's releases"),
 		rp(sub(k, "status", "releases"), "legacy: agent API run skips failed releases"),
 	}
@@ -137,11 +139,19 @@ func NodePerms(k state.Keys, node string) []Perm {
 	}
 }
 
+// ProxyNodePerms lets a proxy node write its acks and traffic reports: keyed
+// by node first (/status/acks/<n>/<f>, /status/traffic-reports/<n>/<f>),
+// they are one prefix each.
+func ProxyNodePerms(k state.Keys, node string) []Perm {
+	return []Perm{
+		rwp(k.NodeProxyAcks(node), "proxy: routing revisions applied, per formation"),
+		rwp(k.NodeTraffic(node), "proxy: traffic reports, per formation"),
+	}
+}
+
 // ProxyFormationPerms lets node write its proxy acknowledgement and traffic
-// report of formation f. Today's layout keys them by formation first
-// (/status/proxies/<f>/<n>, /status/traffic/<f>/<n>), so a node has no one
-// prefix of its own there and needs these per formation it proxies; the
-// layout change in doc.go replaces them with one prefix grant.
+// report of formation f alone: exact keys, for an operator who wants a
+// proxy's writes narrower than ProxyNodePerms (NodeOptions.ProxyFormations).
 func ProxyFormationPerms(k state.Keys, node, f string) []Perm {
 	return []Perm{
 		rw(k.ProxyAck(f, node), "proxy: routing revision applied"),
@@ -158,6 +168,8 @@ func UserPerms(k state.Keys, user string) []Perm {
 		rp(k.Nodes(), "deisctl logs and run: agents' addresses"),
 		rp(k.Heartbeats(), "deisctl: which nodes are alive"),
 		r(k.User(user), "deisctl: the user's own record"),
+		rp(k.AllProxyAcks(), "deisctl status: which proxies applied a formation's routing (keyed by node: revision numbers only)"),
+		rp(k.AllTraffic(), "deisctl releases (view.LoadFormation): answers per release and status class (keyed by node: counts only)"),
 	}
 }
 
@@ -176,7 +188,6 @@ func FormationPerms(k state.Keys, f string) []Perm {
 		r(k.Routing(f), "status: what is routed"),
 		r(k.FormationStatus(f), "status"),
 		rp(k.ReleaseStatuses(f), "releases: failed, rolled back"),
-		rp(k.ProxyAcks(f), "status: proxies applied"),
 		r(k.ACMEStatus(f), "certs: ACME order status"),
 		rp(k.Perms(f), "perms: who may push"),
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
 	"github.com/urfave/cli/v2"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -19,8 +21,9 @@ import (
 	"go.uber.org/zap"
 )
 
-// DefaultEndpoint is where the embedded etcd of `make run` listens.
-const DefaultEndpoint = "http://127.0.0.1:2379"
+// DefaultEndpoint is where the embedded etcd of `make run` listens: TLS
+// with client certificates of the platform CA.
+const DefaultEndpoint = "https://127.0.0.1:2379"
 
 // Config is how to reach etcd.
 type Config struct {
@@ -31,6 +34,10 @@ type Config struct {
 	Username  string
 	Password  string
 	Prefix    string
+	// Credentials is a credentials directory (WithCredentials) that fills
+	// what the other fields leave empty.
+	Credentials string
+	prefixSet   bool
 }
 
 // Flags returns the shared etcd flags. The endpoint flag has no default so a
@@ -43,6 +50,7 @@ func Flags() []cli.Flag {
 		&cli.StringFlag{Name: "etcd-key", EnvVars: []string{"DEIS_ETCD_KEY"}, Usage: "client key file for etcd TLS"},
 		&cli.StringFlag{Name: "etcd-user", EnvVars: []string{"DEIS_ETCD_USER"}, Usage: "etcd user name"},
 		&cli.StringFlag{Name: "etcd-password", EnvVars: []string{"DEIS_ETCD_PASSWORD"}, Usage: "etcd password"},
+		&cli.StringFlag{Name: "credentials", EnvVars: []string{"DEIS_CREDENTIALS"}, Usage: "credentials directory (ca.crt, client.crt, client.key, endpoints, prefix): fills the etcd endpoints, CA, certificate and key not given"},
 		&cli.StringFlag{Name: "prefix", EnvVars: []string{"DEIS_PREFIX"}, Value: state.DefaultPrefix, Usage: "key prefix of this installation in etcd"},
 	}
 }
@@ -65,11 +73,29 @@ func FromContext(c *cli.Context) Config {
 		Username:  c.String("etcd-user"),
 		Password:  c.String("etcd-password"),
 		Prefix:    c.String("prefix"),
+
+		Credentials: c.String("credentials"),
+		prefixSet:   c.IsSet("prefix"),
 	}
+}
+
+// Resolve fills cfg from its credentials directory (WithCredentials),
+// keeping a prefix given as a flag or in the environment.
+func (cfg Config) Resolve() (Config, error) {
+	out, err := cfg.WithCredentials(cfg.prefixSet)
+	if err != nil {
+		return cfg, err
+	}
+	out.Credentials = ""
+	return out, nil
 }
 
 // Dial connects to etcd and checks the connection with one read.
 func (cfg Config) Dial(ctx context.Context) (*clientv3.Client, error) {
+	cfg, err := cfg.Resolve()
+	if err != nil {
+		return nil, err
+	}
 	eps := cfg.Endpoints
 	if len(eps) == 0 {
 		eps = []string{DefaultEndpoint}
@@ -104,6 +130,12 @@ func (cfg Config) Dial(ctx context.Context) (*clientv3.Client, error) {
 		}
 		cc.TLS = t
 	}
+	if cc.TLS == nil && cfg.Username == "" && anyHTTPS(eps) {
+		return nil, fmt.Errorf("etcdconn: no credentials: etcd at %s needs a client certificate of the platform CA: give --credentials DIR (DEIS_CREDENTIALS; deisctl also reads %s, where the coordinator of a one-machine install writes the administrator's), or --etcd-cacert, --etcd-cert and --etcd-key", strings.Join(eps, ","), UserCredentialsDir())
+	}
+	if cc.TLS != nil && cfg.Username == "" && cfg.CertFile == "" && anyHTTPS(eps) {
+		return nil, fmt.Errorf("etcdconn: no credentials: a CA file but no client certificate for etcd at %s: give --credentials DIR (DEIS_CREDENTIALS) or --etcd-cert and --etcd-key", strings.Join(eps, ","))
+	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
 		if terr := tlsProbe(eps, cc.TLS); terr != nil {
@@ -118,8 +150,16 @@ func (cfg Config) Dial(ctx context.Context) (*clientv3.Client, error) {
 		if terr := tlsProbe(eps, cc.TLS); terr != nil {
 			return nil, terr
 		}
-		if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserEmpty) {
-			return nil, fmt.Errorf("etcdconn: etcd at %s refused the read (set --etcd-user and --etcd-password, or DEIS_ETCD_USER and DEIS_ETCD_PASSWORD): %w", strings.Join(eps, ","), err)
+		if errors.Is(err, rpctypes.ErrAuthFailed) {
+			return nil, fmt.Errorf("etcdconn: wrong password for etcd user %q at %s: give the right --etcd-password (DEIS_ETCD_PASSWORD), or ask an administrator to set a new one: %w", cfg.Username, strings.Join(eps, ","), err)
+		}
+		if errors.Is(err, rpctypes.ErrPermissionDenied) || errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrUserNotFound) ||
+			strings.Contains(err.Error(), rpctypes.ErrPermissionDenied.Error()) || strings.Contains(err.Error(), rpctypes.ErrUserNotFound.Error()) {
+			who := cfg.Username
+			if who == "" {
+				who = certName(cfg.CertFile)
+			}
+			return nil, fmt.Errorf("etcdconn: etcd at %s refused %s: these credentials were revoked or never granted (a removed node joins again with a new token from deisctl nodes:add; a user asks an administrator for new credentials), or give others with --credentials: %w", strings.Join(eps, ","), who, err)
 		}
 		return nil, fmt.Errorf("etcdconn: etcd at %s does not answer (is the coordinator or etcd running? set --etcd-endpoints or DEIS_ETCD_ENDPOINTS): %w", strings.Join(eps, ","), err)
 	}
@@ -156,7 +196,37 @@ func tlsProbe(eps []string, t *tls.Config) error {
 		if errors.As(err, &oe) && oe.Op == "dial" {
 			continue // not listening: not a TLS problem
 		}
-		return fmt.Errorf("etcdconn: TLS with etcd at %s failed (check --etcd-cacert, --etcd-cert, --etcd-key or DEIS_ETCD_CACERT, DEIS_ETCD_CERT, DEIS_ETCD_KEY): %w", ep, err)
+		return fmt.Errorf("etcdconn: TLS with etcd at %s failed (check --credentials, or --etcd-cacert, --etcd-cert, --etcd-key): %w", ep, pki.Explain(err))
 	}
 	return nil
+}
+
+func anyHTTPS(eps []string) bool {
+	for _, ep := range eps {
+		if strings.HasPrefix(ep, "https://") {
+			return true
+		}
+	}
+	return false
+}
+
+// certName is the etcd user a client certificate file names (its Common
+// Name), for errors.
+func certName(path string) string {
+	if path == "" {
+		return "an anonymous client"
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "the certificate in " + path
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return "the certificate in " + path
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return "the certificate in " + path
+	}
+	return fmt.Sprintf("user %q (the certificate in %s)", c.Subject.CommonName, path)
 }

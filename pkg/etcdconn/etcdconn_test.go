@@ -332,6 +332,7 @@ func TestSecureEtcd(t *testing.T) {
 		want := good
 		want.Endpoints = []string{cu, "https://127.0.0.1:1"}
 		want.Prefix = "/flags"
+		want.prefixSet = true
 		if !reflect.DeepEqual(cfg, want) {
 			t.Fatalf("FromContext = %+v, want %+v", cfg, want)
 		}
@@ -350,6 +351,7 @@ func TestSecureEtcd(t *testing.T) {
 		cfg := fromApp(t)
 		want := good
 		want.Prefix = "/env"
+		want.prefixSet = true
 		if !reflect.DeepEqual(cfg, want) {
 			t.Fatalf("FromContext = %+v, want %+v", cfg, want)
 		}

@@ -87,17 +87,22 @@ func (k Keys) NodeStatuses() string       { return k.join("status", "nodes") + "
 func (k Keys) NodeStatus(n string) string { return k.join("status", "nodes", n) }
 
 // ProxyAcks records the routing revision each proxy has applied (writer: that
-// proxy agent; watched by the coordinator).
-func (k Keys) AllProxyAcks() string        { return k.join("status", "proxies") + "/" }
-func (k Keys) ProxyAcks(f string) string   { return k.join("status", "proxies", f) + "/" }
-func (k Keys) ProxyAck(f, n string) string { return k.join("status", "proxies", f, n) }
+// proxy agent; watched by the coordinator). Keyed by node first, so a
+// node's etcd role holds one prefix of its own (NodeProxyAcks); the family
+// is not a formation family: a proxy deletes its acks of formations it no
+// longer routes, and an ack older than a formation's routing counts for
+// nothing.
+func (k Keys) AllProxyAcks() string           { return k.join("status", "acks") + "/" }
+func (k Keys) NodeProxyAcks(n string) string  { return k.join("status", "acks", n) + "/" }
+func (k Keys) ProxyAck(f, node string) string { return k.join("status", "acks", node, f) }
 
 // Traffic holds each proxy's recent answer counts per release of a
 // formation (writer: that proxy agent; watched by the coordinator, which
-// rolls back a release answering mostly 5xx).
-func (k Keys) AllTraffic() string           { return k.join("status", "traffic") + "/" }
-func (k Keys) Traffic(f string) string      { return k.join("status", "traffic", f) + "/" }
-func (k Keys) TrafficOf(f, n string) string { return k.join("status", "traffic", f, n) }
+// rolls back a release answering mostly 5xx). Keyed by node first, like
+// the acks; a proxy deletes its report once it has no answers to count.
+func (k Keys) AllTraffic() string              { return k.join("status", "traffic-reports") + "/" }
+func (k Keys) NodeTraffic(n string) string     { return k.join("status", "traffic-reports", n) + "/" }
+func (k Keys) TrafficOf(f, node string) string { return k.join("status", "traffic-reports", node, f) }
 
 // FormationStatus is the scheduler's account of each formation: what is in
 // progress and why, and what it cannot do (writer: coordinator).

@@ -44,8 +44,6 @@ func (k Keys) FormationFamilies(f string) []Family {
 		{Key: k.Routing(f)},
 		{Key: k.FormationStatus(f)},
 		{Key: k.ReleaseStatuses(f), Prefix: true},
-		{Key: k.ProxyAcks(f), Prefix: true},
-		{Key: k.Traffic(f), Prefix: true},
 		{Key: k.Certs(f), Prefix: true},
 		{Key: k.ACMEChallenges(f), Prefix: true},
 		{Key: k.ACMEStatus(f)},

@@ -20,6 +20,8 @@ import (
 var notFormationKeyed = map[string]bool{
 	"Node": true, "Drain": true, "Heartbeat": true, "Runtime": true, "NodeStatus": true,
 	"SSHKey": true, "User": true, "ReleaseVersionFromKey": true,
+	// keyed by node first: a proxy's acks and traffic reports
+	"ProxyAck": true, "NodeProxyAcks": true, "TrafficOf": true, "NodeTraffic": true,
 	// keyed by coordinator or by slug content: GC owns the holder keys
 	"CoordinatorMember": true, "SlugHolders": true, "SlugHolder": true, "SlugHolderKey": true,
 }
@@ -100,14 +102,13 @@ func TestDestroyFormation(t *testing.T) {
 			t.Fatal(err)
 		}
 		puts := map[string]any{
-			k.Layer(f, "runtime"):  state.Layer{Formation: f, Name: "runtime"},
-			k.Config(f):            state.Config{Vars: map[string]string{"A": "1"}},
-			k.Build(f, "b1"):       state.Build{ID: "b1"},
-			k.Perm(f, "alice"):     state.Perm{Formation: f, User: "alice"},
-			k.Routing(f):           state.Routing{Formation: f},
-			k.FormationStatus(f):   state.FormationStatus{Formation: f},
-			k.ReleaseStatus(f, 1):  state.ReleaseStatus{Version: 1, Failed: true},
-			k.ProxyAck(f, "proxy"): state.ProxyAck{Node: "proxy", Revision: 7},
+			k.Layer(f, "runtime"): state.Layer{Formation: f, Name: "runtime"},
+			k.Config(f):           state.Config{Vars: map[string]string{"A": "1"}},
+			k.Build(f, "b1"):      state.Build{ID: "b1"},
+			k.Perm(f, "alice"):    state.Perm{Formation: f, User: "alice"},
+			k.Routing(f):          state.Routing{Formation: f},
+			k.FormationStatus(f):  state.FormationStatus{Formation: f},
+			k.ReleaseStatus(f, 1): state.ReleaseStatus{Version: 1, Failed: true},
 		}
 		for key, v := range puts {
 			if err := s.Put(ctx, key, v); err != nil {

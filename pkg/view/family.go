@@ -134,7 +134,7 @@ func (p parser) parse(key string) (keyRef, bool) {
 			if len(parts) != 2 {
 				return r, false
 			}
-			r.formation, r.node = parts[0], parts[1]
+			r.node, r.formation = parts[0], parts[1]
 		case Releases, ReleaseStatuses:
 			if len(parts) != 2 {
 				return r, false

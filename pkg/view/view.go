@@ -314,7 +314,16 @@ func (p parser) ranges() []string {
 // read builds a State from one read of ranges (keys, and prefixes ending
 // in "/"), all at one revision; p parses the keys.
 func read(ctx context.Context, kv Getter, p parser, ranges []string, page int64, log *slog.Logger) (*State, error) {
-	head, err := kv.Get(ctx, p.keys.Prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	// The revision of the read, from a count of the first range: a reader
+	// may be allowed its families only, not everything under the prefix.
+	first, fopts := p.keys.Prefix+"/", []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCountOnly()}
+	if len(ranges) > 0 {
+		first = ranges[0]
+		if first[len(first)-1] != '/' {
+			fopts = []clientv3.OpOption{clientv3.WithCountOnly()}
+		}
+	}
+	head, err := kv.Get(ctx, first, fopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -389,7 +398,20 @@ func LoadFormation(ctx context.Context, kv Getter, prefix, f string) (*State, er
 	k := state.NewKeys(prefix)
 	p := parser{keys: k, fams: AllFamilies}
 	return read(ctx, kv, p, []string{k.Formation(f), k.Layers(f), k.Config(f), k.Releases(f), k.ReleaseStatuses(f),
-		k.Routing(f), k.ProxyAcks(f), k.Traffic(f), k.FormationStatus(f), k.Coordinator()}, 500, nil)
+		k.Routing(f), k.AllProxyAcks(), k.AllTraffic(), k.FormationStatus(f), k.Coordinator()}, 500, nil)
+}
+
+// LoadOneOff is the part of LoadFormation a one-off run needs, all a node
+// may read of another formation (issue 10): formation f's key, releases
+// and release statuses, and the coordinator's advertisement, at one
+// revision. CurrentRelease answers as from LoadFormation.
+func LoadOneOff(ctx context.Context, kv Getter, prefix, f string) (*State, error) {
+	if err := state.ValidateName("formation", f); err != nil {
+		return nil, err
+	}
+	k := state.NewKeys(prefix)
+	p := parser{keys: k, fams: AllFamilies}
+	return read(ctx, kv, p, []string{k.Formation(f), k.Releases(f), k.ReleaseStatuses(f), k.Coordinator()}, 500, nil)
 }
 
 // Sub is a subscription to a View's changes.

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"strings"
 
 	"github.com/deis/deis/pkg/backoff"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,7 +28,7 @@ func (w Waker) Wake() {
 	}
 }
 
-// Prefixes watches every prefix from revision fromRev+1 (0: from now) and
+// Prefixes watches every prefix (ending in "/"; other keys exactly) from revision fromRev+1 (0: from now) and
 // wakes w on every change, until ctx ends. On compaction or a broken stream it
 // wakes w (so the loop resyncs by reading again) and resumes from the current
 // revision.
@@ -40,7 +41,13 @@ func Prefixes(ctx context.Context, c clientv3.Watcher, fromRev int64, w Waker, p
 func prefix(ctx context.Context, c clientv3.Watcher, p string, fromRev int64, w Waker) {
 	var bo backoff.Backoff
 	for ctx.Err() == nil {
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		// A prefix ends in "/"; anything else is one key, watched alone:
+		// a reader may be allowed that key and not its neighbours (a node
+		// reads /deis/runtime/<node>, not /deis/runtime/<node>-b).
+		var opts []clientv3.OpOption
+		if strings.HasSuffix(p, "/") {
+			opts = append(opts, clientv3.WithPrefix())
+		}
 		if fromRev > 0 {
 			opts = append(opts, clientv3.WithRev(fromRev+1))
 		}

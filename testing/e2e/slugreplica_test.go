@@ -148,6 +148,8 @@ func TestLoseBuildingCoordinatorForGood(t *testing.T) {
 		t.Fatalf("push to the survivor: %v\n%s", err, out)
 	}
 	p.WaitApp(proxy, host, "hello from keep (v2)", 3*time.Minute)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	rel, err = st.LatestRelease(ctx, f)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,8 @@ package harness
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -16,12 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/deis/deis/pkg/embedetcd"
+	"github.com/deis/deis/pkg/etcdconn"
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
-	"github.com/deis/deis/testing/etcdtest"
 	"github.com/deis/deis/testing/need"
 	"github.com/deis/deis/testing/poll"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 var (
@@ -211,6 +214,16 @@ type Platform struct {
 	// must never see each other's containers.
 	id      string
 	KeyFile string
+	// AdminDir is the administrator's credentials directory (deisctl's
+	// DEIS_CREDENTIALS) the first coordinator writes.
+	AdminDir string
+	// CACert and CAKey are the platform CA's files (the first coordinator's
+	// DATA_DIR/pki, or the harness's own with an external etcd), given to
+	// every further coordinator.
+	CACert, CAKey string
+	// JoinURL is the first coordinator's join endpoint.
+	JoinURL string
+	etcdSrv *embedetcd.Server
 }
 
 // Agent is one deis-agent process.
@@ -270,14 +283,48 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 		p.id = p.id[len(p.id)-6:]
 	}
 	p.AppPort = FreePort(t, o.Addr)
+	p.AdminDir = filepath.Join(dir, "admin-credentials")
 	if o.ExternalEtcd {
-		p.EtcdURL, _ = etcdtest.Start(t)
+		p.startSecureEtcd()
 	} else {
-		p.EtcdURL = fmt.Sprintf("http://%s:%d", o.Addr, FreePort(t, o.Addr))
+		p.EtcdURL = fmt.Sprintf("https://%s:%d", o.Addr, FreePort(t, o.Addr))
+		pki := filepath.Join(dir, "coordinator0", "pki")
+		p.CACert, p.CAKey = filepath.Join(pki, "ca.crt"), filepath.Join(pki, "ca.key")
 	}
 	p.Coordinator = p.AddCoordinator()
 	p.SSHPort, p.HTTPPort = p.coordPorts[0][0], p.coordPorts[0][1]
 	return p
+}
+
+// startSecureEtcd runs the platform's external etcd in the test process as
+// an operator would: a CA of the platform (given to every coordinator), TLS
+// with client certificates on its client and peer URLs; the first
+// coordinator turns its auth on.
+func (p *Platform) startSecureEtcd() {
+	t := p.t
+	t.Helper()
+	dir := filepath.Join(p.Dir, "ca")
+	ca, err := pki.Create(dir, "deis e2e CA", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.IssuePeer("etcd", []string{"127.0.0.1", "localhost", p.addr}, 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := leaf.WriteFiles(dir, "etcd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.CACert, p.CAKey = filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile)
+	p.EtcdURL = fmt.Sprintf("https://%s:%d", p.addr, FreePort(t, p.addr))
+	peer := fmt.Sprintf("https://127.0.0.1:%d", FreePort(t, "127.0.0.1"))
+	srv, err := embedetcd.StartTLS(filepath.Join(p.Dir, "etcd"), p.EtcdURL, peer, &embedetcd.TLS{CertFile: cert, KeyFile: key, TrustedCAFile: p.CACert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.etcdSrv = srv
+	t.Cleanup(srv.Close)
 }
 
 // AddCoordinator starts one more coordinator (the first one embeds etcd
@@ -286,25 +333,65 @@ func (p *Platform) AddCoordinator() *Proc {
 	t := p.t
 	t.Helper()
 	n := len(p.Coordinators)
-	ssh, web := FreePort(t, p.addr), FreePort(t, p.addr)
+	ssh, web, join := FreePort(t, p.addr), FreePort(t, p.addr), FreePort(t, p.addr)
+	joinURL := fmt.Sprintf("https://%s:%d", p.addr, join)
 	args := []string{
+		"--admin-credentials", p.AdminDir,
+		"--join-addr", fmt.Sprintf("%s:%d", p.addr, join), "--join-url", joinURL,
 		"--data-dir", filepath.Join(p.Dir, fmt.Sprintf("coordinator%d", n)),
 		"--ssh-addr", fmt.Sprintf("%s:%d", p.addr, ssh), "--ssh-host", p.addr,
 		"--http-addr", fmt.Sprintf("%s:%d", p.addr, web),
-		"--slug-url", fmt.Sprintf("http://%s:%d", p.addr, web),
+		"--slug-url", fmt.Sprintf("https://%s:%d", p.addr, web),
 		"--app-port", fmt.Sprint(p.AppPort), "--log-level", "debug",
 	}
 	if p.external || n > 0 {
-		args = append(args, "--etcd-endpoints", p.EtcdURL)
+		args = append(args, "--etcd-endpoints", p.EtcdURL, "--ca-cert", p.CACert, "--ca-key", p.CAKey)
 	} else {
-		peer := fmt.Sprintf("http://127.0.0.1:%d", FreePort(t, "127.0.0.1")) // peers stay on loopback
+		peer := fmt.Sprintf("https://127.0.0.1:%d", FreePort(t, "127.0.0.1")) // peers stay on loopback
 		args = append(args, "--etcd-listen-client", p.EtcdURL, "--etcd-listen-peer", peer)
 	}
 	c := Start(t, "deis-coordinator", append(args, p.coordArgs...)...)
 	p.Coordinators = append(p.Coordinators, c)
 	p.coordPorts = append(p.coordPorts, [2]int{ssh, web})
-	p.WaitHTTP(fmt.Sprintf("http://%s:%d/healthz", p.addr, web), "", 90*time.Second)
+	p.waitJoin(joinURL, 90*time.Second)
+	if p.JoinURL == "" {
+		p.JoinURL = joinURL
+	}
 	return c
+}
+
+// waitJoin waits until the coordinator's join endpoint answers: it has
+// secured etcd and written the administrator's credential by then.
+func (p *Platform) waitJoin(joinURL string, timeout time.Duration) {
+	p.t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	Eventually(p.t, timeout, joinURL+" to answer", func() (bool, string) {
+		for _, c := range p.Coordinators {
+			if c.Exited() {
+				p.t.Fatalf("coordinator exited:\n%s", c.Log())
+			}
+		}
+		resp, err := hc.Get(joinURL + "/healthz")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, resp.Status
+	})
+}
+
+// JoinToken makes a one-time join token for node with labels (deisctl
+// nodes:add) and returns the deis-agent flags that join with it.
+func (p *Platform) JoinToken(node, labels string) []string {
+	p.t.Helper()
+	out := p.MustCtl("", "nodes:add", node, "--labels", labels, "--json")
+	var j struct {
+		Token, Coordinator, CAFingerprint string
+	}
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		p.t.Fatalf("nodes:add %s: %v\n%s", node, err, out)
+	}
+	return []string{"--join", j.Token, "--coordinator", j.Coordinator, "--ca-fingerprint", j.CAFingerprint}
 }
 
 // AgentOptions configure StartAgent.
@@ -337,13 +424,13 @@ func (p *Platform) StartAgent(name string, o AgentOptions) *Agent {
 	stateDir := filepath.Join(p.Dir, "agent-"+name)
 	httpsPort := FreePort(t, o.Addr)
 	metrics := fmt.Sprintf("%s:%d", o.Addr, FreePort(t, o.Addr))
-	args := append([]string{
+	args := append(append([]string{
 		"--etcd-endpoints", p.EtcdURL, "--name", name, "--addr", o.Addr, "--labels", o.Labels,
 		"--state-dir", stateDir, "--http-listen", fmt.Sprintf("%s:%d", o.Addr, o.HTTPPort),
 		"--https-listen", fmt.Sprintf("%s:%d", o.Addr, httpsPort),
 		"--metrics-addr", metrics,
 		"--stop-grace", "5s", "--log-level", "debug", "--api-addr", o.Addr + ":0",
-	}, o.ExtraArgs...)
+	}, p.JoinToken(name, o.Labels)...), o.ExtraArgs...)
 	a := &Agent{Proc: Start(t, "deis-agent", args...), Name: name, Addr: o.Addr, StateDir: stateDir, HTTPPort: o.HTTPPort, HTTPSPort: httpsPort, MetricsAddr: metrics}
 	p.Agents = append(p.Agents, a)
 	t.Cleanup(func() { cleanupAgent(a) })
@@ -370,7 +457,7 @@ func (p *Platform) Ctl(dir string, args ...string) (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(Binaries(p.t), "deisctl"), args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "DEIS_ETCD_ENDPOINTS="+p.EtcdURL)
+	cmd.Env = append(os.Environ(), "DEIS_CREDENTIALS="+p.AdminDir)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
@@ -490,10 +577,20 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() (b
 	poll.Until(t, timeout, what, cond)
 }
 
-// Client returns an etcd client of the platform's etcd, closed with the test.
+// Client returns an etcd client of the platform's etcd with the
+// administrator's credential, closed with the test.
 func (p *Platform) Client() *clientv3.Client {
 	p.t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{p.EtcdURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	return p.ClientAs(p.AdminDir)
+}
+
+// ClientAs returns an etcd client with the credentials in dir (a node's
+// <state-dir>/credentials, say), closed with the test.
+func (p *Platform) ClientAs(dir string) *clientv3.Client {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := etcdconn.Config{Credentials: dir, Prefix: state.DefaultPrefix}.Dial(ctx)
 	if err != nil {
 		p.t.Fatal(err)
 	}

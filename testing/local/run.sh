@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # run.sh runs the whole platform on this machine in the foreground: an
-# embedded etcd inside the coordinator, the coordinator, and one agent with
-# both the runtime and the proxy role. Ctrl-C stops the platform processes;
-# app containers and the proxy's nginx keep serving, and the next run adopts
-# them.
+# embedded etcd inside the coordinator (TLS, client certificates and auth,
+# with the platform CA the coordinator creates in its data directory), the
+# coordinator, and one agent with both the runtime and the proxy role. The
+# coordinator writes the administrator's credential to ~/.config/deis, which
+# deisctl reads without flags; the agent joins with a one-time token the
+# first time (deisctl nodes:add) and keeps its credentials in its state
+# directory. Ctrl-C stops the platform processes; app containers and the
+# proxy's nginx keep serving, and the next run adopts them.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 data=${DEIS_LOCAL_DATA:-$top/.data}
@@ -11,12 +15,20 @@ mkdir -p "$data"
 
 "$top/bin/deis-coordinator" --data-dir "$data/coordinator" 2> >(sed -u 's/^/coordinator | /' >&2) &
 coord=$!
+# The join endpoint answers once etcd is secured and the administrator's
+# credential is written.
 for _ in $(seq 1 60); do
-	curl -fsS http://127.0.0.1:8090/healthz >/dev/null 2>&1 && break
+	curl -fsSk https://127.0.0.1:8091/healthz >/dev/null 2>&1 && break
 	kill -0 $coord 2>/dev/null || { echo "run: the coordinator exited; see its log above" >&2; exit 1; }
 	sleep 1
 done
-"$top/bin/deis-agent" --name local --state-dir "$data/agent" 2> >(sed -u 's/^/agent       | /' >&2) &
+join=()
+if [ ! -f "$data/agent/credentials/client.crt" ]; then
+	# deis-agent --name local --join TOKEN --coordinator URL --ca-fingerprint FP
+	read -r -a join < <("$top/bin/deisctl" nodes:add local | sed -n 's/^ *deis-agent --name local //p')
+	[ ${#join[@]} -gt 0 ] || { echo "run: deisctl nodes:add local failed (see above)" >&2; kill -TERM $coord; exit 1; }
+fi
+"$top/bin/deis-agent" --name local --state-dir "$data/agent" "${join[@]}" 2> >(sed -u 's/^/agent       | /' >&2) &
 agent=$!
 
 stop() {

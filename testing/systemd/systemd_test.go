@@ -191,8 +191,11 @@ func TestUnitsUnderSystemd(t *testing.T) {
 	}
 	m.write("/etc/systemd/system/docker.service", dockerStub, 0o644)
 	metrics := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t, "127.0.0.1"))
+	join := p.JoinToken(node, "role=runtime,role=proxy") // --join T --coordinator U --ca-fingerprint F
 	m.write("/etc/deis/agent.env", strings.Join([]string{
-		"DEIS_ETCD_ENDPOINTS=" + p.EtcdURL,
+		"DEIS_JOIN_TOKEN=" + join[1],
+		"DEIS_COORDINATOR_URL=" + join[3],
+		"DEIS_CA_FINGERPRINT=" + join[5],
 		"DEIS_NODE_NAME=" + node,
 		"DEIS_NODE_ADDR=127.0.0.1",
 		"DEIS_NODE_LABELS=role=runtime,role=proxy",
@@ -336,8 +339,20 @@ func TestUnitsUnderSystemd(t *testing.T) {
 
 	// The coordinator unit: a second coordinator that joins the election.
 	web := harness.FreePort(t, "127.0.0.1")
+	for src, dst := range map[string]string{p.CACert: "/etc/deis/pki/ca.crt", p.CAKey: "/etc/deis/pki/ca.key"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.write(dst, string(b), 0o600)
+	}
+	joinAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t, "127.0.0.1"))
 	m.write("/etc/deis/coordinator.env", strings.Join([]string{
 		"DEIS_ETCD_ENDPOINTS=" + p.EtcdURL,
+		"DEIS_CA_CERT=/etc/deis/pki/ca.crt",
+		"DEIS_CA_KEY=/etc/deis/pki/ca.key",
+		"DEIS_JOIN_ADDR=" + joinAddr,
+		"DEIS_JOIN_URL=https://" + joinAddr,
 		"DEIS_DATA_DIR=/var/lib/deis",
 		fmt.Sprintf("DEIS_SSH_ADDR=127.0.0.1:%d", harness.FreePort(t, "127.0.0.1")),
 		fmt.Sprintf("DEIS_HTTP_ADDR=127.0.0.1:%d", web),

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/deis/deis/agent/node"
 	"github.com/deis/deis/agent/proxy"
 	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/pkg/access"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
 	"github.com/deis/deis/pkg/netguard"
@@ -59,6 +62,9 @@ func main() {
 			&cli.IntFlag{Name: "max-slug-entries", EnvVars: []string{"DEIS_MAX_SLUG_ENTRIES"}, Value: slugtar.DefaultMaxEntries, Usage: "most files, directories and links in a slug"},
 			&cli.StringFlag{Name: "nginx-user", EnvVars: []string{"DEIS_NGINX_USER"}, Value: "www-data", Usage: "unprivileged user the proxy's nginx workers run as when the agent runs as root (www-data: nobody where there is no www-data)"},
 			&cli.StringFlag{Name: "max-body", EnvVars: []string{"DEIS_MAX_BODY"}, Value: "10M", Usage: "request body limit (K, M, G; at most 1G) of formations that set none with deisctl limits:set --body; larger bodies get 413"},
+			&cli.StringFlag{Name: "join", EnvVars: []string{"DEIS_JOIN_TOKEN"}, Usage: "one-time join token from deisctl nodes:add: traded for this node's credentials (<state-dir>/credentials) on the first start; ignored once joined"},
+			&cli.StringFlag{Name: "coordinator", EnvVars: []string{"DEIS_COORDINATOR_URL"}, Usage: "the coordinator's join URL (https://HOST:PORT), with --join"},
+			&cli.StringFlag{Name: "ca-fingerprint", EnvVars: []string{"DEIS_CA_FINGERPRINT"}, Usage: "the platform CA's fingerprint (sha256:...), with --join: the coordinator is trusted only if it presents that CA"},
 			&cli.StringFlag{Name: "api-addr", EnvVars: []string{"DEIS_API_ADDR"}, Value: "127.0.0.1:9103", Usage: "where the agent API (deisctl logs and run) listens, advertised to deisctl; no host: the node address; port 0: any free port (empty: off)"},
 		),
 		Action: run,
@@ -113,20 +119,23 @@ func run(c *cli.Context) error {
 			return fmt.Errorf("--%s is negative: give a positive number (0: the default or none, see --help)", f)
 		}
 	}
-	labels, err := parseLabels(c.String("labels"))
+	if err := os.MkdirAll(c.String("state-dir"), 0o755); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	ec, labelSpec, err := credentials(ctx, c, name, log)
 	if err != nil {
 		return err
 	}
-	ec := etcdconn.FromContext(c)
+	labels, err := parseLabels(labelSpec)
+	if err != nil {
+		return err
+	}
 	cli, err := ec.Dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
 	store := state.NewStore(cli, ec.Prefix)
-	if err := os.MkdirAll(c.String("state-dir"), 0o755); err != nil {
-		return fmt.Errorf("state dir: %w", err)
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -140,12 +149,11 @@ func run(c *cli.Context) error {
 		me.HTTPPort, me.HTTPSPort = httpPort, httpsPort
 	}
 
-	// The platform token guards slug downloads and the agent API.
-	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
-	token, err := state.EnsureToken(tctx, store)
-	tcancel()
+	// The node's certificate (from its join: client and server usage)
+	// fetches slugs and serves the agent API.
+	creds, err := access.LoadCreds(ec.CAFile, ec.CertFile, ec.KeyFile)
 	if err != nil {
-		return fmt.Errorf("platform token: %w: check that etcd is reachable", err)
+		return fmt.Errorf("the node's certificate: %w", err)
 	}
 	docker, err := runtime.NewDocker(ctx)
 	if err != nil {
@@ -168,8 +176,7 @@ func run(c *cli.Context) error {
 	}
 	rt, err := runtime.New(runtime.Config{
 		Node: name, Addr: c.String("addr"), StateDir: c.String("state-dir"),
-		Store: store, Watcher: cli, Docker: docker, HTTPClient: &http.Client{Timeout: 10 * time.Minute},
-		SlugToken: token,
+		Store: store, Watcher: cli, Docker: docker, SlugTLS: creds.ClientTLS(),
 		StopGrace: c.Duration("stop-grace"), DrainDelay: c.Duration("drain-delay"), Logger: log.With("role", "runtime"), Registerer: reg,
 		DefaultMemory: orNone(c.Int64("default-memory")), PidsLimit: orNone(c.Int64("container-pids")),
 		MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"),
@@ -191,7 +198,7 @@ func run(c *cli.Context) error {
 		}
 		defer apiListener.Close()
 		me.APIURL = api.URL(apiListener.Addr(), me.Addr)
-		apiSrv, err = api.New(api.Config{Node: name, Token: token, Store: store, Docker: docker, Runtime: rt, Retired: rt,
+		apiSrv, err = api.New(api.Config{Node: name, TLS: creds.ServerTLS(), Store: store, Docker: docker, Runtime: rt, Retired: rt,
 			Logger: log.With("role", "api"), Registerer: reg})
 		if err != nil {
 			return err
@@ -246,6 +253,48 @@ func run(c *cli.Context) error {
 	}
 	log.Info("agent stopped; containers and nginx keep serving", "node", name)
 	return first
+}
+
+// credentials returns the etcd settings the agent dials with: those given
+// (--credentials, --etcd-cert, --etcd-user), or else its own credentials
+// directory, <state-dir>/credentials, which --join fills on the first start.
+// It also returns the node's labels: --labels when given, else those its
+// join token carried, else the default.
+func credentials(ctx context.Context, c *cli.Context, name string, log *slog.Logger) (etcdconn.Config, string, error) {
+	ec := etcdconn.FromContext(c)
+	labels := c.String("labels")
+	if ec.Credentials != "" || ec.CertFile != "" || ec.Username != "" {
+		if c.String("join") != "" {
+			log.Warn("--join ignored: credentials were given", "node", name)
+		}
+		ec, err := ec.Resolve()
+		return ec, labels, err
+	}
+	dir := filepath.Join(c.String("state-dir"), "credentials")
+	if !etcdconn.HasCredentials(dir) {
+		tok := c.String("join")
+		if tok == "" {
+			return ec, "", fmt.Errorf("no credentials: node %s has not joined (%s holds none): on an administrator's machine run deisctl nodes:add %s, then start this agent with the --join, --coordinator and --ca-fingerprint it prints", name, dir, name)
+		}
+		jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		resp, err := node.Join(jctx, node.JoinConfig{Coordinator: c.String("coordinator"), Fingerprint: c.String("ca-fingerprint"),
+			Token: tok, Node: name, Prefix: ec.Prefix, Dir: dir})
+		cancel()
+		if err != nil {
+			return ec, "", err
+		}
+		log.Info("joined the platform", "node", name, "etcd user", resp.EtcdUser, "credentials", dir)
+	} else if c.String("join") != "" {
+		log.Info("already joined: --join ignored", "node", name, "credentials", dir)
+	}
+	if !c.IsSet("labels") {
+		if l := node.JoinedLabels(dir); l != "" {
+			labels = l
+		}
+	}
+	ec.Credentials = dir
+	ec, err := ec.Resolve()
+	return ec, labels, err
 }
 
 // listenPort is the port of the first nginx listen spec ("8080",

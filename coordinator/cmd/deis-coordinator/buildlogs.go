@@ -1,32 +1,43 @@
 package main
 
 import (
-	"crypto/subtle"
+	"context"
 	"errors"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/deis/deis/pkg/access"
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/state"
 )
 
 // buildLogHandler serves GET /builds/<formation>/<build id>.log: the
 // builder's log of one build (DataDir/builds/<formation>/<id>.log), for
-// deisctl logs. It requires the platform token as a bearer token.
-func buildLogHandler(dataDir, token string) http.Handler {
-	want := []byte("Bearer " + token)
+// deisctl logs. It is served over TLS with client certificates (the slug
+// server's listener); the caller must be allowed the formation
+// (access.Formation: administrators, coordinators, users granted it),
+// as the records of the installation under prefix say.
+func buildLogHandler(dataDir, prefix string, records access.Records) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token == "" || subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="deis builds"`)
-			http.Error(w, "build logs: missing or wrong platform token: deisctl reads it from etcd", http.StatusUnauthorized)
-			return
-		}
 		f := r.PathValue("formation")
 		id, ok := strings.CutSuffix(r.PathValue("file"), ".log")
 		if !ok || state.ValidateName("formation", f) != nil || state.ValidateName("build", id) != nil {
 			http.Error(w, "build logs: use /builds/FORMATION/BUILD-ID.log with names of lowercase letters, digits and hyphens", http.StatusBadRequest)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		err := access.Formation(ctx, records, access.Parse(prefix, pki.PeerIdentity(r)), f)
+		cancel()
+		switch {
+		case access.IsDenied(err):
+			http.Error(w, err.Error(), http.StatusForbidden)
+			return
+		case err != nil:
+			http.Error(w, "build logs: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		file, err := os.Open(filepath.Join(dataDir, "builds", f, id+".log"))

@@ -16,15 +16,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/deis/deis/coordinator/access"
 	"github.com/deis/deis/coordinator/acme"
 	"github.com/deis/deis/coordinator/builder"
 	"github.com/deis/deis/coordinator/gitserver"
 	"github.com/deis/deis/coordinator/scheduler"
 	"github.com/deis/deis/coordinator/slugstore"
-	"github.com/deis/deis/pkg/embedetcd"
 	"github.com/deis/deis/pkg/etcdconn"
 	"github.com/deis/deis/pkg/logging"
 	"github.com/deis/deis/pkg/netguard"
+	"github.com/deis/deis/pkg/pki"
 	"github.com/deis/deis/pkg/slugtar"
 	"github.com/deis/deis/pkg/state"
 	"github.com/docker/docker/client"
@@ -47,7 +48,12 @@ func main() {
 			logging.Flag(),
 			&cli.StringFlag{Name: "data-dir", EnvVars: []string{"DEIS_DATA_DIR"}, Value: "/var/lib/deis", Usage: "repositories, slugs, build logs, SSH host key and embedded etcd"},
 			&cli.StringFlag{Name: "etcd-listen-client", EnvVars: []string{"DEIS_ETCD_LISTEN_CLIENT"}, Value: etcdconn.DefaultEndpoint, Usage: "embedded etcd: client URL (loopback)"},
-			&cli.StringFlag{Name: "etcd-listen-peer", EnvVars: []string{"DEIS_ETCD_LISTEN_PEER"}, Value: "http://127.0.0.1:2380", Usage: "embedded etcd: peer URL (loopback)"},
+			&cli.StringFlag{Name: "etcd-listen-peer", EnvVars: []string{"DEIS_ETCD_LISTEN_PEER"}, Value: "https://127.0.0.1:2380", Usage: "embedded etcd: peer URL (loopback)"},
+			&cli.StringFlag{Name: "ca-cert", EnvVars: []string{"DEIS_CA_CERT"}, Usage: "the platform CA's certificate (an operator's CA, or the first coordinator's DATA_DIR/pki/ca.crt); default: DATA_DIR/pki, created there by a coordinator with an embedded etcd"},
+			&cli.StringFlag{Name: "ca-key", EnvVars: []string{"DEIS_CA_KEY"}, Usage: "the platform CA's key (0600), with --ca-cert"},
+			&cli.StringFlag{Name: "admin-credentials", EnvVars: []string{"DEIS_ADMIN_CREDENTIALS"}, Value: etcdconn.UserCredentialsDir(), Usage: "where the administrator's credential is written (deisctl reads it without flags) when there is none yet or this coordinator creates the CA (embedded etcd, or when given)"},
+			&cli.StringFlag{Name: "join-addr", EnvVars: []string{"DEIS_JOIN_ADDR"}, Value: ":8091", Usage: "where nodes join (HTTPS; deis-agent --join)"},
+			&cli.StringFlag{Name: "join-url", EnvVars: []string{"DEIS_JOIN_URL"}, Value: "https://127.0.0.1:8091", Usage: "the join URL nodes dial, printed by deisctl nodes:add (its host goes into the join certificate)"},
 			&cli.StringFlag{Name: "ssh-addr", EnvVars: []string{"DEIS_SSH_ADDR"}, Value: ":2222", Usage: "SSH git endpoint listen address"},
 			&cli.DurationFlag{Name: "ssh-auth-timeout", EnvVars: []string{"DEIS_SSH_AUTH_TIMEOUT"}, Value: gitserver.DefaultAuthTimeout, Usage: "SSH connections not authenticated within this are closed"},
 			&cli.IntFlag{Name: "ssh-max-conns", EnvVars: []string{"DEIS_SSH_MAX_CONNS"}, Value: gitserver.DefaultMaxConns, Usage: "SSH connections held at once; more are closed at once"},
@@ -55,7 +61,7 @@ func main() {
 			&cli.Int64Flag{Name: "max-push-bytes", EnvVars: []string{"DEIS_MAX_PUSH_BYTES"}, Value: gitserver.DefaultMaxPushBytes, Usage: "git push size limit (refused while it is received)"},
 			&cli.StringFlag{Name: "ssh-host", EnvVars: []string{"DEIS_SSH_HOST"}, Value: "localhost", Usage: "host name users put in their git remote"},
 			&cli.StringFlag{Name: "http-addr", EnvVars: []string{"DEIS_HTTP_ADDR"}, Value: ":8090", Usage: "slug server and /metrics listen address"},
-			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "http://127.0.0.1:8090", Usage: "base URL agents download slugs from"},
+			&cli.StringFlag{Name: "slug-url", EnvVars: []string{"DEIS_SLUG_URL"}, Value: "https://127.0.0.1:8090", Usage: "base URL agents download slugs from (https: the slug server requires client certificates of the platform CA)"},
 			&cli.StringFlag{Name: "base-domain", EnvVars: []string{"DEIS_BASE_DOMAIN"}, Value: "localhost", Usage: "apps answer on NAME.BASE-DOMAIN"},
 			&cli.IntFlag{Name: "app-port", EnvVars: []string{"DEIS_APP_PORT"}, Value: 8080, Usage: "port the proxies serve apps on (shown in app URLs)"},
 			&cli.IntFlag{Name: "app-https-port", EnvVars: []string{"DEIS_APP_HTTPS_PORT"}, Value: 8443, Usage: "port the proxies serve apps on over HTTPS (the agents' --https-listen; shown in app URLs; 0: none shown)"},
@@ -85,10 +91,9 @@ func main() {
 			&cli.StringFlag{Name: "acme-email", EnvVars: []string{"DEIS_ACME_EMAIL"}, Usage: "contact address of the ACME account"},
 			&cli.StringFlag{Name: "acme-ca", EnvVars: []string{"DEIS_ACME_CA"}, Usage: "PEM file of CA certificates to trust for the ACME directory, instead of the system's (a test or private ACME server)"},
 			&cli.DurationFlag{Name: "replica-timeout", EnvVars: []string{"DEIS_REPLICA_TIMEOUT"}, Value: builder.DefaultReplicaTimeout, Usage: "with other coordinators running, a push waits this long for a second one to store its slug, and fails (nothing released) when none does"},
-			&cli.BoolFlag{Name: "slug-auth", EnvVars: []string{"DEIS_SLUG_AUTH"}, Value: true, Usage: "require the platform token (Authorization: Bearer) to download slugs, as agents send it (--slug-auth=false turns it off)"},
 		),
 		Action: serve,
-		Commands: []*cli.Command{{
+		Commands: []*cli.Command{bootstrapCommand(), {
 			Name:   "hook",
 			Usage:  "git pre-receive hook: build the pushed commit (run by git, not by hand)",
 			Hidden: true,
@@ -124,29 +129,25 @@ func serve(c *cli.Context) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 
-	ec := etcdconn.FromContext(c)
-	if len(ec.Endpoints) == 0 {
-		log.Info("starting embedded etcd", "dir", filepath.Join(dataDir, "etcd"), "client", c.String("etcd-listen-client"))
-		srv, err := embedetcd.Start(filepath.Join(dataDir, "etcd"), c.String("etcd-listen-client"), c.String("etcd-listen-peer"))
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
-		ec.Endpoints = []string{srv.ClientURL}
-	}
-	cli, err := ec.Dial(ctx)
+	ec, err := etcdconn.FromContext(c).Resolve()
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
-	store := state.NewStore(cli, ec.Prefix)
-	// The platform token (shared through etcd with agents and deisctl)
-	// guards the build logs.
-	tctx, tcancel := context.WithTimeout(ctx, 30*time.Second)
-	platformToken, err := state.EnsureToken(tctx, store)
-	tcancel()
+	boot, err := bootstrap(ctx, c, log, dataDir, ec)
 	if err != nil {
-		return fmt.Errorf("platform token: %w", err)
+		return err
+	}
+	defer boot.Close()
+	ec, cli, root := boot.ec, boot.cli, boot.root
+	store := state.NewStore(cli, ec.Prefix)
+	// The slug server and build logs serve over TLS with client
+	// certificates of the platform CA; the replicator presents the
+	// coordinator's.
+	revoked := pki.NewRevoked()
+	go access.WatchRevoked(ctx, cli, ec.Prefix, revoked, log.With("part", "revoked"))
+	certs, err := newSlugCerts(boot.ca, revoked, c.String("slug-url"), ec.Prefix)
+	if err != nil {
+		return err
 	}
 
 	reg := prometheus.NewRegistry()
@@ -163,7 +164,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	replicas, err := slugstore.NewReplicator(slugstore.ReplicatorConfig{
-		Slugs: slugs, State: store, Watcher: cli, Member: member, Token: platformToken,
+		Slugs: slugs, State: store, Watcher: cli, Member: member, TLS: certs.client,
 		MaxBytes: 4 * c.Int64("max-slug-bytes"), Logger: log.With("part", "replicator", "member", member),
 	})
 	if err != nil {
@@ -220,7 +221,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 
-	errc := make(chan error, 8)
+	errc := make(chan error, 10)
 	running := 0
 	start := func(name string, fn func() error) {
 		running++
@@ -243,12 +244,6 @@ func serve(c *cli.Context) error {
 	buildSrv := &http.Server{Handler: b.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	start("build api", func() error { return serveUntil(ctx, buildSrv, bl) })
 
-	var slugHandler http.Handler = slugs.Handler()
-	if c.Bool("slug-auth") {
-		slugHandler = slugstore.RequireToken(platformToken, slugHandler)
-	} else {
-		log.Warn("the slug server answers without a token (--slug-auth=false)")
-	}
 	if iv := c.Duration("gc-interval"); iv > 0 {
 		start("gc", func() error { return b.RunGC(ctx, iv) })
 	}
@@ -258,23 +253,38 @@ func serve(c *cli.Context) error {
 		return b.RunPurge(ctx, cli, time.Minute, gitserver.ReposFormationDir(dataDir))
 	})
 
+	// One port: TLS with client certificates for slugs (nodes and
+	// coordinators) and build logs (callers allowed the formation); plain
+	// HTTP for /metrics and /healthz only.
+	open := http.NewServeMux()
+	open.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	open.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux := http.NewServeMux()
-	mux.Handle("/slugs/", slugHandler)
-	mux.Handle("GET /builds/{formation}/{file}", buildLogHandler(dataDir, platformToken))
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.Handle("/slugs/", slugstore.RequirePlatform(ec.Prefix, slugs.Handler()))
+	mux.Handle("GET /builds/{formation}/{file}", buildLogHandler(dataDir, ec.Prefix, store))
+	mux.Handle("/metrics", open)
+	mux.Handle("/healthz", open)
 	hl, err := net.Listen("tcp", c.String("http-addr"))
 	if err != nil {
 		return fmt.Errorf("slug server: %w", err)
 	}
+	tlsL, plainL := slugstore.SplitTLS(hl)
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	start("slug server", func() error { return serveUntil(ctx, httpSrv, hl) })
+	plainSrv := &http.Server{Handler: plainHandler(open), ReadHeaderTimeout: 10 * time.Second}
+	start("slug server", func() error { return serveUntil(ctx, httpSrv, tls.NewListener(tlsL, certs.server)) })
+	start("metrics", func() error { return serveUntil(ctx, plainSrv, plainL) })
 	start("git server", func() error { return git.ListenAndServe(ctx) })
 	host, _ := os.Hostname()
 	start("registration", func() error {
 		return slugstore.Register(ctx, cli, store, state.CoordinatorMember{ID: member, SlugURL: c.String("slug-url"), Host: host, Started: time.Now().UTC()}, 10, log)
 	})
 	start("replicator", func() error { return replicas.Run(ctx) })
+	if err := boot.serveJoins(ctx, c, start); err != nil {
+		return err
+	}
+	start("access", func() error {
+		return (&access.Syncer{Root: root, Prefix: ec.Prefix, Log: log.With("part", "access"), Lock: &boot.lock}).Run(ctx)
+	})
 
 	info := state.CoordinatorInfo{SSHHost: c.String("ssh-host"), SSHPort: portOf(c.String("ssh-addr")),
 		SlugURL: c.String("slug-url"), BaseDomain: c.String("base-domain"), HTTPPort: c.Int("app-port"),
