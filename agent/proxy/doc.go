@@ -41,12 +41,18 @@
 // /.well-known/acme-challenge/<token> before it redirects plain HTTP with
 // 308. Certificates never reload nginx.
 //
-// Run is a level-triggered loop. It keeps a pkg/view View of the node,
-// layer, routing, ACME challenge and (with HTTPS) certificate key families;
-// the view's changes that concern this node or a formation, and a periodic
+// Run is a level-triggered loop. It keeps a pkg/view View of the node and
+// layer key families, and for each formation whose proxy layer selects the
+// node a read and a watch of that formation's routing databag, ACME
+// challenges and (with HTTPS) certificates (scope.go): a node's etcd role
+// allows it those formations' keys only (issue 10), so it cannot watch the
+// whole families. A formation newly selecting the node may be refused
+// until the coordinator's access loop grants it: its follower retries with
+// backoff and the pass leaves it out meanwhile. The view's changes that
+// concern this node or a formation, the followers' reads, and a periodic
 // resync, only wake it. Each pass takes this node's registration, every
-// layer and every routing databag from the view (no etcd read per pass; its
-// own acks it keeps as it writes them), and renders nginx.conf
+// layer and its formations' keys from memory (a formation not followed yet
+// is read once; its own acks it keeps as it writes them), and renders nginx.conf
 // (from the Config alone) and the routes. When nginx does not already serve
 // those config bytes, the file is staged next to nginx.conf, checked with
 // `nginx -t`, renamed into place and nginx is reloaded with SIGHUP (or

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/pkg/backoff"
+	"github.com/deis/deis/pkg/etcdauth"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/pkg/view"
 	"github.com/deis/deis/pkg/watch"
@@ -98,8 +99,11 @@ type Proxy struct {
 	lastErrs   map[string]string  // per formation, to log refusals once
 	// lastSkipped is why certificates were last not served, to log it once.
 	lastSkipped string
-	// view is the watch-fed state Run keeps (nil: each Pass reads once).
-	view *view.View
+	// view is the watch-fed state Run keeps (nil: each Pass reads once):
+	// nodes and layers; scope follows each served formation's own keys.
+	view     *view.View
+	scope    *scope
+	scopeCtx context.Context // the followers' context while Run runs
 	// acks are this node's acks by formation as written (this agent is
 	// their only writer); nil until read.
 	acks map[string]state.ProxyAck
@@ -260,10 +264,19 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if v.WaitReady(ctx) != nil {
 		return nil
 	}
+	wake := watch.NewWaker()
+	sc := newScope(viewEtcd{p.cfg.Store.KV, p.cfg.Watcher}, k.Prefix, p.formationFamilies(), wake.Wake, p.log)
+	defer func() {
+		vcancel()
+		sc.stop()
+		p.mu.Lock()
+		p.scope = nil
+		p.mu.Unlock()
+	}()
 	p.mu.Lock()
 	p.view = v
+	p.scope, p.scopeCtx = sc, vctx
 	p.mu.Unlock()
-	wake := watch.NewWaker()
 	go func() {
 		for {
 			select {
@@ -295,12 +308,18 @@ type viewEtcd struct {
 	clientv3.Watcher
 }
 
-// families are the key families a proxy reads: its node's registration
-// (labels), the layers that select it, the routing databags, ACME
-// challenges and, with HTTPS, certificates. Not the acks: each proxy
-// would wake on every other proxy's.
+// families are the key families a proxy's view keeps: the nodes'
+// registrations (its own labels, peers' addresses) and the layers that
+// select it. Not the acks: each proxy would wake on every other proxy's.
 func (p *Proxy) families() []view.Family {
-	fams := []view.Family{view.Nodes, view.Layers, view.Routings, view.ACMEChallenges}
+	return []view.Family{view.Nodes, view.Layers}
+}
+
+// formationFamilies are what a proxy reads of each formation it serves,
+// and may read of no other (issue 10): the routing databag, ACME
+// challenges and, with HTTPS, certificates.
+func (p *Proxy) formationFamilies() []view.Family {
+	fams := []view.Family{view.Routings, view.ACMEChallenges}
 	if len(p.cfg.HTTPSListen) > 0 {
 		fams = append(fams, view.Certs)
 	}
@@ -692,9 +711,11 @@ func (p *Proxy) StopNginx(ctx context.Context) error {
 	return p.ngx.stop(ctx)
 }
 
-// read loads this node's registration, the formations it proxies, every
-// routing databag, certificates and challenges from the view (one read
-// when Run keeps none) and this node's acks.
+// read loads this node's registration and the formations it proxies from
+// the view, and the routing databags, certificates and challenges of those
+// formations from the scope (one read of each when Run keeps none), and
+// this node's acks. A formation not readable yet (the access loop has not
+// granted it) is left out.
 func (p *Proxy) read(ctx context.Context) (*world, error) {
 	var w *world
 	var err error
@@ -709,6 +730,28 @@ func (p *Proxy) read(ctx context.Context) (*world, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if p.scope != nil {
+		p.scope.set(p.scopeCtx, w.Proxied)
+	}
+	for f := range w.Proxied {
+		if p.scope != nil {
+			if d, ok := p.scope.get(f); ok {
+				w.add(f, d)
+				continue
+			}
+		}
+		// Not followed yet (a start, or a formation newly served): read
+		// it now, so a pass never drops a formation it can read.
+		d, _, err := readServed(ctx, p.cfg.Store.KV, p.cfg.Store.Keys.Prefix, f, p.formationFamilies())
+		if etcdauth.IsPermissionDenied(err) {
+			p.log.Info("proxy: formation not readable yet (the access loop grants it)", "formation", f)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("proxy: read %s: %w", f, err)
+		}
+		w.add(f, d)
 	}
 	if p.acks == nil {
 		if err := p.readAcks(ctx); err != nil {
@@ -737,24 +780,20 @@ func (p *Proxy) worldOf(s *view.State) (*world, error) {
 		}
 	}
 	w.Proxied = proxiedBy(&node, layers)
-	for f, r := range s.Routing {
-		ra := routingAt{Revision: r.Rev, Doc: r.Doc}
-		if r.Err != nil {
-			ra.Err = fmt.Errorf("cannot decode: %w", r.Err)
-		}
-		w.Routings[f] = ra
-	}
-	for f := range s.Certs {
-		for _, c := range s.CertsOf(f) {
-			w.Certs[f] = append(w.Certs[f], *c)
-		}
-	}
-	for f := range s.Challenges {
-		for _, c := range s.ChallengesOf(f) {
-			w.Challenges[f] = append(w.Challenges[f], *c)
-		}
-	}
 	return w, nil
+}
+
+// add puts what was read of formation f into the world.
+func (w *world) add(f string, d served) {
+	if d.Routing != nil {
+		w.Routings[f] = *d.Routing
+	}
+	if len(d.Certs) > 0 {
+		w.Certs[f] = append([]state.Cert(nil), d.Certs...)
+	}
+	if len(d.Challenges) > 0 {
+		w.Challenges[f] = append([]state.ACMEChallenge(nil), d.Challenges...)
+	}
 }
 
 // readAcks reads this node's acks.

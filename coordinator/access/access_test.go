@@ -115,3 +115,87 @@ func TestJoinSyncAndRemove(t *testing.T) {
 		t.Fatal("WatchRevoked did not revoke the serial")
 	}
 }
+
+// A proxy node reads the routing, certificates and challenges of the
+// formations whose proxy layer selects it, and no other formation's; the
+// running loop moves the grant when a layer's selector changes.
+func TestProxyReadsOnlyItsFormations(t *testing.T) {
+	c := authtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := Secure(ctx, c.Root, ""); err != nil {
+		t.Fatal(err)
+	}
+	store := state.NewStore(c.Root, "")
+	k := state.NewKeys("")
+	if err := store.Put(ctx, jointoken.MemberKey("", "edge"), jointoken.Member{Node: "edge", Labels: map[string]string{"role": "proxy", "zone": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	layer := func(f, zone string) {
+		t.Helper()
+		l := state.Layer{Formation: f, Name: "edge", Type: state.LayerProxy, Selector: map[string]string{"zone": zone}}
+		if err := store.Put(ctx, k.Layer(f, "edge"), l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"x", "y"} {
+		for _, key := range []string{k.Formation(f), k.Routing(f), k.Cert(f, "www"), k.ACMEChallenge(f, "tok")} {
+			if _, err := c.Root.Put(ctx, key, "{}"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	layer("x", "a")
+	layer("y", "b")
+	sy := &Syncer{Root: c.Root, Prefix: "", Log: log, Resync: time.Hour}
+	if err := sy.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	edge := c.Client(t, "deis:node-edge")
+	reads := func(f string) map[string]error {
+		out := map[string]error{}
+		_, out["routing"] = edge.Get(ctx, k.Routing(f))
+		_, out["certs"] = edge.Get(ctx, k.Certs(f), clientv3.WithPrefix())
+		_, out["challenges"] = edge.Get(ctx, k.ACMEChallenges(f), clientv3.WithPrefix())
+		return out
+	}
+	check := func(f string, want bool) {
+		t.Helper()
+		for what, err := range reads(f) {
+			if want && err != nil {
+				t.Errorf("edge cannot read %s of %s, which it proxies: %v", what, f, err)
+			}
+			if !want && !etcdauth.IsPermissionDenied(err) {
+				t.Errorf("edge reads %s of %s, which it does not proxy: %v", what, f, err)
+			}
+		}
+	}
+	check("x", true)
+	check("y", false)
+	if _, err := edge.Get(ctx, k.Routings(), clientv3.WithPrefix()); !etcdauth.IsPermissionDenied(err) {
+		t.Errorf("edge lists every routing databag: %v", err)
+	}
+	if _, err := edge.Get(ctx, k.AllCerts(), clientv3.WithPrefix()); !etcdauth.IsPermissionDenied(err) {
+		t.Errorf("edge lists every certificate: %v", err)
+	}
+
+	// The running loop wakes on the layer change and moves the grant.
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sy.Run(rctx) }()
+	defer func() { rcancel(); <-done }()
+	layer("x", "b")
+	layer("y", "a")
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		_, ey := edge.Get(ctx, k.Routing("y"))
+		_, ex := edge.Get(ctx, k.Routing("x"))
+		if ey == nil && etcdauth.IsPermissionDenied(ex) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	check("y", true)
+	check("x", false)
+}

@@ -40,11 +40,50 @@ type JoinServer struct {
 	Lock *sync.Mutex
 }
 
-// NodeOptions are a node's roles from its labels: the proxy reads and the
-// writes of its own acks and traffic reports when it has role=proxy, and
-// the legacy reads while the agent API still needs them.
-func NodeOptions(labels map[string]string, formations []string) etcdauth.NodeOptions {
-	return etcdauth.NodeOptions{Proxy: state.LabelHas(labels, "role", "proxy"), Legacy: true}
+// NodeOptions are a node's roles from its labels (those its join token
+// gave, not those it registers: a node must not widen its own reads): when
+// it has role=proxy, the writes of its own acks and traffic reports and the
+// reads of the routing, certificates and challenges of each formation whose
+// proxy layer selects it (layers by formation); and the legacy reads while
+// the agent API still needs them. Only formations that exist count.
+func NodeOptions(node string, labels map[string]string, formations []string, layers map[string][]state.Layer) etcdauth.NodeOptions {
+	opts := etcdauth.NodeOptions{Proxy: state.LabelHas(labels, "role", "proxy"), Legacy: true}
+	if !opts.Proxy {
+		return opts
+	}
+	n := &state.Node{Name: node, Labels: labels}
+	for _, f := range formations {
+		for i := range layers[f] {
+			if layers[f][i].Type == state.LayerProxy && layers[f][i].Matches(n) {
+				opts.Serves = append(opts.Serves, f)
+				break
+			}
+		}
+	}
+	return opts
+}
+
+// Layers reads every formation's layers, by formation; keys that do not
+// decode are skipped.
+func Layers(ctx context.Context, kv clientv3.KV, prefix string) (map[string][]state.Layer, error) {
+	k := state.NewKeys(prefix)
+	resp, err := kv.Get(ctx, k.AllLayers(), clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("list layers: %w", err)
+	}
+	out := map[string][]state.Layer{}
+	for _, e := range resp.Kvs {
+		parts, ok := state.Under(string(e.Key), k.AllLayers())
+		if !ok || len(parts) != 2 {
+			continue
+		}
+		var l state.Layer
+		if json.Unmarshal(e.Value, &l) != nil {
+			continue
+		}
+		out[parts[0]] = append(out[parts[0]], l)
+	}
+	return out, nil
 }
 
 // FormationNames lists the formations that exist.
@@ -112,6 +151,10 @@ func (s *JoinServer) Join(ctx context.Context, req jointoken.JoinRequest) (*join
 	if err != nil {
 		return nil, err
 	}
+	layers, err := Layers(ctx, s.Root, s.Prefix)
+	if err != nil {
+		return nil, err
+	}
 	tokens := jointoken.New(s.Root, s.Prefix)
 	claim, err := tokens.Peek(ctx, req.Token, req.Node)
 	if err != nil {
@@ -133,7 +176,7 @@ func (s *JoinServer) Join(ctx context.Context, req jointoken.JoinRequest) (*join
 		return nil, fmt.Errorf("record node %s: %w", claim.Node, err)
 	}
 	iss := &jointoken.Issuer{Tokens: tokens, CA: s.CA, Auth: s.Root, Prefix: s.Prefix,
-		Options: func(c jointoken.Claim) etcdauth.NodeOptions { return NodeOptions(c.Labels, formations) }}
+		Options: func(c jointoken.Claim) etcdauth.NodeOptions { return NodeOptions(c.Node, c.Labels, formations, layers) }}
 	cr, err := iss.Join(ctx, req.Token, req.Node, []byte(req.CSR))
 	if err == nil {
 		var leaf *x509.Certificate

@@ -82,7 +82,7 @@ func (s *Syncer) loop(ctx context.Context) {
 	k := state.NewKeys(s.Prefix)
 	w := watch.NewWaker()
 	watch.Prefixes(ctx, s.Root, 0, w, jointoken.Members(s.Prefix), jointoken.Revocations(s.Prefix),
-		k.Users(), k.AllPerms(), k.Formations(), k.Heartbeats())
+		k.Users(), k.AllPerms(), k.Formations(), k.AllLayers(), k.Heartbeats())
 	resync := s.Resync
 	if resync <= 0 {
 		resync = time.Minute
@@ -102,6 +102,10 @@ func (s *Syncer) Desired(ctx context.Context) (etcdauth.Desired, error) {
 	for _, f := range formations {
 		exists[f] = true
 	}
+	layers, err := Layers(ctx, s.Root, s.Prefix)
+	if err != nil {
+		return etcdauth.Desired{}, err
+	}
 	d := etcdauth.Desired{Nodes: map[string]etcdauth.NodeOptions{}, Users: map[string]etcdauth.UserGrants{}, Formations: formations}
 	members, _, err := state.List[jointoken.Member](ctx, s.Root, jointoken.Members(s.Prefix))
 	if err != nil {
@@ -112,7 +116,7 @@ func (s *Syncer) Desired(ctx context.Context) (etcdauth.Desired, error) {
 		if state.ValidateName("node", n) != nil {
 			continue
 		}
-		d.Nodes[n] = NodeOptions(m.Value.Labels, formations)
+		d.Nodes[n] = NodeOptions(n, m.Value.Labels, formations, layers)
 	}
 	users, _, err := state.List[state.User](ctx, s.Root, k.Users())
 	if err != nil {

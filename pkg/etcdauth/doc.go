@@ -26,11 +26,9 @@
 //	                                                                     formations/ layers/ configs/ perms/
 //	deis:nodes (every      nodes/ layers/ formations/ coordinator/info   —
 //	node)                  coordinator/members/ slugs/ users/ perms/ (agent API: who may call)
-//	deis:proxies (proxy    routing/ certs/ acme/challenges/              —
-//	nodes)
-//	deis:node-<n>          runtime/<n>                                   nodes/<n> heartbeats/<n> status/nodes/<n>;
-//	                                                                     a proxy also status/acks/<n>/
-//	                                                                     status/traffic-reports/<n>/
+//	deis:node-<n>          runtime/<n>; a proxy also, for each formation nodes/<n> heartbeats/<n> status/nodes/<n>;
+//	                       f its proxy layer selects: routing/<f>        a proxy also status/acks/<n>/
+//	                       certs/<f>/ acme/challenges/<f>/               status/traffic-reports/<n>/
 //	deis:legacy-nodes      releases/ status/releases/                    — (today's agent API run; remove)
 //	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
 //	                       status/acks/ status/traffic-reports/
@@ -38,8 +36,13 @@
 //	                       status/releases/<f>/                          releases/<f>/ certs/<f>/
 //	                       status/acme/<f> perms/<f>/
 //
-// A node's user holds deis:nodes, its own deis:node-<n>, and deis:proxies if
-// it proxies. A user holds deis:user-<u>, deis:admin if an administrator,
+// A node's user holds deis:nodes and its own deis:node-<n>. A proxy's
+// formations (NodeOptions.Serves) are those whose proxy layer's selector
+// matches the labels of its join (jointoken.Member, not its registration,
+// which it writes itself); the coordinator's access loop recomputes them when
+// layers, formations or joins change and EnsureNode converges the grants.
+// The former shared deis:proxies role (every formation's routing) is
+// deleted by Sync. A user holds deis:user-<u>, deis:admin if an administrator,
 // and deis:formation-<f> for each formation granted (GrantFormation).
 //
 // # What the table does not allow yet, and the layout change it needs
@@ -54,9 +57,9 @@
 //     acks of formations it no longer routes and its traffic report once
 //     it has nothing to count, and an ack older than a formation's routing
 //     counts for nothing.
-//   - Proxies read every formation's routing, certificates (with private
-//     keys) and challenges; narrowing to the formations a proxy serves
-//     needs per-formation grants like the acks above.
+//   - Done: proxies read only the routing, certificates (with private keys)
+//     and challenges of the formations they serve (ProxyReadPerms); the
+//     proxy role reads and watches each such formation's keys apart.
 //   - Today's agent reads every formation's releases (one-off run;
 //     releases hold every formation's config): NodeOptions.Legacy grants
 //     them until a run's spec reaches the node through its own keys (for

@@ -56,7 +56,9 @@ func (n Names) Coordinator() string { return n.name("coordinator") }
 // Admin is the administrators' role.
 func (n Names) Admin() string { return n.name("admin") }
 
-// Nodes is the role every node has; Proxies the role of proxy nodes.
+// Nodes is the role every node has. Proxies is the retired shared role
+// that let every proxy read every formation's routing: EnsureNode takes it
+// from a node, Sync deletes it.
 func (n Names) Nodes() string   { return n.name("nodes") }
 func (n Names) Proxies() string { return n.name("proxies") }
 
@@ -242,10 +244,14 @@ func EnsureCoordinator(ctx context.Context, a Auth, prefix, password string) err
 
 // NodeOptions are what a node's roles depend on.
 type NodeOptions struct {
-	// Proxy grants the proxy reads (ProxiesPerms) and, per formation in
-	// ProxyFormations, the writes of its acks and traffic reports.
+	// Proxy grants the writes of the node's acks and traffic reports
+	// (ProxyNodePerms) and, per formation in ProxyFormations, exact ones.
 	Proxy           bool
 	ProxyFormations []string
+	// Serves are the formations whose proxy layer selects the node: it
+	// may read their routing, certificates and challenges
+	// (ProxyReadPerms). Needs Proxy.
+	Serves []string
 	// Legacy grants the reads today's agent still needs (LegacyNodePerms).
 	Legacy bool
 	// Password for the node's etcd user; "" means client certificate only.
@@ -253,18 +259,18 @@ type NodeOptions struct {
 }
 
 // EnsureNode makes node's etcd user (the Common Name of its client
-// certificate is Names.Node(node)) with the shared nodes role, the proxies
-// role when opts.Proxy, and its own role: NodePerms plus
-// ProxyFormationPerms of opts.ProxyFormations. Run again with other options,
+// certificate is Names.Node(node)) with the shared nodes role and its own
+// role: NodePerms, plus when opts.Proxy ProxyNodePerms, ProxyFormationPerms
+// of opts.ProxyFormations and ProxyReadPerms of opts.Serves. Run again with other options,
 // it converges: roles and permissions not asked for are taken away.
 func EnsureNode(ctx context.Context, a Auth, prefix, node string, opts NodeOptions) error {
 	if err := state.ValidateName("node", node); err != nil {
 		return err
 	}
-	if len(opts.ProxyFormations) > 0 && !opts.Proxy {
+	if (len(opts.ProxyFormations) > 0 || len(opts.Serves) > 0) && !opts.Proxy {
 		return fmt.Errorf("etcdauth: node %s is given proxy formations but is no proxy: set NodeOptions.Proxy too", node)
 	}
-	for _, f := range opts.ProxyFormations {
+	for _, f := range append(append([]string(nil), opts.ProxyFormations...), opts.Serves...) {
 		if err := state.ValidateName("formation", f); err != nil {
 			return err
 		}
@@ -276,13 +282,12 @@ func EnsureNode(ctx context.Context, a Auth, prefix, node string, opts NodeOptio
 	roles := []string{n.Nodes(), n.Node(node)}
 	own := NodePerms(k, node)
 	if opts.Proxy {
-		if err := EnsureRole(ctx, a, n.Proxies(), ProxiesPerms(k)); err != nil {
-			return err
-		}
-		roles = append(roles, n.Proxies())
 		own = append(own, ProxyNodePerms(k, node)...)
 		for _, f := range opts.ProxyFormations {
 			own = append(own, ProxyFormationPerms(k, node, f)...)
+		}
+		for _, f := range opts.Serves {
+			own = append(own, ProxyReadPerms(k, f)...)
 		}
 	}
 	if opts.Legacy {

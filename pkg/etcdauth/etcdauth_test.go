@@ -75,11 +75,11 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	cl := authtest.Start(t)
 	ctx := ctxT(t)
 	names := etcdauth.NewNames(prefix)
-	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Proxy: true, ProxyFormations: []string{"shop"}}); err != nil {
+	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Proxy: true, ProxyFormations: []string{"shop"}, Serves: []string{"shop"}}); err != nil {
 		t.Fatal(err)
 	}
 	// Twice: idempotent.
-	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Proxy: true, ProxyFormations: []string{"shop"}}); err != nil {
+	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Proxy: true, ProxyFormations: []string{"shop"}, Serves: []string{"shop"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "b", etcdauth.NodeOptions{}); err != nil {
@@ -108,9 +108,18 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	allowed(t, "list layers", get(a, keys.AllLayers(), clientv3.WithPrefix()))
 	allowed(t, "read a formation", get(a, keys.Formation("shop")))
 	allowed(t, "read coordinator info", get(a, keys.Coordinator()))
-	allowed(t, "list routing (proxy)", get(a, keys.Routings(), clientv3.WithPrefix()))
-	allowed(t, "list certs (proxy)", get(a, keys.AllCerts(), clientv3.WithPrefix()))
-	allowed(t, "list ACME challenges (proxy)", get(a, keys.AllACMEChallenges(), clientv3.WithPrefix()))
+	// Routing, certificates and challenges of the formations it serves only.
+	allowed(t, "read shop's routing (served)", get(a, keys.Routing("shop")))
+	allowed(t, "list shop's certs (served)", get(a, keys.Certs("shop"), clientv3.WithPrefix()))
+	allowed(t, "list shop's ACME challenges (served)", get(a, keys.ACMEChallenges("shop"), clientv3.WithPrefix()))
+	denied(t, "list every routing databag", get(a, keys.Routings(), clientv3.WithPrefix()))
+	denied(t, "list every cert", get(a, keys.AllCerts(), clientv3.WithPrefix()))
+	denied(t, "list every ACME challenge", get(a, keys.AllACMEChallenges(), clientv3.WithPrefix()))
+	denied(t, "read other's routing (not served)", get(a, keys.Routing("other")))
+	denied(t, "read shopping's routing (name starts the same)", get(a, keys.Routing("shopping")))
+	denied(t, "list other's certs (not served)", get(a, keys.Certs("other"), clientv3.WithPrefix()))
+	denied(t, "read a cert of other", get(a, keys.Cert("other", "x")))
+	denied(t, "list other's ACME challenges", get(a, keys.ACMEChallenges("other"), clientv3.WithPrefix()))
 	_, err = a.Revoke(ctx, lease.ID)
 	allowed(t, "revoke own heartbeat's lease", err)
 
@@ -158,7 +167,7 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	denied(t, "a, no longer a proxy, lists routing", get(a, keys.Routings(), clientv3.WithPrefix()))
+	denied(t, "a, no longer a proxy, reads shop's routing", get(a, keys.Routing("shop")))
 	denied(t, "a, no longer a proxy, puts its ack", put(a, keys.ProxyAck("shop", "a")))
 	allowed(t, "a still puts its status", put(a, keys.NodeStatus("a")))
 
@@ -466,13 +475,19 @@ func TestTable(t *testing.T) {
 	w := clientv3.PermissionType(clientv3.PermWrite)
 	var node []etcdauth.Perm
 	node = append(node, etcdauth.NodesPerms(keys)...)
-	node = append(node, etcdauth.ProxiesPerms(keys)...)
+	node = append(node, etcdauth.ProxyReadPerms(keys, "shop")...)
 	node = append(node, etcdauth.NodePerms(keys, "a")...)
 	node = append(node, etcdauth.ProxyFormationPerms(keys, "a", "shop")...)
 	for _, k := range []string{keys.Node("ab"), keys.Heartbeat("ab"), keys.NodeStatus("ab"), keys.Runtime("a"), keys.Routing("shop"),
 		keys.ProxyAck("shop", "ab"), keys.Config("shop"), keys.Formation("shop")} {
 		if etcdauth.Covers(node, k, w) {
 			t.Errorf("node a may write %s", k)
+		}
+	}
+	rd := clientv3.PermissionType(clientv3.PermRead)
+	for _, k := range []string{keys.Routing("shopping"), keys.Cert("shopping", "x"), keys.ACMEChallenge("shopping", "t"), keys.Routing("other")} {
+		if etcdauth.Covers(node, k, rd) {
+			t.Errorf("node a, serving shop, may read %s", k)
 		}
 	}
 	f := etcdauth.FormationPerms(keys, "shop")
@@ -558,8 +573,12 @@ func TestSync(t *testing.T) {
 	if err := etcdauth.EnsureNode(ctx, cl.Root, "/other", "z", etcdauth.NodeOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// The retired shared role that read every formation's routing.
+	if err := etcdauth.EnsureRole(ctx, cl.Root, names.Proxies(), []etcdauth.Perm{{Key: keys.Routings(), Prefix: true, Type: clientv3.PermissionType(clientv3.PermRead)}}); err != nil {
+		t.Fatal(err)
+	}
 	d := etcdauth.Desired{
-		Nodes:      map[string]etcdauth.NodeOptions{"a": {Proxy: true, ProxyFormations: []string{"shop"}}, "b": {}},
+		Nodes:      map[string]etcdauth.NodeOptions{"a": {Proxy: true, ProxyFormations: []string{"shop"}, Serves: []string{"shop"}}, "b": {}},
 		Users:      map[string]etcdauth.UserGrants{"alice": {Formations: []string{"shop"}}, "bob": {Admin: true}},
 		Formations: []string{"shop", "other"},
 	}
@@ -572,6 +591,8 @@ func TestSync(t *testing.T) {
 	a, b := cl.Client(t, names.Node("a")), cl.Client(t, names.Node("b"))
 	alice, bob := cl.Client(t, names.User("alice")), cl.Client(t, names.User("bob"))
 	allowed(t, "a acks shop", put(a, keys.ProxyAck("shop", "a")))
+	allowed(t, "a reads shop's routing", get(a, keys.Routing("shop")))
+	denied(t, "a reads other's routing", get(a, keys.Routing("other")))
 	allowed(t, "b puts its status", put(b, keys.NodeStatus("b")))
 	allowed(t, "alice sets shop's config", put(alice, keys.Config("shop")))
 	denied(t, "alice sets other's config", put(alice, keys.Config("other")))
@@ -590,6 +611,7 @@ func TestSync(t *testing.T) {
 		t.Error("removed node b still writes")
 	}
 	denied(t, "a, no longer a proxy, acks shop", put(a, keys.ProxyAck("shop", "a")))
+	denied(t, "a, no longer a proxy, reads shop's routing", get(a, keys.Routing("shop")))
 	allowed(t, "a puts its status", put(a, keys.NodeStatus("a")))
 	denied(t, "alice sets shop's config after it was taken away", put(alice, keys.Config("shop")))
 	allowed(t, "alice sets other's config once granted", put(alice, keys.Config("other")))
@@ -601,7 +623,7 @@ func TestSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(roles.Roles, " ")
-	for _, gone := range []string{names.Formation("shop"), names.Node("b"), names.User("bob")} {
+	for _, gone := range []string{names.Formation("shop"), names.Node("b"), names.User("bob"), names.Proxies()} {
 		if strings.Contains(got, gone) {
 			t.Errorf("role %s left: %s", gone, got)
 		}

@@ -2,11 +2,13 @@ package etcdauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/deis/deis/pkg/state"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 )
 
 // Desired is every identity of one installation and what it may do, as the
@@ -47,10 +49,10 @@ func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
 		if err := state.ValidateName("node", node); err != nil {
 			return err
 		}
-		if len(opts.ProxyFormations) > 0 && !opts.Proxy {
+		if (len(opts.ProxyFormations) > 0 || len(opts.Serves) > 0) && !opts.Proxy {
 			return fmt.Errorf("etcdauth: node %s is given proxy formations but is no proxy: set NodeOptions.Proxy too", node)
 		}
-		for _, f := range opts.ProxyFormations {
+		for _, f := range append(append([]string(nil), opts.ProxyFormations...), opts.Serves...) {
 			if !formations[f] {
 				return fmt.Errorf("etcdauth: node %s proxies formation %s, which is not among the formations that exist", node, f)
 			}
@@ -120,6 +122,12 @@ func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
 	}
 	for _, name := range roles.Roles {
 		var err error
+		if name == n.Proxies() {
+			// The retired shared proxy role (every formation's routing).
+			if _, err := a.RoleDelete(ctx, name); err != nil && !errors.Is(err, rpctypes.ErrRoleNotFound) {
+				return fmt.Errorf("etcdauth: delete role %s: %w", name, err)
+			}
+		}
 		if f, ok := strings.CutPrefix(name, n.name("formation-")); ok && !formations[f] && valid(f) {
 			err = RemoveFormation(ctx, a, prefix, f)
 		}

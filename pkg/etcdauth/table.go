@@ -105,13 +105,16 @@ func NodesPerms(k state.Keys) []Perm {
 	}
 }
 
-// ProxiesPerms is the role of nodes that run a proxy: routing, TLS
-// certificates and ACME challenges of every formation.
-func ProxiesPerms(k state.Keys) []Perm {
+// ProxyReadPerms lets a proxy node read what it routes formation f by: f's
+// routing databag (exact key), TLS certificates and ACME HTTP-01 answers
+// (prefixes). The access loop grants them for each formation whose proxy
+// layer selects the node (NodeOptions.Serves) and takes them away when that
+// stops being true, so a proxy never reads another formation's keys.
+func ProxyReadPerms(k state.Keys, f string) []Perm {
 	return []Perm{
-		rp(k.Routings(), "proxy: routing databags"),
-		rp(k.AllCerts(), "proxy: TLS certificates"),
-		rp(k.AllACMEChallenges(), "proxy: HTTP-01 answers"),
+		r(k.Routing(f), "proxy: routing databag of a formation it serves"),
+		rp(k.Certs(f), "proxy: TLS certificates of a formation it serves"),
+		rp(k.ACMEChallenges(f), "proxy: HTTP-01 answers of a formation it serves"),
 	}
 }
 

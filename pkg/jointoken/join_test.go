@@ -78,8 +78,13 @@ func TestJoin(t *testing.T) {
 	if _, err := c.Put(ctx, keys.NodeStatus("edge-1"), "{}"); err != nil {
 		t.Fatalf("joined node writes its status: %v", err)
 	}
-	if _, err := c.Get(ctx, keys.Routings(), clientv3.WithPrefix()); err != nil {
-		t.Fatalf("joined proxy reads routing: %v", err)
+	if _, err := c.Get(ctx, keys.AllLayers(), clientv3.WithPrefix()); err != nil {
+		t.Fatalf("joined proxy reads layers: %v", err)
+	}
+	// Only the formations its proxy layers select (granted by the access
+	// loop, coordinator/access), never every routing databag.
+	if _, err := c.Get(ctx, keys.Routings(), clientv3.WithPrefix()); !etcdauth.IsPermissionDenied(err) {
+		t.Fatalf("joined proxy lists every routing databag: %v", err)
 	}
 	if _, err := c.Put(ctx, keys.NodeStatus("other"), "{}"); !etcdauth.IsPermissionDenied(err) {
 		t.Fatalf("joined node writes another's status: %v", err)

@@ -15,7 +15,10 @@
 // role keeps only what it routes by); it then watches only their prefixes.
 //
 // Load (and LoadFamilies, LoadFormation for one formation's keys) is the
-// one-shot read deisctl and the agent API use; Build makes a State from
+// one-shot read deisctl and the agent API use; LoadFormationFamilies reads
+// one formation's keys of chosen families (FormationRanges), for a reader
+// granted only those (the proxy role keeps one such read and watch per
+// formation it serves); Build makes a State from
 // given keys and values, for tests and simulators.
 //
 // State answers the derived questions in one place: a formation's current

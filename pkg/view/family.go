@@ -1,6 +1,7 @@
 package view
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/deis/deis/pkg/state"
@@ -148,4 +149,50 @@ func (p parser) parse(key string) (keyRef, bool) {
 		return r, true
 	}
 	return keyRef{}, false
+}
+
+// formationRange is the key or prefix of formation f's keys in the family,
+// or false for a family not keyed by formation first.
+func (fam Family) formationRange(k state.Keys, f string) (string, bool) {
+	switch fam {
+	case Formations:
+		return k.Formation(f), true
+	case Layers:
+		return k.Layers(f), true
+	case Configs:
+		return k.Config(f), true
+	case Releases:
+		return k.Releases(f), true
+	case ReleaseStatuses:
+		return k.ReleaseStatuses(f), true
+	case Routings:
+		return k.Routing(f), true
+	case FormationStatus:
+		return k.FormationStatus(f), true
+	case Certs:
+		return k.Certs(f), true
+	case ACMEChallenges:
+		return k.ACMEChallenges(f), true
+	}
+	return "", false
+}
+
+// FormationRanges are the keys (and prefixes, ending in "/") that hold
+// formation f's keys of the families given: what a reader allowed only
+// some formations' keys (a proxy node, issue 10) may read and watch. A
+// family not keyed by formation first is an error.
+func FormationRanges(prefix, f string, fams ...Family) ([]string, error) {
+	if err := state.ValidateName("formation", f); err != nil {
+		return nil, err
+	}
+	k := state.NewKeys(prefix)
+	out := make([]string, 0, len(fams))
+	for _, fam := range fams {
+		r, ok := fam.formationRange(k, f)
+		if !ok {
+			return nil, fmt.Errorf("view: family %s is not keyed by formation", fam)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -401,6 +401,18 @@ func LoadFormation(ctx context.Context, kv Getter, prefix, f string) (*State, er
 		k.Routing(f), k.AllProxyAcks(), k.AllTraffic(), k.FormationStatus(f), k.Coordinator()}, 500, nil)
 }
 
+// LoadFormationFamilies is a one-shot State of formation f's keys of the
+// families given (FormationRanges), at one revision (State.Rev): all a
+// reader granted only some formations' keys may read of f.
+func LoadFormationFamilies(ctx context.Context, kv Getter, prefix, f string, fams ...Family) (*State, error) {
+	ranges, err := FormationRanges(prefix, f, fams...)
+	if err != nil {
+		return nil, err
+	}
+	p := parser{keys: state.NewKeys(prefix), fams: fams}
+	return read(ctx, kv, p, ranges, 500, nil)
+}
+
 // LoadOneOff is the part of LoadFormation a one-off run needs, all a node
 // may read of another formation (issue 10): formation f's key, releases
 // and release statuses, and the coordinator's advertisement, at one

@@ -419,3 +419,31 @@ func TestFamiliesRestrictTheWatch(t *testing.T) {
 		}
 	})
 }
+
+// LoadFormationFamilies reads one formation's keys of the families given,
+// nothing of a formation whose name starts the same.
+func TestLoadFormationFamilies(t *testing.T) {
+	_, cli := etcdtest.Start(t)
+	s := state.NewStore(cli, prefix)
+	k := s.Keys
+	seed(t, s)
+	put(t, s, k.Routing("web"), state.Routing{Formation: "web", Release: 1})
+	put(t, s, k.Routing("webshop"), state.Routing{Formation: "webshop", Release: 1})
+	put(t, s, k.Cert("web", "www"), state.Cert{Formation: "web", Name: "www"})
+	put(t, s, k.Cert("webshop", "www"), state.Cert{Formation: "webshop", Name: "www"})
+	put(t, s, k.ACMEChallenge("web", "tok"), state.ACMEChallenge{Domain: "web.example", Token: "tok"})
+	st, err := LoadFormationFamilies(context.Background(), cli, prefix, "web", Routings, Certs, ACMEChallenges)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rev == 0 || len(st.Routing) != 1 || st.Routing["web"].Doc == nil || len(st.CertsOf("web")) != 1 || len(st.Certs) != 1 ||
+		len(st.ChallengesOf("web")) != 1 || len(st.Layers) != 0 {
+		t.Fatalf("rev %d, routing %+v, certs %+v, challenges %+v", st.Rev, st.Routing, st.Certs, st.Challenges)
+	}
+	if _, err := LoadFormationFamilies(context.Background(), cli, prefix, "web", Nodes); err == nil {
+		t.Fatal("a family keyed by node accepted")
+	}
+	if _, err := LoadFormationFamilies(context.Background(), cli, prefix, "../x", Routings); err == nil {
+		t.Fatal("a bad formation name accepted")
+	}
+}

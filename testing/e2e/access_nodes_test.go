@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,6 +67,62 @@ func TestNodeAccess(t *testing.T) {
 		if _, err := cli.Put(ctx, k.NodeStatus(a.Name), string(r.Kvs[0].Value)); err != nil {
 			t.Errorf("node %s may not write its own status: %v", a.Name, err)
 		}
+	})
+
+	t.Run("a proxy reads only the formations it proxies", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		// Formation accy: a proxy layer selecting no node, a routing
+		// databag and a certificate; a proxies acc only.
+		admin := state.NewStore(p.Client(), "")
+		if err := admin.CreateFormation(ctx, &state.Formation{Name: "accy"}); err != nil {
+			t.Fatal(err)
+		}
+		layer := state.Layer{Formation: "accy", Name: "edge", Type: state.LayerProxy, Selector: map[string]string{"role": "nowhere"}}
+		if err := admin.Put(ctx, k.Layer("accy", "edge"), layer); err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{k.Routing("accy"), k.Cert("accy", "www"), k.ACMEChallenge("accy", "tok")} {
+			if _, err := p.Client().Put(ctx, key, `{"formation":"accy"}`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cli := p.ClientAs(filepath.Join(a.StateDir, "credentials"))
+		if _, err := cli.Get(ctx, k.Routing("acc")); err != nil {
+			t.Errorf("node %s cannot read the routing of acc, which it proxies: %v", a.Name, err)
+		}
+		for what, get := range map[string]func() error{
+			"accy's routing":         func() error { _, err := cli.Get(ctx, k.Routing("accy")); return err },
+			"accy's certificate":     func() error { _, err := cli.Get(ctx, k.Cert("accy", "www")); return err },
+			"accy's certificates":    func() error { _, err := cli.Get(ctx, k.Certs("accy"), clientv3.WithPrefix()); return err },
+			"accy's ACME challenges": func() error { _, err := cli.Get(ctx, k.ACMEChallenges("accy"), clientv3.WithPrefix()); return err },
+			"every routing databag":  func() error { _, err := cli.Get(ctx, k.Routings(), clientv3.WithPrefix()); return err },
+			"every certificate":      func() error { _, err := cli.Get(ctx, k.AllCerts(), clientv3.WithPrefix()); return err },
+		} {
+			if err := get(); !etcdauth.IsPermissionDenied(err) {
+				t.Errorf("node %s, proxying acc only, read %s: err = %v, want permission denied", a.Name, what, err)
+			}
+		}
+		// The grant follows the layer: once accy's proxy layer selects
+		// a, a may read accy's routing.
+		if _, err := p.Client().Delete(ctx, k.Cert("accy", "www")); err != nil {
+			t.Fatal(err)
+		}
+		layer.Selector = map[string]string{"role": "proxy"}
+		if err := admin.Put(ctx, k.Layer("accy", "edge"), layer); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, time.Minute, "node a granted accy's routing", func() (bool, string) {
+			_, err := cli.Get(ctx, k.Routing("accy"))
+			return err == nil, fmt.Sprint(err)
+		})
+		if _, err := p.Client().Delete(ctx, k.Layer("accy", "edge")); err != nil {
+			t.Fatal(err)
+		}
+		harness.Eventually(t, time.Minute, "node a no longer granted accy's routing", func() (bool, string) {
+			_, err := cli.Get(ctx, k.Routing("accy"))
+			return etcdauth.IsPermissionDenied(err), fmt.Sprint(err)
+		})
 	})
 
 	t.Run("expired and reused tokens are refused", func(t *testing.T) {
