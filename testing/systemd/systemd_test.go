@@ -356,7 +356,7 @@ func TestUnitsUnderSystemd(t *testing.T) {
 		"DEIS_DATA_DIR=/var/lib/deis",
 		fmt.Sprintf("DEIS_SSH_ADDR=127.0.0.1:%d", harness.FreePort(t, "127.0.0.1")),
 		fmt.Sprintf("DEIS_HTTP_ADDR=127.0.0.1:%d", web),
-		fmt.Sprintf("DEIS_SLUG_URL=http://127.0.0.1:%d", web),
+		fmt.Sprintf("DEIS_SLUG_URL=https://127.0.0.1:%d", web),
 		fmt.Sprintf("DEIS_APP_PORT=%d", p.AppPort),
 		"DEIS_GO_ROOT=",
 	}, "\n")+"\n", 0o600)
