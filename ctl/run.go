@@ -20,7 +20,8 @@ func (b *builder) runCommands() []*cli.Command {
 		Category:  "processes",
 		Usage:     "run a command in a one-off container of a formation's current release, with its config, stdin and output",
 		ArgsUsage: "[-f NAME] [--] COMMAND [ARGS...]",
-		Description: "The command runs on a live node of the formation's runtime layers, the least loaded one,\n" +
+		Description: "The command runs on a live node of the formation's runtime layers that runs one of its containers,\n" +
+			"as that node runs the current release (the least loaded such node),\n" +
 			"like a Procfile command (a single argument is a shell command line: deisctl run 'echo $PORT').\n" +
 			"deisctl exits with the command's exit status. Put deisctl's flags before the command, or use --.",
 		Flags: []cli.Flag{formationFlag()},
@@ -68,11 +69,12 @@ type runCandidate struct {
 	load     int // containers its runtime databag assigns
 }
 
-// pickRunNode chooses the node for a one-off container of formation f: a
-// live node matched by one of f's runtime layers that serves the agent
-// API, not draining if possible, with the fewest containers, then by name.
-// The error says what is missing.
-func pickRunNode(f string, layers []state.Layer, cands []runCandidate) (state.Node, error) {
+// pickRunNodes orders the nodes that may run a one-off container of
+// formation f: the live nodes matched by one of f's runtime layers that
+// serve the agent API, those not draining first, then the fewest
+// containers, then by name. deisctl run tries them in turn until one runs
+// a container of f. The error says what is missing.
+func pickRunNodes(f string, layers []state.Layer, cands []runCandidate) ([]state.Node, error) {
 	var runtimeLayers []state.Layer
 	for _, l := range layers {
 		if l.Type == state.LayerRuntime {
@@ -80,7 +82,7 @@ func pickRunNode(f string, layers []state.Layer, cands []runCandidate) (state.No
 		}
 	}
 	if len(runtimeLayers) == 0 {
-		return state.Node{}, fmt.Errorf("formation %s has no runtime layer, so no node may run its containers: create one with deisctl layers:create runtime --type runtime --selector role=runtime -f %s", f, f)
+		return nil, fmt.Errorf("formation %s has no runtime layer, so no node may run its containers: create one with deisctl layers:create runtime --type runtime --selector role=runtime -f %s", f, f)
 	}
 	var ok []runCandidate
 	var noAPI []string
@@ -102,13 +104,13 @@ func pickRunNode(f string, layers []state.Layer, cands []runCandidate) (state.No
 	}
 	if len(ok) == 0 {
 		if len(noAPI) > 0 {
-			return state.Node{}, fmt.Errorf("the live nodes of %s's runtime layers (%s) serve no agent API: run deis-agent there with --api-addr", f, strings.Join(noAPI, ", "))
+			return nil, fmt.Errorf("the live nodes of %s's runtime layers (%s) serve no agent API: run deis-agent there with --api-addr", f, strings.Join(noAPI, ", "))
 		}
 		var sels []string
 		for _, l := range runtimeLayers {
 			sels = append(sels, l.Name+" ("+kvList(l.Selector, ",")+")")
 		}
-		return state.Node{}, fmt.Errorf("no live node matches the runtime layers of %s: %s: start deis-agent on a node with matching labels (deisctl status -f %s explains)", f, strings.Join(sels, ", "), f)
+		return nil, fmt.Errorf("no live node matches the runtime layers of %s: %s: start deis-agent on a node with matching labels (deisctl status -f %s explains)", f, strings.Join(sels, ", "), f)
 	}
 	sort.SliceStable(ok, func(i, j int) bool {
 		a, b := ok[i], ok[j]
@@ -120,7 +122,11 @@ func pickRunNode(f string, layers []state.Layer, cands []runCandidate) (state.No
 		}
 		return a.node.Name < b.node.Name
 	})
-	return ok[0].node, nil
+	nodes := make([]state.Node, len(ok))
+	for i, c := range ok {
+		nodes[i] = c.node
+	}
+	return nodes, nil
 }
 
 func runOneOff(c *cli.Context, e *env, args []string) error {
@@ -150,7 +156,7 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 		load, _ := w.st.Load(n.Name)
 		cands = append(cands, runCandidate{node: n, alive: w.alive[n.Name], draining: draining, load: load})
 	}
-	node, err := pickRunNode(f, ls, cands)
+	nodes, err := pickRunNodes(f, ls, cands)
 	if err != nil {
 		return err
 	}
@@ -160,17 +166,32 @@ func runOneOff(c *cli.Context, e *env, args []string) error {
 
 	// The session outlives --timeout, which bounds the reads above.
 	sctx := context.WithoutCancel(ctx)
-	cl := &api.Client{URL: node.APIURL, TLS: e.nodeTLS(node.Name)}
-	code, err := cl.Run(sctx, f, api.RunRequest{Command: shellJoin(args)}, c.App.Reader, c.App.Writer, c.App.ErrWriter)
-	if err != nil {
+	req := api.RunRequest{Command: shellJoin(args)}
+	code := 0
+	ran := false
+	for _, node := range nodes {
+		cl := &api.Client{URL: node.APIURL, TLS: e.nodeTLS(node.Name)}
+		// A node that runs no container of f answers 409 before reading
+		// stdin: the next one is asked.
+		code, err = cl.Run(sctx, f, req, c.App.Reader, c.App.Writer, c.App.ErrWriter)
 		var he *api.HTTPError
-		if errors.As(err, &he) && he.Code == http.StatusForbidden {
-			return errors.New(he.Msg) // the one line of access.Formation
+		if errors.As(err, &he) && he.Code == http.StatusConflict {
+			continue
 		}
-		if errors.As(err, &he) {
-			return fmt.Errorf("node %s: %s", node.Name, he.Msg)
+		if err != nil {
+			if errors.As(err, &he) && he.Code == http.StatusForbidden {
+				return errors.New(he.Msg) // the one line of access.Formation
+			}
+			if errors.As(err, &he) {
+				return fmt.Errorf("node %s: %s", node.Name, he.Msg)
+			}
+			return fmt.Errorf("run on node %s: %w", node.Name, err)
 		}
-		return fmt.Errorf("run on node %s: %w", node.Name, err)
+		ran = true
+		break
+	}
+	if !ran {
+		return fmt.Errorf("no node runs %s: scale a process type up first (deisctl scale web=1)", f)
 	}
 	if code != 0 {
 		return cli.Exit("", code)

@@ -16,7 +16,14 @@ func TestRun(t *testing.T) {
 	c := newCluster(t)
 	c.seedImageRelease("hello", map[string]string{"GREETING": "howdy"})
 	a := c.startAgent("run", map[string]string{"role": "runtime"})
-	a.assign(stackSpec("hello", 1, "web", 1, "exec sleep infinity"))
+	// The one-off's spec comes from the node's databag (a node reads no
+	// release): the scheduler writes the release's config there.
+	web := stackSpec("hello", 1, "web", 1, "exec sleep infinity")
+	web.Env["GREETING"] = "howdy"
+	a.assign(web)
+	// An idle agent, tried first (it runs nothing): it answers 409 and
+	// deisctl run moves on to the node that runs hello.
+	c.startAgent("idle", map[string]string{"role": "runtime"})
 
 	// Decoys, whose API does not answer: a busier live node, a lost one,
 	// and an idle one no runtime layer matches.
@@ -54,6 +61,13 @@ func TestRun(t *testing.T) {
 		t.Errorf("one-off containers left: %s", ids)
 	}
 
+	// No node runs a container of quiet: one line says what to do.
+	c.ok("formations:create", "quiet")
+	if _, err := c.cli.Delete(c.ctx(), c.store.Keys.Heartbeat(busy.Name)); err != nil { // its API does not answer
+		t.Fatal(err)
+	}
+	c.fails("no node runs quiet: scale a process type up first (deisctl scale web=1)", "run", "-f", "quiet", "--", "ls")
+
 	c.fails("no command given, so nothing was run", "run", "-f", "hello")
 	c.fails(`formation "nope" not found`, "run", "-f", "nope", "--", "ls")
 	c.ok("formations:create", "bare")
@@ -79,17 +93,17 @@ func TestPickRunNode(t *testing.T) {
 		{"least loaded", layers, []runCandidate{
 			{node: node("a", "runtime", "http://a"), alive: true, load: 3},
 			{node: node("b", "runtime", "http://b"), alive: true, load: 1},
-		}, "b"},
+		}, "b,a"},
 		// Equal load: by name.
 		{"by name", layers, []runCandidate{
 			{node: node("b", "runtime", "http://b"), alive: true},
 			{node: node("a", "runtime", "http://a"), alive: true},
-		}, "a"},
+		}, "a,b"},
 		// A draining node only when there is no other.
 		{"not draining", layers, []runCandidate{
 			{node: node("a", "runtime", "http://a"), alive: true, draining: true},
 			{node: node("b", "runtime", "http://b"), alive: true, load: 9},
-		}, "b"},
+		}, "b,a"},
 		// Lost nodes and nodes of proxy layers only are never picked.
 		{"lost and proxy skipped", layers, []runCandidate{
 			{node: node("a", "runtime", "http://a")},
@@ -106,12 +120,16 @@ func TestPickRunNode(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			n, err := pickRunNode("hello", tc.layers, tc.cands)
+			ns, err := pickRunNodes("hello", tc.layers, tc.cands)
+			var names []string
+			for _, n := range ns {
+				names = append(names, n.Name)
+			}
 			switch {
 			case err != nil && !strings.Contains(err.Error(), tc.want):
 				t.Errorf("error %v, want %q", err, tc.want)
-			case err == nil && n.Name != tc.want:
-				t.Errorf("picked %s, want %s", n.Name, tc.want)
+			case err == nil && strings.Join(names, ",") != tc.want:
+				t.Errorf("picked %v, want %s", names, tc.want)
 			}
 		})
 	}

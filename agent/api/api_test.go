@@ -567,11 +567,14 @@ func (f *fixture) oneOffs() []string {
 func TestRun(t *testing.T) {
 	f := newFixture(t)
 	v1 := f.release("hello", map[string]string{"GREETING": "howdy"})
-	// v2 failed to roll out: one-offs use v1.
+	// v2 failed to roll out, so the node runs v1's web.1 (its reconcile
+	// loop must not touch one-offs): the one-off's spec comes from that
+	// databag entry, not from the releases.
 	v2 := f.release("hello", map[string]string{"GREETING": "broken"})
 	f.put(f.store.Keys.ReleaseStatus("hello", v2), state.ReleaseStatus{Version: v2, Failed: true, Reason: "crashed"})
-	// The node runs web.1 meanwhile; its reconcile loop must not touch one-offs.
-	f.assign(f.web("hello", v1, 1))
+	web := f.web("hello", v1, 1)
+	web.Env = map[string]string{"PORT": "5000", "GREETING": "howdy", "DEIS_FORMATION": "hello", "DEIS_RELEASE": fmt.Sprintf("v%d", v1)}
+	f.assign(web)
 	f.ready(fmt.Sprintf("hello.v%d.web.1", v1))
 
 	var stdout, stderr bytes.Buffer
@@ -660,6 +663,7 @@ func TestRunRefusals(t *testing.T) {
 	f := newFixture(t)
 	ctx := ctxT(t, time.Minute)
 	_ = f.store.Create(ctx, f.store.Keys.Formation("empty"), state.Formation{Name: "empty"})
+	f.release("shop", nil) // released, but the node runs none of it
 	run := func(form, cmd string) error {
 		_, err := f.client.Run(ctx, form, api.RunRequest{Command: cmd}, nil, io.Discard, io.Discard)
 		return err
@@ -668,8 +672,11 @@ func TestRunRefusals(t *testing.T) {
 		form, cmd, want string
 		code            int
 	}{
-		{"nope", "ls", `formation "nope" not found`, http.StatusNotFound},
-		{"empty", "ls", "formation empty has no release yet", http.StatusConflict},
+		// The node runs no container of the formation: deisctl run tries
+		// another node.
+		{"nope", "ls", "node " + f.node + " runs no container of nope", http.StatusConflict},
+		{"empty", "ls", "node " + f.node + " runs no container of empty", http.StatusConflict},
+		{"shop", "ls", "node " + f.node + " runs no container of shop", http.StatusConflict},
 		{"empty", "  ", "no command", http.StatusBadRequest},
 		{"Bad", "ls", "invalid formation name", http.StatusBadRequest},
 	} {

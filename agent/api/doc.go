@@ -39,17 +39,19 @@
 // The body is a JSON RunRequest ({"command": "...", "env": {...}}) and the
 // request must ask to switch protocols (Connection: Upgrade, Upgrade:
 // deis-run). The server starts a one-off container of F's current release
-// (CurrentRelease: pkg/view's answer, the newest not marked failed, from
-// one read of the formation's keys at one revision), with its slug (through
-// the runtime's slug cache) or image, its config plus env, and the command
+// as this node runs it: a container of F in the node's own runtime databag,
+// of its highest release (during a rollout, the newest), gives the image or
+// slug (through the runtime's slug cache), config, uid and limits
+// (state.OneOffFromSpec; a node reads no release), the request its env and
+// the command, which is
 // run like a Procfile command. The container is named
 // deis-run-<formation>-<n>, has DYNO=run.<n>, carries the labels
 // deis.oneoff=1, deis.formation and deis.node (the reconcile loop leaves
 // such containers alone) and is removed by Docker when it exits.
 //
 // Errors before the container runs are ordinary HTTP answers with a
-// plain-text message (400 bad request, 404 no such formation, 409 no
-// release or build, 426 no upgrade asked, 502 Docker or the slug failed).
+// plain-text message (400 bad request, 409 the node runs no container of
+// F, or F has no build, 426 no upgrade asked, 502 Docker or the slug failed).
 // Once it runs the answer is 101 and the connection carries:
 //
 //   - server to client, frames: 1 type byte (1 stdout, 2 stderr, 3 exit),

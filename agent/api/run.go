@@ -18,7 +18,6 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/deis/deis/agent/runtime"
 	"github.com/deis/deis/pkg/state"
-	"github.com/deis/deis/pkg/view"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/pkg/stdcopy"
 )
@@ -252,49 +251,66 @@ func isClosed(err error) bool {
 	return errors.Is(err, io.EOF) || strings.Contains(err.Error(), "use of closed network connection")
 }
 
-// oneOffSpec describes the one-off container of formation f: the
-// formation's current release (the newest not marked failed), its build and
-// config, and the request's command and env.
+// oneOffSpec describes the one-off container of formation f from this
+// node's runtime databag, the only desired state a node may read: a
+// container of f of its highest release (the current release's; during a
+// rollout, the newest) gives the image or slug, config, uid and limits
+// (state.OneOffFromSpec), and the request its command and env. A node that
+// runs no container of f answers 409: deisctl run then tries another.
 func (s *Server) oneOffSpec(ctx context.Context, f string, req RunRequest) (state.ContainerSpec, error) {
 	ctx, cancel := context.WithTimeout(ctx, etcdTimeout)
 	defer cancel()
 	st := s.cfg.Store
-	// One read of the formation's keys at one revision (those a node may
-	// read).
-	v, err := view.LoadOneOff(ctx, st.KV, st.Keys.Prefix, f)
-	if err != nil {
-		return state.ContainerSpec{}, fmt.Errorf("api: %w", err)
+	var rt state.Runtime
+	_, err := st.Get(ctx, st.Keys.Runtime(s.cfg.Node), &rt)
+	if err != nil && !errors.Is(err, state.ErrNotFound) {
+		return state.ContainerSpec{}, fmt.Errorf("api: read the runtime databag of node %s: %w: check that etcd is reachable", s.cfg.Node, err)
 	}
-	form := v.Formations[f]
-	if form == nil {
-		return state.ContainerSpec{}, withStatus(http.StatusNotFound,
-			fmt.Errorf("formation %q not found: create it with deisctl formations:create %s: %w", f, f, state.ErrNotFound))
-	}
-	rel, err := currentRelease(v, f)
-	if err != nil {
-		return state.ContainerSpec{}, withStatus(http.StatusConflict, err)
-	}
-	b := rel.Build
-	if b == nil || b.Image == "" {
+	from := newestSpec(rt, f)
+	if from == nil {
 		return state.ContainerSpec{}, withStatus(http.StatusConflict,
-			fmt.Errorf("formation %s has no build yet (release v%d has none): deploy it with git push deis main", f, rel.Version))
+			fmt.Errorf("node %s runs no container of %s", s.cfg.Node, f))
 	}
-	var info state.CoordinatorInfo
-	if v.Coordinator != nil {
-		info = *v.Coordinator
+	if from.Image == "" {
+		return state.ContainerSpec{}, withStatus(http.StatusConflict,
+			fmt.Errorf("formation %s has no build yet (release v%d has none): deploy it with git push deis main", f, from.Release))
 	}
-	spec := state.SpecFromRelease(rel, info.SlugURL)
-	spec.SetFormation(form) // a slug runs as the formation's uid
-	spec.Type, spec.Command, spec.Port = "run", req.Command, 0
-	spec.Exec = state.ExecMode(rel.Build, spec.Type)
+	spec := state.OneOffFromSpec(*from, req.Command)
+	if spec.Slug != nil && spec.UID == 0 {
+		// A spec written without the formation's uid (see state.AppUID):
+		// the formation record has it.
+		var form state.Formation
+		if _, err := st.Get(ctx, st.Keys.Formation(f), &form); err != nil && !errors.Is(err, state.ErrNotFound) {
+			return state.ContainerSpec{}, fmt.Errorf("api: read formation %s for its uid: %w: check that etcd is reachable", f, err)
+		}
+		spec.UID = form.UID
+	}
+	if spec.Slug != nil {
+		spec.UID = state.AppUID(f, spec.UID)
+	}
 	if construct, ok := launcher.NeedsShell(req.Command); ok && spec.Exec == state.ExecDirect {
 		return state.ContainerSpec{}, withStatus(http.StatusBadRequest,
-			fmt.Errorf("the image of %s v%d has no /bin/sh, so the command cannot use shell syntax (%s): give the program and its arguments as plain words", f, rel.Version, construct))
+			fmt.Errorf("the image of %s v%d has no /bin/sh, so the command cannot use shell syntax (%s): give the program and its arguments as plain words", f, spec.Release, construct))
 	}
 	for k, v := range req.Env {
 		spec.Env[k] = v
 	}
 	return spec, nil
+}
+
+// newestSpec is the spec a one-off of formation f starts from: a container
+// of f in the runtime databag rt of the highest release (the current
+// release's; during a rollout, the newest), not a release phase's (its
+// release is not live yet); nil when rt has none.
+func newestSpec(rt state.Runtime, f string) *state.ContainerSpec {
+	var from *state.ContainerSpec
+	for i := range rt.Containers {
+		c := &rt.Containers[i]
+		if c.Formation == f && c.Type != state.ReleaseProcessType && (from == nil || c.Release > from.Release) {
+			from = c
+		}
+	}
+	return from
 }
 
 // create creates the one-off container under a free name
@@ -334,27 +350,4 @@ func setEnv(cfg *container.Config, k, v string) {
 		}
 	}
 	cfg.Env = append(cfg.Env, k+"="+v)
-}
-
-// CurrentRelease returns the release of formation f that one-off
-// containers use: the view's current release (the newest one not marked
-// failed). It returns an error wrapping state.ErrNotFound when there is
-// none.
-func CurrentRelease(ctx context.Context, st *state.Store, f string) (*state.Release, error) {
-	v, err := view.LoadOneOff(ctx, st.KV, st.Keys.Prefix, f)
-	if err != nil {
-		return nil, err
-	}
-	return currentRelease(v, f)
-}
-
-// currentRelease is CurrentRelease of a loaded view.
-func currentRelease(v *view.State, f string) (*state.Release, error) {
-	if rel := v.CurrentRelease(f); rel != nil {
-		return rel, nil
-	}
-	if v.LatestRelease(f) != nil {
-		return nil, fmt.Errorf("every release of %s failed to roll out: fix the app and deploy again, or roll back with deisctl rollback -f %s: %w", f, f, state.ErrNotFound)
-	}
-	return nil, fmt.Errorf("formation %s has no release yet: deploy it with git push deis main: %w", f, state.ErrNotFound)
 }

@@ -61,8 +61,8 @@ type Config struct {
 	// The caller (its Common Name) must be allowed the formation
 	// (access.Formation): administrators, coordinators and users granted it.
 	TLS *tls.Config
-	// Store reads releases, release statuses, the coordinator's slug URL,
-	// and the users and grants that decide who may call.
+	// Store reads the node's runtime databag (a one-off's spec), formation
+	// records (a slug's uid), and the users and grants that decide who may call.
 	Store *state.Store
 	// Docker reads logs and runs one-off containers.
 	Docker Docker

@@ -74,3 +74,26 @@ func ExecMode(b *Build, typ string) string {
 	}
 	return ""
 }
+
+// OneOffFromSpec is the spec of a one-off container running command, made
+// from a spec s of one of the formation's processes (a node's runtime
+// databag holds those): the same image or slug, environment (the release's
+// config, PORT, DEIS_FORMATION, DEIS_RELEASE), uid and limits, with type
+// "run", the one-off's command, no port, no health check and no name
+// (the agent names it). A Dockerfile build's command runs through the
+// image's /bin/sh unless the process ran without one (ExecDirect); a web
+// process that ran as the image's own ENTRYPOINT and CMD says nothing of
+// the shell, so its one-off goes through the shell.
+func OneOffFromSpec(s ContainerSpec, command string) ContainerSpec {
+	o := s
+	o.Name, o.Index, o.HealthPath = "", 0, ""
+	o.Type, o.Command, o.Port = "run", command, 0
+	o.Env = make(map[string]string, len(s.Env))
+	for k, v := range s.Env {
+		o.Env[k] = v
+	}
+	if o.Slug != nil || o.Exec != ExecDirect {
+		o.Exec = ""
+	}
+	return o
+}

@@ -41,3 +41,24 @@ func TestSetFormation(t *testing.T) {
 		t.Errorf("fallback uid: %+v", s)
 	}
 }
+
+func TestOneOffFromSpec(t *testing.T) {
+	web := ContainerSpec{Name: "f.v3.web.1", Formation: "f", Release: 3, Type: "web", Index: 1, Image: "app:1",
+		Command: "serve", Exec: ExecImage, Env: map[string]string{"A": "b", "PORT": "5000"}, Port: 5000,
+		Limits: ResourceLimits{MemoryBytes: 64 << 20}, HealthPath: "/up", UID: FirstAppUID}
+	o := OneOffFromSpec(web, "ls -l")
+	if o.Type != "run" || o.Command != "ls -l" || o.Port != 0 || o.Name != "" || o.Index != 0 || o.HealthPath != "" {
+		t.Errorf("one-off %+v", o)
+	}
+	if o.Image != "app:1" || o.Release != 3 || o.Env["A"] != "b" || o.Limits != web.Limits || o.UID != FirstAppUID || o.Exec != "" {
+		t.Errorf("one-off lost the process's image, env, limits, uid or exec: %+v", o)
+	}
+	o.Env["A"] = "c"
+	if web.Env["A"] != "b" {
+		t.Error("the one-off's env is the process's map")
+	}
+	web.Exec = ExecDirect
+	if o := OneOffFromSpec(web, "ls"); o.Exec != ExecDirect {
+		t.Errorf("an image without /bin/sh: exec %q", o.Exec)
+	}
+}
