@@ -44,10 +44,10 @@ type JoinServer struct {
 // gave, not those it registers: a node must not widen its own reads): when
 // it has role=proxy, the writes of its own acks and traffic reports and the
 // reads of the routing, certificates and challenges of each formation whose
-// proxy layer selects it (layers by formation); and the legacy reads while
-// the agent API still needs them. Only formations that exist count.
+// proxy layer selects it (layers by formation). Only formations that exist
+// count.
 func NodeOptions(node string, labels map[string]string, formations []string, layers map[string][]state.Layer) etcdauth.NodeOptions {
-	opts := etcdauth.NodeOptions{Proxy: state.LabelHas(labels, "role", "proxy"), Legacy: true}
+	opts := etcdauth.NodeOptions{Proxy: state.LabelHas(labels, "role", "proxy")}
 	if !opts.Proxy {
 		return opts
 	}

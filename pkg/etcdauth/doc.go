@@ -29,7 +29,6 @@
 //	deis:node-<n>          runtime/<n>; a proxy also, for each formation nodes/<n> heartbeats/<n> status/nodes/<n>;
 //	                       f its proxy layer selects: routing/<f>        a proxy also status/acks/<n>/
 //	                       certs/<f>/ acme/challenges/<f>/               status/traffic-reports/<n>/
-//	deis:legacy-nodes      releases/ status/releases/                    — (today's agent API run; remove)
 //	deis:user-<u>          coordinator/info nodes/ heartbeats/ users/<u> —
 //	                       status/acks/ status/traffic-reports/
 //	deis:formation-<f>     builds/<f>/ routing/<f> status/formations/<f> formations/<f> configs/<f> layers/<f>/
@@ -41,7 +40,8 @@
 // matches the labels of its join (jointoken.Member, not its registration,
 // which it writes itself); the coordinator's access loop recomputes them when
 // layers, formations or joins change and EnsureNode converges the grants.
-// The former shared deis:proxies role (every formation's routing) is
+// The former shared deis:proxies role (every formation's routing) and
+// deis:legacy-nodes role (every formation's releases) are
 // deleted by Sync. A user holds deis:user-<u>, deis:admin if an administrator,
 // and deis:formation-<f> for each formation granted (GrantFormation).
 //
@@ -60,12 +60,12 @@
 //   - Done: proxies read only the routing, certificates (with private keys)
 //     and challenges of the formations they serve (ProxyReadPerms); the
 //     proxy role reads and watches each such formation's keys apart.
-//   - Today's agent reads every formation's releases (one-off run;
-//     releases hold every formation's config): NodeOptions.Legacy grants
-//     them until a run's spec reaches the node through its own keys (for
-//     instance /deis/runs/<n>/<id>, written by the coordinator). The
-//     platform token is gone: the agent API and the slug server check
-//     client certificates (pkg/access).
+//   - Done: a node reads no release or release status (they hold every
+//     formation's config): the agent API builds a one-off's spec from a
+//     container of the formation in the node's own runtime databag. The
+//     retired deis:legacy-nodes role is taken from each node by EnsureNode
+//     and deleted by Sync. The platform token is gone: the agent API and
+//     the slug server check client certificates (pkg/access).
 //   - The coordinator may write deisctl's families only because
 //     PurgeFormationKeys deletes every family of a destroyed formation;
 //     DestroyFormation already deletes them, so the purge can leave them out

@@ -62,8 +62,10 @@ func (n Names) Admin() string { return n.name("admin") }
 func (n Names) Nodes() string   { return n.name("nodes") }
 func (n Names) Proxies() string { return n.name("proxies") }
 
-// LegacyNodes is the role of the reads today's agents need that least
-// privilege removes (LegacyNodePerms).
+// LegacyNodes is the retired role that let every node read every
+// formation's releases and release statuses (for the agent API's one-off
+// run, whose spec now comes from the node's own runtime databag):
+// EnsureNode takes it from a node, Sync deletes it.
 func (n Names) LegacyNodes() string { return n.name("legacy-nodes") }
 
 // Node is node's user and its own role.
@@ -252,8 +254,6 @@ type NodeOptions struct {
 	// may read their routing, certificates and challenges
 	// (ProxyReadPerms). Needs Proxy.
 	Serves []string
-	// Legacy grants the reads today's agent still needs (LegacyNodePerms).
-	Legacy bool
 	// Password for the node's etcd user; "" means client certificate only.
 	Password string
 }
@@ -289,12 +289,6 @@ func EnsureNode(ctx context.Context, a Auth, prefix, node string, opts NodeOptio
 		for _, f := range opts.Serves {
 			own = append(own, ProxyReadPerms(k, f)...)
 		}
-	}
-	if opts.Legacy {
-		if err := EnsureRole(ctx, a, n.LegacyNodes(), LegacyNodePerms(k)); err != nil {
-			return err
-		}
-		roles = append(roles, n.LegacyNodes())
 	}
 	if err := EnsureRole(ctx, a, n.Node(node), own); err != nil {
 		return err

@@ -143,6 +143,13 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 		denied(t, "put "+k, put(a, k))
 	}
 	denied(t, "read a config", get(a, keys.Config("shop")))
+	// Releases hold config: a node reads none (a one-off's spec comes from
+	// its own runtime databag).
+	denied(t, "read a release", get(a, keys.Release("shop", 1)))
+	denied(t, "list shop's releases", get(a, keys.Releases("shop"), clientv3.WithPrefix()))
+	denied(t, "list every release", get(a, keys.AllReleases(), clientv3.WithPrefix()))
+	denied(t, "read a release status", get(a, keys.ReleaseStatus("shop", 1)))
+	denied(t, "list every release status", get(a, keys.ReleaseStatuses("shop"), clientv3.WithPrefix()))
 	// The agent API decides who may read logs and run from these records.
 	allowed(t, "read users", get(a, keys.Users(), clientv3.WithPrefix()))
 	allowed(t, "read grants", get(a, keys.AllPerms(), clientv3.WithPrefix()))
@@ -171,12 +178,19 @@ func TestNodeWritesOnlyItsOwnKeys(t *testing.T) {
 	denied(t, "a, no longer a proxy, puts its ack", put(a, keys.ProxyAck("shop", "a")))
 	allowed(t, "a still puts its status", put(a, keys.NodeStatus("a")))
 
-	// Legacy reads, for today's agent.
-	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{Legacy: true}); err != nil {
+	// A node given the retired legacy role (every formation's releases)
+	// loses it when EnsureNode converges.
+	if err := etcdauth.EnsureRole(ctx, cl.Root, names.LegacyNodes(), []etcdauth.Perm{{Key: keys.AllReleases(), Prefix: true, Type: clientv3.PermissionType(clientv3.PermRead)}}); err != nil {
 		t.Fatal(err)
 	}
-	allowed(t, "legacy: read a release", get(a, keys.Release("shop", 1)))
-	denied(t, "legacy: still no config", get(a, keys.Config("shop")))
+	if _, err := cl.Root.UserGrantRole(ctx, names.Node("a"), names.LegacyNodes()); err != nil {
+		t.Fatal(err)
+	}
+	allowed(t, "legacy role: read a release", get(a, keys.Release("shop", 1)))
+	if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, "a", etcdauth.NodeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	denied(t, "legacy role taken away: read a release", get(a, keys.Release("shop", 1)))
 
 	// Removed: refused at once, on the connection already open.
 	if err := etcdauth.RemoveNode(ctx, cl.Root, prefix, "a"); err != nil {
@@ -485,7 +499,10 @@ func TestTable(t *testing.T) {
 		}
 	}
 	rd := clientv3.PermissionType(clientv3.PermRead)
-	for _, k := range []string{keys.Routing("shopping"), keys.Cert("shopping", "x"), keys.ACMEChallenge("shopping", "t"), keys.Routing("other")} {
+	// Releases and their statuses (config, secrets) of no formation, not
+	// even one it serves.
+	for _, k := range []string{keys.Release("shop", 1), keys.Release("other", 1), keys.ReleaseStatus("shop", 1), keys.Config("shop"),
+		keys.Routing("shopping"), keys.Cert("shopping", "x"), keys.ACMEChallenge("shopping", "t"), keys.Routing("other")} {
 		if etcdauth.Covers(node, k, rd) {
 			t.Errorf("node a, serving shop, may read %s", k)
 		}
@@ -577,6 +594,10 @@ func TestSync(t *testing.T) {
 	if err := etcdauth.EnsureRole(ctx, cl.Root, names.Proxies(), []etcdauth.Perm{{Key: keys.Routings(), Prefix: true, Type: clientv3.PermissionType(clientv3.PermRead)}}); err != nil {
 		t.Fatal(err)
 	}
+	// The retired role that let every node read every formation's releases.
+	if err := etcdauth.EnsureRole(ctx, cl.Root, names.LegacyNodes(), []etcdauth.Perm{{Key: keys.AllReleases(), Prefix: true, Type: clientv3.PermissionType(clientv3.PermRead)}}); err != nil {
+		t.Fatal(err)
+	}
 	d := etcdauth.Desired{
 		Nodes:      map[string]etcdauth.NodeOptions{"a": {Proxy: true, ProxyFormations: []string{"shop"}, Serves: []string{"shop"}}, "b": {}},
 		Users:      map[string]etcdauth.UserGrants{"alice": {Formations: []string{"shop"}}, "bob": {Admin: true}},
@@ -623,7 +644,7 @@ func TestSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(roles.Roles, " ")
-	for _, gone := range []string{names.Formation("shop"), names.Node("b"), names.User("bob"), names.Proxies()} {
+	for _, gone := range []string{names.Formation("shop"), names.Node("b"), names.User("bob"), names.Proxies(), names.LegacyNodes()} {
 		if strings.Contains(got, gone) {
 			t.Errorf("role %s left: %s", gone, got)
 		}

@@ -122,8 +122,9 @@ func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
 	}
 	for _, name := range roles.Roles {
 		var err error
-		if name == n.Proxies() {
-			// The retired shared proxy role (every formation's routing).
+		if name == n.Proxies() || name == n.LegacyNodes() {
+			// The retired shared roles: every formation's routing (proxies),
+			// every formation's releases (nodes, for one-off runs).
 			if _, err := a.RoleDelete(ctx, name); err != nil && !errors.Is(err, rpctypes.ErrRoleNotFound) {
 				return fmt.Errorf("etcdauth: delete role %s: %w", name, err)
 			}

@@ -118,19 +118,6 @@ func ProxyReadPerms(k state.Keys, f string) []Perm {
 	}
 }
 
-// LegacyNodePerms are reads today's agent needs that least privilege will
-// remove: every formation's releases and release status (one-off run reads
-// them; they hold every formation's config). Grant them only until run
-// specs come through the node's own keys.
-func LegacyNodePerms(k state.Keys) []Perm {
-	return []Perm{
-		// view.LoadOneOff: the formation key (nodes read it anyway),
-		// releases and release statuses, the coordinator's info.
-		rp(k.AllReleases(), "legacy: agent API run reads the formation's releases"),
-		rp(sub(k, "status", "releases"), "legacy: agent API run skips failed releases"),
-	}
-}
-
 // NodePerms is the role of one node: it reads its own runtime databag and
 // writes only its own keys (registration, heartbeat, status).
 func NodePerms(k state.Keys, node string) []Perm {

@@ -413,19 +413,6 @@ func LoadFormationFamilies(ctx context.Context, kv Getter, prefix, f string, fam
 	return read(ctx, kv, p, ranges, 500, nil)
 }
 
-// LoadOneOff is the part of LoadFormation a one-off run needs, all a node
-// may read of another formation (issue 10): formation f's key, releases
-// and release statuses, and the coordinator's advertisement, at one
-// revision. CurrentRelease answers as from LoadFormation.
-func LoadOneOff(ctx context.Context, kv Getter, prefix, f string) (*State, error) {
-	if err := state.ValidateName("formation", f); err != nil {
-		return nil, err
-	}
-	k := state.NewKeys(prefix)
-	p := parser{keys: k, fams: AllFamilies}
-	return read(ctx, kv, p, []string{k.Formation(f), k.Releases(f), k.ReleaseStatuses(f), k.Coordinator()}, 500, nil)
-}
-
 // Sub is a subscription to a View's changes.
 type Sub struct {
 	// C receives a value (coalesced) whenever something was touched since

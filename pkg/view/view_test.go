@@ -382,14 +382,6 @@ func TestLoad(t *testing.T) {
 	if _, err := LoadFormation(context.Background(), cli, prefix, "../x"); err == nil {
 		t.Fatal("LoadFormation took a bad name")
 	}
-	run, err := LoadOneOff(context.Background(), cli, prefix, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if run.Formations["web"] == nil || len(run.Formations) != 1 || len(run.Releases) != 1 || len(run.Layers) != 0 ||
-		run.CurrentRelease("web").Version != 1 || run.Coordinator == nil {
-		t.Fatalf("LoadOneOff kept %d formations, %d release logs, %d layers, coordinator %v", len(run.Formations), len(run.Releases), len(run.Layers), run.Coordinator)
-	}
 }
 
 func TestFamiliesRestrictTheWatch(t *testing.T) {
