@@ -59,6 +59,19 @@ func TestNodeAccess(t *testing.T) {
 		if _, err := cli.Get(ctx, k.Runtime(b.Name)); !etcdauth.IsPermissionDenied(err) {
 			t.Errorf("node %s read %s's databag: err = %v", a.Name, b.Name, err)
 		}
+		// Releases hold config (secrets): a node reads none, not even of a
+		// formation it runs (a one-off's spec comes from its own databag).
+		for what, get := range map[string]func() error{
+			"acc's release v1":       func() error { _, err := cli.Get(ctx, k.Release("acc", 1)); return err },
+			"acc's releases":         func() error { _, err := cli.Get(ctx, k.Releases("acc"), clientv3.WithPrefix()); return err },
+			"every release":          func() error { _, err := cli.Get(ctx, k.AllReleases(), clientv3.WithPrefix()); return err },
+			"acc's release status":   func() error { _, err := cli.Get(ctx, k.ReleaseStatus("acc", 1)); return err },
+			"acc's release statuses": func() error { _, err := cli.Get(ctx, k.ReleaseStatuses("acc"), clientv3.WithPrefix()); return err },
+		} {
+			if err := get(); !etcdauth.IsPermissionDenied(err) {
+				t.Errorf("node %s read %s: err = %v, want permission denied", a.Name, what, err)
+			}
+		}
 		// Its own status it may write (the agent does so all the time).
 		r, err := cli.Get(ctx, k.NodeStatus(a.Name))
 		if err != nil || len(r.Kvs) != 1 {
