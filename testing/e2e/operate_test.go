@@ -80,4 +80,12 @@ func TestOperateRunningApp(t *testing.T) {
 		}
 		return false, out
 	})
+
+	// run needs a node that runs the formation (its spec comes from that
+	// node's databag): scaled to zero, deisctl says what to do in one line.
+	p.MustCtl(repo, "scale", "web=0")
+	harness.Eventually(t, 2*time.Minute, "run to say no node runs ops", func() (bool, string) {
+		out, err := p.Ctl(repo, "run", "--", "true")
+		return err != nil && strings.Contains(out, "no node runs ops: scale a process type up first (deisctl scale web=1)"), out
+	})
 }
