@@ -139,25 +139,49 @@ func formationView(ctx context.Context, e *env, f string) (st *view.State, full 
 	return st, false, nil
 }
 
-// formationWorld is readWorld for a user granted formation f: its keys
-// and the nodes (formationView); the other formations, drains and loads
-// are left out.
+// formationWorld is readWorld for a user granted formation f: its keys,
+// the nodes with their heartbeats and drains, and the agents' status
+// reports (container names, states and addresses of every formation, no
+// env; docs/security.md) — never the runtime databags, which hold every
+// formation's env. The other formations and the nodes' loads are left
+// out. f's containers come from the reports alone (world.reports): a
+// container the scheduler placed but no agent reported yet does not show,
+// and every reported one counts as desired (only the databags say which
+// are being retired).
 func formationWorld(ctx context.Context, e *env, f string) (*world, error) {
-	st, _, err := formationView(ctx, e, f)
+	st, err := view.LoadFormation(ctx, e.store.KV, e.keys().Prefix, f)
 	if err != nil {
 		return nil, err
 	}
-	w := &world{st: st, alive: st.Alive, drains: map[string]state.Drain{}}
+	rep, err := view.LoadFamilies(ctx, e.store.KV, e.keys().Prefix, view.Nodes, view.Heartbeats, view.Drains, view.NodeStatuses)
+	if err != nil {
+		return nil, err
+	}
+	st.Nodes, st.Alive, st.DrainDocs = rep.Nodes, rep.Alive, rep.DrainDocs
+	w := &world{st: st, reports: rep, alive: rep.Alive, drains: map[string]state.Drain{}}
 	if form := st.Formations[f]; form != nil {
 		w.formations = append(w.formations, *form)
 	}
 	for _, l := range st.Layers[f] {
 		w.layers = append(w.layers, *l)
 	}
-	for _, n := range sortedKeys(st.Nodes) {
-		w.nodes = append(w.nodes, *st.Nodes[n])
+	for _, n := range sortedKeys(rep.Nodes) {
+		w.nodes = append(w.nodes, *rep.Nodes[n])
+	}
+	for n, d := range rep.DrainDocs {
+		w.drains[n] = *d
 	}
 	return w, nil
+}
+
+// readFormationWorld is readWorld, or for a user who may not read the
+// whole installation, formationWorld of f.
+func readFormationWorld(ctx context.Context, e *env, f string) (*world, error) {
+	w, err := readWorld(ctx, e.store)
+	if etcdauth.IsPermissionDenied(err) && f != "" {
+		return formationWorld(ctx, e, f)
+	}
+	return w, err
 }
 
 // grantedFormations lists the formations deisctl's user was granted: the

@@ -225,8 +225,38 @@ func TestUserCredentialsAndGrants(t *testing.T) {
 	s.ok(out, "scale", "web=2", "-f", "blog")
 	s.ok(out, "domains:add", "blog.example.com", "-f", "blog")
 	s.ok(out, "limits:set", "web=256M", "-f", "blog")
-	// What reads other formations' containers says so.
-	s.refused(out, "alice may change blog, but ps also reads what only administrators may", "ps", "-f", "blog")
+	// ps and status: alice sees blog's containers, from the agents'
+	// reports (the runtime databags, with every formation's env, stay
+	// closed to her), and none of shop's.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	k := s.store.Keys
+	for _, put := range []struct {
+		key string
+		v   any
+	}{
+		{k.Node("n1"), state.Node{Name: "n1", Addr: "10.0.0.1"}},
+		{k.Heartbeat("n1"), state.Heartbeat{Node: "n1", At: time.Now()}},
+		{k.Runtime("n1"), state.Runtime{Node: "n1", Containers: []state.ContainerSpec{{Name: "blog-v1-web-1", Formation: "blog", Release: 1, Type: "web"}}}},
+		{k.NodeStatus("n1"), state.NodeStatus{Node: "n1", Containers: []state.ContainerStatus{
+			{Name: "blog-v1-web-1", Formation: "blog", Release: 1, Type: "web", State: state.StateReady, Addr: "10.0.0.1:5001"},
+			{Name: "shop-v1-web-1", Formation: "shop", Release: 1, Type: "web", State: state.StateReady, Addr: "10.0.0.1:5002"},
+		}}},
+	} {
+		if err := s.store.Put(ctx, put.key, put.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := s.ok(out, "ps", "-f", "blog")
+	if !strings.Contains(got, "blog-v1-web-1") || !strings.Contains(got, "10.0.0.1:5001") || strings.Contains(got, "shop") || strings.Contains(got, "retiring") {
+		t.Errorf("ps -f blog as alice: %s", got)
+	}
+	got = s.ok(out, "status", "-f", "blog")
+	if !strings.Contains(got, "blog") || strings.Contains(got, "shop") || !strings.Contains(got, "1 registered, 1 up") {
+		t.Errorf("status -f blog as alice: %s", got)
+	}
+	s.refused(out, "alice may not change shop", "ps", "-f", "shop")
+	s.refused(out, "alice may not change shop", "status", "-f", "shop")
 	// Still nothing on the other formation.
 	s.refused(out, "alice may not change shop", "config:set", "X=1", "-f", "shop")
 	// Listing: alice sees what she was granted.

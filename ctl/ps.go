@@ -47,11 +47,11 @@ func ps(c *cli.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := readWorld(c.Context, e.store)
+	w, err := readFormationWorld(c.Context, e, f)
 	if err != nil {
 		return err
 	}
-	rows := psRows(w.st.Containers(f))
+	rows := w.rows(f)
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, rows)
 	}
@@ -113,7 +113,7 @@ func status(c *cli.Context, e *env, args []string) error {
 // statusOnce prints the status once and reports whether every formation
 // shown has converged.
 func statusOnce(c *cli.Context, e *env) (bool, error) {
-	w, err := readWorld(c.Context, e.store)
+	w, err := readFormationWorld(c.Context, e, c.String("formation"))
 	if err != nil {
 		return false, err
 	}

@@ -72,9 +72,12 @@ type world struct {
 	st         *view.State
 	formations []state.Formation
 	nodes      []state.Node
-	alive      map[string]bool        // nodes with a heartbeat
-	drains     map[string]state.Drain // nodes being drained
-	layers     []state.Layer          // of every formation, by formation and name
+	// reports, when set, is the narrow world of a non-admin user
+	// (formationWorld): containers come from the agents' reports alone.
+	reports *view.State
+	alive   map[string]bool        // nodes with a heartbeat
+	drains  map[string]state.Drain // nodes being drained
+	layers  []state.Layer          // of every formation, by formation and name
 }
 
 // readWorld reads the installation once, at one revision.
@@ -105,6 +108,20 @@ func readWorld(ctx context.Context, s *state.Store) (*world, error) {
 		w.drains[n] = *d
 	}
 	return w, nil
+}
+
+// rows are formation f's containers as ps shows them.
+func (w *world) rows(f string) []psRow {
+	if w.reports == nil {
+		return psRows(w.st.Containers(f))
+	}
+	rows := psRows(w.reports.Containers(f))
+	for i := range rows {
+		// Without the runtime databags, which are being retired is
+		// unknown: every reported container counts as desired.
+		rows[i].Desired = true
+	}
+	return rows
 }
 
 // formationStatus is the convergence view of one formation.
@@ -290,7 +307,7 @@ func placementProblems(f string, layers []state.Layer, nodes []state.Node, alive
 // statusOf summarizes one formation.
 func statusOf(w *world, f string) formationStatus {
 	st := w.st
-	in := statusInput{Formation: f, Alive: w.alive, Rows: psRows(st.Containers(f)),
+	in := statusInput{Formation: f, Alive: w.alive, Rows: w.rows(f),
 		Placement: placementProblems(f, w.layers, w.nodes, w.alive, w.drains), Failed: releaseStatuses(st, f),
 		Latest: st.LatestRelease(f)}
 	if r, ok := st.Routing[f]; ok && r.Doc != nil {

@@ -158,6 +158,8 @@ func UserPerms(k state.Keys, user string) []Perm {
 		rp(k.Nodes(), "deisctl logs and run: agents' addresses"),
 		rp(k.Heartbeats(), "deisctl: which nodes are alive"),
 		r(k.User(user), "deisctl: the user's own record"),
+		rp(k.NodeStatuses(), "deisctl ps and status: the agents' reports (container names, states, addresses of every formation; no env)"),
+		rp(k.Drains(), "deisctl status: which nodes are being drained (node names only)"),
 		rp(k.AllProxyAcks(), "deisctl status: which proxies applied a formation's routing (keyed by node: revision numbers only)"),
 		rp(k.AllTraffic(), "deisctl releases (view.LoadFormation): answers per release and status class (keyed by node: counts only)"),
 	}
