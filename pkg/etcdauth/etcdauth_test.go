@@ -245,6 +245,9 @@ func TestUserNeedsFormationGrant(t *testing.T) {
 	denied(t, "alice writes a build of shop (the builder's)", put(alice, keys.Build("shop", "x")))
 	denied(t, "alice grants herself push (perms)", put(alice, keys.Perm("shop", "alice")))
 	denied(t, "alice writes shop's routing (the scheduler's)", put(alice, keys.Routing("shop")))
+	allowed(t, "alice reads the agents' reports (ps, status)", get(alice, keys.NodeStatuses(), clientv3.WithPrefix()))
+	denied(t, "alice reads the runtime databags (every formation's env)", get(alice, keys.Runtimes(), clientv3.WithPrefix()))
+	denied(t, "alice reads a node's runtime databag", get(alice, keys.Runtime("a")))
 	denied(t, "alice sets other's config", put(alice, keys.Config("other")))
 	denied(t, "alice scales other", put(alice, keys.Formation("other")))
 	denied(t, "alice writes shopping's layers (prefix trap)", put(alice, keys.Layer("shopping", "web")))
@@ -513,6 +516,19 @@ func TestTable(t *testing.T) {
 			t.Errorf("shop's role may write %s", k)
 		}
 	}
+	// A user granted shop reads the agents' reports (ps, status) but no
+	// runtime databag: those hold every formation's env.
+	u := append(etcdauth.UserPerms(keys, "alice"), etcdauth.FormationPerms(keys, "shop")...)
+	for _, k := range []string{keys.Runtime("a"), keys.Runtimes(), keys.Config("other"), keys.Release("other", 1)} {
+		if etcdauth.Covers(u, k, rd) {
+			t.Errorf("alice, granted shop, may read %s", k)
+		}
+	}
+	for _, k := range []string{keys.NodeStatus("a"), keys.Drain("a"), keys.ProxyAck("shop", "a"), keys.Routing("shop"), keys.FormationStatus("shop")} {
+		if !etcdauth.Covers(u, k, rd) {
+			t.Errorf("alice, granted shop, may not read %s (deisctl ps, status)", k)
+		}
+	}
 	if n := etcdauth.NewNames("/a/b/"); n.Node("x") != "a.b:node-x" {
 		t.Errorf("names under /a/b: %q", n.Node("x"))
 	}
@@ -616,6 +632,9 @@ func TestSync(t *testing.T) {
 	denied(t, "a reads other's routing", get(a, keys.Routing("other")))
 	allowed(t, "b puts its status", put(b, keys.NodeStatus("b")))
 	allowed(t, "alice sets shop's config", put(alice, keys.Config("shop")))
+	allowed(t, "alice reads the agents' reports (ps, status)", get(alice, keys.NodeStatuses(), clientv3.WithPrefix()))
+	denied(t, "alice reads the runtime databags (every formation's env)", get(alice, keys.Runtimes(), clientv3.WithPrefix()))
+	denied(t, "alice reads a node's runtime databag", get(alice, keys.Runtime("a")))
 	denied(t, "alice sets other's config", put(alice, keys.Config("other")))
 	allowed(t, "bob (admin) sets other's config", put(bob, keys.Config("other")))
 
