@@ -75,6 +75,8 @@ func TestUserAccess(t *testing.T) {
 		{"releases", "-f", "shop"},
 		{"formations:destroy", "shop", "--confirm", "shop"},
 		{"perms:grant", "alice", "-f", "shop"},
+		{"ps", "-f", "shop"},
+		{"status", "-f", "shop"},
 	} {
 		out, err := alice(args...)
 		msg := strings.TrimSpace(out)
@@ -172,6 +174,21 @@ func TestUserAccess(t *testing.T) {
 		}
 		return err == nil && strings.Contains(out, "ran-as-alice"), out
 	})
+	// ps and status of her formation: its web container, from the agents'
+	// reports (alice reads no runtime databag).
+	harness.Eventually(t, 2*time.Minute, "ps as alice", func() (bool, string) {
+		out, err := alice("ps", "-f", "shop")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); err == nil && len(f) > 4 && strings.HasPrefix(f[0], "shop") && f[1] == "web" && f[3] == a.Name {
+				t.Logf("deisctl ps as alice, granted:\n%s", out)
+				return true, out
+			}
+		}
+		return false, out
+	})
+	if out, err := alice("status", "-f", "shop"); err != nil || !strings.Contains(out, "shop") {
+		t.Errorf("status as alice, granted: %v\n%s", err, out)
+	}
 	harness.Eventually(t, time.Minute, "logs as alice", func() (bool, string) {
 		out, err := alice("logs", "-f", "shop", "-n", "50")
 		return err == nil && strings.Contains(out, "shop"), out
