@@ -495,7 +495,13 @@ func TestDockerfileBuild(t *testing.T) {
 	ctx := context.Background()
 	e.createFormation("dock")
 	e.store.Put(ctx, e.store.Keys.Config("dock"), state.Config{Vars: map[string]string{"GREETING": "ahoy"}})
-	bare, sha, commit := gitRepo(t, loadApp(t, "dockerfile-app"))
+	// server.py marked as this test's own: Docker's cache picks the newest
+	// image of a step, so a concurrent build of the same content elsewhere
+	// (gc_test, the e2e tests) could otherwise hand the rebuild below an
+	// image of the other build's chain
+	app := loadApp(t, "dockerfile-app")
+	app["server.py"] += "# TestDockerfileBuild\n"
+	bare, sha, commit := gitRepo(t, app)
 
 	rel, out := mustBuild(t, e, "dock", bare, sha)
 	wantLines(t, out, "-----> Building "+sha[:7]+" of dock from its Dockerfile", "-----> Dockerfile app detected",
