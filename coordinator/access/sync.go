@@ -106,7 +106,17 @@ func (s *Syncer) Desired(ctx context.Context) (etcdauth.Desired, error) {
 	if err != nil {
 		return etcdauth.Desired{}, err
 	}
-	d := etcdauth.Desired{Nodes: map[string]etcdauth.NodeOptions{}, Users: map[string]etcdauth.UserGrants{}, Formations: formations}
+	d := etcdauth.Desired{Nodes: map[string]etcdauth.NodeOptions{}, Users: map[string]etcdauth.UserGrants{}, Formations: formations,
+		// a join on another coordinator writes the record, then makes the
+		// user: asked again before a user is deleted, so a pass that read
+		// the records just before cannot delete it
+		NodeJoined: func(ctx context.Context, node string) (bool, error) {
+			resp, err := s.Root.Get(ctx, jointoken.MemberKey(s.Prefix, node), clientv3.WithCountOnly())
+			if err != nil {
+				return false, err
+			}
+			return resp.Count > 0, nil
+		}}
 	members, _, err := state.List[jointoken.Member](ctx, s.Root, jointoken.Members(s.Prefix))
 	if err != nil {
 		return d, err

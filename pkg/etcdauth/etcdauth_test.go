@@ -687,3 +687,35 @@ func TestSync(t *testing.T) {
 	}
 	allowed(t, "a still writes after a refused Sync", put(a, keys.NodeStatus("a")))
 }
+
+// A node that joins (on another coordinator) after a Sync read the desired
+// nodes, but before it listed the users, keeps its user and role.
+func TestSyncKeepsNodeJoinedMeanwhile(t *testing.T) {
+	cl := authtest.Start(t)
+	ctx := ctxT(t)
+	names := etcdauth.NewNames(prefix)
+	if err := etcdauth.EnsureCoordinator(ctx, cl.Root, prefix, ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"late", "gone"} {
+		if err := etcdauth.EnsureNode(ctx, cl.Root, prefix, n, etcdauth.NodeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := etcdauth.Desired{
+		Nodes: map[string]etcdauth.NodeOptions{},
+		NodeJoined: func(_ context.Context, node string) (bool, error) {
+			return node == "late", nil
+		},
+	}
+	if err := etcdauth.Sync(ctx, cl.Root, prefix, d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Root.UserGet(ctx, names.Node("late")); err != nil {
+		t.Errorf("node that joined meanwhile lost its user: %v", err)
+	}
+	if _, err := cl.Root.UserGet(ctx, names.Node("gone")); err == nil {
+		t.Error("node that never joined kept its user")
+	}
+	allowed(t, "late puts its status", put(cl.Client(t, names.Node("late")), keys.NodeStatus("late")))
+}

@@ -22,6 +22,11 @@ type Desired struct {
 	Users map[string]UserGrants
 	// Formations that exist: their roles are kept, those of others deleted.
 	Formations []string
+	// NodeJoined, when set, is asked again, just before a node's user or
+	// role is deleted for not being in Nodes, whether the node has joined
+	// since Nodes was read (its record is written before its user is
+	// made, perhaps by another coordinator): a node it says yes to is kept.
+	NodeJoined func(ctx context.Context, node string) (bool, error)
 }
 
 // UserGrants is one user's admin flag and the formations granted to it.
@@ -106,6 +111,12 @@ func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
 	}
 	for _, name := range users.Users {
 		if node, ok := strings.CutPrefix(name, n.name("node-")); ok && !has(d.Nodes, node) && valid(node) {
+			if joined, err := d.joinedSince(ctx, node); err != nil || joined {
+				if err != nil {
+					return err
+				}
+				continue
+			}
 			if err := RemoveNode(ctx, a, prefix, node); err != nil {
 				return err
 			}
@@ -134,7 +145,10 @@ func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
 		}
 		// Roles left by a user or node removed half-way.
 		if node, ok := strings.CutPrefix(name, n.name("node-")); ok && !has(d.Nodes, node) && valid(node) {
-			err = RemoveNode(ctx, a, prefix, node)
+			var joined bool
+			if joined, err = d.joinedSince(ctx, node); err == nil && !joined {
+				err = RemoveNode(ctx, a, prefix, node)
+			}
 		}
 		if u, ok := strings.CutPrefix(name, n.name("user-")); ok && !has(d.Users, u) && valid(u) {
 			err = RemoveUser(ctx, a, prefix, u)
@@ -144,6 +158,17 @@ func Sync(ctx context.Context, a Auth, prefix string, d Desired) error {
 		}
 	}
 	return nil
+}
+
+func (d Desired) joinedSince(ctx context.Context, node string) (bool, error) {
+	if d.NodeJoined == nil {
+		return false, nil
+	}
+	ok, err := d.NodeJoined(ctx, node)
+	if err != nil {
+		return false, fmt.Errorf("etcdauth: has node %s joined: %w", node, err)
+	}
+	return ok, nil
 }
 
 func valid(name string) bool { return state.ValidateName("", name) == nil }
