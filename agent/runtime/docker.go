@@ -279,6 +279,7 @@ func fromSummary(c container.Summary) actual {
 			a.Ports[int(p.PrivatePort)] = int(p.PublicPort)
 		}
 	}
+	sandboxPorts(a.Labels, a.Ports)
 	return a
 }
 
@@ -297,6 +298,7 @@ func fromInspect(c container.InspectResponse) actual {
 	}
 	if c.Config != nil {
 		a.Labels = c.Config.Labels
+		sandboxPorts(a.Labels, a.Ports)
 	}
 	if c.NetworkSettings != nil {
 		for p, bs := range c.NetworkSettings.Ports {

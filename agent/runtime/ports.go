@@ -98,8 +98,8 @@ func newPorts(rng PortRange, addr string) *ports {
 	return &ports{rng: rng, addr: addr, next: rng.Min + rand.IntN(rng.size()), reserved: map[int]time.Time{}}
 }
 
-// inUse lists the host ports of every container of the platform on this
-// engine, of any node and in any state: their labelled ports, which Docker
+// inUse lists the host ports of every container and network sandbox of
+// the platform on this engine, of any node and in any state: their labelled ports, which Docker
 // binds again when it restarts them, and the ports they publish now
 // (containers from before labelHostPort have ephemeral ones).
 func (r *Runtime) inUse(ctx context.Context) (map[int]bool, error) {
@@ -110,8 +110,13 @@ func (r *Runtime) inUse(ctx context.Context) (map[int]bool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("runtime: list containers for their host ports: %w: check that Docker is running", err)
 	}
+	sbs, err := r.cfg.Docker.ContainerList(dctx, container.ListOptions{All: true,
+		Filters: filters.NewArgs(filters.Arg("label", labelSandbox))})
+	if err != nil {
+		return nil, fmt.Errorf("runtime: list network sandboxes for their host ports: %w: check that Docker is running", err)
+	}
 	used := map[int]bool{}
-	for _, c := range cs {
+	for _, c := range append(cs, sbs...) {
 		if p, err := strconv.Atoi(c.Labels[labelHostPort]); err == nil {
 			used[p] = true
 		}
@@ -177,53 +182,66 @@ func portTaken(err error) bool {
 
 // createAndStart creates the container of spec from cfg and hc, named
 // name, and starts it. A spec with a port gets an explicit host port
-// (ports.choose), recorded in labelHostPort; when Docker finds it taken the
-// container is removed and another port is tried.
+// (createPublished).
 func (r *Runtime) createAndStart(ctx context.Context, spec state.ContainerSpec, cfg *container.Config, hc *container.HostConfig, name string) (string, error) {
+	cport := nat.Port("")
+	if spec.Port > 0 {
+		cport = containerPort(spec)
+	}
+	id, _, err := r.createPublished(ctx, cfg, hc, name, cport, func(err error) error { return dockerHint(err, spec) })
+	return id, err
+}
+
+// createPublished creates the container named name from cfg and hc and
+// starts it. With a container port cport, it publishes cport on the node
+// address at an explicit host port (ports.choose), recorded in
+// labelHostPort; when Docker finds that port taken the container is removed
+// and another port is tried. hint adds what to do to Docker's errors. It
+// returns the container's id and host port (0 without cport).
+func (r *Runtime) createPublished(ctx context.Context, cfg *container.Config, hc *container.HostConfig, name string, cport nat.Port, hint func(error) error) (string, int, error) {
 	attempts := 1
 	var used map[int]bool
-	if spec.Port > 0 {
+	if cport != "" {
 		attempts = portAttempts
 		var err error
 		if used, err = r.inUse(ctx); err != nil {
-			return "", err
+			return "", 0, err
 		}
 	}
 	for i := 0; ; i++ {
 		port := 0
-		if spec.Port > 0 {
+		if cport != "" {
 			var err error
 			if port, err = r.ports.choose(used); err != nil {
-				return "", err
+				return "", 0, err
 			}
-			cp := containerPort(spec)
-			hc.PortBindings = nat.PortMap{cp: []nat.PortBinding{{HostIP: r.cfg.Addr, HostPort: strconv.Itoa(port)}}}
+			hc.PortBindings = nat.PortMap{cport: []nat.PortBinding{{HostIP: r.cfg.Addr, HostPort: strconv.Itoa(port)}}}
 			cfg.Labels[labelHostPort] = strconv.Itoa(port)
 		}
 		cctx, cancel := context.WithTimeout(ctx, createTimeout)
 		created, err := r.cfg.Docker.ContainerCreate(cctx, cfg, hc, nil, nil, name)
 		cancel()
 		if err != nil {
-			return "", fmt.Errorf("runtime: create container %s: %w", name, dockerHint(err, spec))
+			return "", 0, fmt.Errorf("runtime: create container %s: %w", name, hint(err))
 		}
 		sctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 		err = r.cfg.Docker.ContainerStart(sctx, created.ID, container.StartOptions{})
 		cancel()
 		if err == nil {
-			return created.ID, nil
+			return created.ID, port, nil
 		}
 		if port == 0 || !portTaken(err) || i+1 >= attempts || ctx.Err() != nil {
 			// The container stays "created"; the next attempt replaces it.
-			return "", fmt.Errorf("runtime: start container %s: %w", name, dockerHint(err, spec))
+			return "", 0, fmt.Errorf("runtime: start container %s: %w", name, hint(err))
 		}
-		r.log.Info("host port taken, trying another", "container", spec.Name, "port", port, "error", err)
+		r.log.Info("host port taken, trying another", "container", name, "port", port, "error", err)
 		r.ports.avoid(port)
 		used[port] = true
 		rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 		rerr := r.cfg.Docker.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 		cancel()
 		if rerr != nil && !isNotFound(rerr) {
-			return "", errors.Join(fmt.Errorf("runtime: start container %s: %w", name, dockerHint(err, spec)),
+			return "", 0, errors.Join(fmt.Errorf("runtime: start container %s: %w", name, hint(err)),
 				fmt.Errorf("runtime: remove it to try another port: %w", rerr))
 		}
 	}

@@ -78,6 +78,13 @@ type Config struct {
 	// DefaultPortRange). Each container gets an explicit port, so it keeps
 	// it when Docker restarts it.
 	PortRange PortRange
+	// SpareSandboxes is how many spare network sandboxes the runtime keeps
+	// started (0: none): an app container with a port joins a spare's
+	// network namespace, which already has its address, embedded DNS and
+	// published port, so Docker starts it about three times as fast.
+	// SandboxImage (default DefaultSandboxImage) runs their `sleep`.
+	SpareSandboxes int
+	SandboxImage   string
 	// RetiredLines and RetiredBytes bound the last lines kept per
 	// formation of the containers the runtime removed (0:
 	// DefaultRetiredLines, DefaultRetiredBytes; < 0: none kept).
@@ -116,6 +123,8 @@ type Runtime struct {
 	ports *ports
 	// retired keeps the last lines of removed containers (RetiredLines).
 	retired *retiredLogs
+	// sandboxes keeps the spare network sandboxes (nil: none).
+	sandboxes *sandboxes
 
 	wakePass   watch.Waker
 	wakeStatus watch.Waker
@@ -179,6 +188,12 @@ func New(cfg Config) (*Runtime, error) {
 	if err := cfg.PortRange.validate(); err != nil {
 		return nil, fmt.Errorf("runtime: --port-range: %w", err)
 	}
+	if cfg.SpareSandboxes < 0 {
+		return nil, errors.New("runtime: negative --spare-sandboxes: use 0 for none")
+	}
+	if cfg.SandboxImage == "" {
+		cfg.SandboxImage = DefaultSandboxImage
+	}
 	if cfg.RetiredLines == 0 {
 		cfg.RetiredLines = DefaultRetiredLines
 	}
@@ -197,13 +212,18 @@ func New(cfg Config) (*Runtime, error) {
 	log := cfg.Logger.With("node", cfg.Node)
 	slugs := newSlugs(filepath.Join(cfg.StateDir, "slugs"), cfg.HTTPClient, lim, m, log)
 	slugs.holders = cfg.Store.SlugURLs // the other coordinators that hold a slug
+	var sbs *sandboxes
+	if cfg.SpareSandboxes > 0 {
+		sbs = newSandboxes(cfg.SpareSandboxes, cfg.SandboxImage)
+	}
 	return &Runtime{
-		cfg:     cfg,
-		log:     log,
-		m:       m,
-		slugs:   slugs,
-		ports:   newPorts(cfg.PortRange, cfg.Addr),
-		retired: newRetiredLogs(cfg.RetiredLines, cfg.RetiredBytes),
+		sandboxes: sbs,
+		cfg:       cfg,
+		log:       log,
+		m:         m,
+		slugs:     slugs,
+		ports:     newPorts(cfg.PortRange, cfg.Addr),
+		retired:   newRetiredLogs(cfg.RetiredLines, cfg.RetiredBytes),
 		probe: &http.Client{
 			Timeout:       probeTimeout,
 			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
@@ -256,6 +276,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.wg.Add(2)
 	go r.watchDocker(ctx)
 	go r.reportLoop(ctx)
+	if r.sandboxes != nil {
+		r.wg.Add(1)
+		go r.sandboxLoop(ctx)
+	}
 	r.log.Info("runtime started", "addr", r.cfg.Addr, "state_dir", r.cfg.StateDir)
 
 	bo := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
@@ -366,8 +390,8 @@ func (r *Runtime) list(ctx context.Context) ([]actual, error) {
 	}
 	out := make([]actual, 0, len(cs))
 	for _, c := range cs {
-		if isOneOff(c.Labels) {
-			continue // deisctl run's; the agent API owns them
+		if isOneOff(c.Labels) || isSandbox(c.Labels) {
+			continue // deisctl run's (the agent API owns them), or a network sandbox
 		}
 		out = append(out, fromSummary(c))
 	}
@@ -464,7 +488,7 @@ func (r *Runtime) watchDocker(ctx context.Context) {
 					break recv
 				}
 				bo.Reset()
-				if !isOneOff(m.Actor.Attributes) {
+				if !isOneOff(m.Actor.Attributes) && !isSandbox(m.Actor.Attributes) {
 					r.pokeWorker(m)
 					r.wakePass.Wake()
 				}
@@ -572,6 +596,7 @@ func (r *Runtime) stopAndRemove(ctx context.Context, c actual) error {
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("runtime: remove container %s: %w", shortID(id), err)
 	}
+	r.removeSandboxOf(ctx, c.Labels)
 	return nil
 }
 

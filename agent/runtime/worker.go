@@ -398,6 +398,7 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		if err != nil && !isNotFound(err) {
 			return nil, fmt.Errorf("runtime: remove container %s in the way: %w", shortID(fresh.ID), err)
 		}
+		r.removeSandboxOf(ctx, fresh.Labels)
 	}
 	if slug != "" {
 		if _, err := os.Stat(slug); err != nil { // removed by hand meanwhile?
@@ -407,7 +408,15 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 	cfg, hc := containerConfig(r.profile(), spec, slug)
 	start := time.Now()
 	w.log.Debug("creating container", "formation", spec.Formation, "release", spec.Release)
-	id, err := r.createAndStart(ctx, spec, cfg, hc, w.dname)
+	var id string
+	if sb, ok := r.takeSandbox(spec); ok {
+		// The spare's network is ready: only the container starts.
+		joinSandbox(cfg, hc, sb)
+		id, _, err = r.createPublished(ctx, cfg, hc, w.dname, "", func(err error) error { return dockerHint(err, spec) })
+		r.sandboxes.done(sb.ID)
+	} else {
+		id, err = r.createAndStart(ctx, spec, cfg, hc, w.dname)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -440,6 +449,12 @@ func (w *worker) inspect(ctx context.Context, ref string) (*actual, error) {
 	w.inspectedAt = asked // an event after it may be missing from the answer
 	a := fromInspect(c)
 	a.IP = containerIP(c, w.r.cfg.Network)
+	if sb := a.Labels[labelSandboxID]; sb != "" && a.IP == "" {
+		// It joined a sandbox: the address is the sandbox's.
+		if s, err := w.r.cfg.Docker.ContainerInspect(ictx, sb); err == nil {
+			a.IP = containerIP(s, w.r.cfg.Network)
+		}
+	}
 	return &a, nil
 }
 

@@ -51,6 +51,8 @@ func main() {
 			&cli.DurationFlag{Name: "heartbeat-ttl", EnvVars: []string{"DEIS_HEARTBEAT_TTL"}, Value: 10 * time.Second, Usage: "lease TTL after which a silent node is lost"},
 			&cli.DurationFlag{Name: "stop-grace", EnvVars: []string{"DEIS_STOP_GRACE"}, Value: 30 * time.Second, Usage: "time between SIGTERM and SIGKILL when stopping a container"},
 			&cli.DurationFlag{Name: "drain-delay", EnvVars: []string{"DEIS_DRAIN_DELAY"}, Value: 2 * time.Second, Usage: "time a retired container keeps running after the proxies stopped sending it requests, before its SIGTERM, so requests in flight finish"},
+			&cli.IntFlag{Name: "spare-sandboxes", EnvVars: []string{"DEIS_SPARE_SANDBOXES"}, Value: 2, Usage: "network sandboxes kept started for the next containers (their address, DNS and published port ready), so a deploy's containers start about three times as fast (0: none)"},
+			&cli.StringFlag{Name: "sandbox-image", EnvVars: []string{"DEIS_SANDBOX_IMAGE"}, Value: runtime.DefaultSandboxImage, Usage: "image whose sleep holds a spare network sandbox (the stack image)"},
 			&cli.StringFlag{Name: "port-range", EnvVars: []string{"DEIS_PORT_RANGE"}, Value: runtime.DefaultPortRange.String(), Usage: "host ports app containers are published on (MIN-MAX); each container keeps its port when Docker restarts it"},
 			&cli.StringFlag{Name: "metrics-addr", EnvVars: []string{"DEIS_METRICS_ADDR"}, Value: "127.0.0.1:9102", Usage: "where /metrics is served (empty: off)"},
 			&cli.StringFlag{Name: "nginx", EnvVars: []string{"DEIS_NGINX"}, Value: "nginx", Usage: "nginx binary"},
@@ -181,6 +183,7 @@ func run(c *cli.Context) error {
 		DefaultMemory: orNone(c.Int64("default-memory")), PidsLimit: orNone(c.Int64("container-pids")),
 		MaxSlugBytes: c.Int64("max-slug-bytes"), MaxSlugEntries: c.Int("max-slug-entries"),
 		Network: c.String("network"), PortRange: portRange,
+		SpareSandboxes: c.Int("spare-sandboxes"), SandboxImage: c.String("sandbox-image"),
 	})
 	if err != nil {
 		return err
