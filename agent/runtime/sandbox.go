@@ -164,7 +164,7 @@ func (r *Runtime) sandboxLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		next := r.cfg.Resync
-		if wait, err := r.reconcileSandboxes(ctx); err != nil {
+		if wait, err := r.reconcileSandboxes(ctx); err != nil && ctx.Err() == nil {
 			s.mu.Lock()
 			if s.missing != err.Error() {
 				r.log.Warn("spare network sandboxes", "error", err)

@@ -203,11 +203,24 @@ func (t tables) ensure(ctx context.Context, g guard) error {
 func (t tables) current(ctx context.Context, rs ruleset) bool {
 	for _, c := range rs.order {
 		out, err := t.run(ctx, "", t.bin, "-w", "-S", c)
-		if err != nil || strings.TrimSpace(out) != chainText(c, rs.chains[c]) {
+		if err != nil || withoutWarnings(out) != chainText(c, rs.chains[c]) {
 			return false
 		}
 	}
 	return true
+}
+
+// withoutWarnings is iptables output without its "# Warning: ..." lines
+// (iptables-nft prints one on every call once legacy tables exist, such
+// as "iptables-legacy tables present"), trimmed.
+func withoutWarnings(out string) string {
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // chainText is how iptables -S prints chain c holding rules.

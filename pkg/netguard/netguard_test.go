@@ -443,7 +443,14 @@ func iptables(t *testing.T, args ...string) string {
 	if err != nil {
 		t.Fatalf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
 	}
-	return strings.TrimSpace(string(out))
+	// Without iptables-nft's "# Warning: iptables-legacy tables present".
+	var keep []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if !strings.HasPrefix(l, "#") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
 
 // The RUN steps of a Dockerfile build (the classic builder the coordinator

@@ -722,20 +722,33 @@ type inspected struct {
 	Config struct {
 		Env []string
 	}
+	HostConfig struct {
+		NetworkMode string
+	}
 	NetworkSettings struct {
 		Ports    map[string][]struct{ HostIp, HostPort string }
 		Networks map[string]struct{ IPAddress, Gateway string }
 	}
 }
 
-// inspectWeb inspects formation f's web container on node.
+// inspectWeb inspects formation f's web container on node; when it joined
+// a network sandbox, its network settings are the sandbox's.
 func inspectWeb(t *testing.T, node, f string) inspected {
 	t.Helper()
 	ids := harness.Containers(t, node, "deis.formation="+f, "deis.type=web")
 	if len(ids) == 0 {
 		t.Fatalf("no web container of %s on %s", f, node)
 	}
-	out, err := exec.Command("docker", "inspect", ids[0]).Output()
+	c := dockerInspect(t, ids[0])
+	if sb, ok := strings.CutPrefix(c.HostConfig.NetworkMode, "container:"); ok {
+		c.NetworkSettings = dockerInspect(t, sb).NetworkSettings
+	}
+	return c
+}
+
+func dockerInspect(t *testing.T, id string) inspected {
+	t.Helper()
+	out, err := exec.Command("docker", "inspect", id).Output()
 	if err != nil {
 		t.Fatalf("docker inspect: %v", err)
 	}
