@@ -741,6 +741,7 @@ func inspectWeb(t *testing.T, node, f string) inspected {
 	}
 	c := dockerInspect(t, ids[0])
 	if sb, ok := strings.CutPrefix(c.HostConfig.NetworkMode, "container:"); ok {
+		t.Logf("%s's web container on %s joined the network sandbox %.12s", f, node, sb)
 		c.NetworkSettings = dockerInspect(t, sb).NetworkSettings
 	}
 	return c

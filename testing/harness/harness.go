@@ -624,11 +624,12 @@ func (p *Proc) KillRestart() {
 	p.start()
 }
 
-// Containers lists the IDs of the running containers an agent made, by the
-// value of one of their labels (e.g. "deis.type").
+// Containers lists the IDs of the running app containers an agent made (not
+// its network sandboxes), by the value of one of their labels (e.g.
+// "deis.type").
 func Containers(t testing.TB, node string, filters ...string) []string {
 	t.Helper()
-	args := []string{"ps", "-q", "--no-trunc", "--filter", "label=deis.node=" + node}
+	args := []string{"ps", "-q", "--no-trunc", "--filter", "label=deis.node=" + node, "--filter", "label=deis.formation"}
 	for _, f := range filters {
 		args = append(args, "--filter", "label="+f)
 	}
