@@ -42,10 +42,14 @@ func TestStartCost(t *testing.T) {
 		t.Fatalf("the guarded network: %v (start an agent once, or set DEIS_BENCH_NETWORK)", err)
 	}
 	p := profile{Node: "startcost", Addr: "127.0.0.1", Network: nw, DefaultMemory: DefaultMemoryBytes, PidsLimit: DefaultPidsLimit}
+	// In the variant joined, the containers join network sandboxes
+	// started before the clock starts, as the runtime's spares are.
+	const joined = "joined a started network sandbox"
 	variants := []struct {
 		name string
 		fn   func(*container.Config, *container.HostConfig)
 	}{
+		{joined, func(*container.Config, *container.HostConfig) {}},
 		{"as the runtime creates them", func(*container.Config, *container.HostConfig) {}},
 		{"default bridge network", func(_ *container.Config, hc *container.HostConfig) { hc.NetworkMode = "" }},
 		{"no published port", func(cfg *container.Config, hc *container.HostConfig) { hc.PortBindings, cfg.ExposedPorts = nil, nil }},
@@ -73,6 +77,22 @@ func TestStartCost(t *testing.T) {
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			ids := make([]string, 4)
+			sbs := make([]string, 4)
+			if v.name == joined {
+				sr := &Runtime{cfg: Config{Node: "startcost", Network: nw, SandboxImage: need.StackImage}}
+				for i := range sbs {
+					cfg, hc := sr.sandboxConfig()
+					hc.PortBindings = nat.PortMap{nat.Port("5000/tcp"): []nat.PortBinding{{HostIP: "127.0.0.1"}}}
+					c, err := d.ContainerCreate(ctx, cfg, hc, nil, nil, fmt.Sprintf("deis-startcost-sb-%d-%d", os.Getpid(), i))
+					if err != nil {
+						t.Fatal(err)
+					}
+					sbs[i] = c.ID
+					if err := d.ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
 			for i := 0; i < 4; i++ {
 				wg.Add(1)
 				go func(i int) {
@@ -84,6 +104,9 @@ func TestStartCost(t *testing.T) {
 						hc.PortBindings = nat.PortMap{containerPort(s): []nat.PortBinding{{HostIP: "127.0.0.1"}}}
 					}
 					v.fn(cfg, hc)
+					if v.name == joined {
+						joinSandbox(cfg, hc, sandbox{ID: sbs[i], Port: 1})
+					}
 					t0 := time.Now()
 					c, err := d.ContainerCreate(ctx, cfg, hc, nil, nil, fmt.Sprintf("deis-startcost-%d-%d", os.Getpid(), i))
 					if err != nil {
@@ -102,7 +125,7 @@ func TestStartCost(t *testing.T) {
 				}(i)
 			}
 			wg.Wait()
-			for _, id := range ids {
+			for _, id := range append(ids, sbs...) {
 				if id != "" {
 					_ = d.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
 				}
