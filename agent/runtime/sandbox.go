@@ -267,16 +267,20 @@ func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error)
 
 // startSandbox creates and starts one spare sandbox.
 func (r *Runtime) startSandbox(ctx context.Context) (sandbox, error) {
+	ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
+	_, err := r.cfg.Docker.ImageInspect(ictx, r.cfg.SandboxImage)
+	cancel()
+	if isNotFound(err) {
+		return sandbox{}, fmt.Errorf("image %s is not on this node: build the stack image (coordinator/stack/mkimage.sh) or set --sandbox-image; containers start without spare sandboxes meanwhile", r.cfg.SandboxImage)
+	}
+	if err != nil {
+		return sandbox{}, fmt.Errorf("inspect image %s: %w", r.cfg.SandboxImage, err)
+	}
 	cfg, hc := r.sandboxConfig()
 	var b [6]byte
 	rand.Read(b[:])
 	name := dockerName(r.cfg.Node, "sandbox-"+hex.EncodeToString(b[:]))
-	id, port, err := r.createPublished(ctx, cfg, hc, name, nat.Port(strconv.Itoa(sandboxPort)+"/tcp"), func(err error) error {
-		if isNotFound(err) {
-			return fmt.Errorf("image %s is not on this node: build the stack image (coordinator/stack/mkimage.sh) or set --sandbox-image; containers start without spare sandboxes meanwhile: %w", r.cfg.SandboxImage, err)
-		}
-		return err
-	})
+	id, port, err := r.createPublished(ctx, cfg, hc, name, nat.Port(strconv.Itoa(sandboxPort)+"/tcp"), func(err error) error { return err })
 	if err != nil {
 		return sandbox{}, err
 	}

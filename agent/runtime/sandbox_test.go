@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/deis/deis/agent/runtime"
+	"github.com/deis/deis/agent/runtime/runtimetest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/need"
 )
@@ -156,4 +157,31 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Without the sandbox image on the node, containers start on a network of
+// their own as without spares, and no sandbox is created.
+func TestSandboxImageMissingFake(t *testing.T) {
+	d := runtimetest.New()
+	defer d.Close()
+	e := newEnv(t, d)
+	e.cfg.SpareSandboxes = 2
+	e.cfg.SandboxImage = "missing/stack:1"
+	d.Images = map[string]bool{"img:1": true}
+	spec := imageSpec("hello.v1.web.1", 1)
+	spec.Image = "img:1"
+	e.assign(spec)
+	e.start()
+	e.waitStatus("hello.v1.web.1 ready", readyIn("hello.v1.web.1"))
+	for _, c := range d.Containers() {
+		if c.Config.Labels["deis.sandbox"] != "" || strings.HasPrefix(string(c.HostConfig.NetworkMode), "container:") {
+			t.Errorf("container %s: labels %v, network %q", c.Name, c.Config.Labels, c.HostConfig.NetworkMode)
+		}
+	}
+	if n := len(d.Containers()); n != 1 {
+		t.Errorf("%d containers, want 1", n)
+	}
+	if d.CallCount("ImageInspect") == 0 {
+		t.Error("the sandbox image was never looked for")
+	}
 }
