@@ -18,6 +18,8 @@ type metrics struct {
 	imageLoads      *prometheus.CounterVec
 	startTime       prometheus.Histogram
 	readyTime       prometheus.Histogram
+	spares          prometheus.Gauge
+	starts          *prometheus.CounterVec
 }
 
 // rolloutBuckets are the buckets of the phases of a rollout, in seconds.
@@ -52,6 +54,10 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 		readyTime: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "deis_agent_health_ready_seconds",
 			Help:    "Time from a container's start until its first passed probe made it ready.",
 			Buckets: rolloutBuckets}),
+		spares: prometheus.NewGauge(prometheus.GaugeOpts{Name: "deis_agent_spare_sandboxes",
+			Help: "Spare network sandboxes started and waiting for a container (--spare-sandboxes)."}),
+		starts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "deis_agent_container_starts_total",
+			Help: "Containers started, by network: sandbox (joined a spare) or own (no spare was left, or the process has no port or another one)."}, []string{"network"}),
 	}
 	if r == nil {
 		return m, nil
@@ -91,6 +97,8 @@ func newMetrics(r prometheus.Registerer) (*metrics, error) {
 	m.imageLoads = reg(m.imageLoads).(*prometheus.CounterVec)
 	m.startTime = reg(m.startTime).(prometheus.Histogram)
 	m.readyTime = reg(m.readyTime).(prometheus.Histogram)
+	m.spares = reg(m.spares).(prometheus.Gauge)
+	m.starts = reg(m.starts).(*prometheus.CounterVec)
 	if err != nil {
 		return nil, err
 	}

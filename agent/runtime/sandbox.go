@@ -243,6 +243,7 @@ func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error)
 	}
 	s.spare = kept
 	s.mu.Unlock()
+	r.m.spares.Set(float64(s.count()))
 
 	for {
 		s.mu.Lock()
@@ -262,6 +263,7 @@ func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error)
 		s.spare = append(s.spare, sb)
 		s.missing = ""
 		s.mu.Unlock()
+		r.m.spares.Set(float64(s.count()))
 	}
 }
 
@@ -321,5 +323,14 @@ func (r *Runtime) takeSandbox(spec state.ContainerSpec) (sandbox, bool) {
 	if r.sandboxes == nil || spec.Port != sandboxPort {
 		return sandbox{}, false
 	}
-	return r.sandboxes.take()
+	sb, ok := r.sandboxes.take()
+	r.m.spares.Set(float64(r.sandboxes.count()))
+	return sb, ok
+}
+
+// count is the number of spares.
+func (s *sandboxes) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.spare)
 }

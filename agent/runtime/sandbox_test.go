@@ -14,6 +14,7 @@ import (
 	"github.com/deis/deis/agent/runtime/runtimetest"
 	"github.com/deis/deis/pkg/state"
 	"github.com/deis/deis/testing/need"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // sandboxes lists the ids of node's network sandboxes (running only, or
@@ -137,6 +138,38 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 	if left := nodeContainers(t, e.node); len(left) != 2 {
 		t.Errorf("containers left: %v, want only the two spares", left)
 	}
+	if got := metricValue(t, e, "deis_agent_spare_sandboxes"); got != 2 {
+		t.Errorf("deis_agent_spare_sandboxes %v, want 2", got)
+	}
+	if got := metricValue(t, e, "deis_agent_container_starts_total"); got < 1 {
+		t.Errorf("deis_agent_container_starts_total{network=\"sandbox\"} %v, want starts into spares counted", got)
+	}
+}
+
+// metricValue is the value of a gauge, or of a counter's network="sandbox"
+// series, in the env's registry.
+func metricValue(t *testing.T, e *env, name string) float64 {
+	t.Helper()
+	mfs, err := e.cfg.Registerer.(*prometheus.Registry).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if g := m.GetGauge(); g != nil {
+				return g.GetValue()
+			}
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "network" && l.GetValue() == "sandbox" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }
 
 func get(t *testing.T, addr string) string {

@@ -414,8 +414,14 @@ func (w *worker) execute(ctx context.Context, spec state.ContainerSpec, fresh *a
 		joinSandbox(cfg, hc, sb)
 		id, _, err = r.createPublished(ctx, cfg, hc, w.dname, "", func(err error) error { return dockerHint(err, spec) })
 		r.sandboxes.done(sb.ID)
+		if err == nil {
+			r.m.starts.WithLabelValues("sandbox").Inc()
+		}
 	} else {
 		id, err = r.createAndStart(ctx, spec, cfg, hc, w.dname)
+		if err == nil {
+			r.m.starts.WithLabelValues("own").Inc()
+		}
 	}
 	if err != nil {
 		return nil, err
