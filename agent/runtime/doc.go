@@ -128,7 +128,9 @@
 // that refilling never competes with a rollout's starts, and every resync
 // removes the node's sandboxes that no container joined and that are not
 // spare (a Runtime removes the spares of an earlier one, which it cannot
-// tell from used ones). After a dockerd restart Docker starts each sandbox
+// tell from used ones). A container whose sandbox is gone (removed by
+// hand: the container lost its port) is removed, so the next pass starts
+// it again; a sandbox's Docker events wake that check. After a dockerd restart Docker starts each sandbox
 // before the container that joined it (restart policy unless-stopped on
 // both), on the same host port.
 //

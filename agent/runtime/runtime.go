@@ -488,6 +488,9 @@ func (r *Runtime) watchDocker(ctx context.Context) {
 					break recv
 				}
 				bo.Reset()
+				if isSandbox(m.Actor.Attributes) && r.sandboxes != nil {
+					r.sandboxes.wake.Wake() // one gone: its container may need replacing
+				}
 				if !isOneOff(m.Actor.Attributes) && !isSandbox(m.Actor.Attributes) {
 					r.pokeWorker(m)
 					r.wakePass.Wake()

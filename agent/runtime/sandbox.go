@@ -187,7 +187,8 @@ func (r *Runtime) sandboxLoop(ctx context.Context) {
 // reconcileSandboxes removes every sandbox of the node that no app
 // container joined, that is not spare and not being taken, including a
 // spare that stopped (an earlier agent's spares are removed too: whether
-// an app used them is not known). Then, when the node has been quiet for
+// an app used them is not known), and every app container whose sandbox
+// is gone (removed by hand: the container lost its port). Then, when the node has been quiet for
 // sandboxQuiet, it starts spares until there are Config.SpareSandboxes;
 // otherwise it returns how long to wait.
 func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error) {
@@ -212,9 +213,31 @@ func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error)
 	if err != nil {
 		return 0, fmt.Errorf("list containers: %w", err)
 	}
+	present := map[string]bool{}
 	for _, c := range cs {
-		if id := c.Labels[labelSandboxID]; id != "" {
-			keep[id] = true
+		if isSandbox(c.Labels) {
+			present[c.ID] = true
+		}
+	}
+	for _, c := range cs {
+		id := c.Labels[labelSandboxID]
+		if id == "" || isSandbox(c.Labels) {
+			continue
+		}
+		keep[id] = true
+		if !present[id] {
+			// Its sandbox was removed behind the agent's back: the
+			// container has no published port any more. It goes, and
+			// the next pass starts it again.
+			a := fromSummary(c)
+			r.log.Warn("the container's network sandbox is gone; replacing the container", "container", a.specName(), "id", shortID(c.ID), "sandbox", shortID(id))
+			r.keepRetired(ctx, a)
+			rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
+			err := r.cfg.Docker.ContainerRemove(rctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+			cancel()
+			if err != nil && !isNotFound(err) {
+				r.log.Warn("remove container without its network sandbox", "id", shortID(c.ID), "error", err)
+			}
 		}
 	}
 	var gone []string

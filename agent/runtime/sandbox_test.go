@@ -43,7 +43,7 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 	e := newEnv(t, docker)
 	e.cfg.SpareSandboxes = 2
 	e.cfg.SandboxImage = need.StackImage
-	e.cfg.Resync = time.Second
+	e.cfg.Resync = time.Hour // only events and the refill timer wake the loops
 	t.Cleanup(func() {
 		if ids := nodeContainers(t, e.node); len(ids) > 0 {
 			dockerCLI(t, append([]string{"rm", "-f"}, ids...)...)
@@ -130,6 +130,21 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 		c, _ := find(st, "sb.v2.web.1")
 		return c.State == state.StateReady && c.ID != c2.ID
 	})
+
+	// Its sandbox removed behind the agent's back: the container lost its
+	// port, so it is replaced, in a spare.
+	st = e.status()
+	c3, _ := find(st, "sb.v2.web.1")
+	joined3 := strings.TrimPrefix(dockerCLI(t, "inspect", "-f", "{{.HostConfig.NetworkMode}}", c3.ID), "container:")
+	dockerCLI(t, "rm", "-f", joined3)
+	st = e.waitStatus("v2 replaced after its sandbox went", func(st state.NodeStatus) bool {
+		c, _ := find(st, "sb.v2.web.1")
+		return c.State == state.StateReady && c.ID != c3.ID
+	})
+	c4, _ := find(st, "sb.v2.web.1")
+	if got := get(t, c4.Addr); got != "v2" {
+		t.Errorf("v2 at %s answered %q", c4.Addr, got)
+	}
 
 	// Unassigned: the container and its sandbox go, the spares stay.
 	e.assign()
