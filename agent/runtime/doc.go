@@ -130,17 +130,18 @@
 // spare (a Runtime removes the spares of an earlier one, which it cannot
 // tell from used ones). A container whose sandbox is gone (removed by
 // hand: the container lost its port) is removed, so the next pass starts
-// it again; a sandbox's Docker events wake that check. After a dockerd restart Docker starts each sandbox
-// before the container that joined it (restart policy unless-stopped on
-// both), on the same host port.
+// it again; a sandbox's Docker events wake that check. After a dockerd
+// restart Docker starts each sandbox before the container that joined it
+// (restart policy unless-stopped on both), on the same host port.
 //
 // # Readiness
 //
 // A started container is "running"; it becomes "ready" once it answers:
 // when the spec has a HealthPath, an HTTP GET of its published port
 // answered with 2xx or 3xx; otherwise a TCP connection to the container's
-// own address (its sandbox's) and port accepted (the host reaches its containers, as
-// Docker's port proxy does; a refusal means nothing listens yet), or, when
+// own address (its sandbox's) and port accepted (the host reaches its
+// containers, as Docker's port proxy does; a refusal means nothing listens
+// yet), or, when
 // that address cannot be reached from the agent, a connection to the
 // published port that the container keeps open for 300ms (Docker's port
 // proxy accepts connections even when nothing listens, and closes them at

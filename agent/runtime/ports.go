@@ -99,9 +99,10 @@ func newPorts(rng PortRange, addr string) *ports {
 }
 
 // inUse lists the host ports of every container and network sandbox of
-// the platform on this engine, of any node and in any state: their labelled ports, which Docker
-// binds again when it restarts them, and the ports they publish now
-// (containers from before labelHostPort have ephemeral ones).
+// the platform on this engine, of any node and in any state: their
+// labelled ports, which Docker binds again when it restarts them, and the
+// ports they publish now (containers from before labelHostPort have
+// ephemeral ones).
 func (r *Runtime) inUse(ctx context.Context) (map[int]bool, error) {
 	dctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()

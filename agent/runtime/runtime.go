@@ -214,7 +214,7 @@ func New(cfg Config) (*Runtime, error) {
 	slugs.holders = cfg.Store.SlugURLs // the other coordinators that hold a slug
 	var sbs *sandboxes
 	if cfg.SpareSandboxes > 0 {
-		sbs = newSandboxes(cfg.SpareSandboxes, cfg.SandboxImage)
+		sbs = newSandboxes(cfg.SpareSandboxes)
 	}
 	return &Runtime{
 		sandboxes: sbs,

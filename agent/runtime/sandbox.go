@@ -26,6 +26,10 @@ const (
 	labelSandboxID = "deis.sandbox.id"
 )
 
+// DefaultSandboxImage runs the spare network sandboxes' `sleep`: the stack
+// image, which every runtime node has for its slugs.
+const DefaultSandboxImage = "deis/stack:bookworm"
+
 // Network sandboxes.
 const (
 	// sandboxPort is the container port a spare sandbox publishes: every
@@ -57,9 +61,8 @@ type sandbox struct {
 // itself: its network (namespace, interface, embedded DNS, port mapping)
 // is ready before the deploy.
 type sandboxes struct {
-	want  int
-	image string
-	wake  watch.Waker
+	want int
+	wake watch.Waker
 
 	mu       sync.Mutex
 	spare    []sandbox
@@ -68,8 +71,8 @@ type sandboxes struct {
 	missing  string // why the last refill failed, logged once
 }
 
-func newSandboxes(want int, image string) *sandboxes {
-	return &sandboxes{want: want, image: image, wake: watch.NewWaker(), claimed: map[string]bool{}}
+func newSandboxes(want int) *sandboxes {
+	return &sandboxes{want: want, wake: watch.NewWaker(), claimed: map[string]bool{}}
 }
 
 // take hands out a spare sandbox; false when there is none. The caller
@@ -174,13 +177,7 @@ func (r *Runtime) sandboxLoop(ctx context.Context) {
 		} else if wait > 0 && wait < next {
 			next = wait
 		}
-		if !t.Stop() {
-			select {
-			case <-t.C:
-			default:
-			}
-		}
-		t.Reset(next)
+		t.Reset(next) // since Go 1.23 a Reset timer delivers no stale tick
 	}
 }
 
@@ -188,9 +185,9 @@ func (r *Runtime) sandboxLoop(ctx context.Context) {
 // container joined, that is not spare and not being taken, including a
 // spare that stopped (an earlier agent's spares are removed too: whether
 // an app used them is not known), and every app container whose sandbox
-// is gone (removed by hand: the container lost its port). Then, when the node has been quiet for
-// sandboxQuiet, it starts spares until there are Config.SpareSandboxes;
-// otherwise it returns how long to wait.
+// is gone (removed by hand: the container lost its port). Then, when the
+// node has been quiet for sandboxQuiet, it starts spares until there are
+// Config.SpareSandboxes; otherwise it returns how long to wait.
 func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error) {
 	s := r.sandboxes
 	// The claims are read before listing: a claim that ends in between
@@ -232,35 +229,21 @@ func (r *Runtime) reconcileSandboxes(ctx context.Context) (time.Duration, error)
 			a := fromSummary(c)
 			r.log.Warn("the container's network sandbox is gone; replacing the container", "container", a.specName(), "id", shortID(c.ID), "sandbox", shortID(id))
 			r.keepRetired(ctx, a)
-			rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
-			err := r.cfg.Docker.ContainerRemove(rctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-			cancel()
-			if err != nil && !isNotFound(err) {
-				r.log.Warn("remove container without its network sandbox", "id", shortID(c.ID), "error", err)
-			}
+			r.forceRemove(ctx, c.ID, "container without its network sandbox")
 		}
 	}
-	var gone []string
 	for _, c := range cs {
 		if !isSandbox(c.Labels) || keep[c.ID] || (spare[c.ID] && c.State == "running") {
 			continue
 		}
-		gone = append(gone, c.ID)
-		rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
-		err := r.cfg.Docker.ContainerRemove(rctx, c.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
-		cancel()
-		if err != nil && !isNotFound(err) {
-			r.log.Warn("remove unused network sandbox", "id", shortID(c.ID), "error", err)
-		}
+		delete(present, c.ID)
+		r.forceRemove(ctx, c.ID, "unused network sandbox")
 	}
-	listed := map[string]bool{}
-	for _, c := range cs {
-		listed[c.ID] = true
-	}
+	// The spares left are those listed and not removed just now.
 	s.mu.Lock()
 	kept := s.spare[:0]
 	for _, sb := range s.spare {
-		if listed[sb.ID] && !contains(gone, sb.ID) {
+		if present[sb.ID] {
 			kept = append(kept, sb)
 		}
 	}
@@ -316,29 +299,20 @@ func (r *Runtime) startSandbox(ctx context.Context) (sandbox, error) {
 // removeSandboxOf removes the sandbox an app container joined, once the
 // app container is gone.
 func (r *Runtime) removeSandboxOf(ctx context.Context, labels map[string]string) {
-	id := labels[labelSandboxID]
-	if id == "" {
-		return
+	if id := labels[labelSandboxID]; id != "" {
+		r.forceRemove(ctx, id, "network sandbox")
 	}
+}
+
+// forceRemove removes a container whatever its state; a failure (other than
+// its being gone already) is logged, and the next reconcile tries again.
+func (r *Runtime) forceRemove(ctx context.Context, id, what string) {
 	rctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	defer cancel()
 	if err := r.cfg.Docker.ContainerRemove(rctx, id, container.RemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
-		r.log.Warn("remove network sandbox", "id", shortID(id), "error", err)
+		r.log.Warn("remove "+what, "id", shortID(id), "error", err)
 	}
 }
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// DefaultSandboxImage runs the spare network sandboxes' `sleep`: the stack
-// image, which every runtime node has for its slugs.
-const DefaultSandboxImage = "deis/stack:bookworm"
 
 // takeSandbox hands out a spare sandbox for spec's container: only for a
 // spec whose port is the one spares publish.

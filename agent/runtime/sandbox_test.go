@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 	st := e.waitStatus("v1 ready", readyIn("sb.v1.web.1"))
 	c, _ := find(st, "sb.v1.web.1")
 	joined, ok := strings.CutPrefix(dockerCLI(t, "inspect", "-f", "{{.HostConfig.NetworkMode}}", c.ID), "container:")
-	if !ok || !contains(before, joined) {
+	if !ok || !slices.Contains(before, joined) {
 		t.Fatalf("v1 joined %q, want one of the spares %v", joined, before)
 	}
 	if _, port, _ := net.SplitHostPort(c.Addr); dockerCLI(t, "port", joined, "5000/tcp") != "127.0.0.1:"+port {
@@ -92,11 +93,11 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 	waitFor(t, "the earlier agent's spares replaced", func() bool {
 		now := sandboxes(t, e.node, true)
 		for _, id := range old {
-			if id != joined && contains(now, id) {
+			if id != joined && slices.Contains(now, id) {
 				return false
 			}
 		}
-		return len(now) == 3 && contains(now, joined)
+		return len(now) == 3 && slices.Contains(now, joined)
 	}, func() string { return strings.Join(sandboxes(t, e.node, true), " ") })
 	if again, _ := find(e.status(), "sb.v1.web.1"); again.ID != c.ID {
 		t.Errorf("v1 replaced on restart: %s -> %s", c.ID, again.ID)
@@ -116,7 +117,7 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 		t.Errorf("v2 at %s answered %q", c2.Addr, got)
 	}
 	spares(3)
-	if contains(sandboxes(t, e.node, true), joined) {
+	if slices.Contains(sandboxes(t, e.node, true), joined) {
 		t.Errorf("v1's sandbox %s outlived it", joined)
 	}
 
@@ -124,7 +125,7 @@ func TestRuntimeDockerSandbox(t *testing.T) {
 	// runtime starts the container again in a spare.
 	joined2 := strings.TrimPrefix(dockerCLI(t, "inspect", "-f", "{{.HostConfig.NetworkMode}}", c2.ID), "container:")
 	dockerCLI(t, "rm", "-f", c2.ID)
-	waitFor(t, "v2's old sandbox removed", func() bool { return !contains(sandboxes(t, e.node, true), joined2) },
+	waitFor(t, "v2's old sandbox removed", func() bool { return !slices.Contains(sandboxes(t, e.node, true), joined2) },
 		func() string { return strings.Join(sandboxes(t, e.node, true), " ") })
 	e.waitStatus("v2 ready again", func(st state.NodeStatus) bool {
 		c, _ := find(st, "sb.v2.web.1")
@@ -196,15 +197,6 @@ func get(t *testing.T, addr string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Without the sandbox image on the node, containers start on a network of

@@ -444,13 +444,7 @@ func iptables(t *testing.T, args ...string) string {
 		t.Fatalf("iptables %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 	// Without iptables-nft's "# Warning: iptables-legacy tables present".
-	var keep []string
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if !strings.HasPrefix(l, "#") {
-			keep = append(keep, l)
-		}
-	}
-	return strings.Join(keep, "\n")
+	return netguard.WithoutWarnings(string(out))
 }
 
 // The RUN steps of a Dockerfile build (the classic builder the coordinator

@@ -1,0 +1,4 @@
+package netguard
+
+// WithoutWarnings exports withoutWarnings to the external tests.
+var WithoutWarnings = withoutWarnings
